@@ -1,0 +1,149 @@
+//! Acting: the commands that change Redis, each conditioned on a fresh read of the instance
+//! it changes, and each safe to repeat.
+//!
+//! Several controllers may run at once (one beside each app server). Two that decide the
+//! same thing send the same idempotent command (`REPLICAOF host port` to the parent it
+//! already has is a no-op in Redis; `REPLICAOF NO ONE` on a master is too). The fresh read
+//! makes a stale plan harmless: a promotion is sent only if the instance is still a replica
+//! that does not hear its master, a demotion only if it is still a master.
+//!
+//! A command that times out may or may not have taken effect (notably `REPLICAOF NO ONE`):
+//! nothing here retries blindly; the next round re-reads the role and decides again.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use crate::{
+    config::RedisSettings,
+    info::{self, ReplicationInfo, Role},
+    observe::{ProbeError, ProbeErrorKind},
+    plan::Action,
+    probe::{classify, connect},
+    topology::{Addr, Topology},
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    #[error("{addr}: cannot connect: {error}")]
+    Connect { addr: Addr, error: ProbeError },
+    #[error("{addr}: `{command}` failed: {error}")]
+    Command { addr: Addr, command: String, error: ProbeError },
+    #[error("{addr}: not done, the instance changed since it was observed: {why}")]
+    Changed { addr: Addr, why: String },
+    #[error("{addr}: sent, but the result is not verified: {why}")]
+    NotVerified { addr: Addr, why: String },
+}
+
+/// One connection to one instance, for commands that change it.
+pub struct Node {
+    pub addr: Addr,
+    connection: MultiplexedConnection,
+}
+
+impl Node {
+    pub async fn connect(addr: &Addr, auth: &RedisSettings, timeout: Duration) -> Result<Node, ActError> {
+        let connection = connect(addr, auth, timeout)
+            .await
+            .map_err(|e| ActError::Connect { addr: addr.clone(), error: classify(&e) })?;
+        Ok(Node { addr: addr.clone(), connection })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&mut self, cmd: &mut redis::Cmd, text: &str) -> Result<T, ActError> {
+        cmd.query_async(&mut self.connection).await.map_err(|e| ActError::Command {
+            addr: self.addr.clone(),
+            command: text.to_string(),
+            error: classify(&e),
+        })
+    }
+
+    pub async fn info(&mut self) -> Result<ReplicationInfo, ActError> {
+        let text: String = self.run(redis::cmd("INFO").arg("replication"), "INFO replication").await?;
+        info::parse(&text).map_err(|e| ActError::Command {
+            addr: self.addr.clone(),
+            command: "INFO replication".into(),
+            error: ProbeError::new(ProbeErrorKind::Info, e.to_string()),
+        })
+    }
+
+    /// `REPLICAOF NO ONE` (`None`) or `REPLICAOF host port`.
+    pub async fn replicaof(&mut self, master: Option<&Addr>) -> Result<(), ActError> {
+        match master {
+            None => self.run::<()>(redis::cmd("REPLICAOF").arg("NO").arg("ONE"), "REPLICAOF NO ONE").await,
+            Some(m) => {
+                let text = format!("REPLICAOF {} {}", m.host, m.port);
+                self.run::<()>(redis::cmd("REPLICAOF").arg(&m.host).arg(m.port), &text).await
+            }
+        }
+    }
+
+    /// `CLIENT PAUSE ms WRITE`: clients' writes block, replication keeps flowing (Redis 6.2+).
+    pub async fn pause_writes(&mut self, for_: Duration) -> Result<(), ActError> {
+        let ms = for_.as_millis().max(1) as u64;
+        self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await
+    }
+
+    pub async fn unpause(&mut self) -> Result<(), ActError> {
+        self.run::<()>(redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE").await
+    }
+
+    fn changed(&self, why: impl Into<String>) -> ActError {
+        ActError::Changed { addr: self.addr.clone(), why: why.into() }
+    }
+
+    /// Promotes a replica that no longer hears its master (the controller's guard, re-checked
+    /// on a fresh read), then verifies the new role.
+    pub async fn promote_if_orphaned(&mut self, link_silence: Duration) -> Result<(), ActError> {
+        let before = self.info().await?;
+        match before.role {
+            Role::Master => return Ok(()),
+            Role::Replica if !before.master_silent(link_silence.as_secs()) => {
+                return Err(self.changed("it hears its master again"));
+            }
+            Role::Replica => {}
+        }
+        self.promote().await
+    }
+
+    /// `REPLICAOF NO ONE` and a read-back of the role.
+    pub async fn promote(&mut self) -> Result<(), ActError> {
+        self.replicaof(None).await?;
+        let after = self.info().await?;
+        if after.role != Role::Master {
+            return Err(ActError::NotVerified { addr: self.addr.clone(), why: "it still reports role replica".into() });
+        }
+        Ok(())
+    }
+}
+
+/// Executes one planned action.
+pub async fn execute(
+    topology: &Topology,
+    auth: &RedisSettings,
+    timeout: Duration,
+    link_silence: Duration,
+    action: &Action,
+) -> Result<(), ActError> {
+    let mut node = Node::connect(topology.addr(action.instance()), auth, timeout).await?;
+    match *action {
+        Action::Promote { .. } => node.promote_if_orphaned(link_silence).await,
+        Action::Demote { to, .. } => {
+            if node.info().await?.role != Role::Master {
+                return Err(node.changed("it is no longer a master"));
+            }
+            node.replicaof(Some(topology.addr(to))).await
+        }
+        Action::Repoint { to, .. } => node.replicaof(Some(topology.addr(to))).await,
+    }
+}
+
+/// Executes actions concurrently: promotions of different shards never wait on each other.
+pub async fn execute_all(
+    topology: &Topology,
+    auth: &RedisSettings,
+    timeout: Duration,
+    link_silence: Duration,
+    actions: &[Action],
+) -> Vec<Result<(), ActError>> {
+    futures::future::join_all(actions.iter().map(|a| execute(topology, auth, timeout, link_silence, a))).await
+}

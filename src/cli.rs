@@ -1,0 +1,315 @@
+//! The command line: one function per subcommand, each returning the process exit code.
+//! `anyhow` lives here and in `main.rs` only.
+//!
+//! Exit codes: 0 = done / healthy; 1 = the deployment is degraded or the failover did not
+//! complete; 2 = bad input (config, arguments) — in which case nothing was changed.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::io::AsyncBufReadExt;
+
+use crate::{
+    config::Config,
+    controller, detect,
+    lab::{Lab, LabSpec},
+    plan::{self, Decision},
+    probe,
+    report::{Report, ReportInput},
+    state::State,
+    switchover::{self, FailoverError},
+};
+
+pub const EXIT_DEGRADED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "roomguard", version, about = "Room-aware failover controller for chained Redis replication")]
+pub struct Cli {
+    /// Log filter (tracing directives, e.g. `info`, `roomguard=debug`).
+    #[arg(long, global = true, env = "ROOMGUARD_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, env = "ROOMGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The controller configuration.
+    #[arg(long, short, env = "ROOMGUARD_CONFIG", default_value = "controller.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (the service).
+    Run(#[command(flatten)] ConfigArg),
+    /// Probe every instance once and print the topology and a verdict.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON (the same document as GET /topology).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make ROOM primary: graceful when the current masters answer, forced when they do not.
+    Failover {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The room to make primary.
+        #[arg(long)]
+        room: String,
+        /// Promote even when room ROOM's heads still hear the old masters (this host may be
+        /// cut off rather than the old room down).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the configuration and print the derived chains.
+    CheckConfig(#[command(flatten)] ConfigArg),
+    /// Start the seed's eight Redis instances locally and run the controller against them.
+    Lab {
+        /// Ports are BASE+1..=BASE+4 on 127.0.0.11 (room 1) and 127.0.0.12 (room 2).
+        #[arg(long, default_value_t = 6400)]
+        base_port: u16,
+        /// Where the lab controller's HTTP server listens.
+        #[arg(long, default_value = "127.0.0.1:9480")]
+        http: String,
+        /// Exit after this long (default: run until Ctrl-C or `quit`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+/// Dispatches a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig(arg) => {
+            let config = load(&arg)?;
+            print!("{}: OK\n{}", config.origin, config.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(arg) => {
+            let config = load(&arg)?;
+            controller::run(config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => status(&load(&config)?, json).await,
+        Command::Failover { config, room, force } => failover(&load(&config)?, &room, force).await,
+        Command::Lab { base_port, http, duration } => {
+            lab(LabSpec { base_port, http_listen: http, ..LabSpec::default() }, duration).await
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM. A second signal aborts at once (the process
+/// exits with 130): the first one lets an in-flight round finish.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received: finishing the current round (signal again to abort)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("second signal: aborting");
+        std::process::exit(130);
+    });
+}
+
+/// One-shot picture of the deployment, from Redis itself (works without a running
+/// controller). Instances that do not answer are treated as down.
+pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    let state = State::load(&c.state_file, t)?;
+    let inferred = plan::infer_masters(t, &observation);
+    let masters: Vec<_> = match &state {
+        Some(s) => s.masters.iter().zip(&inferred).map(|(s, i)| s.or(*i)).collect(),
+        None => inferred,
+    };
+    let settings = detect::DetectSettings { down_after: Duration::ZERO, link_silence: c.link_silence };
+    let verdict = detect::assess(t, &observation, Instant::now(), settings);
+    let decision = Decision::default();
+    let plan = plan::plan(t, &observation, &verdict, &masters, c.link_silence);
+    Ok(Report::build(ReportInput {
+        topology: t,
+        observation: &observation,
+        verdict: &verdict,
+        masters: &masters,
+        decision: &decision,
+        plan: &plan,
+        epoch: state.as_ref().map_or(0, |s| s.epoch),
+        last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
+    }))
+}
+
+async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let report = snapshot(config).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DEGRADED) })
+}
+
+async fn failover(config: &Config, room: &str, force: bool) -> anyhow::Result<ExitCode> {
+    match switchover::failover(config, room, force).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ FailoverError::UnknownRoom { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        Err(e) => {
+            eprintln!("error: failover to room {room} did not complete: {e}");
+            Ok(ExitCode::from(EXIT_DEGRADED))
+        }
+    }
+}
+
+const LAB_HELP: &str = "lab commands (type and press Enter):
+  status            print the topology table
+  kill ROOM         SIGKILL every instance of ROOM (a lost room)
+  hang ROOM         SIGSTOP every instance of ROOM (a silent hang); `resume ROOM` undoes it
+  restart ROOM      start ROOM's killed instances again, empty, as masters (a returning room)
+  failover ROOM     manual failover to ROOM (graceful when the old room answers)
+  help              this text
+  quit              stop everything";
+
+async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "starting the lab: 8 redis-server instances on {} ports {}-{}",
+        spec.room_ips.join(" and "),
+        spec.base_port + 1,
+        spec.base_port + 4
+    );
+    let mut lab = Lab::start(&spec).await.context("starting the lab")?;
+    eprintln!("lab directory (logs, state file): {}", lab.dir().display());
+    eprintln!("config:\n{}", spec.config_toml());
+    let running = controller::start(lab.config.clone()).await?;
+    eprintln!("controller: http://{}/topology  http://{}/metrics", running.http_addr(), running.http_addr());
+    eprintln!("{LAB_HELP}");
+    let shared = running.shared();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controller_task = tokio::spawn({
+        let stop = stop.clone();
+        running.run_until(async move { stop.cancelled().await })
+    });
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut last_shown = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let ctrl_c = shutdown_signal();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            _ = tick.tick() => {
+                // Show the table whenever the picture changes.
+                let report = shared.report.read().expect("report lock").clone();
+                if let Some(report) = report {
+                    let key = format!("{:?}{:?}{:?}", report.verdict, report.shards.iter().map(|s| &s.master).collect::<Vec<_>>(), report.pending);
+                    if key != last_shown {
+                        println!("\n{}", report.render());
+                        last_shown = key;
+                    }
+                }
+            }
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    if !lab_command(&mut lab, &shared, line.trim()).await {
+                        break;
+                    }
+                }
+                _ => stdin_open = false,
+            },
+        }
+    }
+    eprintln!("stopping the controller and the lab instances");
+    stop.cancel();
+    let _ = controller_task.await;
+    drop(lab);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one typed lab command; returns false on `quit`.
+async fn lab_command(lab: &mut Lab, shared: &controller::Shared, line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let (cmd, arg) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let room = lab.topology().room_id(arg);
+    match (cmd, room) {
+        ("", _) => {}
+        ("quit" | "exit", _) => return false,
+        ("help", _) => println!("{LAB_HELP}"),
+        ("status", _) => match shared.report.read().expect("report lock").as_ref() {
+            Some(r) => println!("{}", r.render()),
+            None => println!("(first probe round not complete)"),
+        },
+        ("kill" | "hang" | "resume" | "restart", Some(room)) => {
+            for id in lab.room(room) {
+                let server = &mut lab.servers[id];
+                match cmd {
+                    "kill" => server.kill(),
+                    "hang" => server.hang(),
+                    "resume" => server.resume(),
+                    _ if !server.is_running() => {
+                        if let Err(e) = server.restart(None) {
+                            println!("restart failed: {e}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            println!("{cmd}: room {arg} done");
+        }
+        ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false).await {
+            Ok(report) => print!("{}", report.render()),
+            Err(e) => println!("failover failed: {e}"),
+        },
+        (_, None) if !arg.is_empty() || matches!(cmd, "kill" | "hang" | "resume" | "restart" | "failover") => {
+            println!("unknown room \"{arg}\": rooms are {}", lab.topology().rooms.join(", "))
+        }
+        _ => println!("unknown command \"{cmd}\"; type `help`"),
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}

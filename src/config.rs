@@ -1,0 +1,444 @@
+//! `controller.toml`: loading (figment: the file, then `ROOMGUARD_*` environment overrides)
+//! and validation into a [`Topology`] plus settings.
+//!
+//! Two levels, as in ripgrep's low/high args: [`RawConfig`] is exactly what serde reads
+//! (unknown keys rejected, so a typo is an error and not a silently ignored setting);
+//! [`Config`] is validated and is the only thing the rest of the crate sees. Every error
+//! names the culprit: the file, the key, the shard, the room or the instance.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+use crate::topology::{Addr, Topology};
+
+/// Environment variables with this prefix override config keys; `__` separates sections:
+/// `ROOMGUARD_CONTROLLER__DOWN_AFTER=2s`.
+pub const ENV_PREFIX: &str = "ROOMGUARD_";
+
+/// Variables under [`ENV_PREFIX`] that belong to the command line, not to the config file.
+const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("{origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: Box<figment::Error>,
+    },
+    #[error("{origin}: {problem}")]
+    Invalid { origin: String, problem: String },
+}
+
+/// A password that never prints.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+// === raw: what serde reads ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub rooms: Vec<String>,
+    #[serde(default)]
+    pub controller: RawController,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub redis: RedisSettings,
+    #[serde(default, rename = "shard")]
+    pub shards: Vec<RawShard>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawController {
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub down_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub link_silence: Duration,
+    pub auto_failover: bool,
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    pub switchover_timeout: Duration,
+    pub state_file: PathBuf,
+}
+
+impl Default for RawController {
+    fn default() -> Self {
+        RawController {
+            poll_interval: Duration::from_millis(100),
+            down_after: Duration::from_secs(1),
+            timeout: Duration::from_millis(250),
+            link_silence: Duration::from_secs(12),
+            auto_failover: true,
+            cooldown: Duration::from_secs(300),
+            switchover_timeout: Duration::from_secs(5),
+            state_file: PathBuf::from("roomguard-state.json"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { listen: "127.0.0.1:9480".into() }
+    }
+}
+
+/// Credentials used for every instance.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShard {
+    pub name: String,
+    /// `room.<name> = ["host:port", ...]`, head first.
+    pub room: BTreeMap<String, Vec<String>>,
+}
+
+// === validated ===
+
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// How often every instance is probed.
+    pub poll_interval: Duration,
+    /// An instance is down after failing continuously this long.
+    pub down_after: Duration,
+    /// Connect timeout and per-command timeout of one probe or action.
+    pub timeout: Duration,
+    /// A replica whose `master_last_io_seconds_ago` exceeds this no longer hears its master.
+    /// Must exceed the masters' `repl-ping-replica-period` (Redis default 10 s): an idle
+    /// master is silent for that long between pings, and counting that as evidence would
+    /// fail over a healthy deployment whenever the controller alone is cut off.
+    pub link_silence: Duration,
+    pub auto_failover: bool,
+    /// No second automatic failover within this window after any failover.
+    pub cooldown: Duration,
+    /// How long a graceful switchover waits for the new heads to catch up.
+    pub switchover_timeout: Duration,
+    /// Absolute path of the state file.
+    pub state_file: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the configuration came from (a file path, or `<embedded>`), for messages.
+    pub origin: String,
+    pub topology: Topology,
+    pub controller: ControllerSettings,
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+}
+
+impl Config {
+    /// Loads a config file, applies `ROOMGUARD_*` environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing { path: path.to_owned() });
+        }
+        let origin = path.display().to_string();
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env_overrides());
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_figment(figment, origin, &base)
+    }
+
+    /// Validates a TOML text (used by `lab` for its embedded configuration and by tests);
+    /// relative paths are relative to `base`. Environment overrides apply here too.
+    pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let figment = Figment::new().merge(Toml::string(text)).merge(env_overrides());
+        Self::from_figment(figment, origin.to_string(), base)
+    }
+
+    fn from_figment(figment: Figment, origin: String, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            figment.extract().map_err(|e| ConfigError::Parse { origin: origin.clone(), source: Box::new(e) })?;
+        match validate(raw, base) {
+            Ok(mut config) => {
+                config.origin = origin;
+                Ok(config)
+            }
+            Err(problem) => Err(ConfigError::Invalid { origin, problem }),
+        }
+    }
+}
+
+fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__").ignore(CLI_ENV_KEYS)
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
+    let RawConfig { rooms, controller: c, http, redis, shards } = raw;
+
+    if rooms.is_empty() {
+        return Err("`rooms` is empty: name at least one room".into());
+    }
+    for (i, room) in rooms.iter().enumerate() {
+        if room.trim().is_empty() {
+            return Err(format!("`rooms` entry {} is an empty name", i + 1));
+        }
+        if rooms[..i].contains(room) {
+            return Err(format!("room \"{room}\" is listed twice in `rooms`"));
+        }
+    }
+
+    let positive = [
+        ("controller.poll_interval", c.poll_interval),
+        ("controller.down_after", c.down_after),
+        ("controller.timeout", c.timeout),
+        ("controller.link_silence", c.link_silence),
+        ("controller.switchover_timeout", c.switchover_timeout),
+    ];
+    for (key, value) in positive {
+        if value.is_zero() {
+            return Err(format!("`{key}` must be greater than zero"));
+        }
+    }
+    if c.down_after < c.poll_interval {
+        return Err(format!(
+            "`controller.down_after` ({}) is shorter than `controller.poll_interval` ({}): \
+             an instance would be declared down before it was probed twice",
+            humantime::format_duration(c.down_after),
+            humantime::format_duration(c.poll_interval)
+        ));
+    }
+    if c.link_silence < Duration::from_secs(1) {
+        return Err("`controller.link_silence` must be at least 1s: Redis reports \
+                    `master_last_io_seconds_ago` in whole seconds"
+            .into());
+    }
+    if c.state_file.as_os_str().is_empty() {
+        return Err("`controller.state_file` is empty".into());
+    }
+
+    let listen: SocketAddr =
+        http.listen.parse().map_err(|_| format!("`http.listen` = \"{}\" is not an ip:port address", http.listen))?;
+
+    if shards.is_empty() {
+        return Err("no [[shard]] is configured".into());
+    }
+    let mut seen_shards: HashMap<&str, usize> = HashMap::new();
+    let mut seen_addrs: HashMap<Addr, (String, String)> = HashMap::new();
+    let mut built = Vec::new();
+    for (index, shard) in shards.iter().enumerate() {
+        let name = shard.name.trim();
+        if name.is_empty() {
+            return Err(format!("[[shard]] number {} has an empty `name`", index + 1));
+        }
+        if seen_shards.insert(name, index).is_some() {
+            return Err(format!("shard \"{name}\" is defined twice"));
+        }
+        for room in shard.room.keys() {
+            if !rooms.contains(room) {
+                return Err(format!(
+                    "shard \"{name}\": `room.{room}` names a room that is not in `rooms` ({})",
+                    rooms.join(", ")
+                ));
+            }
+        }
+        let mut chains = Vec::new();
+        for room in &rooms {
+            let list = shard.room.get(room).filter(|l| !l.is_empty()).ok_or_else(|| {
+                format!(
+                    "shard \"{name}\" has no instance in room \"{room}\": \
+                     every shard needs a chain (`room.{room} = [...]`) in every room"
+                )
+            })?;
+            let mut chain = Vec::new();
+            for text in list {
+                let addr: Addr = text
+                    .parse()
+                    .map_err(|why| format!("shard \"{name}\", room \"{room}\": bad address \"{text}\": {why}"))?;
+                if let Some((other_shard, other_room)) = seen_addrs.get(&addr) {
+                    return Err(format!(
+                        "instance {addr} is listed twice: in shard \"{other_shard}\" room \
+                         \"{other_room}\" and in shard \"{name}\" room \"{room}\""
+                    ));
+                }
+                seen_addrs.insert(addr.clone(), (name.to_string(), room.clone()));
+                chain.push(addr);
+            }
+            chains.push(chain);
+        }
+        built.push((name.to_string(), chains));
+    }
+
+    let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
+    Ok(Config {
+        origin: String::new(),
+        topology: Topology::new(rooms, built),
+        controller: ControllerSettings {
+            poll_interval: c.poll_interval,
+            down_after: c.down_after,
+            timeout: c.timeout,
+            link_silence: c.link_silence,
+            auto_failover: c.auto_failover,
+            cooldown: c.cooldown,
+            switchover_timeout: c.switchover_timeout,
+            state_file,
+        },
+        http: HttpSettings { listen },
+        redis,
+    })
+}
+
+impl Config {
+    /// The derived chains, one line per shard and primary room, for `check-config`.
+    pub fn describe(&self) -> String {
+        let t = &self.topology;
+        let c = &self.controller;
+        let mut out = String::new();
+        out.push_str(&format!("rooms (preference order): {}\n", t.rooms.join(", ")));
+        out.push_str(&format!(
+            "poll every {}, down after {}, timeout {}, link silence {}, auto failover {}, cooldown {}\n",
+            humantime::format_duration(c.poll_interval),
+            humantime::format_duration(c.down_after),
+            humantime::format_duration(c.timeout),
+            humantime::format_duration(c.link_silence),
+            if c.auto_failover { "on" } else { "off" },
+            humantime::format_duration(c.cooldown),
+        ));
+        out.push_str(&format!("state file: {}\n", c.state_file.display()));
+        out.push_str(&format!("http: {}\n", self.http.listen));
+        for (shard_id, shard) in t.shards.iter().enumerate() {
+            out.push_str(&format!("shard {}:\n", shard.name));
+            for room in 0..t.rooms.len() {
+                let chain: Vec<String> =
+                    t.chain_order(t.head(shard_id, room)).iter().map(|&id| t.addr(id).to_string()).collect();
+                out.push_str(&format!("  room {} primary: {}\n", t.rooms[room], chain.join(" -> ")));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+rooms = ["1", "2"]
+[[shard]]
+name = "shard-6401"
+room.1 = ["192.168.99.11:6401", "192.168.99.11:6403"]
+room.2 = ["192.168.99.12:6401", "192.168.99.12:6403"]
+[[shard]]
+name = "shard-6402"
+room.1 = ["192.168.99.11:6402", "192.168.99.11:6404"]
+room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
+"#;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, "test.toml", Path::new("/etc/roomguard")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seed_config_with_defaults() {
+        let cfg = load(SEED).unwrap();
+        assert_eq!(cfg.topology.rooms, ["1", "2"]);
+        assert_eq!(cfg.topology.instances.len(), 8);
+        assert_eq!(cfg.controller.poll_interval, Duration::from_millis(100));
+        assert_eq!(cfg.controller.down_after, Duration::from_secs(1));
+        assert_eq!(cfg.controller.state_file, Path::new("/etc/roomguard/roomguard-state.json"));
+        assert!(cfg.describe().contains(
+            "room 1 primary: 192.168.99.11:6401 -> 192.168.99.11:6403 -> 192.168.99.12:6401 -> 192.168.99.12:6403"
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_culprit() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"rooms = ["1", "2"]
+                [controller]
+                down_afterr = "1s""#,
+                "down_afterr",
+            ),
+            (
+                r#"rooms = ["1", "2"]
+                [controller]
+                down_after = "soon""#,
+                "down_after",
+            ),
+            (&SEED.replace("room.2 = [\"192.168.99.12:6401\"", "room.9 = [\"192.168.99.12:6401\""), "room.9"),
+            (&SEED.replace("192.168.99.12:6403", "192.168.99.11:6401"), "192.168.99.11:6401 is listed twice"),
+            (&SEED.replace("192.168.99.12:6404", "192.168.99.12:port"), "bad address \"192.168.99.12:port\""),
+            (
+                &SEED.replace("room.2 = [\"192.168.99.12:6402\", \"192.168.99.12:6404\"]", ""),
+                "shard \"shard-6402\" has no instance in room \"2\"",
+            ),
+            (&SEED.replace("rooms = [\"1\", \"2\"]", "rooms = [\"1\", \"1\"]"), "room \"1\" is listed twice"),
+            (&format!("{SEED}\n[http]\nlisten = \"localhost\""), "http.listen"),
+            (&SEED.replace("shard-6402", "shard-6401"), "shard \"shard-6401\" is defined twice"),
+            ("rooms = [\"1\"]", "no [[shard]]"),
+        ];
+        for (text, needle) in cases {
+            let err = load(text).expect_err(needle);
+            assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+            assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(Path::new("/nonexistent/roomguard.toml")).unwrap_err();
+        assert_eq!(err.to_string(), "config file /nonexistent/roomguard.toml does not exist");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cfg = load(&format!("{SEED}\n[redis]\npassword = \"hunter2\"")).unwrap();
+        assert_eq!(cfg.redis.password.as_ref().unwrap().expose(), "hunter2");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,463 @@
+//! The control loop: every `poll_interval`, take the pollers' observation, judge it, decide,
+//! plan, act, and publish what happened (logs, metrics, the `/topology` report).
+//!
+//! Entry point [`run`] takes a shutdown future, as in tokio's mini-redis, so tests run the
+//! whole controller in-process. Shutdown never interrupts a round: actions in flight finish
+//! and the state file stays consistent; only then do the pollers and the HTTP server stop.
+
+use std::{
+    future::Future,
+    path::Path,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    act,
+    config::Config,
+    detect::{self, DetectSettings, RoomStatus, Verdict},
+    http,
+    info::Role,
+    metrics::Metrics,
+    observe::{Observation, ObservationStore},
+    plan::{self, Action, Decision, Masters, Policy, Reason},
+    probe::{self, PollSettings},
+    report::{Report, ReportInput},
+    state::{FailoverRecord, State, StateError, Trigger},
+    topology::{RoomId, Topology},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// What the loop shares with the HTTP server.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// True once every instance has been probed and a first round has run.
+    pub ready: AtomicBool,
+    pub report: RwLock<Option<Report>>,
+}
+
+/// A failover decided and not yet verified.
+struct InFlight {
+    started: Instant,
+    room: RoomId,
+    trigger: Trigger,
+    shards: Vec<usize>,
+}
+
+struct Controller {
+    config: Config,
+    shared: Arc<Shared>,
+    state: Option<State>,
+    /// Modification time of the state file when we last read or wrote it, to notice a
+    /// `roomguard failover` run beside us.
+    state_mtime: Option<SystemTime>,
+    in_flight: Option<InFlight>,
+    /// Last logged room statuses and held reasons, so that warnings are logged on change.
+    last_rooms: Vec<RoomStatus>,
+    last_held: Vec<String>,
+    last_vetoed: Vec<String>,
+}
+
+/// A controller that is bound and polling, ready to run its loop.
+pub struct Running {
+    controller: Controller,
+    store: ObservationStore,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    http_addr: std::net::SocketAddr,
+}
+
+/// Loads the state file, binds the HTTP listener (so a port clash is a start-up error) and
+/// starts the pollers and the HTTP server. The loop itself runs in [`Running::run_until`].
+pub async fn start(config: Config) -> Result<Running, RunError> {
+    let topology = config.topology.clone();
+    let state = State::load(&config.controller.state_file, &topology)?;
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
+    info!(
+        config = %config.origin,
+        http = %http_addr,
+        instances = topology.instances.len(),
+        state_epoch = ?state.as_ref().map(|s| s.epoch),
+        "roomguard controller starting"
+    );
+
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::new(&topology)),
+        ready: AtomicBool::new(false),
+        report: RwLock::new(None),
+    });
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let store = ObservationStore::new(topology.instances.len());
+    let poll = PollSettings {
+        auth: config.redis.clone(),
+        timeout: config.controller.timeout,
+        interval: config.controller.poll_interval,
+    };
+    probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
+    tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
+
+    let controller = Controller {
+        state_mtime: mtime(&config.controller.state_file),
+        config,
+        shared,
+        state,
+        in_flight: None,
+        last_rooms: vec![],
+        last_held: vec![],
+        last_vetoed: vec![],
+    };
+    Ok(Running { controller, store, token, tracker, http_addr })
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    start(config).await?.run_until(shutdown).await;
+    Ok(())
+}
+
+impl Running {
+    pub fn shared(&self) -> Arc<Shared> {
+        self.controller.shared.clone()
+    }
+
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http_addr
+    }
+
+    /// Runs rounds every `poll_interval` until `shutdown` completes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let Running { mut controller, store, token, tracker, .. } = self;
+        let mut ticker = tokio::time::interval(controller.config.controller.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            // A round is never interrupted: its actions finish before shutdown is looked at.
+            controller.round(&store.snapshot()).await;
+        }
+        info!("shutting down: no new actions; stopping pollers and the HTTP server");
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Controller {
+    fn topology(&self) -> &Topology {
+        &self.config.topology
+    }
+
+    async fn round(&mut self, observation: &Observation) {
+        if !observation.complete() {
+            return;
+        }
+        let started = Instant::now();
+        let settings = self.config.controller.clone();
+        let now = Instant::now();
+        let verdict = detect::assess(
+            self.topology(),
+            observation,
+            now,
+            DetectSettings { down_after: settings.down_after, link_silence: settings.link_silence },
+        );
+        self.log_rooms(&verdict);
+        self.reload_state_if_changed();
+        self.fill_unknown_masters(observation);
+
+        let state = self.state.as_ref().expect("filled above");
+        let policy = Policy {
+            auto_failover: settings.auto_failover,
+            cooldown_left: state
+                .last_failover
+                .as_ref()
+                .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
+            link_silence: settings.link_silence,
+        };
+        let decision = plan::decide(self.topology(), observation, &verdict, &state.masters, &policy);
+        self.apply_decision(&decision, observation);
+
+        let masters = self.state.as_ref().expect("filled").masters.clone();
+        let plan = plan::plan(self.topology(), observation, &verdict, &masters, settings.link_silence);
+        self.log_vetoes(&plan);
+        self.act(&plan.actions).await;
+        self.verify_in_flight(observation, &masters);
+
+        let metrics = &self.shared.metrics;
+        metrics.update(self.topology(), observation, &verdict, &masters);
+        metrics.rounds.inc();
+        metrics.round_duration.observe(started.elapsed().as_secs_f64());
+        let state = self.state.as_ref().expect("filled");
+        let report = Report::build(ReportInput {
+            topology: self.topology(),
+            observation,
+            verdict: &verdict,
+            masters: &masters,
+            decision: &decision,
+            plan: &plan,
+            epoch: state.epoch,
+            last_failover: state.last_failover.as_ref(),
+        });
+        *self.shared.report.write().expect("report lock") = Some(report);
+        self.shared.ready.store(true, Ordering::Release);
+    }
+
+    /// Logs every change of a room's status; a controller cut off from a room says so loudly.
+    fn log_rooms(&mut self, verdict: &Verdict) {
+        let statuses: Vec<RoomStatus> = verdict.rooms.iter().map(|r| r.status).collect();
+        if statuses == self.last_rooms {
+            return;
+        }
+        for (room, v) in verdict.rooms.iter().enumerate() {
+            if self.last_rooms.get(room) == Some(&v.status) {
+                continue;
+            }
+            let name = self.topology().room_name(room);
+            let witnesses: Vec<String> = v
+                .witnesses
+                .iter()
+                .map(|w| format!("{}:{}", self.topology().addr(w.instance), if w.hears { "hears" } else { "deaf" }))
+                .collect();
+            match v.status {
+                RoomStatus::CutOff => warn!(
+                    room = name,
+                    ?witnesses,
+                    "controller cannot reach room {name}, but other rooms still replicate from it: \
+                     the controller is cut off, not the room; no failover will happen"
+                ),
+                RoomStatus::Lost => warn!(
+                    room = name,
+                    ?witnesses,
+                    down = v.down,
+                    "room {name} is LOST: every instance down and every witness agrees"
+                ),
+                RoomStatus::Down => {
+                    warn!(room = name, down = v.down, "room {name} is down (no other room replicates from it)")
+                }
+                RoomStatus::Degraded => warn!(room = name, down = v.down, total = v.total, "room {name} is degraded"),
+                RoomStatus::Up => info!(room = name, "room {name} is up"),
+            }
+        }
+        self.last_rooms = statuses;
+    }
+
+    /// Takes the state file's masters when someone else (the `failover` command) wrote a
+    /// newer epoch since we last looked.
+    fn reload_state_if_changed(&mut self) {
+        let path = &self.config.controller.state_file;
+        let current = mtime(path);
+        if current == self.state_mtime {
+            return;
+        }
+        self.state_mtime = current;
+        match State::load(path, self.topology()) {
+            Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
+                info!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
+                self.state = Some(file);
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "ignoring unreadable state file change"),
+        }
+    }
+
+    /// Shards with no designated master yet (first start, no state file) take the one Redis
+    /// reports.
+    fn fill_unknown_masters(&mut self, observation: &Observation) {
+        let inferred = plan::infer_masters(self.topology(), observation);
+        let state = self.state.get_or_insert_with(|| State::new(vec![None; inferred.len()]));
+        let mut changed = false;
+        for (shard, slot) in state.masters.iter_mut().enumerate() {
+            if slot.is_none() {
+                if let Some(m) = inferred[shard] {
+                    info!(shard = %self.config.topology.shards[shard].name, master = %self.config.topology.addr(m), "master read from Redis");
+                    *slot = Some(m);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_state();
+        }
+    }
+
+    fn save_state(&mut self) {
+        let state = self.state.as_ref().expect("state");
+        if let Err(e) = state.save(&self.config.controller.state_file, &self.config.topology) {
+            error!(error = %e, "cannot persist state; decisions are kept in memory only");
+        }
+        self.state_mtime = mtime(&self.config.controller.state_file);
+    }
+
+    /// Records new masters and persists them *before* anything is sent to Redis.
+    fn apply_decision(&mut self, decision: &Decision, observation: &Observation) {
+        for held in &decision.held {
+            let line = format!("{}:{}", held.shard, held.why);
+            if !self.last_held.contains(&line) {
+                warn!(
+                    shard = %self.topology().shards[held.shard].name,
+                    room = self.topology().room_name(held.room),
+                    "room lost but no failover: {}", held.why
+                );
+            }
+        }
+        self.last_held = decision.held.iter().map(|h| format!("{}:{}", h.shard, h.why)).collect();
+        if decision.changes.is_empty() {
+            return;
+        }
+        let t = self.config.topology.clone();
+        let state = self.state.as_mut().expect("state");
+        let mut by_trigger: Vec<(Trigger, RoomId, Vec<usize>)> = Vec::new();
+        for change in &decision.changes {
+            let trigger = match &change.reason {
+                Reason::RoomLost { room } => {
+                    let witnesses: Vec<String> = t
+                        .instances
+                        .iter()
+                        .enumerate()
+                        .filter(|(id, i)| i.room != *room && observation.live(*id).is_some())
+                        .map(|(_, i)| i.addr.to_string())
+                        .collect();
+                    warn!(
+                        shard = %t.shards[change.shard].name,
+                        from = %change.from.map(|m| t.addr(m).to_string()).unwrap_or_default(),
+                        to = %t.addr(change.to),
+                        lost_room = t.room_name(*room),
+                        reachable_elsewhere = ?witnesses,
+                        "FAILOVER: room {} is lost; promoting {}", t.room_name(*room), t.addr(change.to)
+                    );
+                    Trigger::Auto
+                }
+                Reason::Adopted { why } => {
+                    info!(
+                        shard = %t.shards[change.shard].name,
+                        to = %t.addr(change.to),
+                        "adopting a master change made elsewhere: {why}"
+                    );
+                    Trigger::Adopted
+                }
+            };
+            state.masters[change.shard] = Some(change.to);
+            let room = t.instance(change.to).room;
+            match by_trigger.iter_mut().find(|(tr, r, _)| *tr == trigger && *r == room) {
+                Some((_, _, shards)) => shards.push(change.shard),
+                None => by_trigger.push((trigger, room, vec![change.shard])),
+            }
+        }
+        state.epoch += 1;
+        for (trigger, room, shards) in by_trigger {
+            let names = shards.iter().map(|&s| t.shards[s].name.clone()).collect();
+            state.last_failover = Some(FailoverRecord::now(trigger, t.room_name(room), names));
+            if trigger == Trigger::Adopted {
+                self.shared.metrics.record_failover(t.room_name(room), trigger, true, Duration::ZERO);
+            } else {
+                self.in_flight = Some(InFlight { started: Instant::now(), room, trigger, shards });
+            }
+        }
+        self.save_state();
+    }
+
+    fn log_vetoes(&mut self, plan: &plan::Plan) {
+        let lines: Vec<String> =
+            plan.vetoed.iter().map(|v| format!("{}: {}", v.action.describe(self.topology()), v.why)).collect();
+        for line in &lines {
+            if !self.last_vetoed.contains(line) {
+                info!("held back: {line}");
+            }
+        }
+        self.last_vetoed = lines;
+    }
+
+    async fn act(&mut self, actions: &[Action]) {
+        if actions.is_empty() {
+            return;
+        }
+        let t = &self.config.topology;
+        let c = &self.config.controller;
+        for action in actions {
+            info!(action = action.label(), "acting: {}", action.describe(t));
+            if let Action::Demote { instance, offset, diverged_bytes, .. } = *action {
+                match diverged_bytes {
+                    Some(0) => {
+                        info!(instance = %t.addr(instance), "stale master had written nothing beyond the promotion point")
+                    }
+                    Some(bytes) => warn!(
+                        instance = %t.addr(instance),
+                        diverged_bytes = bytes,
+                        "DATA DISCARDED: stale master {} wrote {bytes} bytes after its successor was promoted; \
+                         the resync drops them", t.addr(instance)
+                    ),
+                    None => warn!(
+                        instance = %t.addr(instance),
+                        offset,
+                        "stale master {} has an unrelated replication history (offset {offset}); \
+                         its data is replaced by the shard master's", t.addr(instance)
+                    ),
+                }
+            }
+        }
+        let results = act::execute_all(t, &self.config.redis, c.timeout, c.link_silence, actions).await;
+        for (action, result) in actions.iter().zip(results) {
+            self.shared.metrics.record_action(action.label(), result.is_ok());
+            match result {
+                Ok(()) => {
+                    info!(action = action.label(), "done: {}", action.describe(t));
+                    if let Action::Demote { instance, diverged_bytes: Some(bytes), .. } = *action {
+                        self.shared.metrics.record_divergence(instance, bytes as u64);
+                    }
+                }
+                Err(e) => warn!(action = action.label(), error = %e, "failed: {}", action.describe(t)),
+            }
+        }
+    }
+
+    /// A failover is complete once every shard it moved has its new master answering as a
+    /// master; it has failed if that takes longer than the bound below.
+    fn verify_in_flight(&mut self, observation: &Observation, masters: &Masters) {
+        let Some(f) = &self.in_flight else { return };
+        let t = &self.config.topology;
+        let done = f
+            .shards
+            .iter()
+            .all(|&s| masters[s].and_then(|m| observation.live(m)).is_some_and(|i| i.role == Role::Master));
+        let elapsed = f.started.elapsed();
+        let room = t.room_name(f.room).to_string();
+        if done {
+            info!(room, trigger = f.trigger.label(), took = ?elapsed, "failover complete: room {room} holds the masters");
+            self.shared.metrics.record_failover(&room, f.trigger, true, elapsed);
+            self.in_flight = None;
+        } else if elapsed > FAILOVER_VERIFY_BOUND {
+            error!(room, took = ?elapsed, "failover NOT verified: the new masters still do not answer as masters; will keep trying");
+            self.shared.metrics.record_failover(&room, f.trigger, false, elapsed);
+            self.in_flight = None;
+        } else {
+            debug!(room, "failover in progress");
+        }
+    }
+}
+
+/// How long a decided failover may take before it is counted as failed.
+const FAILOVER_VERIFY_BOUND: Duration = Duration::from_secs(30);

@@ -1,0 +1,240 @@
+//! Parser for the `INFO replication` section (Redis 5 to 7).
+//!
+//! Written by hand because it is ours to get right: it runs on every probe, must never
+//! panic on whatever bytes come back (a proxy, a half-written reply, a non-Redis service),
+//! and must say precisely which field is missing or malformed so that no decision is ever
+//! taken on a reply that was not understood. Unknown fields are ignored: every Redis
+//! release adds some.
+
+use std::collections::HashMap;
+
+/// Redis' placeholder for "no secondary replication ID": 40 zeros.
+pub const NO_REPLID: &str = "0000000000000000000000000000000000000000";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MasterLink {
+    pub host: String,
+    pub port: u16,
+    /// `master_link_status:up`.
+    pub link_up: bool,
+    /// `master_last_io_seconds_ago`; Redis reports -1 while the link is down.
+    pub last_io_seconds_ago: Option<i64>,
+    /// `master_link_down_since_seconds`, present only while the link is down.
+    pub link_down_since_seconds: Option<i64>,
+    pub sync_in_progress: bool,
+    /// `slave_repl_offset`: how much of the master's stream this replica has processed.
+    pub repl_offset: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaEntry {
+    pub host: String,
+    pub port: u16,
+    pub state: String,
+    pub offset: i64,
+    pub lag: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicationInfo {
+    pub role: Role,
+    /// Present exactly when `role` is [`Role::Replica`].
+    pub master: Option<MasterLink>,
+    pub replicas: Vec<ReplicaEntry>,
+    /// The replication history this instance belongs to. A chain shares one ID.
+    pub replid: String,
+    /// The previous history: a promoted replica keeps its old master's ID here, which is
+    /// how roomguard tells a newer master (promoted from X) from a stale one (X itself).
+    pub replid2: String,
+    pub repl_offset: i64,
+    /// First offset that belongs to `replid` rather than `replid2` (-1 when there is none).
+    pub second_repl_offset: i64,
+}
+
+impl ReplicationInfo {
+    /// True when this instance's history forked from `older`'s: it was promoted from a
+    /// replica of `older`'s stream.
+    pub fn descends_from(&self, older_replid: &str) -> bool {
+        self.replid2 != NO_REPLID && self.replid2 == older_replid
+    }
+
+    /// True when this replica does not hear its master: the link is down, or nothing came
+    /// for longer than `silence_secs`.
+    pub fn master_silent(&self, silence_secs: u64) -> bool {
+        match &self.master {
+            None => false,
+            Some(link) => !link.link_up || link.last_io_seconds_ago.is_none_or(|s| s < 0 || s as u64 > silence_secs),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InfoError {
+    #[error("reply is not an INFO replication section (no `role` field)")]
+    NotInfo,
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `{field}` has an unexpected value {value:?}")]
+    Malformed { field: &'static str, value: String },
+}
+
+/// Parses an `INFO replication` reply (either `\r\n` or `\n` line endings).
+pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    let mut replica_lines = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else { continue };
+        if is_replica_key(key) {
+            replica_lines.push(value);
+        } else {
+            fields.insert(key, value);
+        }
+    }
+
+    let role = match fields.get("role") {
+        None => return Err(InfoError::NotInfo),
+        Some(&"master") => Role::Master,
+        Some(&"slave") | Some(&"replica") => Role::Replica,
+        Some(other) => return Err(malformed("role", other)),
+    };
+    let master = match role {
+        Role::Master => None,
+        Role::Replica => Some(MasterLink {
+            host: required(&fields, "master_host")?.to_string(),
+            port: number(&fields, "master_port")?,
+            link_up: match required(&fields, "master_link_status")? {
+                "up" => true,
+                "down" => false,
+                other => return Err(malformed("master_link_status", other)),
+            },
+            last_io_seconds_ago: optional(&fields, "master_last_io_seconds_ago")?,
+            link_down_since_seconds: optional(&fields, "master_link_down_since_seconds")?,
+            sync_in_progress: optional::<i64>(&fields, "master_sync_in_progress")?.unwrap_or(0) != 0,
+            repl_offset: optional(&fields, "slave_repl_offset")?.unwrap_or(0),
+        }),
+    };
+    let replicas = replica_lines.into_iter().map(parse_replica).collect::<Result<_, _>>()?;
+    Ok(ReplicationInfo {
+        role,
+        master,
+        replicas,
+        replid: required(&fields, "master_replid")?.to_string(),
+        replid2: fields.get("master_replid2").copied().unwrap_or(NO_REPLID).to_string(),
+        repl_offset: number(&fields, "master_repl_offset")?,
+        second_repl_offset: optional(&fields, "second_repl_offset")?.unwrap_or(-1),
+    })
+}
+
+/// `slave0`, `slave12`, ...: one connected replica per line.
+fn is_replica_key(key: &str) -> bool {
+    key.strip_prefix("slave").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `ip=10.0.0.2,port=6380,state=online,offset=123,lag=0`
+fn parse_replica(value: &str) -> Result<ReplicaEntry, InfoError> {
+    let kv: HashMap<&str, &str> = value.split(',').filter_map(|p| p.split_once('=')).collect();
+    let get = |k: &'static str| kv.get(k).copied().ok_or(InfoError::Missing("slaveN.ip/port/state/offset"));
+    Ok(ReplicaEntry {
+        host: get("ip")?.to_string(),
+        port: get("port")?.parse().map_err(|_| malformed("slaveN.port", value))?,
+        state: get("state")?.to_string(),
+        offset: get("offset")?.parse().map_err(|_| malformed("slaveN.offset", value))?,
+        lag: kv.get("lag").and_then(|l| l.parse().ok()),
+    })
+}
+
+fn malformed(field: &'static str, value: &str) -> InfoError {
+    let mut value = value.to_string();
+    value.truncate(64);
+    InfoError::Malformed { field, value }
+}
+
+fn required<'a>(fields: &HashMap<&str, &'a str>, key: &'static str) -> Result<&'a str, InfoError> {
+    fields.get(key).copied().ok_or(InfoError::Missing(key))
+}
+
+fn number<T: std::str::FromStr>(fields: &HashMap<&str, &str>, key: &'static str) -> Result<T, InfoError> {
+    let raw = required(fields, key)?;
+    raw.trim().parse().map_err(|_| malformed(key, raw))
+}
+
+fn optional<T: std::str::FromStr>(fields: &HashMap<&str, &str>, key: &'static str) -> Result<Option<T>, InfoError> {
+    match fields.get(key) {
+        None => Ok(None),
+        Some(raw) => raw.trim().parse().map(Some).map_err(|_| malformed(key, raw)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MASTER: &str = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n\
+        slave0:ip=127.0.0.11,port=6403,state=online,offset=1234,lag=0\r\n\
+        master_failover_state:no-failover\r\n\
+        master_replid:8d5e1dbd0b4fee5b2c7ffaac4fb1e2e8a2b2a8b1\r\n\
+        master_replid2:0000000000000000000000000000000000000000\r\n\
+        master_repl_offset:1234\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\n";
+
+    #[test]
+    fn master() {
+        let info = parse(MASTER).unwrap();
+        assert_eq!(info.role, Role::Master);
+        assert_eq!(info.master, None);
+        assert_eq!(info.repl_offset, 1234);
+        assert_eq!(info.replicas.len(), 1);
+        assert_eq!(info.replicas[0].host, "127.0.0.11");
+        assert_eq!(info.replicas[0].port, 6403);
+        assert_eq!(info.replicas[0].lag, Some(0));
+        assert!(!info.descends_from(NO_REPLID));
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert_eq!(parse("HTTP/1.1 400 Bad Request\r\n\r\n"), Err(InfoError::NotInfo));
+        assert_eq!(parse("# Replication\r\nrole:slave\r\n"), Err(InfoError::Missing("master_host")));
+        assert!(matches!(
+            parse(&MASTER.replace("master_repl_offset:1234", "master_repl_offset:12x")),
+            Err(InfoError::Malformed { field: "master_repl_offset", .. })
+        ));
+        assert!(matches!(parse("role:sentinel\r\n"), Err(InfoError::Malformed { field: "role", .. })));
+    }
+
+    #[test]
+    fn silence() {
+        let replica = "role:slave\nmaster_host:h\nmaster_port:1\nmaster_link_status:up\n\
+            master_last_io_seconds_ago:4\nmaster_replid:a\nmaster_repl_offset:0\n";
+        let info = parse(replica).unwrap();
+        assert!(!info.master_silent(4));
+        assert!(info.master_silent(3));
+        let down = parse(&replica.replace(":up", ":down").replace("ago:4", "ago:-1")).unwrap();
+        assert!(down.master_silent(100));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn never_panics_on_info_like_lines(lines in proptest::collection::vec(
+            ("(role|master_host|master_port|master_link_status|master_replid|master_repl_offset|slave0|master_last_io_seconds_ago)",
+             "[a-z0-9=,:-]{0,20}"), 0..12)) {
+            let text: String = lines.iter().map(|(k, v)| format!("{k}:{v}\r\n")).collect();
+            let _ = parse(&text);
+        }
+    }
+}

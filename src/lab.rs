@@ -1,0 +1,290 @@
+//! The lab: the seed's eight Redis instances as real local `redis-server` processes, chained
+//! as the seed chains them, on 127.0.0.11 (room 1) and 127.0.0.12 (room 2). All of
+//! 127.0.0.0/8 is loopback on Linux, so two "hosts" need no setup.
+//!
+//! `roomguard lab` runs the controller against it; the integration tests use the same
+//! [`Lab`] on their own ports, so the demo and the tests exercise one harness.
+//!
+//! Every server is started with `--bind <room ip> --bind-source-addr <room ip>` so that
+//! replication between rooms leaves from the room's own address (masters list replicas at
+//! the right address, as on real hosts), `--protected-mode no` so Redis 7 does not refuse
+//! peers from 127.0.0.12, `--repl-diskless-sync-delay 0` so a chain comes up in a second
+//! instead of 5 s per hop, and `--repl-ping-replica-period 1` so an idle master is never
+//! silent for more than a second (see `link_silence`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::{Config, ConfigError, RedisSettings},
+    info::Role,
+    probe,
+    topology::{Addr, Topology},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(
+        "`redis-server` was not found on PATH ({0}). Install it: `apt-get install -y redis-server` \
+         (Debian/Ubuntu), or set ROOMGUARD_REDIS_SERVER to its path"
+    )]
+    NoRedisServer(String),
+    #[error("cannot create the lab directory: {0}")]
+    Dir(std::io::Error),
+    #[error("cannot start redis-server for {addr}: {source}")]
+    Spawn { addr: Addr, source: std::io::Error },
+    #[error("redis-server for {addr} did not become ready within {secs}s; see its log {log}")]
+    NotReady { addr: Addr, secs: u64, log: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// The Redis server binary: `$ROOMGUARD_REDIS_SERVER` or `redis-server` from `PATH`.
+pub fn redis_server_binary() -> Result<PathBuf, LabError> {
+    if let Some(path) = std::env::var_os("ROOMGUARD_REDIS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LabError::NoRedisServer(std::env::var("PATH").unwrap_or_default()))
+}
+
+/// One `redis-server` child process, killed when dropped.
+pub struct RedisServer {
+    pub addr: Addr,
+    binary: PathBuf,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server; `replicaof` makes it a replica from the start.
+    pub fn start(
+        binary: &Path,
+        addr: &Addr,
+        dir: &Path,
+        replicaof: Option<&Addr>,
+        extra: &[String],
+    ) -> Result<Self, LabError> {
+        let mut server = RedisServer {
+            addr: addr.clone(),
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            extra: extra.to_vec(),
+            child: None,
+        };
+        server.spawn(replicaof)?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, replicaof: Option<&Addr>) -> Result<(), LabError> {
+        let a = &self.addr;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--port", &a.port.to_string(), "--bind", &a.host, "--bind-source-addr", &a.host])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--dbfilename")
+            .arg(format!("dump-{}-{}.rdb", a.host, a.port))
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(m) = replicaof {
+            cmd.args(["--replicaof", &m.host, &m.port.to_string()]);
+        }
+        let child = cmd.spawn().map_err(|source| LabError::Spawn { addr: a.clone(), source })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("redis-{}-{}.log", self.addr.host, self.addr.port))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
+        }
+    }
+
+    /// SIGKILL: a crash. Sockets close, replicas see their link drop at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: a silent hang. Sockets stay open and nothing answers.
+    pub fn hang(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::hang`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Starts a killed server again, empty (no persistence): as a master, or as a replica.
+    pub fn restart(&mut self, replicaof: Option<&Addr>) -> Result<(), LabError> {
+        self.kill();
+        self.spawn(replicaof)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Waits until the server answers `INFO replication`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if probe::probe_once(&self.addr, &RedisSettings::default(), Duration::from_millis(200)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(LabError::NotReady { addr: self.addr.clone(), secs: timeout.as_secs(), log: self.log_path() })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Where the lab's instances live.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    /// One IP per room: room `i` is named `i + 1`.
+    pub room_ips: Vec<String>,
+    /// Ports are `base + 1 ..= base + 4`: shards (base+1, base+3) and (base+2, base+4),
+    /// as the seed's 6401/6403 and 6402/6404 with base 6400.
+    pub base_port: u16,
+    /// `[http] listen` of the lab's controller.
+    pub http_listen: String,
+    /// Extra `redis-server` arguments for every instance.
+    pub redis_args: Vec<String>,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            room_ips: vec!["127.0.0.11".into(), "127.0.0.12".into()],
+            base_port: 6400,
+            http_listen: "127.0.0.1:9480".into(),
+            redis_args: vec![],
+        }
+    }
+}
+
+impl LabSpec {
+    /// The lab's `controller.toml`: the seed deployment on the lab's addresses. The masters
+    /// ping every second, so `link_silence` can be 3 s instead of 12 s.
+    pub fn config_toml(&self) -> String {
+        let rooms: Vec<String> = (1..=self.room_ips.len()).map(|r| format!("\"{r}\"")).collect();
+        let mut out = format!(
+            "rooms = [{}]\n\n[controller]\nlink_silence = \"3s\"\nstate_file = \"roomguard-state.json\"\n\n\
+             [http]\nlisten = \"{}\"\n",
+            rooms.join(", "),
+            self.http_listen
+        );
+        for (head, tail) in [(1, 3), (2, 4)] {
+            let (head, tail) = (self.base_port + head, self.base_port + tail);
+            out.push_str(&format!("\n[[shard]]\nname = \"shard-{head}\"\n"));
+            for (room, ip) in self.room_ips.iter().enumerate() {
+                out.push_str(&format!("room.{} = [\"{ip}:{head}\", \"{ip}:{tail}\"]\n", room + 1));
+            }
+        }
+        out
+    }
+
+    pub fn config(&self, dir: &Path) -> Result<Config, LabError> {
+        Ok(Config::from_toml(&self.config_toml(), "<lab>", dir)?)
+    }
+}
+
+/// A running lab deployment. Dropping it stops every server.
+pub struct Lab {
+    pub config: Config,
+    pub servers: Vec<RedisServer>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Starts every instance, chained as the config's first room primary, and waits until
+    /// every link is up.
+    pub async fn start(spec: &LabSpec) -> Result<Lab, LabError> {
+        let binary = redis_server_binary()?;
+        let dir = tempfile::Builder::new().prefix("roomguard-lab-").tempdir().map_err(LabError::Dir)?;
+        let config = spec.config(dir.path())?;
+        let t = &config.topology;
+        let mut servers = Vec::new();
+        for (id, instance) in t.instances.iter().enumerate() {
+            let parent = seed_parent(t, id);
+            servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &spec.redis_args)?);
+        }
+        let lab = Lab { config, servers, dir };
+        for s in &lab.servers {
+            s.wait_ready(Duration::from_secs(10)).await?;
+        }
+        lab.wait_linked(Duration::from_secs(20)).await;
+        Ok(lab)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.config.topology
+    }
+
+    /// Waits until every running replica reports its link up (best effort).
+    pub async fn wait_linked(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let obs = probe::probe_all(self.topology(), &self.config.redis, Duration::from_millis(300)).await;
+            let linked = self.servers.iter().enumerate().filter(|(_, s)| s.is_running()).all(|(id, _)| {
+                obs.live(id).is_some_and(|i| i.role == Role::Master || i.master.as_ref().is_some_and(|l| l.link_up))
+            });
+            if linked || Instant::now() >= deadline {
+                return linked;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Indices of the servers in a room (room index, 0 = room "1").
+    pub fn room(&self, room: usize) -> Vec<usize> {
+        self.topology().room_members(room).collect()
+    }
+
+    pub fn server(&mut self, addr: &str) -> &mut RedisServer {
+        self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
+    }
+}
+
+/// The seed's parent of an instance: its predecessor in room 1's chain order.
+fn seed_parent(t: &Topology, id: usize) -> Option<Addr> {
+    let shard = t.instance(id).shard;
+    let order = t.chain_order(t.head(shard, 0));
+    let pos = order.iter().position(|&x| x == id)?;
+    pos.checked_sub(1).map(|p| t.addr(order[p]).clone())
+}

@@ -1,0 +1,34 @@
+//! roomguard: a quorum-free failover controller for Redis deployments whose replication
+//! chains span machine rooms.
+//!
+//! Data flows through one pipeline, one module per step:
+//!
+//! ```text
+//! probe (I/O) -> observe -> detect -> decide -> plan -> act (I/O) -> verify (next round)
+//! ```
+//!
+//! - [`config`] turns `controller.toml` into a validated [`topology::Topology`];
+//! - [`info`] parses `INFO replication`; [`probe`] runs one poller per instance;
+//! - [`observe`] holds what the pollers saw; [`detect`] judges instances and rooms;
+//! - [`plan`] decides which instance should be each shard's master and diffs the desired
+//!   chains against what Redis reports; [`act`] sends the resulting commands;
+//! - [`controller`] is the loop, [`state`] the persisted decisions, [`metrics`] and
+//!   [`http`] what operators see, [`switchover`] the manual failover, [`lab`] the local demo.
+#![forbid(unsafe_code)]
+
+pub mod act;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod detect;
+pub mod http;
+pub mod info;
+pub mod lab;
+pub mod metrics;
+pub mod observe;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod state;
+pub mod switchover;
+pub mod topology;

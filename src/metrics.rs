@@ -1,0 +1,267 @@
+//! Prometheus metrics, one struct registered once (as in kube-rs' controller-rs).
+//!
+//! The metric names are an interface: dashboards and alert rules in `dashboards/` use them.
+//! Counters are registered without `_total` (the client appends it); units go through
+//! `register_with_unit` so names end in the base unit.
+
+use std::{
+    sync::atomic::AtomicU64,
+    time::{Duration, SystemTime},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    detect::{RoomStatus, Verdict},
+    info::Role,
+    observe::{Observation, ProbeError},
+    plan::Masters,
+    state::Trigger,
+    topology::{InstanceId, Topology},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub shard: String,
+    pub room: String,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoomLabels {
+    pub room: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub room: String,
+    pub trigger: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeErrorLabels {
+    pub instance: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DivergedLabels {
+    pub shard: String,
+    pub instance: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    instance_labels: Vec<InstanceLabels>,
+    room_names: Vec<String>,
+    pub instance_up: Family<InstanceLabels, Gauge>,
+    pub instance_is_master: Family<InstanceLabels, Gauge>,
+    pub instance_master_link_up: Family<InstanceLabels, Gauge>,
+    pub instance_replication_lag_bytes: Family<InstanceLabels, Gauge>,
+    pub room_up: Family<RoomLabels, Gauge>,
+    pub room_unreachable_only_from_controller: Family<RoomLabels, Gauge>,
+    pub primary_room: Family<RoomLabels, Gauge>,
+    pub failovers: Family<FailoverLabels, Counter>,
+    pub last_failover_timestamp: FloatGauge,
+    pub last_failover_duration: FloatGauge,
+    pub probe_duration: Family<ProbeLabels, Histogram>,
+    pub probe_errors: Family<ProbeErrorLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub diverged_bytes: Family<DivergedLabels, Counter>,
+    pub rounds: Counter,
+    pub round_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new(topology: &Topology) -> Self {
+        let mut registry = Registry::with_prefix("roomguard");
+        let instance_labels = topology
+            .instances
+            .iter()
+            .map(|i| InstanceLabels {
+                shard: topology.shards[i.shard].name.clone(),
+                room: topology.rooms[i.room].clone(),
+                instance: i.addr.to_string(),
+            })
+            .collect();
+        let m = Metrics {
+            registry: Registry::default(),
+            instance_labels,
+            room_names: topology.rooms.clone(),
+            instance_up: Family::default(),
+            instance_is_master: Family::default(),
+            instance_master_link_up: Family::default(),
+            instance_replication_lag_bytes: Family::default(),
+            room_up: Family::default(),
+            room_unreachable_only_from_controller: Family::default(),
+            primary_room: Family::default(),
+            failovers: Family::default(),
+            last_failover_timestamp: FloatGauge::default(),
+            last_failover_duration: FloatGauge::default(),
+            probe_duration: Family::new_with_constructor(|| {
+                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+            }),
+            probe_errors: Family::default(),
+            actions: Family::default(),
+            diverged_bytes: Family::default(),
+            rounds: Counter::default(),
+            round_duration: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+            ]),
+        };
+        let r = &mut registry;
+        r.register("instance_up", "1 when the last probe of the instance succeeded", m.instance_up.clone());
+        r.register("instance_is_master", "1 when the instance reports role master", m.instance_is_master.clone());
+        r.register(
+            "instance_master_link_up",
+            "Replicas: 1 when master_link_status is up",
+            m.instance_master_link_up.clone(),
+        );
+        r.register_with_unit(
+            "instance_replication_lag",
+            "Shard master's replication offset minus this instance's",
+            Unit::Bytes,
+            m.instance_replication_lag_bytes.clone(),
+        );
+        r.register("room_up", "1 unless the controller judges the room lost", m.room_up.clone());
+        r.register(
+            "room_unreachable_only_from_controller",
+            "1 when the controller cannot reach a room that other rooms still hear",
+            m.room_unreachable_only_from_controller.clone(),
+        );
+        r.register("primary_room", "1 for the room holding the shards' masters", m.primary_room.clone());
+        r.register("failovers", "Failovers to a room, by trigger and outcome", m.failovers.clone());
+        r.register_with_unit(
+            "last_failover_timestamp",
+            "Unix time of the last failover",
+            Unit::Seconds,
+            m.last_failover_timestamp.clone(),
+        );
+        r.register_with_unit(
+            "last_failover_duration",
+            "Decision to verified new masters, for the last failover",
+            Unit::Seconds,
+            m.last_failover_duration.clone(),
+        );
+        r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
+        r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
+        r.register("actions", "Commands that change Redis, by outcome", m.actions.clone());
+        r.register_with_unit(
+            "diverged",
+            "Bytes a demoted stale master had written beyond its successor's promotion point (discarded)",
+            Unit::Bytes,
+            m.diverged_bytes.clone(),
+        );
+        r.register("rounds", "Control loop rounds", m.rounds.clone());
+        r.register_with_unit(
+            "round_duration",
+            "Time to decide and act in one control loop round (probes excluded)",
+            Unit::Seconds,
+            m.round_duration.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        r.register("build_info", "roomguard's version", build_info);
+        Metrics { registry, ..m }
+    }
+
+    /// Content type of [`Self::encode`]'s output.
+    pub const CONTENT_TYPE: &'static str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+
+    pub fn record_probe(&self, id: InstanceId, latency: Duration, error: Option<&ProbeError>) {
+        let instance = self.instance_labels[id].instance.clone();
+        if let Some(error) = error {
+            self.probe_errors
+                .get_or_create(&ProbeErrorLabels { instance: instance.clone(), kind: error.kind.label().into() })
+                .inc();
+        }
+        self.probe_duration.get_or_create(&ProbeLabels { instance }).observe(latency.as_secs_f64());
+    }
+
+    pub fn record_action(&self, action: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.actions.get_or_create(&ActionLabels { action: action.into(), outcome: outcome.into() }).inc();
+    }
+
+    pub fn record_failover(&self, room: &str, trigger: Trigger, ok: bool, duration: Duration) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                room: room.into(),
+                trigger: trigger.label().into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        self.last_failover_timestamp.set(now.as_secs_f64());
+        self.last_failover_duration.set(duration.as_secs_f64());
+    }
+
+    pub fn record_divergence(&self, id: InstanceId, bytes: u64) {
+        let l = &self.instance_labels[id];
+        self.diverged_bytes
+            .get_or_create(&DivergedLabels { shard: l.shard.clone(), instance: l.instance.clone() })
+            .inc_by(bytes);
+    }
+
+    /// Refreshes every gauge from one round's observation and verdict.
+    pub fn update(&self, topology: &Topology, observation: &Observation, verdict: &Verdict, masters: &Masters) {
+        for (id, labels) in self.instance_labels.iter().enumerate() {
+            let obs = observation.get(id);
+            let info = obs.live_info();
+            self.instance_up.get_or_create(labels).set(i64::from(obs.reachable));
+            self.instance_is_master.get_or_create(labels).set(i64::from(info.is_some_and(|i| i.role == Role::Master)));
+            let link_up = info.and_then(|i| i.master.as_ref()).is_some_and(|l| l.link_up);
+            self.instance_master_link_up.get_or_create(labels).set(i64::from(link_up));
+            let master_offset = masters[topology.instance(id).shard]
+                .and_then(|m| observation.live(m))
+                .filter(|m| m.role == Role::Master)
+                .map(|m| m.repl_offset);
+            if let (Some(master_offset), Some(info)) = (master_offset, info) {
+                self.instance_replication_lag_bytes
+                    .get_or_create(labels)
+                    .set((master_offset - info.repl_offset).max(0));
+            }
+        }
+        for (room, name) in self.room_names.iter().enumerate() {
+            let labels = RoomLabels { room: name.clone() };
+            let status = verdict.room(room).status;
+            self.room_up.get_or_create(&labels).set(i64::from(!matches!(status, RoomStatus::Lost | RoomStatus::Down)));
+            self.room_unreachable_only_from_controller
+                .get_or_create(&labels)
+                .set(i64::from(status == RoomStatus::CutOff));
+            let primary = masters.iter().flatten().any(|&m| topology.instance(m).room == room);
+            self.primary_room.get_or_create(&labels).set(i64::from(primary));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! What the pollers saw: the latest outcome of every instance's probe, plus how long it has
+//! been failing. This is the only input the pure decision steps ([`crate::detect`],
+//! [`crate::plan`]) read about Redis.
+//!
+//! The pollers write into an [`ObservationStore`]; the control loop takes a consistent
+//! [`Observation`] snapshot each round. A std `Mutex` suffices: critical sections are a few
+//! field copies and never span an `.await`.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{info::ReplicationInfo, topology::InstanceId};
+
+/// Why a probe failed. The label is used in metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeErrorKind {
+    /// Nothing listens on the port (the process is gone).
+    Refused,
+    /// No answer within the timeout (a hung process, a frozen host, a black hole).
+    Timeout,
+    /// `NOAUTH`, `WRONGPASS` or a failed handshake.
+    Auth,
+    /// `-LOADING`: Redis is loading its dataset.
+    Loading,
+    /// The reply was not RESP (not a Redis, or a broken one).
+    Protocol,
+    /// A Redis reply that is not a usable `INFO replication` section.
+    Info,
+    /// Another network error (reset, unreachable).
+    Io,
+    /// Another error reply from Redis.
+    Redis,
+}
+
+impl ProbeErrorKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ProbeErrorKind::Refused => "refused",
+            ProbeErrorKind::Timeout => "timeout",
+            ProbeErrorKind::Auth => "auth",
+            ProbeErrorKind::Loading => "loading",
+            ProbeErrorKind::Protocol => "protocol",
+            ProbeErrorKind::Info => "info",
+            ProbeErrorKind::Io => "io",
+            ProbeErrorKind::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{} ({message})", kind.label())]
+pub struct ProbeError {
+    pub kind: ProbeErrorKind,
+    pub message: String,
+}
+
+impl ProbeError {
+    pub fn new(kind: ProbeErrorKind, message: impl Into<String>) -> Self {
+        ProbeError { kind, message: message.into() }
+    }
+}
+
+/// Everything known about one instance.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceObservation {
+    /// When the latest finished probe started.
+    pub probed_at: Option<Instant>,
+    /// Whether the latest finished probe succeeded.
+    pub reachable: bool,
+    /// The reply of the latest successful probe (kept while failing, as the last known state).
+    pub info: Option<ReplicationInfo>,
+    /// Start of the first failed probe of the current run of failures; `None` while healthy.
+    pub failing_since: Option<Instant>,
+    pub last_error: Option<ProbeError>,
+    pub last_latency: Option<Duration>,
+}
+
+impl InstanceObservation {
+    /// The current reply, only while the instance answers. Decisions use this; the stale
+    /// `info` of an unreachable instance is history, not evidence.
+    pub fn live_info(&self) -> Option<&ReplicationInfo> {
+        if self.reachable { self.info.as_ref() } else { None }
+    }
+
+    /// Failing continuously for at least `down_after`.
+    pub fn is_down(&self, now: Instant, down_after: Duration) -> bool {
+        self.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= down_after)
+    }
+
+    /// Records one finished probe that started at `started`.
+    pub fn record(&mut self, started: Instant, latency: Duration, outcome: Result<ReplicationInfo, ProbeError>) {
+        self.probed_at = Some(started);
+        self.last_latency = Some(latency);
+        match outcome {
+            Ok(info) => {
+                self.reachable = true;
+                self.info = Some(info);
+                self.failing_since = None;
+                self.last_error = None;
+            }
+            Err(error) => {
+                self.reachable = false;
+                self.failing_since.get_or_insert(started);
+                self.last_error = Some(error);
+            }
+        }
+    }
+}
+
+/// A snapshot of every instance, indexed by [`InstanceId`].
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    pub instances: Vec<InstanceObservation>,
+}
+
+impl Observation {
+    pub fn new(count: usize) -> Self {
+        Observation { instances: vec![InstanceObservation::default(); count] }
+    }
+
+    pub fn get(&self, id: InstanceId) -> &InstanceObservation {
+        &self.instances[id]
+    }
+
+    /// The current reply of an instance, while it answers.
+    pub fn live(&self, id: InstanceId) -> Option<&ReplicationInfo> {
+        self.instances[id].live_info()
+    }
+
+    /// True once every instance has been probed at least once.
+    pub fn complete(&self) -> bool {
+        self.instances.iter().all(|i| i.probed_at.is_some())
+    }
+}
+
+/// Shared between the pollers (writers) and the control loop (reader).
+#[derive(Clone, Debug)]
+pub struct ObservationStore {
+    inner: Arc<Mutex<Observation>>,
+}
+
+impl ObservationStore {
+    pub fn new(count: usize) -> Self {
+        ObservationStore { inner: Arc::new(Mutex::new(Observation::new(count))) }
+    }
+
+    pub fn record(
+        &self,
+        id: InstanceId,
+        started: Instant,
+        latency: Duration,
+        outcome: Result<ReplicationInfo, ProbeError>,
+    ) {
+        self.inner.lock().expect("observation lock poisoned").instances[id].record(started, latency, outcome);
+    }
+
+    pub fn snapshot(&self) -> Observation {
+        self.inner.lock().expect("observation lock poisoned").clone()
+    }
+}

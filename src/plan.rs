@@ -1,0 +1,574 @@
+//! Deciding and planning: who should be each shard's master, and which commands bring Redis
+//! to the desired chains. Pure: no I/O, no clock.
+//!
+//! Three steps, each a function:
+//! - [`infer_masters`]: with no state file, read each shard's master from Redis itself
+//!   (replication IDs break ties: a promoted replica keeps its old master's ID as
+//!   `master_replid2`, so the newer of two masters is the one that descends from the other);
+//! - [`decide`]: change a shard's designated master, either by *adopting* a change someone
+//!   else made (another controller, the CLI, an operator) or by *failing over* because the
+//!   master's room is lost;
+//! - [`plan`]: diff the desired chains ([`Topology::desired_parents`]) against what Redis
+//!   reports, and emit actions. Each action carries a guard (the *safety rules*): no
+//!   promotion of a replica that still hears a master, no demotion of a master unless the
+//!   shard's designated master is up and is not older than it, no re-pointing onto a parent
+//!   that is not itself in sync.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    detect::{RoomStatus, Verdict},
+    info::{ReplicationInfo, Role},
+    observe::Observation,
+    topology::{InstanceId, Parent, RoomId, ShardId, Topology},
+};
+
+/// The designated master of every shard (`None`: not known yet).
+pub type Masters = Vec<Option<InstanceId>>;
+
+// === infer ===
+
+/// Reads each shard's master from what Redis reports; used when there is no state file.
+pub fn infer_masters(topology: &Topology, observation: &Observation) -> Masters {
+    (0..topology.shards.len()).map(|shard| infer_master(topology, observation, shard)).collect()
+}
+
+fn infer_master(topology: &Topology, observation: &Observation, shard: ShardId) -> Option<InstanceId> {
+    let masters: Vec<InstanceId> = topology
+        .shard_members(shard)
+        .filter(|&id| observation.live(id).is_some_and(|i| i.role == Role::Master))
+        .collect();
+    if masters.is_empty() {
+        return infer_from_replicas(topology, observation, shard);
+    }
+    // Drop every master another master was promoted from: those are stale.
+    let newest: Vec<InstanceId> = masters
+        .iter()
+        .copied()
+        .filter(|&old| {
+            let old_id = &observation.live(old).expect("live").replid;
+            !masters.iter().any(|&new| observation.live(new).expect("live").descends_from(old_id))
+        })
+        .collect();
+    match newest.as_slice() {
+        [one] => Some(*one),
+        _ => {
+            // Unrelated histories: trust the one that replicas follow; a master restarted
+            // empty has none.
+            let followed: Vec<InstanceId> =
+                newest.iter().copied().filter(|&id| !observation.live(id).expect("live").replicas.is_empty()).collect();
+            (followed.len() == 1).then(|| followed[0])
+        }
+    }
+}
+
+/// No master answers: follow the replicas' `master_host` pointers up to the first instance
+/// that does not answer, and take the head of that instance's room.
+fn infer_from_replicas(topology: &Topology, observation: &Observation, shard: ShardId) -> Option<InstanceId> {
+    let start = topology.shard_members(shard).find(|&id| observation.live(id).is_some())?;
+    let mut current = start;
+    for _ in 0..=topology.instances.len() {
+        let Some(info) = observation.live(current) else {
+            return Some(topology.head(shard, topology.instance(current).room));
+        };
+        let link = info.master.as_ref()?;
+        current = topology.find(shard, &link.host, link.port)?;
+    }
+    None
+}
+
+// === decide ===
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub auto_failover: bool,
+    /// Time left in the cooldown after the last failover, if any.
+    pub cooldown_left: Option<Duration>,
+    pub link_silence: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// The master's room is lost; `to` is the first reachable instance of the next room.
+    RoomLost { room: RoomId },
+    /// Someone else changed the master; roomguard follows, never undoes.
+    Adopted { why: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MasterChange {
+    pub shard: ShardId,
+    pub from: Option<InstanceId>,
+    pub to: InstanceId,
+    pub reason: Reason,
+}
+
+/// A failover that is warranted but not done, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub shard: ShardId,
+    pub room: RoomId,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub changes: Vec<MasterChange>,
+    pub held: Vec<Held>,
+}
+
+pub fn decide(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    masters: &Masters,
+    policy: &Policy,
+) -> Decision {
+    let mut decision = Decision::default();
+    for (shard, master) in masters.iter().enumerate() {
+        let Some(master) = *master else { continue };
+        if let Some((to, why)) = adoption(topology, observation, shard, master) {
+            decision.changes.push(MasterChange { shard, from: Some(master), to, reason: Reason::Adopted { why } });
+            continue;
+        }
+        let room = topology.instance(master).room;
+        if verdict.room(room).status != RoomStatus::Lost {
+            continue;
+        }
+        let held = |why: String| Held { shard, room, why };
+        let Some(to) = failover_target(topology, observation, verdict, shard, room) else {
+            decision.held.push(held("no reachable instance of this shard in a room that is up".into()));
+            continue;
+        };
+        if !policy.auto_failover {
+            decision.held.push(held("auto_failover is off; run `roomguard failover --room ROOM`".into()));
+        } else if let Some(left) = policy.cooldown_left {
+            decision.held.push(held(format!(
+                "in cooldown after the last failover for {} more",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            )));
+        } else {
+            decision.changes.push(MasterChange { shard, from: Some(master), to, reason: Reason::RoomLost { room } });
+        }
+    }
+    decision
+}
+
+/// Did someone else move this shard's master? Returns the new master and the evidence.
+fn adoption(
+    topology: &Topology,
+    observation: &Observation,
+    shard: ShardId,
+    master: InstanceId,
+) -> Option<(InstanceId, String)> {
+    let other_masters: Vec<(InstanceId, &ReplicationInfo)> = topology
+        .shard_members(shard)
+        .filter(|&id| id != master)
+        .filter_map(|id| observation.live(id).filter(|i| i.role == Role::Master).map(|i| (id, i)))
+        .collect();
+    // The last known history of the designated master, even if it no longer answers.
+    let master_info = observation.get(master).info.as_ref();
+    if let Some(old) = master_info {
+        let promoted_from_it = other_masters
+            .iter()
+            .filter(|(_, info)| info.descends_from(&old.replid))
+            .max_by_key(|(_, info)| info.repl_offset);
+        if let Some((id, _)) = promoted_from_it {
+            return Some((*id, format!("it was promoted from {}'s replication stream", topology.addr(master))));
+        }
+    }
+    let [(only, only_info)] = other_masters.as_slice() else { return None };
+    match observation.live(master) {
+        Some(info) if info.role == Role::Replica => {
+            Some((*only, format!("{} is now a replica and it is the shard's only master", topology.addr(master))))
+        }
+        None if only_info.replid2 != crate::info::NO_REPLID => Some((
+            *only,
+            format!(
+                "{} does not answer and it is the shard's only master, promoted from a replica",
+                topology.addr(master)
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The first reachable instance of the first other room (in preference order) that is up.
+fn failover_target(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    shard: ShardId,
+    lost: RoomId,
+) -> Option<InstanceId> {
+    (0..topology.rooms.len())
+        .filter(|&room| room != lost && matches!(verdict.room(room).status, RoomStatus::Up | RoomStatus::Degraded))
+        .find_map(|room| topology.shards[shard].chains[room].iter().copied().find(|&id| observation.live(id).is_some()))
+}
+
+// === plan ===
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// `REPLICAOF NO ONE` on a replica that should be its shard's master.
+    Promote { instance: InstanceId },
+    /// `REPLICAOF to` on a master that must become a replica. `diverged_bytes` is how far
+    /// it wrote beyond the point the new master was promoted from (those writes are
+    /// discarded by the resync); `None` when the histories are unrelated.
+    Demote { instance: InstanceId, to: InstanceId, offset: i64, diverged_bytes: Option<i64> },
+    /// `REPLICAOF to` on a replica that follows the wrong parent.
+    Repoint { instance: InstanceId, to: InstanceId },
+}
+
+impl Action {
+    pub fn instance(&self) -> InstanceId {
+        match *self {
+            Action::Promote { instance } | Action::Demote { instance, .. } | Action::Repoint { instance, .. } => {
+                instance
+            }
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Promote { .. } => "promote",
+            Action::Demote { .. } => "demote",
+            Action::Repoint { .. } => "replicaof",
+        }
+    }
+
+    pub fn describe<'a>(&'a self, topology: &'a Topology) -> impl fmt::Display + 'a {
+        struct D<'a>(&'a Action, &'a Topology);
+        impl fmt::Display for D<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let t = self.1;
+                match *self.0 {
+                    Action::Promote { instance } => write!(f, "promote {} (REPLICAOF NO ONE)", t.addr(instance)),
+                    Action::Demote { instance, to, .. } => {
+                        write!(f, "demote {} to a replica of {}", t.addr(instance), t.addr(to))
+                    }
+                    Action::Repoint { instance, to } => {
+                        write!(f, "re-point {} to replicate {}", t.addr(instance), t.addr(to))
+                    }
+                }
+            }
+        }
+        D(self, topology)
+    }
+}
+
+/// An action the diff asked for but a safety rule refused, for now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Veto {
+    pub action: Action,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub vetoed: Vec<Veto>,
+}
+
+pub fn plan(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    masters: &Masters,
+    link_silence: Duration,
+) -> Plan {
+    let mut out = Plan::default();
+    for &master in masters.iter().flatten() {
+        plan_shard(topology, observation, verdict, master, link_silence.as_secs(), &mut out);
+    }
+    out
+}
+
+fn plan_shard(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    master: InstanceId,
+    silence_secs: u64,
+    out: &mut Plan,
+) {
+    let desired: HashMap<InstanceId, Parent> =
+        topology.desired_parents(master, |id| verdict.down[id]).into_iter().collect();
+    let addr_of = |id: InstanceId| topology.addr(id);
+    // A parent is ready to take a replica when it is itself where it should be, in sync.
+    let ready = |parent: InstanceId| -> bool {
+        let Some(info) = observation.live(parent) else { return false };
+        match (desired.get(&parent), &info.master) {
+            (Some(Parent::None), None) => true,
+            (Some(Parent::Instance(p)), Some(link)) => {
+                link.link_up && !link.sync_in_progress && link.host == addr_of(*p).host && link.port == addr_of(*p).port
+            }
+            _ => false,
+        }
+    };
+    let master_info = observation.live(master).filter(|i| i.role == Role::Master);
+
+    for (&instance, &parent) in sorted(&desired) {
+        let Some(info) = observation.live(instance) else { continue };
+        let mut push = |action: Action, veto: Option<String>| match veto {
+            None => out.actions.push(action),
+            Some(why) => out.vetoed.push(Veto { action, why }),
+        };
+        match parent {
+            Parent::None => {
+                if info.role == Role::Replica {
+                    let veto = (!info.master_silent(silence_secs)).then(|| {
+                        let link = info.master.as_ref().expect("replica has a master");
+                        format!("it still hears its master {}:{}", link.host, link.port)
+                    });
+                    push(Action::Promote { instance }, veto);
+                }
+            }
+            Parent::Instance(to) => match &info.master {
+                None => {
+                    let diverged_bytes = master_info.and_then(|m| {
+                        m.descends_from(&info.replid).then(|| (info.repl_offset - (m.second_repl_offset - 1)).max(0))
+                    });
+                    let action = Action::Demote { instance, to, offset: info.repl_offset, diverged_bytes };
+                    let veto = match master_info {
+                        None => {
+                            Some(format!("the designated master {} is not an answering master yet", addr_of(master)))
+                        }
+                        Some(m) if info.descends_from(&m.replid) => {
+                            Some(format!("it is newer than the designated master {}", addr_of(master)))
+                        }
+                        Some(_) if !ready(to) => Some(format!("its new parent {} is not in sync yet", addr_of(to))),
+                        Some(_) => None,
+                    };
+                    push(action, veto);
+                }
+                Some(link) if link.host != addr_of(to).host || link.port != addr_of(to).port => {
+                    let veto = (!ready(to)).then(|| format!("its new parent {} is not in sync yet", addr_of(to)));
+                    push(Action::Repoint { instance, to }, veto);
+                }
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+fn sorted(map: &HashMap<InstanceId, Parent>) -> Vec<(&InstanceId, &Parent)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort_by_key(|(id, _)| **id);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::detect::{DetectSettings, assess, scenario::Scenario};
+
+    const SETTINGS: DetectSettings =
+        DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) };
+    const POLICY: Policy = Policy { auto_failover: true, cooldown_left: None, link_silence: Duration::from_secs(12) };
+
+    /// One control-loop round: decide, then plan with the new masters.
+    fn round(s: &Scenario, masters: &Masters, policy: &Policy) -> (Decision, Masters, Plan) {
+        let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+        let decision = decide(&s.topology, &s.observation, &verdict, masters, policy);
+        let mut masters = masters.clone();
+        for c in &decision.changes {
+            masters[c.shard] = Some(c.to);
+        }
+        let plan = plan(&s.topology, &s.observation, &verdict, &masters, policy.link_silence);
+        (decision, masters, plan)
+    }
+
+    fn described(s: &Scenario, plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(|a| a.describe(&s.topology).to_string()).collect()
+    }
+
+    #[test]
+    fn healthy_means_no_action() {
+        let s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        assert_eq!(masters, vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))]);
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn room_1_lost_promotes_exactly_room_2_heads() {
+        let s = Scenario::room1_killed(Duration::from_secs(2));
+        let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes.len(), 2);
+        assert!(decision.changes.iter().all(|c| c.reason == Reason::RoomLost { room: 0 }));
+        assert_eq!(new_masters, vec![Some(s.id("192.168.99.12:6401")), Some(s.id("192.168.99.12:6402"))]);
+        assert_eq!(
+            described(&s, &plan),
+            ["promote 192.168.99.12:6401 (REPLICAOF NO ONE)", "promote 192.168.99.12:6402 (REPLICAOF NO ONE)"]
+        );
+        assert!(plan.vetoed.is_empty(), "{:?}", plan.vetoed);
+    }
+
+    #[test]
+    fn room_1_lost_but_not_for_down_after_yet() {
+        let s = Scenario::room1_killed(Duration::from_millis(900));
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert!(plan.actions.is_empty());
+    }
+
+    #[test]
+    fn controller_cut_off_means_no_action() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        for id in s.topology.room_members(0).collect::<Vec<_>>() {
+            s.fail(id, Duration::from_secs(30));
+        }
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert!(plan.actions.is_empty(), "{:?}", described(&s, &plan));
+    }
+
+    #[test]
+    fn held_when_auto_failover_is_off_or_in_cooldown() {
+        let s = Scenario::room1_killed(Duration::from_secs(2));
+        let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
+        for policy in [
+            Policy { auto_failover: false, ..POLICY },
+            Policy { cooldown_left: Some(Duration::from_secs(60)), ..POLICY },
+        ] {
+            let (decision, _, plan) = round(&s, &masters, &policy);
+            assert!(decision.changes.is_empty());
+            assert_eq!(decision.held.len(), 2);
+            assert!(plan.actions.is_empty());
+        }
+    }
+
+    #[test]
+    fn adopts_a_failover_done_by_someone_else_and_never_undoes_it() {
+        // Room 1 is gone; someone promoted room 2's heads. Our state still names room 1.
+        let mut s = Scenario::room1_killed(Duration::from_secs(60));
+        for shard in 0..2 {
+            let head2 = s.topology.head(shard, 1);
+            let old = format!("{:040}", shard + 1);
+            s.set_master(head2, &format!("{:040}", shard + 7), &old, 2000);
+        }
+        let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.iter().all(|c| matches!(c.reason, Reason::Adopted { .. })), "{decision:?}");
+        assert_eq!(new_masters, vec![Some(s.id("192.168.99.12:6401")), Some(s.id("192.168.99.12:6402"))]);
+        assert!(plan.actions.is_empty(), "{:?}", described(&s, &plan));
+    }
+
+    #[test]
+    fn returning_old_master_is_demoted_under_the_new_room_with_divergence_counted() {
+        let mut s = Scenario::healthy();
+        // Room 2 took over shard 6401; the old master 11:6401 comes back still a master.
+        let (old, new, new_tail) = (s.id("192.168.99.11:6401"), s.id("192.168.99.12:6401"), s.id("192.168.99.12:6403"));
+        let old_id = format!("{:040}", 1);
+        s.set_master(old, &old_id, "", 1500);
+        s.set_master(new, &format!("{:040}", 9), &old_id, 3000); // second_repl_offset = 1500
+        s.set_replica(new_tail, new, &format!("{:040}", 9), true, 0);
+        let masters = vec![Some(new), Some(s.id("192.168.99.11:6402"))];
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert_eq!(
+            plan.actions[0],
+            Action::Demote { instance: old, to: new_tail, offset: 1500, diverged_bytes: Some(1) }
+        );
+        // And a controller without state picks the newer master from the replication IDs.
+        assert_eq!(infer_masters(&s.topology, &s.observation)[0], Some(new));
+    }
+
+    #[test]
+    fn dead_middle_link_is_bridged() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        s.fail(s.id("192.168.99.11:6403"), Duration::from_secs(5));
+        let (_, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(described(&s, &plan), ["re-point 192.168.99.12:6401 to replicate 192.168.99.11:6401"]);
+    }
+
+    #[test]
+    fn no_promotion_while_the_replica_hears_its_master() {
+        // A state file names room 2's head as master (say a failover was decided), but the
+        // controller is cut off from room 1 and room 2 still hears it: no promotion.
+        let mut s = Scenario::healthy();
+        for id in s.topology.room_members(0).collect::<Vec<_>>() {
+            s.fail(id, Duration::from_secs(30));
+        }
+        let masters = vec![Some(s.id("192.168.99.12:6401")), Some(s.id("192.168.99.11:6402"))];
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert!(plan.actions.is_empty(), "{:?}", described(&s, &plan));
+        assert!(plan.vetoed.iter().any(|v| matches!(v.action, Action::Promote { .. })), "{:?}", plan.vetoed);
+    }
+
+    #[test]
+    fn adopts_a_switchover_when_the_designated_master_became_a_replica() {
+        let s = Scenario::healthy();
+        // Our state says room 2's head, but it is a replica and room 1's head is the only master.
+        let masters = vec![Some(s.id("192.168.99.12:6401")), Some(s.id("192.168.99.11:6402"))];
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]));
+        assert_eq!(new_masters[0], Some(s.id("192.168.99.11:6401")));
+        assert!(plan.actions.is_empty());
+    }
+
+    proptest! {
+        /// Whatever subset of instances is down, every shard's desired topology has exactly
+        /// one master and every live instance reaches it by following parents.
+        #[test]
+        fn desired_chains_have_one_master_and_no_orphans(down_mask in 0u8..=255, master_pick in 0usize..4) {
+            let t = crate::topology::fixtures::seed();
+            for shard in 0..2 {
+                let members: Vec<_> = t.shard_members(shard).collect();
+                let master = members[master_pick];
+                let is_down = |id: InstanceId| id != master && down_mask & (1 << id) != 0;
+                let desired: HashMap<_, _> = t.desired_parents(master, is_down).into_iter().collect();
+                prop_assert_eq!(desired.values().filter(|p| **p == Parent::None).count(), 1);
+                for &id in &members {
+                    if is_down(id) { prop_assert!(!desired.contains_key(&id)); continue; }
+                    let mut at = id;
+                    for _ in 0..members.len() {
+                        match desired[&at] { Parent::None => break, Parent::Instance(p) => { prop_assert!(!is_down(p)); at = p } }
+                    }
+                    prop_assert_eq!(at, master);
+                }
+            }
+        }
+
+        /// A cross-room promotion only happens when the master's room is lost.
+        #[test]
+        fn cross_room_promotion_only_on_room_loss(fail_mask in 0u8..=255, fail_secs in 0u64..5, hears in proptest::bool::ANY) {
+            let mut s = Scenario::healthy();
+            let masters = infer_masters(&s.topology, &s.observation);
+            for id in 0..8 {
+                if fail_mask & (1 << id) != 0 { s.fail(id, Duration::from_millis(fail_secs * 400)); }
+            }
+            if !hears {
+                for shard in 0..2 {
+                    let (h2, t1) = (s.topology.head(shard, 1), s.topology.shards[shard].chains[0][1]);
+                    if s.observation.live(h2).is_some() { s.set_replica(h2, t1, &format!("{:040}", shard + 1), false, -1); }
+                }
+            }
+            let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+            let (_, _, plan) = round(&s, &masters, &POLICY);
+            for action in &plan.actions {
+                if let Action::Promote { instance } = *action {
+                    let room = s.topology.instance(instance).room;
+                    prop_assert_ne!(room, 0);
+                    prop_assert_eq!(verdict.room(0).status, RoomStatus::Lost);
+                }
+            }
+        }
+    }
+}

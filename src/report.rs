@@ -1,0 +1,269 @@
+//! One picture of the deployment for people: observed and desired topology plus the
+//! verdict. The same [`Report`] is served as JSON by `GET /topology`, printed as a table by
+//! `roomguard status`, and shown live by `roomguard lab`.
+
+use std::collections::HashMap;
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde::Serialize;
+
+use crate::{
+    detect::{RoomStatus, Verdict},
+    info::Role,
+    observe::Observation,
+    plan::{Decision, Masters, Plan},
+    state::FailoverRecord,
+    topology::{Parent, Topology},
+};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The room holding every shard's designated master; `None` when shards disagree.
+    pub primary_room: Option<String>,
+    pub healthy: bool,
+    /// One line an operator reads first.
+    pub verdict: String,
+    pub epoch: u64,
+    pub rooms: Vec<RoomReport>,
+    pub shards: Vec<ShardReport>,
+    pub last_failover: Option<FailoverRecord>,
+    /// Failovers that are warranted but not done (auto failover off, cooldown...).
+    pub held: Vec<String>,
+    /// Corrections the safety rules refused for now.
+    pub vetoed: Vec<String>,
+    /// Corrections about to be made (or that `status` would make).
+    pub pending: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomReport {
+    pub name: String,
+    pub status: RoomStatus,
+    pub instances_down: usize,
+    pub instances: usize,
+    /// Replicas in other rooms that replicate from this room, and whether they hear it.
+    pub witnesses: Vec<WitnessReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessReport {
+    pub instance: String,
+    pub hears: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardReport {
+    pub name: String,
+    pub master: Option<String>,
+    pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceReport {
+    pub instance: String,
+    pub room: String,
+    pub reachable: bool,
+    pub down: bool,
+    pub role: Option<Role>,
+    /// Observed `master_host:master_port`.
+    pub master: Option<String>,
+    pub link_up: Option<bool>,
+    pub offset: Option<i64>,
+    /// Shard master's offset minus this one's.
+    pub lag_bytes: Option<i64>,
+    /// `"master"`, `"replica of host:port"`, or `"(down)"`.
+    pub desired: String,
+    /// Reachable, with the desired role and parent, and (replicas) its link up.
+    pub in_place: bool,
+    pub error: Option<String>,
+}
+
+pub struct ReportInput<'a> {
+    pub topology: &'a Topology,
+    pub observation: &'a Observation,
+    pub verdict: &'a Verdict,
+    pub masters: &'a Masters,
+    pub decision: &'a Decision,
+    pub plan: &'a Plan,
+    pub epoch: u64,
+    pub last_failover: Option<&'a FailoverRecord>,
+}
+
+impl Report {
+    pub fn build(input: ReportInput<'_>) -> Report {
+        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover } = input;
+        let mut primary_rooms: Vec<usize> = masters.iter().flatten().map(|&m| t.instance(m).room).collect();
+        primary_rooms.dedup();
+        let primary_room = match (primary_rooms.as_slice(), masters.iter().all(Option::is_some)) {
+            ([room], true) => Some(t.rooms[*room].clone()),
+            _ => None,
+        };
+        let rooms: Vec<RoomReport> = verdict
+            .rooms
+            .iter()
+            .enumerate()
+            .map(|(room, v)| RoomReport {
+                name: t.rooms[room].clone(),
+                status: v.status,
+                instances_down: v.down,
+                instances: v.total,
+                witnesses: v
+                    .witnesses
+                    .iter()
+                    .map(|w| WitnessReport { instance: t.addr(w.instance).to_string(), hears: w.hears })
+                    .collect(),
+            })
+            .collect();
+        let shards: Vec<ShardReport> = t
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, s)| {
+                let desired: HashMap<_, _> = masters[shard]
+                    .map(|m| t.desired_parents(m, |id| verdict.down[id]).into_iter().collect())
+                    .unwrap_or_default();
+                let master_offset = masters[shard]
+                    .and_then(|m| observation.live(m))
+                    .filter(|i| i.role == Role::Master)
+                    .map(|i| i.repl_offset);
+                let instances =
+                    t.shard_members(shard)
+                        .map(|id| {
+                            let obs = observation.get(id);
+                            let info = obs.live_info();
+                            let in_place = match (desired.get(&id), info) {
+                                (Some(Parent::None), Some(i)) => i.role == Role::Master,
+                                (Some(Parent::Instance(p)), Some(i)) => i.master.as_ref().is_some_and(|l| {
+                                    l.link_up && l.host == t.addr(*p).host && l.port == t.addr(*p).port
+                                }),
+                                _ => false,
+                            };
+                            InstanceReport {
+                                in_place,
+                                instance: t.addr(id).to_string(),
+                                room: t.rooms[t.instance(id).room].clone(),
+                                reachable: obs.reachable,
+                                down: verdict.down[id],
+                                role: info.map(|i| i.role),
+                                master: info.and_then(|i| i.master.as_ref()).map(|l| format!("{}:{}", l.host, l.port)),
+                                link_up: info.and_then(|i| i.master.as_ref()).map(|l| l.link_up),
+                                offset: info.map(|i| i.repl_offset),
+                                lag_bytes: master_offset.zip(info).map(|(m, i)| (m - i.repl_offset).max(0)),
+                                desired: match desired.get(&id) {
+                                    Some(Parent::None) => "master".into(),
+                                    Some(Parent::Instance(p)) => format!("replica of {}", t.addr(*p)),
+                                    None if masters[shard].is_none() => "(unknown: no master decided)".into(),
+                                    None => "(down)".into(),
+                                },
+                                error: obs.last_error.as_ref().filter(|_| !obs.reachable).map(|e| e.to_string()),
+                            }
+                        })
+                        .collect();
+                ShardReport { name: s.name.clone(), master: masters[shard].map(|m| t.addr(m).to_string()), instances }
+            })
+            .collect();
+
+        let held: Vec<String> = decision
+            .held
+            .iter()
+            .map(|h| {
+                format!(
+                    "shard {}: room {} is lost but not failed over: {}",
+                    t.shards[h.shard].name, t.rooms[h.room], h.why
+                )
+            })
+            .collect();
+        let vetoed: Vec<String> =
+            plan.vetoed.iter().map(|v| format!("{}: not yet, {}", v.action.describe(t), v.why)).collect();
+        let pending: Vec<String> = plan.actions.iter().map(|a| a.describe(t).to_string()).collect();
+        let all_in_place = shards.iter().flat_map(|s| &s.instances).all(|i| i.in_place);
+        let healthy = all_in_place && rooms.iter().all(|r| r.status == RoomStatus::Up) && pending.is_empty();
+
+        let room_words: Vec<String> = rooms.iter().map(|r| format!("room {} {}", r.name, r.status.label())).collect();
+        let verdict = format!(
+            "{}: primary room {}; {}",
+            if healthy { "HEALTHY" } else { "DEGRADED" },
+            primary_room.as_deref().unwrap_or("mixed/unknown"),
+            room_words.join(", ")
+        );
+        Report {
+            primary_room,
+            healthy,
+            verdict,
+            epoch,
+            rooms,
+            shards,
+            last_failover: last_failover.cloned(),
+            held,
+            vetoed,
+            pending,
+        }
+    }
+
+    /// The table `roomguard status` prints, followed by the verdict and any notes.
+    pub fn render(&self) -> String {
+        let mut table = Table::new();
+        table.load_style(UTF8_BORDERS_ONLY).set_header([
+            "room",
+            "shard",
+            "instance",
+            "role",
+            "master",
+            "link",
+            "offset",
+            "lag",
+            "should be",
+        ]);
+        for shard in &self.shards {
+            for i in &shard.instances {
+                let role = match (i.reachable, i.role) {
+                    (false, _) => format!("UNREACHABLE{}", if i.down { " (down)" } else { "" }),
+                    (true, Some(Role::Master)) => "master".into(),
+                    (true, Some(Role::Replica)) => "replica".into(),
+                    (true, None) => "?".into(),
+                };
+                let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                table.add_row([
+                    i.room.clone(),
+                    shard.name.clone(),
+                    i.instance.clone(),
+                    role,
+                    i.master.clone().unwrap_or_else(|| "-".into()),
+                    match i.link_up {
+                        Some(true) => "up".into(),
+                        Some(false) => "DOWN".into(),
+                        None => "-".into(),
+                    },
+                    opt(i.offset),
+                    opt(i.lag_bytes),
+                    i.desired.clone(),
+                ]);
+            }
+        }
+        let mut out = format!("{table}\n{}\n", self.verdict);
+        for r in &self.rooms {
+            if r.status == RoomStatus::CutOff {
+                let hearing: Vec<&str> = r.witnesses.iter().filter(|w| w.hears).map(|w| w.instance.as_str()).collect();
+                out.push_str(&format!(
+                    "WARNING: this controller cannot reach room {}, but {} still replicate from it: \
+                     the controller is cut off, not the room; no failover\n",
+                    r.name,
+                    hearing.join(", ")
+                ));
+            }
+        }
+        if let Some(f) = &self.last_failover {
+            out.push_str(&format!(
+                "last failover: to room {} ({}), epoch {}, shards {}\n",
+                f.to_room,
+                f.trigger.label(),
+                self.epoch,
+                f.shards.join(", ")
+            ));
+        }
+        for line in self.held.iter().chain(&self.pending).chain(&self.vetoed) {
+            out.push_str(&format!("- {line}\n"));
+        }
+        out
+    }
+}

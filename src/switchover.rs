@@ -1,0 +1,338 @@
+//! Manual failover (`roomguard failover --room R`): make room R primary.
+//!
+//! When a shard's current master answers, the switchover is **graceful** and loses no
+//! acknowledged write:
+//! 1. `CLIENT PAUSE <t> WRITE` on every current master (the pause expires by itself if we
+//!    die, so a crashed switchover never leaves writes blocked for good);
+//! 2. wait until room R's heads have processed the masters' full offset (bounded by
+//!    `switchover_timeout`; on timeout: unpause, change nothing, fail);
+//! 3. persist the new masters (state file), promote room R's heads;
+//! 4. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
+//!    old-tail`); the old masters become replicas *before* they are unpaused, so a client
+//!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
+//! 5. unpause and verify the desired topology.
+//!
+//! When a shard's master does not answer, its room R head is promoted without waiting
+//! (**forced**), but only if that head no longer hears its master either — otherwise the
+//! controller is probably the one cut off, and `--force` is needed.
+//!
+//! Everything is validated before the first command is sent: a bad room, a shard without a
+//! reachable instance in room R, or a head that still hears its master changes nothing.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{
+    act::{self, ActError, Node},
+    config::Config,
+    detect::{self, DetectSettings},
+    info::Role,
+    observe::Observation,
+    plan::{self, Masters},
+    probe,
+    state::{FailoverRecord, State, StateError, Trigger},
+    topology::{InstanceId, RoomId, ShardId, Topology},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("unknown room \"{room}\": the configured rooms are {known}")]
+    UnknownRoom { room: String, known: String },
+    #[error("shard \"{shard}\": no master is known (none answers and the state file names none); nothing changed")]
+    NoMaster { shard: String },
+    #[error("shard \"{shard}\": no instance of room \"{room}\" answers; nothing changed")]
+    NoTarget { shard: String, room: String },
+    #[error(
+        "shard \"{shard}\": the master {master} does not answer, but {head} still hears {its_master}: \
+         this host is probably cut off from room \"{room}\", which may still be serving writes. \
+         Nothing changed. Re-run with --force only if you are sure that room is down"
+    )]
+    StillHeard { shard: String, master: String, head: String, its_master: String, room: String },
+    #[error(
+        "shard \"{shard}\": {head} did not catch up with {master} within {timeout} ({behind} bytes behind); \
+         writes were unpaused and nothing changed"
+    )]
+    NotCaughtUp { shard: String, head: String, master: String, behind: i64, timeout: String },
+    #[error(transparent)]
+    Act(#[from] ActError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the new topology was not verified within {timeout}: {details}")]
+    NotVerified { timeout: String, details: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardOutcome {
+    pub shard: String,
+    pub from: String,
+    pub to: String,
+    /// `already`, `graceful` or `forced`.
+    pub how: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverReport {
+    pub room: String,
+    pub shards: Vec<ShardOutcome>,
+    /// How long clients' writes were paused (graceful shards).
+    pub writes_paused_ms: Option<u64>,
+    pub epoch: u64,
+}
+
+impl FailoverReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in &self.shards {
+            out.push_str(&match s.how {
+                "already" => format!("{}: already in room {} (master {})\n", s.shard, self.room, s.to),
+                how => format!("{}: {how} failover {} -> {}\n", s.shard, s.from, s.to),
+            });
+        }
+        if let Some(ms) = self.writes_paused_ms {
+            out.push_str(&format!("writes were paused for {ms} ms\n"));
+        }
+        out.push_str(&format!("room {} is primary (epoch {}); topology verified\n", self.room, self.epoch));
+        out
+    }
+}
+
+struct Move {
+    shard: ShardId,
+    from: InstanceId,
+    to: InstanceId,
+    graceful: bool,
+}
+
+pub async fn failover(config: &Config, room: &str, force: bool) -> Result<FailoverReport, FailoverError> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let room_id = t.room_id(room).ok_or_else(|| FailoverError::UnknownRoom {
+        room: room.to_string(),
+        known: t.rooms.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
+    })?;
+    let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    let mut state = State::load(&c.state_file, t)?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
+    let inferred = plan::infer_masters(t, &observation);
+    for (slot, guess) in state.masters.iter_mut().zip(&inferred) {
+        // What Redis says wins over a stale file when Redis is unambiguous.
+        if guess.is_some() {
+            *slot = *guess;
+        }
+    }
+
+    // Validate every shard before touching anything.
+    let mut moves = Vec::new();
+    let mut outcomes = Vec::new();
+    for shard in 0..t.shards.len() {
+        let name = t.shards[shard].name.clone();
+        let from = state.masters[shard].ok_or(FailoverError::NoMaster { shard: name.clone() })?;
+        let from_live = observation.live(from).is_some_and(|i| i.role == Role::Master);
+        if t.instance(from).room == room_id && from_live {
+            outcomes.push(ShardOutcome {
+                shard: name,
+                from: t.addr(from).to_string(),
+                to: t.addr(from).to_string(),
+                how: "already",
+            });
+            continue;
+        }
+        let to = t.shards[shard].chains[room_id]
+            .iter()
+            .copied()
+            .find(|&id| observation.live(id).is_some())
+            .ok_or_else(|| FailoverError::NoTarget { shard: name.clone(), room: room.to_string() })?;
+        if !from_live && !force {
+            let info = observation.live(to).expect("found live");
+            if let Some(link) = info.master.as_ref().filter(|_| !info.master_silent(c.link_silence.as_secs())) {
+                return Err(FailoverError::StillHeard {
+                    shard: name,
+                    master: t.addr(from).to_string(),
+                    head: t.addr(to).to_string(),
+                    its_master: format!("{}:{}", link.host, link.port),
+                    room: t.room_name(t.instance(from).room).to_string(),
+                });
+            }
+        }
+        moves.push(Move { shard, from, to, graceful: from_live });
+    }
+
+    let mut writes_paused_ms = None;
+    if !moves.is_empty() {
+        let graceful: Vec<&Move> = moves.iter().filter(|m| m.graceful).collect();
+        let mut paused = pause_and_catch_up(config, &graceful).await?;
+        let pause_started = Instant::now();
+
+        for m in &moves {
+            state.masters[m.shard] = Some(m.to);
+        }
+        state.epoch += 1;
+        state.last_failover = Some(FailoverRecord::now(
+            Trigger::Manual,
+            room,
+            moves.iter().map(|m| t.shards[m.shard].name.clone()).collect(),
+        ));
+        state.save(&c.state_file, t)?;
+
+        let promotions = moves.iter().map(|m| async move {
+            let mut node = Node::connect(t.addr(m.to), &config.redis, c.timeout).await?;
+            node.promote().await?;
+            info!(shard = %t.shards[m.shard].name, new_master = %t.addr(m.to), "promoted");
+            Ok::<_, ActError>(())
+        });
+        futures::future::try_join_all(promotions).await?;
+
+        let converged = converge(config, &state.masters, c.switchover_timeout).await;
+        for node in &mut paused {
+            if let Err(e) = node.unpause().await {
+                warn!(error = %e, "could not unpause; the pause expires by itself");
+            }
+        }
+        if !paused.is_empty() {
+            writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
+        }
+        converged?;
+        for m in &moves {
+            outcomes.push(ShardOutcome {
+                shard: t.shards[m.shard].name.clone(),
+                from: t.addr(m.from).to_string(),
+                to: t.addr(m.to).to_string(),
+                how: if m.graceful { "graceful" } else { "forced" },
+            });
+        }
+    } else {
+        converge(config, &state.masters, c.switchover_timeout).await?;
+    }
+    outcomes.sort_by(|a, b| a.shard.cmp(&b.shard));
+    Ok(FailoverReport { room: room.to_string(), shards: outcomes, writes_paused_ms, epoch: state.epoch })
+}
+
+/// Pauses writes on the graceful shards' masters and waits until every target head has
+/// their full offset. On failure everything is unpaused and the error says who lagged.
+async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node>, FailoverError> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let mut masters = Vec::new();
+    for m in moves {
+        masters.push(Node::connect(t.addr(m.from), &config.redis, c.timeout).await?);
+    }
+    // The pause outlives our wait by a margin, and expires by itself if we crash.
+    let pause_for = c.switchover_timeout * 2 + Duration::from_secs(5);
+    let mut paused = Vec::new();
+    for mut node in masters {
+        match node.pause_writes(pause_for).await {
+            Ok(()) => paused.push(node),
+            Err(e) => {
+                unpause_all(&mut paused).await;
+                return Err(e.into());
+            }
+        }
+    }
+    let deadline = Instant::now() + c.switchover_timeout;
+    let mut heads = Vec::new();
+    for m in moves {
+        heads.push(Node::connect(t.addr(m.to), &config.redis, c.timeout).await?);
+    }
+    for (i, m) in moves.iter().enumerate() {
+        loop {
+            let (master, head) = match (paused[i].info().await, heads[i].info().await) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    unpause_all(&mut paused).await;
+                    return Err(e.into());
+                }
+            };
+            let behind = master.repl_offset - head.repl_offset;
+            if behind <= 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                unpause_all(&mut paused).await;
+                return Err(FailoverError::NotCaughtUp {
+                    shard: t.shards[m.shard].name.clone(),
+                    head: t.addr(m.to).to_string(),
+                    master: t.addr(m.from).to_string(),
+                    behind,
+                    timeout: humantime::format_duration(c.switchover_timeout).to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(paused)
+}
+
+async fn unpause_all(nodes: &mut [Node]) {
+    for node in nodes {
+        let _ = node.unpause().await;
+    }
+}
+
+/// Probes, plans and acts until Redis matches the desired chains for `masters`, or the
+/// timeout passes. Instances that do not answer are left out of the chains.
+pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> Result<(), FailoverError> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+        let remaining = outstanding(t, &observation, masters, c.link_silence);
+        let (actions, problems) = match remaining {
+            Ok(()) => return Ok(()),
+            Err(x) => x,
+        };
+        if Instant::now() >= deadline {
+            return Err(FailoverError::NotVerified {
+                timeout: humantime::format_duration(timeout).to_string(),
+                details: problems.join("; "),
+            });
+        }
+        for (action, result) in
+            actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, c.link_silence, &actions).await)
+        {
+            match result {
+                Ok(()) => info!("{}", action.describe(t)),
+                Err(e) => warn!(error = %e, "{}", action.describe(t)),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type Outstanding = (Vec<plan::Action>, Vec<String>);
+
+/// `Ok` when every answering instance is where it should be with its link up.
+fn outstanding(
+    t: &Topology,
+    observation: &Observation,
+    masters: &Masters,
+    link_silence: Duration,
+) -> Result<(), Outstanding> {
+    let verdict =
+        detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, link_silence });
+    let plan = plan::plan(t, observation, &verdict, masters, link_silence);
+    let mut problems: Vec<String> = plan.actions.iter().map(|a| a.describe(t).to_string()).collect();
+    problems.extend(plan.vetoed.iter().map(|v| format!("{} ({})", v.action.describe(t), v.why)));
+    for (shard, m) in masters.iter().enumerate() {
+        let Some(m) = *m else { continue };
+        if observation.live(m).is_none_or(|i| i.role != Role::Master) {
+            problems.push(format!("{} is not an answering master", t.addr(m)));
+        }
+        for id in t.shard_members(shard) {
+            if let Some(link) = observation.live(id).and_then(|i| i.master.as_ref()) {
+                if !link.link_up {
+                    problems.push(format!("{}'s link to {}:{} is down", t.addr(id), link.host, link.port));
+                }
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err((plan.actions, problems)) }
+}
+
+/// The room every designated master is in, if they agree.
+pub fn primary_room(t: &Topology, masters: &Masters) -> Option<RoomId> {
+    let mut rooms = masters.iter().map(|m| m.map(|m| t.instance(m).room));
+    let first = rooms.next()??;
+    rooms.all(|r| r == Some(first)).then_some(first)
+}
