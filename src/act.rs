@@ -35,6 +35,15 @@ pub enum ActError {
     NotVerified { addr: Addr, why: String },
 }
 
+/// What an action did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The command was sent and took effect.
+    Done,
+    /// The fresh read showed the change was already made (by us earlier, or by someone else).
+    AlreadyDone,
+}
+
 /// One connection to one instance, for commands that change it.
 pub struct Node {
     pub addr: Addr,
@@ -93,16 +102,16 @@ impl Node {
 
     /// Promotes a replica that no longer hears its master (the controller's guard, re-checked
     /// on a fresh read), then verifies the new role.
-    pub async fn promote_if_orphaned(&mut self, link_silence: Duration) -> Result<(), ActError> {
+    pub async fn promote_if_orphaned(&mut self, link_silence: Duration) -> Result<Applied, ActError> {
         let before = self.info().await?;
         match before.role {
-            Role::Master => return Ok(()),
+            Role::Master => return Ok(Applied::AlreadyDone),
             Role::Replica if !before.master_silent(link_silence.as_secs()) => {
                 return Err(self.changed("it hears its master again"));
             }
             Role::Replica => {}
         }
-        self.promote().await
+        self.promote().await.map(|()| Applied::Done)
     }
 
     /// `REPLICAOF NO ONE` and a read-back of the role.
@@ -123,7 +132,7 @@ pub async fn execute(
     timeout: Duration,
     link_silence: Duration,
     action: &Action,
-) -> Result<(), ActError> {
+) -> Result<Applied, ActError> {
     let mut node = Node::connect(topology.addr(action.instance()), auth, timeout).await?;
     match *action {
         Action::Promote { .. } => node.promote_if_orphaned(link_silence).await,
@@ -131,9 +140,16 @@ pub async fn execute(
             if node.info().await?.role != Role::Master {
                 return Err(node.changed("it is no longer a master"));
             }
-            node.replicaof(Some(topology.addr(to))).await
+            node.replicaof(Some(topology.addr(to))).await.map(|()| Applied::Done)
         }
-        Action::Repoint { to, .. } => node.replicaof(Some(topology.addr(to))).await,
+        Action::Repoint { to, .. } => {
+            let target = topology.addr(to);
+            let info = node.info().await?;
+            if info.master.as_ref().is_some_and(|l| l.host == target.host && l.port == target.port) {
+                return Ok(Applied::AlreadyDone);
+            }
+            node.replicaof(Some(target)).await.map(|()| Applied::Done)
+        }
     }
 }
 
@@ -144,6 +160,6 @@ pub async fn execute_all(
     timeout: Duration,
     link_silence: Duration,
     actions: &[Action],
-) -> Vec<Result<(), ActError>> {
+) -> Vec<Result<Applied, ActError>> {
     futures::future::join_all(actions.iter().map(|a| execute(topology, auth, timeout, link_silence, a))).await
 }

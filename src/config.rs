@@ -33,12 +33,10 @@ const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format"];
 pub enum ConfigError {
     #[error("config file {path} does not exist")]
     Missing { path: PathBuf },
-    #[error("{origin}: {source}")]
-    Parse {
-        origin: String,
-        #[source]
-        source: Box<figment::Error>,
-    },
+    // The figment error is shown, not chained: its text already says everything, and
+    // `{:#}` would print it twice.
+    #[error("{origin}: {error}")]
+    Parse { origin: String, error: Box<figment::Error> },
     #[error("{origin}: {problem}")]
     Invalid { origin: String, problem: String },
 }
@@ -202,7 +200,7 @@ impl Config {
 
     fn from_figment(figment: Figment, origin: String, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
-            figment.extract().map_err(|e| ConfigError::Parse { origin: origin.clone(), source: Box::new(e) })?;
+            figment.extract().map_err(|e| ConfigError::Parse { origin: origin.clone(), error: Box::new(e) })?;
         match validate(raw, base) {
             Ok(mut config) => {
                 config.origin = origin;

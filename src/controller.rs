@@ -6,6 +6,7 @@
 //! and the state file stays consistent; only then do the pollers and the HTTP server stop.
 
 use std::{
+    collections::HashMap,
     future::Future,
     path::Path,
     sync::{
@@ -20,7 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    act,
+    act::{self, Applied},
     config::Config,
     detect::{self, DetectSettings, RoomStatus, Verdict},
     http,
@@ -31,7 +32,7 @@ use crate::{
     probe::{self, PollSettings},
     report::{Report, ReportInput},
     state::{FailoverRecord, State, StateError, Trigger},
-    topology::{RoomId, Topology},
+    topology::{InstanceId, RoomId, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,9 @@ struct Controller {
     last_rooms: Vec<RoomStatus>,
     last_held: Vec<String>,
     last_vetoed: Vec<String>,
+    /// When we last sent a command to an instance. Its observation is stale until a probe
+    /// that started after that comes back, and no further action is planned on it until then.
+    acted_at: HashMap<InstanceId, Instant>,
 }
 
 /// A controller that is bound and polling, ready to run its loop.
@@ -123,6 +127,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         last_rooms: vec![],
         last_held: vec![],
         last_vetoed: vec![],
+        acted_at: HashMap::new(),
     };
     Ok(Running { controller, store, token, tracker, http_addr })
 }
@@ -204,7 +209,11 @@ impl Controller {
         let masters = self.state.as_ref().expect("filled").masters.clone();
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, settings.link_silence);
         self.log_vetoes(&plan);
-        self.act(&plan.actions).await;
+        // Wait for a fresh probe before acting again on an instance we just changed.
+        self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
+        let actions: Vec<Action> =
+            plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
+        self.act(&actions, now).await;
         self.verify_in_flight(observation, &masters);
 
         let metrics = &self.shared.metrics;
@@ -291,12 +300,10 @@ impl Controller {
         let state = self.state.get_or_insert_with(|| State::new(vec![None; inferred.len()]));
         let mut changed = false;
         for (shard, slot) in state.masters.iter_mut().enumerate() {
-            if slot.is_none() {
-                if let Some(m) = inferred[shard] {
-                    info!(shard = %self.config.topology.shards[shard].name, master = %self.config.topology.addr(m), "master read from Redis");
-                    *slot = Some(m);
-                    changed = true;
-                }
+            if let (None, Some(m)) = (*slot, inferred[shard]) {
+                info!(shard = %self.config.topology.shards[shard].name, master = %self.config.topology.addr(m), "master read from Redis");
+                *slot = Some(m);
+                changed = true;
             }
         }
         if changed {
@@ -391,7 +398,7 @@ impl Controller {
         self.last_vetoed = lines;
     }
 
-    async fn act(&mut self, actions: &[Action]) {
+    async fn act(&mut self, actions: &[Action], now: Instant) {
         if actions.is_empty() {
             return;
         }
@@ -421,15 +428,20 @@ impl Controller {
         }
         let results = act::execute_all(t, &self.config.redis, c.timeout, c.link_silence, actions).await;
         for (action, result) in actions.iter().zip(results) {
-            self.shared.metrics.record_action(action.label(), result.is_ok());
+            self.acted_at.insert(action.instance(), now);
             match result {
-                Ok(()) => {
+                Ok(Applied::AlreadyDone) => info!(action = action.label(), "already done: {}", action.describe(t)),
+                Ok(Applied::Done) => {
+                    self.shared.metrics.record_action(action.label(), true);
                     info!(action = action.label(), "done: {}", action.describe(t));
                     if let Action::Demote { instance, diverged_bytes: Some(bytes), .. } = *action {
                         self.shared.metrics.record_divergence(instance, bytes as u64);
                     }
                 }
-                Err(e) => warn!(action = action.label(), error = %e, "failed: {}", action.describe(t)),
+                Err(e) => {
+                    self.shared.metrics.record_action(action.label(), false);
+                    warn!(action = action.label(), error = %e, "failed: {}", action.describe(t))
+                }
             }
         }
     }

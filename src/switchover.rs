@@ -292,7 +292,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
             actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, c.link_silence, &actions).await)
         {
             match result {
-                Ok(()) => info!("{}", action.describe(t)),
+                Ok(_) => info!("{}", action.describe(t)),
                 Err(e) => warn!(error = %e, "{}", action.describe(t)),
             }
         }
@@ -320,10 +320,8 @@ fn outstanding(
             problems.push(format!("{} is not an answering master", t.addr(m)));
         }
         for id in t.shard_members(shard) {
-            if let Some(link) = observation.live(id).and_then(|i| i.master.as_ref()) {
-                if !link.link_up {
-                    problems.push(format!("{}'s link to {}:{} is down", t.addr(id), link.host, link.port));
-                }
+            if let Some(link) = observation.live(id).and_then(|i| i.master.as_ref()).filter(|l| !l.link_up) {
+                problems.push(format!("{}'s link to {}:{} is down", t.addr(id), link.host, link.port));
             }
         }
     }

@@ -1,0 +1,143 @@
+//! The command line: bad input is rejected with the culprit named, exit code 2, and nothing
+//! changed in Redis; `status` and `check-config` on good input.
+
+use std::{path::Path, time::Duration};
+
+use crate::util::*;
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+const SEED: &str = include_str!("../controller.toml");
+
+#[tokio::test]
+async fn check_config_accepts_the_seed_and_prints_its_chains() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("controller.toml");
+    let out = run(roomguard(&["check-config", "--config", path.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(
+        "room 1 primary: 192.168.99.11:6401 -> 192.168.99.11:6403 -> 192.168.99.12:6401 -> 192.168.99.12:6403"
+    ));
+    assert!(stdout.contains(
+        "room 2 primary: 192.168.99.12:6402 -> 192.168.99.12:6404 -> 192.168.99.11:6402 -> 192.168.99.11:6404"
+    ));
+
+    let mut cmd = roomguard(&["check-config", "--config", path.to_str().unwrap()]);
+    cmd.env("ROOMGUARD_CONTROLLER__DOWN_AFTER", "2s");
+    let out = run(cmd).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("down after 2s"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn bad_configs_are_rejected_naming_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (SEED.replace("down_after = ", "down_aftr = "), "down_aftr"),
+        (SEED.replace("down_after = \"1s\"", "down_after = \"soon\""), "down_after"),
+        (SEED.replace("room.2 = [\"192.168.99.12:6401\"", "room.9 = [\"192.168.99.12:6401\""), "room.9"),
+        (
+            SEED.replace("\"192.168.99.12:6403\"", "\"192.168.99.11:6401\""),
+            "instance 192.168.99.11:6401 is listed twice",
+        ),
+        (SEED.replace("\"192.168.99.12:6404\"", "\"192.168.99.12:64o4\""), "bad address \"192.168.99.12:64o4\""),
+        (SEED.replace("listen = \"127.0.0.1:9480\"", "listen = \"everywhere\""), "http.listen"),
+        (
+            SEED.replace("room.2 = [\"192.168.99.12:6402\", \"192.168.99.12:6404\"]", ""),
+            "has no instance in room \"2\"",
+        ),
+    ];
+    for (i, (body, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, body).unwrap();
+        let out = run(roomguard(&["check-config", "--config", path.to_str().unwrap()])).await;
+        assert_eq!(out.status.code(), Some(2), "{needle}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "error should name {needle:?}: {err}");
+        assert!(err.contains(&format!("bad-{i}.toml")), "error should name the file: {err}");
+    }
+
+    let out = run(roomguard(&["check-config", "--config", "/nonexistent/roomguard.toml"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("config file /nonexistent/roomguard.toml does not exist"));
+
+    let path = dir.path().join("good.toml");
+    std::fs::write(&path, SEED).unwrap();
+    let mut cmd = roomguard(&["check-config", "--config", path.to_str().unwrap()]);
+    cmd.env("ROOMGUARD_CONTROLLER__TIMEOUT", "fast");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out);
+    assert!(err.to_lowercase().contains("controller.timeout") && err.contains("ROOMGUARD_"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_failover_input_changes_nothing_in_redis() {
+    let lab = lab(21030).await;
+    let config = config_path(&lab);
+    let config = config.to_str().unwrap();
+    let before = roomguard::cli::snapshot(&lab.config).await.unwrap();
+    assert!(before.healthy, "{}", before.render());
+
+    let out = run(roomguard(&["failover", "--room", "9", "--config", config])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("unknown room \"9\": the configured rooms are \"1\", \"2\""), "{}", text(&out));
+
+    // Room 1 unreachable from here while room 2 still hears it (simulated by a hang shorter
+    // than link_silence): a forced failover must refuse without --force.
+    for id in lab.room(0) {
+        lab.servers[id].hang();
+    }
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config])).await;
+    for id in lab.room(0) {
+        lab.servers[id].resume();
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("still hears"), "{}", text(&out));
+
+    assert!(!lab.config.controller.state_file.exists(), "no state written by refused commands");
+    assert!(lab.wait_linked(Duration::from_secs(5)).await);
+    let after = roomguard::cli::snapshot(&lab.config).await.unwrap();
+    assert!(after.healthy, "{}", after.render());
+    for (head, tail) in [(21031, 21033), (21032, 21034)] {
+        assert!(is_master(&at(1, head)).await);
+        assert!(replicates(&at(2, head), &at(1, tail)).await);
+        assert!(!is_master(&at(2, head)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_every_instance_and_exits_non_zero_when_degraded() {
+    let mut lab = lab(21040).await;
+    let config = config_path(&lab);
+    let out = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for i in &lab.topology().instances {
+        assert!(stdout.contains(&i.addr.to_string()), "{stdout}");
+    }
+    assert!(stdout.contains("HEALTHY: primary room 1; room 1 up, room 2 up"), "{stdout}");
+
+    lab.server(&at(2, 21043)).kill();
+    let out = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DEGRADED"));
+
+    let out = run(roomguard(&["status", "--json", "--config", config.to_str().unwrap()])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["healthy"], false);
+    assert_eq!(json["primary_room"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_busy_http_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let body = SEED.replace("127.0.0.1:9480", &busy.local_addr().unwrap().to_string());
+    std::fs::write(&path, body).unwrap();
+    let out = run(roomguard(&["run", "--config", path.to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cannot listen on"), "{}", text(&out));
+}

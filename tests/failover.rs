@@ -1,0 +1,210 @@
+//! The controller end to end against real Redis: healthy, room loss, restart, returning room,
+//! manual switchover under write load.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_topology_is_left_untouched() {
+    let lab = lab(21000).await;
+    let c = Controller::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+    assert_eq!(c.metric("roomguard_primary_room", &["room=\"1\""]), 1.0);
+    assert_eq!(c.metric("roomguard_instance_up", &[]), 8.0);
+    let report = c.shared.report.read().unwrap().clone().unwrap();
+    assert!(report.healthy, "{}", report.render());
+
+    let (status, body) = http_get(c.http, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(c.http, "/topology").await;
+    assert_eq!(status, 200);
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(topology["primary_room"], "1");
+    assert_eq!(topology["shards"][0]["instances"][2]["desired"], format!("replica of {}", at(1, 21003)));
+    let (status, body) = http_get(c.http, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("roomguard_build_info{version=\""), "{body}");
+    for (head, tail) in [(21001, 21003), (21002, 21004)] {
+        assert!(is_master(&at(1, head)).await);
+        assert!(replicates(&at(1, tail), &at(1, head)).await);
+        assert!(replicates(&at(2, head), &at(1, tail)).await);
+        assert!(replicates(&at(2, tail), &at(2, head)).await);
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_1_killed_promotes_room_2_heads_keeps_chains_and_data() {
+    let mut lab = lab(21010).await;
+    for head in [21011, 21012] {
+        let mut con = connect(&at(1, head)).await;
+        let () = redis::cmd("SET").arg("before-loss").arg(head).query_async(&mut con).await.unwrap();
+    }
+    // Written before the loss and replicated to the end of each chain.
+    for (head, tail) in [(21011, 21013), (21012, 21014)] {
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                let mut con = connect(&at(2, tail)).await;
+                redis::cmd("GET").arg("before-loss").query_async::<Option<u16>>(&mut con).await.ok().flatten()
+                    == Some(head)
+            })
+            .await
+        );
+    }
+    let c = Controller::start(&lab).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            is_master(&at(2, 21011)).await && is_master(&at(2, 21012)).await
+        })
+        .await,
+        "room 2 heads were not promoted"
+    );
+    for (head, tail) in [(21011, 21013), (21012, 21014)] {
+        let mut con = connect(&at(2, head)).await;
+        let () = redis::cmd("SET").arg("after-loss").arg(1).query_async(&mut con).await.unwrap();
+        let before: Option<u16> = redis::cmd("GET").arg("before-loss").query_async(&mut con).await.unwrap();
+        assert_eq!(before, Some(head), "data written before the loss is on the new master");
+        assert!(
+            wait_until(Duration::from_secs(5), || async { replicates(&at(2, tail), &at(2, head)).await }).await,
+            "room 2's replica stays attached to its new master"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"auto\"", "outcome=\"ok\""]) == 1.0
+        })
+        .await,
+        "{}",
+        c.metrics()
+    );
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 2.0);
+    let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
+    assert!(state.contains("\"shard-21011\": \"127.0.0.12:21011\""), "{state}");
+    c.stop().await;
+
+    // A restarted controller reads its state: no second failover, nothing undone.
+    let c = Controller::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+    assert!(is_master(&at(2, 21011)).await && is_master(&at(2, 21012)).await);
+
+    // Room 1 comes back empty, as masters: it is stale, and is re-chained under room 2
+    // (the mirror chain) without touching room 2's masters.
+    for id in lab.room(0) {
+        lab.servers[id].restart(None).unwrap();
+    }
+    for (head, tail) in [(21011, 21013), (21012, 21014)] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                replicates(&at(1, head), &at(2, tail)).await && replicates(&at(1, tail), &at(1, head)).await
+            })
+            .await,
+            "room 1 was not re-chained under room 2: {}",
+            c.shared.report.read().unwrap().as_ref().unwrap().render()
+        );
+        assert!(is_master(&at(2, head)).await);
+        let mut con = connect(&at(1, tail)).await;
+        let back: Option<u16> = redis::cmd("GET").arg("before-loss").query_async(&mut con).await.unwrap();
+        assert_eq!(back, Some(head), "the returning room gets the data back from room 2");
+    }
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
+    c.stop().await;
+}
+
+/// Writes `w:<n>` keys to `target` until told to stop or the instance refuses writes
+/// (READONLY: it was demoted). Returns the acknowledged ones.
+async fn writer(target: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u64>>>, prefix: &'static str) {
+    let mut con = connect(&target).await;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        match redis::cmd("SET").arg(format!("{prefix}:{n}")).arg(n).query_async::<()>(&mut con).await {
+            Ok(()) => acked.lock().unwrap().push(n),
+            Err(e) if e.code() == Some("READONLY") => return,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn switchover_under_load(lab: &roomguard::lab::Lab, from: u8, to: u8, prefix: &'static str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn(writer(at(from, 21021), stop.clone(), acked.clone(), prefix));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let config = config_path(lab);
+    let out = run(roomguard(&["failover", "--room", &to.to_string(), "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graceful failover"), "{stdout}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 10, "the writer should have been acknowledged some writes: {}", acked.len());
+    let mut con = connect(&at(to, 21021)).await;
+    let keys: Vec<String> = acked.iter().map(|n| format!("{prefix}:{n}")).collect();
+    let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.unwrap();
+    let lost: Vec<&String> = keys.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {lost:?}", lost.len());
+
+    // The mirror chain: to-head -> to-tail -> from-head -> from-tail, for both shards.
+    for (head, tail) in [(21021, 21023), (21022, 21024)] {
+        assert!(is_master(&at(to, head)).await);
+        assert!(replicates(&at(to, tail), &at(to, head)).await);
+        assert!(replicates(&at(from, head), &at(to, tail)).await);
+        assert!(replicates(&at(from, tail), &at(from, head)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_switchover_loses_no_acknowledged_write_and_switches_back() {
+    let lab = lab(21020).await;
+    // A running controller beside the CLI must follow, not fight.
+    let c = Controller::start(&lab).await;
+    switchover_under_load(&lab, 1, 2, "there").await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.shared
+                .report
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|r| r.primary_room.as_deref() == Some("2") && r.healthy)
+        })
+        .await,
+        "the controller did not follow the switchover: {}",
+        c.shared.report.read().unwrap().as_ref().unwrap().render()
+    );
+    switchover_under_load(&lab, 2, 1, "back").await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.shared
+                .report
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|r| r.primary_room.as_deref() == Some("1") && r.healthy)
+        })
+        .await
+    );
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0, "the controller promoted nothing");
+    c.stop().await;
+}

@@ -1,0 +1,7 @@
+//! One integration-test binary (as ripgrep does): one link step on a 2-core CI machine.
+//! Every test starts its own real `redis-server` processes on its own ports.
+
+mod util;
+
+mod cli;
+mod failover;

@@ -1,0 +1,150 @@
+//! Test harness: the lab's real Redis processes plus an in-process controller.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Output,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use redis::aio::MultiplexedConnection;
+use roomguard::{
+    config::RedisSettings,
+    controller::{self, Shared},
+    info::{ReplicationInfo, Role},
+    lab::{Lab, LabSpec},
+    probe,
+    topology::Addr,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12.
+/// Every test passes its own base port so tests run in parallel.
+pub async fn lab(base_port: u16) -> Lab {
+    let spec = LabSpec { base_port, http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
+    lab
+}
+
+/// The lab's config written as a file (for the CLI); its state file is the lab's.
+pub fn config_path(lab: &Lab) -> PathBuf {
+    lab.dir().join("controller.toml")
+}
+
+pub struct Controller {
+    pub shared: Arc<Shared>,
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controller {
+    pub async fn start(lab: &Lab) -> Controller {
+        let running = controller::start(lab.config.clone()).await.expect("controller starts");
+        let (shared, http) = (running.shared(), running.http_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            running.run_until(async move { stop.cancelled().await })
+        });
+        let c = Controller { shared, http, stop, task };
+        assert!(wait_until(Duration::from_secs(5), || async { c.ready() }).await, "controller never ready");
+        c
+    }
+
+    pub fn ready(&self) -> bool {
+        self.shared.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode()
+    }
+
+    /// Sum of every sample of a metric whose line contains all of `filters`.
+    pub fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        metric_value(&self.metrics(), name, filters)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, filters: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn addr(s: &str) -> Addr {
+    s.parse().unwrap()
+}
+
+pub async fn info(a: &str) -> Option<ReplicationInfo> {
+    probe::probe_once(&addr(a), &RedisSettings::default(), Duration::from_millis(500)).await.ok()
+}
+
+pub async fn is_master(a: &str) -> bool {
+    info(a).await.is_some_and(|i| i.role == Role::Master)
+}
+
+/// True when `a` replicates `master` with its link up.
+pub async fn replicates(a: &str, master: &str) -> bool {
+    info(a).await.and_then(|i| i.master).is_some_and(|l| l.link_up && format!("{}:{}", l.host, l.port) == master)
+}
+
+pub async fn connect(a: &str) -> MultiplexedConnection {
+    probe::connect(&addr(a), &RedisSettings::default(), Duration::from_secs(1)).await.unwrap()
+}
+
+/// The lab instance names for a base port: `at(1, 1)` is room 1's first port.
+pub fn at(room: u8, port: u16) -> String {
+    format!("127.0.0.1{room}:{port}")
+}
+
+pub fn roomguard(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roomguard"));
+    cmd.args(args).env_remove("ROOMGUARD_CONFIG").env("ROOMGUARD_LOG", "warn");
+    cmd
+}
+
+pub async fn run(mut cmd: std::process::Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+/// A minimal HTTP/1.1 GET (status code, body); enough for the controller's endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
