@@ -77,6 +77,13 @@ pub enum Command {
         /// cut off rather than the old room down).
         #[arg(long)]
         force: bool,
+        /// Ask a running controller to do it (`http://host:port` of its `[http] listen`)
+        /// instead of acting on Redis from here.
+        #[arg(long, value_name = "URL")]
+        via: Option<String>,
+        /// The controller's `[http] admin_token` (for --via).
+        #[arg(long, env = "ROOMGUARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Validate the configuration and print the derived chains.
     CheckConfig(#[command(flatten)] ConfigArg),
@@ -112,7 +119,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
-        Command::Failover { config, room, force } => failover(&load(&config)?, &room, force).await,
+        Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
+        Command::Failover { config, room, force, .. } => failover(&load(&config)?, &room, force).await,
         Command::Lab { base_port, http, duration } => {
             lab(LabSpec { base_port, http_listen: http, ..LabSpec::default() }, duration).await
         }
@@ -192,6 +200,43 @@ async fn failover(config: &Config, room: &str, force: bool) -> anyhow::Result<Ex
             Ok(ExitCode::from(EXIT_DEGRADED))
         }
     }
+}
+
+/// `failover --via URL`: the running controller's admin API does the work.
+async fn failover_via(url: String, token: Option<String>, room: String, force: bool) -> anyhow::Result<ExitCode> {
+    let Some(token) = token else {
+        eprintln!("error: --via needs the controller's admin token (--token or ROOMGUARD_ADMIN_TOKEN)");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    };
+    let endpoint = format!("{}/failover", url.trim_end_matches('/'));
+    let (status, body) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let mut response = agent
+            .post(&endpoint)
+            .query("room", &room)
+            .query("force", if force { "true" } else { "false" })
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_empty()
+            .with_context(|| format!("cannot reach the controller at {endpoint}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    })
+    .await??;
+    if status == 200 {
+        let report: switchover::FailoverReport = serde_json::from_str(&body).context("unexpected reply")?;
+        print!("{}", report.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(body);
+    eprintln!("error: the controller answered {status}: {message}");
+    Ok(ExitCode::from(if matches!(status, 400 | 401 | 403) { EXIT_BAD_INPUT } else { EXIT_DEGRADED }))
 }
 
 const LAB_HELP: &str = "lab commands (type and press Enter):

@@ -116,11 +116,12 @@ impl Default for RawController {
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
     pub listen: String,
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: "127.0.0.1:9480".into() }
+        RawHttp { listen: "127.0.0.1:9480".into(), admin_token: None }
     }
 }
 
@@ -167,6 +168,9 @@ pub struct ControllerSettings {
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// Enables `POST /failover` for requests bearing `Authorization: Bearer <token>`.
+    /// Without it the HTTP server is read-only, wherever it listens.
+    pub admin_token: Option<Secret>,
 }
 
 #[derive(Clone, Debug)]
@@ -259,6 +263,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         return Err("`controller.state_file` is empty".into());
     }
 
+    let admin_token = http.admin_token.filter(|t| !t.expose().is_empty());
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        return Err("`http.admin_token` is shorter than 16 characters: use a long random token".into());
+    }
     let listen: SocketAddr =
         http.listen.parse().map_err(|_| format!("`http.listen` = \"{}\" is not an ip:port address", http.listen))?;
 
@@ -325,7 +333,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
             switchover_timeout: c.switchover_timeout,
             state_file,
         },
-        http: HttpSettings { listen },
+        http: HttpSettings { listen, admin_token },
         redis,
     })
 }

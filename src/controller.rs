@@ -45,7 +45,11 @@ pub enum RunError {
 
 /// What the loop shares with the HTTP server.
 pub struct Shared {
+    pub config: Config,
     pub metrics: Arc<Metrics>,
+    /// Held while Redis is being changed: by the loop around its actions, and by a manual
+    /// failover through the admin API for its whole duration, so the two never interleave.
+    pub action_lock: tokio::sync::Mutex<()>,
     /// True once every instance has been probed and a first round has run.
     pub ready: AtomicBool,
     pub report: RwLock<Option<Report>>,
@@ -102,7 +106,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         "roomguard controller starting"
     );
 
+    if config.http.admin_token.is_some() && !http_addr.ip().is_loopback() {
+        warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
+    }
     let shared = Arc::new(Shared {
+        config: config.clone(),
+        action_lock: tokio::sync::Mutex::new(()),
         metrics: Arc::new(Metrics::new(&topology)),
         ready: AtomicBool::new(false),
         report: RwLock::new(None),
@@ -213,7 +222,12 @@ impl Controller {
         self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
         let actions: Vec<Action> =
             plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
-        self.act(&actions, now).await;
+        let shared = self.shared.clone();
+        match shared.action_lock.try_lock() {
+            Ok(_guard) => self.act(&actions, now).await,
+            Err(_) if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
+            Err(_) => {}
+        }
         self.verify_in_flight(observation, &masters);
 
         let metrics = &self.shared.metrics;

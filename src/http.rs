@@ -1,26 +1,40 @@
-//! The controller's small HTTP server: `GET /healthz`, `GET /topology`, `GET /metrics`.
-//! The listener is bound by the caller before the loop starts, so a port clash is a
-//! start-up error and not a log line.
+//! The controller's HTTP server: the status page, `/healthz`, `/topology`, `/metrics`, and the
+//! token-protected admin API (`POST /failover?room=R`). The listener is bound by the caller
+//! before the loop starts, so a port clash is a start-up error and not a log line.
+//!
+//! Without `[http] admin_token` the server is read-only, wherever it listens.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
 };
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
-use crate::{controller::Shared, metrics::Metrics};
+use crate::{
+    controller::Shared,
+    metrics::Metrics,
+    state::Trigger,
+    switchover::{self, FailoverError},
+};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/topology", get(topology))
         .route("/metrics", get(metrics))
+        .route("/failover", post(failover))
         .with_state(shared)
 }
 
@@ -31,12 +45,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Cancellati
     }
 }
 
+const STARTING: &str = "starting: first probe round not complete\n";
+
 /// 200 once every instance has been probed and a first round has been judged; 503 before.
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: first probe round not complete\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, STARTING).into_response()
     }
 }
 
@@ -44,10 +60,77 @@ async fn topology(State(shared): State<Arc<Shared>>) -> Response {
     let report = shared.report.read().expect("report lock").clone();
     match report {
         Some(report) => Json(report).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "starting: first probe round not complete\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, STARTING).into_response(),
+    }
+}
+
+async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
+    let report = shared.report.read().expect("report lock").clone();
+    match report {
+        Some(report) => Html(report.render_html()).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Html(format!("<meta http-equiv=refresh content=1>{STARTING}")))
+            .into_response(),
     }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], shared.metrics.encode()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct FailoverQuery {
+    room: String,
+    #[serde(default)]
+    force: bool,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guessed
+/// token was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /failover?room=R[&force=true]` with `Authorization: Bearer <admin_token>`: the same
+/// graceful/forced failover as `roomguard failover`, run by this controller.
+async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<FailoverQuery>) -> Response {
+    let Some(expected) = &shared.config.http.admin_token else {
+        return error(StatusCode::FORBIDDEN, "the admin API is disabled: set [http] admin_token to enable it");
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same(presented.as_bytes(), expected.expose().as_bytes()) {
+        warn!(room = %q.room, "admin API: failover refused, missing or wrong token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response();
+    }
+    info!(room = %q.room, force = q.force, "admin API: failover requested");
+    let _guard = shared.action_lock.lock().await;
+    let started = Instant::now();
+    let result = switchover::failover(&shared.config, &q.room, q.force).await;
+    match result {
+        Ok(report) => {
+            if report.shards.iter().any(|s| s.how != "already") {
+                shared.metrics.record_failover(&report.room, Trigger::Manual, true, started.elapsed());
+            }
+            info!(room = %report.room, "admin API: failover done");
+            Json(report).into_response()
+        }
+        Err(e @ FailoverError::UnknownRoom { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            shared.metrics.record_failover(&q.room, Trigger::Manual, false, started.elapsed());
+            warn!(error = %e, "admin API: failover did not complete");
+            error(StatusCode::CONFLICT, format!("failover to room {} did not complete: {e}", q.room))
+        }
+    }
 }

@@ -196,11 +196,12 @@ impl Default for LabSpec {
 
 impl LabSpec {
     /// The lab's `controller.toml`: the seed deployment on the lab's addresses. The masters
-    /// ping every second, so `link_silence` can be 3 s instead of 12 s.
+    /// ping every second, so `link_silence` can be 3 s instead of 12 s; the cooldown is
+    /// 10 s instead of 5 min so that a demo can lose one room after the other.
     pub fn config_toml(&self) -> String {
         let rooms: Vec<String> = (1..=self.room_ips.len()).map(|r| format!("\"{r}\"")).collect();
         let mut out = format!(
-            "rooms = [{}]\n\n[controller]\nlink_silence = \"3s\"\nstate_file = \"roomguard-state.json\"\n\n\
+            "rooms = [{}]\n\n[controller]\nlink_silence = \"3s\"\ncooldown = \"10s\"\nstate_file = \"roomguard-state.json\"\n\n\
              [http]\nlisten = \"{}\"\n",
             rooms.join(", "),
             self.http_listen

@@ -267,3 +267,118 @@ impl Report {
         out
     }
 }
+
+/// Escapes text for HTML (names and addresses come from the config file).
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const PAGE_STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+header{padding:.7em 1em;border-radius:6px;font-size:1.3em;font-weight:600}\
+.ok{background:#d8f5d8}.bad{background:#ffd9d0}.warn{background:#fff1c2}\
+table{border-collapse:collapse;margin-top:1em}td,th{border:1px solid #ccc;padding:.5em;vertical-align:top}\
+th.primary{background:#e4ecff}.inst{margin:.25em 0;padding:.3em .5em;border-radius:4px;font-family:monospace}\
+.inst.in-place{background:#e9f7e9}.inst.misplaced{background:#fff1c2}.inst.unreachable{background:#ffd9d0}\
+.role{font-weight:700}.muted{color:#666}ul{margin:.5em 0}";
+
+impl Report {
+    /// The self-contained status page (no script, no external resource; it reloads itself).
+    pub fn render_html(&self) -> String {
+        let mut h = String::with_capacity(8192);
+        h.push_str("<!doctype html><html lang=en><head><meta charset=utf-8>");
+        h.push_str("<meta http-equiv=refresh content=2>");
+        h.push_str(&format!("<title>roomguard: {}</title><style>{PAGE_STYLE}</style></head><body>", esc(&self.verdict)));
+        let class = if self.healthy { "ok" } else { "bad" };
+        h.push_str(&format!("<header class={class}>{}</header>", esc(&self.verdict)));
+        h.push_str(&format!(
+            "<p>primary room: <b>{}</b> &middot; epoch {} &middot; last failover: {}</p>",
+            esc(self.primary_room.as_deref().unwrap_or("mixed/unknown")),
+            self.epoch,
+            match &self.last_failover {
+                Some(f) => format!(
+                    "to room {} ({}), shards {}, at unix ms {}",
+                    esc(&f.to_room),
+                    f.trigger.label(),
+                    esc(&f.shards.join(", ")),
+                    f.at_unix_ms
+                ),
+                None => "none".into(),
+            }
+        ));
+        let mut notes: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|r| r.status == RoomStatus::CutOff)
+            .map(|r| {
+                format!(
+                    "This controller cannot reach room {}, but other rooms still replicate from it: \
+                     the controller is cut off, not the room. No failover.",
+                    esc(&r.name)
+                )
+            })
+            .collect();
+        notes.extend(self.held.iter().chain(&self.pending).chain(&self.vetoed).map(|n| esc(n)));
+        if !notes.is_empty() {
+            h.push_str("<ul class=warn>");
+            for n in notes {
+                h.push_str(&format!("<li>{n}</li>"));
+            }
+            h.push_str("</ul>");
+        }
+        h.push_str("<table><tr><th>shard</th>");
+        for r in &self.rooms {
+            let primary = self.primary_room.as_deref() == Some(r.name.as_str());
+            h.push_str(&format!(
+                "<th{}>room {}{}<br><span class=muted>{} &middot; {}/{} down</span></th>",
+                if primary { " class=primary" } else { "" },
+                esc(&r.name),
+                if primary { " (primary)" } else { "" },
+                r.status.label(),
+                r.instances_down,
+                r.instances
+            ));
+        }
+        h.push_str("</tr>");
+        for s in &self.shards {
+            h.push_str(&format!(
+                "<tr><td><b>{}</b><br><span class=muted>master {}</span></td>",
+                esc(&s.name),
+                esc(s.master.as_deref().unwrap_or("unknown"))
+            ));
+            for r in &self.rooms {
+                h.push_str("<td>");
+                for i in s.instances.iter().filter(|i| i.room == r.name) {
+                    let class = match (i.reachable, i.in_place) {
+                        (false, _) => "unreachable",
+                        (true, true) => "in-place",
+                        (true, false) => "misplaced",
+                    };
+                    let role = match (i.reachable, i.role) {
+                        (false, _) => "unreachable".to_string(),
+                        (true, Some(Role::Master)) => "master".into(),
+                        (true, _) => "replica".into(),
+                    };
+                    h.push_str(&format!("<div class=\"inst {class}\">{} <span class=role>{role}</span>", esc(&i.instance)));
+                    if let Some(m) = &i.master {
+                        let link = if i.link_up == Some(true) { "up" } else { "DOWN" };
+                        h.push_str(&format!("<br>&larr; {} (link {link})", esc(m)));
+                    }
+                    if let Some(lag) = i.lag_bytes {
+                        h.push_str(&format!("<br>lag {lag} B"));
+                    }
+                    if !i.in_place {
+                        h.push_str(&format!("<br><span class=muted>should be: {}</span>", esc(&i.desired)));
+                    }
+                    if let Some(e) = &i.error {
+                        h.push_str(&format!("<br><span class=muted>{}</span>", esc(e)));
+                    }
+                    h.push_str("</div>");
+                }
+                h.push_str("</td>");
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table><p class=muted>refreshes every 2 s &middot; <a href=/topology>/topology</a> (JSON) &middot; <a href=/metrics>/metrics</a></p></body></html>\n");
+        h
+    }
+}

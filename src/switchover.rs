@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
@@ -63,16 +63,16 @@ pub enum FailoverError {
     NotVerified { timeout: String, details: String },
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardOutcome {
     pub shard: String,
     pub from: String,
     pub to: String,
     /// `already`, `graceful` or `forced`.
-    pub how: &'static str,
+    pub how: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FailoverReport {
     pub room: String,
     pub shards: Vec<ShardOutcome>,
@@ -85,7 +85,7 @@ impl FailoverReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for s in &self.shards {
-            out.push_str(&match s.how {
+            out.push_str(&match s.how.as_str() {
                 "already" => format!("{}: already in room {} (master {})\n", s.shard, self.room, s.to),
                 how => format!("{}: {how} failover {} -> {}\n", s.shard, s.from, s.to),
             });
@@ -134,7 +134,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
                 shard: name,
                 from: t.addr(from).to_string(),
                 to: t.addr(from).to_string(),
-                how: "already",
+                how: "already".into(),
             });
             continue;
         }
@@ -198,7 +198,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
                 shard: t.shards[m.shard].name.clone(),
                 from: t.addr(m.from).to_string(),
                 to: t.addr(m.to).to_string(),
-                how: if m.graceful { "graceful" } else { "forced" },
+                how: if m.graceful { "graceful" } else { "forced" }.into(),
             });
         }
     } else {

@@ -43,7 +43,11 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(lab: &Lab) -> Controller {
-        let running = controller::start(lab.config.clone()).await.expect("controller starts");
+        Self::start_with(lab.config.clone()).await
+    }
+
+    pub async fn start_with(config: roomguard::config::Config) -> Controller {
+        let running = controller::start(config).await.expect("controller starts");
         let (shared, http) = (running.shared(), running.http_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn({
@@ -147,4 +151,35 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
+}
+
+/// A minimal HTTP/1.1 POST with an optional bearer token (status code, body).
+pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `promtool`, which the test command installs (Debian package `prometheus`).
+pub fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool not found: scripts/test installs it (apt-get install -y prometheus)");
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
 }

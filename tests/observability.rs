@@ -1,0 +1,198 @@
+//! What operators see: metrics across a room loss (and promtool's verdict on them), the status
+//! page, the admin API's token handling, and the dashboard/alert files' metric names.
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use roomguard::{config::Secret, metrics::Metrics, observe::ProbeError, observe::ProbeErrorKind, state::Trigger};
+
+use crate::util::*;
+
+fn check_metrics_with_promtool(text: &str) {
+    let out = promtool(&["check", "metrics"], Some(text));
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_room_loss_and_pass_promtool() {
+    let mut lab = lab(21050).await;
+    let c = Controller::start(&lab).await;
+    let room = |r: &str| format!("room=\"{r}\"");
+    assert_eq!(c.metric("roomguard_instance_up", &[]), 8.0);
+    assert_eq!(c.metric("roomguard_instance_is_master", &[&room("1")]), 2.0);
+    assert_eq!(c.metric("roomguard_instance_is_master", &[&room("2")]), 0.0);
+    assert_eq!(c.metric("roomguard_instance_master_link_up", &[]), 6.0);
+    assert_eq!(c.metric("roomguard_primary_room", &[&room("1")]), 1.0);
+    assert_eq!(c.metric("roomguard_primary_room", &[&room("2")]), 0.0);
+    assert_eq!(c.metric("roomguard_room_up", &[]), 2.0);
+    assert!(c.metric("roomguard_probe_duration_seconds_count", &[]) >= 8.0);
+    check_metrics_with_promtool(&c.metrics());
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            c.metric("roomguard_failovers_total", &[&room("2"), "trigger=\"auto\"", "outcome=\"ok\""]) == 1.0
+        })
+        .await,
+        "{}",
+        c.metrics()
+    );
+    // Within one poll round of the verification, the gauges agree.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.metric("roomguard_instance_up", &[&room("1")]), 0.0);
+    assert_eq!(c.metric("roomguard_instance_up", &[&room("2")]), 4.0);
+    assert_eq!(c.metric("roomguard_instance_is_master", &[&room("2")]), 2.0);
+    assert_eq!(c.metric("roomguard_primary_room", &[&room("1")]), 0.0);
+    assert_eq!(c.metric("roomguard_primary_room", &[&room("2")]), 1.0);
+    assert_eq!(c.metric("roomguard_room_up", &[&room("1")]), 0.0);
+    assert!(c.metric("roomguard_probe_errors_total", &["kind=\"refused\""]) > 0.0);
+    assert!(c.metric("roomguard_last_failover_timestamp_seconds", &[]) > 1.7e9);
+    let took = c.metric("roomguard_last_failover_duration_seconds", &[]);
+    assert!(took > 0.0 && took < 5.0, "{took}");
+    check_metrics_with_promtool(&c.metrics());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_every_instance_and_the_verdict() {
+    let lab = lab(21060).await;
+    let c = Controller::start(&lab).await;
+    let (status, page) = http_get(c.http, "/").await;
+    assert_eq!(status, 200);
+    for i in &lab.topology().instances {
+        assert!(page.contains(&i.addr.to_string()), "{} missing from the page", i.addr);
+    }
+    assert!(page.contains("HEALTHY: primary room 1; room 1 up, room 2 up"), "{page}");
+    assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
+    assert!(!page.contains("<script") && !page.contains("src=\"http"), "self-contained: no script, no CDN");
+    assert!(page.contains("shard-21061") && page.contains("room 1 (primary)"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
+    let lab = lab(21070).await;
+    // Read-only without a token.
+    let c = Controller::start(&lab).await;
+    let (status, _) = http_post(c.http, "/failover?room=2", Some("anything-anything")).await;
+    assert_eq!(status, 403);
+    c.stop().await;
+
+    const TOKEN: &str = "test-token-0123456789";
+    let mut config = lab.config.clone();
+    config.http.admin_token = Some(Secret::new(TOKEN));
+    let c = Controller::start_with(config).await;
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = http_post(c.http, "/failover?room=2", token).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(is_master(&at(1, 21071)).await && !is_master(&at(2, 21071)).await, "a refused request changed nothing");
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+
+    let (status, body) = http_post(c.http, "/failover?room=9", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown room"), "{body}");
+
+    let (status, body) = http_post(c.http, "/failover?room=2", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"how\":\"graceful\""), "{body}");
+    assert!(is_master(&at(2, 21071)).await && is_master(&at(2, 21072)).await);
+    assert!(replicates(&at(1, 21071), &at(2, 21073)).await);
+    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"manual\"", "outcome=\"ok\""]), 1.0);
+
+    // The CLI can go through the controller too.
+    let url = format!("http://{}", c.http);
+    let out = run(roomguard(&["failover", "--room", "1", "--via", &url, "--token", TOKEN])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("graceful failover"));
+    assert!(is_master(&at(1, 21071)).await && replicates(&at(2, 21071), &at(1, 21073)).await);
+    let out = run(roomguard(&["failover", "--room", "2", "--via", &url, "--token", "wrong-token-0123456789"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    c.stop().await;
+}
+
+/// Every exported sample name, from a Metrics whose every family has a sample.
+fn exported_names() -> BTreeSet<String> {
+    let topology = roomguard::config::Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("controller.toml"))
+        .unwrap()
+        .topology;
+    let m = Metrics::new(&topology);
+    m.record_probe(0, Duration::from_millis(1), Some(&ProbeError::new(ProbeErrorKind::Timeout, "t")));
+    m.record_action("promote", true);
+    m.record_failover("2", Trigger::Auto, true, Duration::from_secs(1));
+    m.record_divergence(0, 10);
+    let observation = roomguard::observe::Observation::new(topology.instances.len());
+    let verdict = roomguard::detect::assess(
+        &topology,
+        &observation,
+        std::time::Instant::now(),
+        roomguard::detect::DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) },
+    );
+    m.update(&topology, &observation, &verdict, &vec![Some(0), Some(4)]);
+    let mut names = BTreeSet::new();
+    for line in m.encode().lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split(' ').skip(2);
+        let (name, kind) = (parts.next().unwrap().to_string(), parts.next().unwrap());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+        names.insert(name);
+    }
+    names
+}
+
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    let exported = exported_names();
+    for family in [
+        "roomguard_instance_up",
+        "roomguard_instance_replication_lag_bytes",
+        "roomguard_failovers_total",
+        "roomguard_probe_duration_seconds_bucket",
+        "roomguard_diverged_bytes_total",
+        "roomguard_build_info",
+    ] {
+        assert!(exported.contains(family), "{family} is not exported: {exported:?}");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut checked = 0;
+    for name in ["roomguard.json", "roomguard-alerts.yml", "roomguard-alerts.test.yml"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("dashboards/{name}: {e}"));
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("roomguard_") {
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let metric = &tail[..end];
+            // Alert names and rule groups are CamelCase or hyphenated; metric names are these.
+            assert!(exported.contains(metric), "dashboards/{name} uses {metric}, which roomguard does not export");
+            checked += 1;
+            rest = &tail[end..];
+        }
+    }
+    assert!(checked > 20, "only {checked} metric references found");
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    for args in [["check", "rules", "roomguard-alerts.yml"], ["test", "rules", "roomguard-alerts.test.yml"]] {
+        let mut cmd = std::process::Command::new("promtool");
+        let out = cmd.args(args).current_dir(&dir).output().expect("promtool (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
