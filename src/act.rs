@@ -35,6 +35,17 @@ pub enum ActError {
     NotVerified { addr: Addr, why: String },
 }
 
+impl ActError {
+    /// The metric outcome: `skipped` when a fresh read showed the plan was stale (nothing
+    /// was sent), `failed` otherwise.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ActError::Changed { .. } => "skipped",
+            _ => "failed",
+        }
+    }
+}
+
 /// What an action did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -137,10 +148,15 @@ pub async fn execute(
     match *action {
         Action::Promote { .. } => node.promote_if_orphaned(link_silence).await,
         Action::Demote { to, .. } => {
-            if node.info().await?.role != Role::Master {
-                return Err(node.changed("it is no longer a master"));
+            let target = topology.addr(to);
+            match node.info().await?.master {
+                None => node.replicaof(Some(target)).await.map(|()| Applied::Done),
+                // Another controller got there first.
+                Some(link) if link.host == target.host && link.port == target.port => Ok(Applied::AlreadyDone),
+                Some(link) => {
+                    Err(node.changed(format!("it is no longer a master (replica of {}:{})", link.host, link.port)))
+                }
             }
-            node.replicaof(Some(topology.addr(to))).await.map(|()| Applied::Done)
         }
         Action::Repoint { to, .. } => {
             let target = topology.addr(to);

@@ -162,7 +162,9 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
     let settings = detect::DetectSettings { down_after: Duration::ZERO, link_silence: c.link_silence };
     let verdict = detect::assess(t, &observation, Instant::now(), settings);
     let decision = Decision::default();
-    let plan = plan::plan(t, &observation, &verdict, &masters, c.link_silence);
+    let settings =
+        plan::PlanSettings { link_silence: c.link_silence, newer_master_grace: c.down_after, now: Instant::now() };
+    let plan = plan::plan(t, &observation, &verdict, &masters, &settings);
     Ok(Report::build(ReportInput {
         topology: t,
         observation: &observation,

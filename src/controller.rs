@@ -216,7 +216,9 @@ impl Controller {
         self.apply_decision(&decision, observation);
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
-        let plan = plan::plan(self.topology(), observation, &verdict, &masters, settings.link_silence);
+        let plan_settings =
+            plan::PlanSettings { link_silence: settings.link_silence, newer_master_grace: settings.down_after, now };
+        let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
         // Wait for a fresh probe before acting again on an instance we just changed.
         self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
@@ -372,6 +374,16 @@ impl Controller {
                     );
                     Trigger::Auto
                 }
+                Reason::MasterLost { instance } => {
+                    warn!(
+                        shard = %t.shards[change.shard].name,
+                        from = %t.addr(*instance),
+                        to = %t.addr(change.to),
+                        "FAILOVER: master {} is lost and its replicas agree; promoting {} in the same room",
+                        t.addr(*instance), t.addr(change.to)
+                    );
+                    Trigger::Auto
+                }
                 Reason::Adopted { why } => {
                     info!(
                         shard = %t.shards[change.shard].name,
@@ -446,14 +458,14 @@ impl Controller {
             match result {
                 Ok(Applied::AlreadyDone) => info!(action = action.label(), "already done: {}", action.describe(t)),
                 Ok(Applied::Done) => {
-                    self.shared.metrics.record_action(action.label(), true);
+                    self.shared.metrics.record_action(action.label(), "ok");
                     info!(action = action.label(), "done: {}", action.describe(t));
                     if let Action::Demote { instance, diverged_bytes: Some(bytes), .. } = *action {
                         self.shared.metrics.record_divergence(instance, bytes as u64);
                     }
                 }
                 Err(e) => {
-                    self.shared.metrics.record_action(action.label(), false);
+                    self.shared.metrics.record_action(action.label(), e.outcome());
                     warn!(action = action.label(), error = %e, "failed: {}", action.describe(t))
                 }
             }

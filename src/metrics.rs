@@ -132,6 +132,18 @@ impl Metrics {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
         };
+        // Known failover series start at 0, so `increase()` sees the first failover.
+        for room in &topology.rooms {
+            for trigger in [Trigger::Auto, Trigger::Manual] {
+                for outcome in ["ok", "failed"] {
+                    let _ = m.failovers.get_or_create(&FailoverLabels {
+                        room: room.clone(),
+                        trigger: trigger.label().into(),
+                        outcome: outcome.into(),
+                    });
+                }
+            }
+        }
         let r = &mut registry;
         r.register("instance_up", "1 when the last probe of the instance succeeded", m.instance_up.clone());
         r.register("instance_is_master", "1 when the instance reports role master", m.instance_is_master.clone());
@@ -208,8 +220,8 @@ impl Metrics {
         self.probe_duration.get_or_create(&ProbeLabels { instance }).observe(latency.as_secs_f64());
     }
 
-    pub fn record_action(&self, action: &str, ok: bool) {
-        let outcome = if ok { "ok" } else { "failed" };
+    /// `outcome`: `ok`, `failed`, or `skipped` (a fresh read showed it was no longer needed).
+    pub fn record_action(&self, action: &str, outcome: &str) {
         self.actions.get_or_create(&ActionLabels { action: action.into(), outcome: outcome.into() }).inc();
     }
 

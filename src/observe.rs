@@ -13,7 +13,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{info::ReplicationInfo, topology::InstanceId};
+use crate::{
+    info::{ReplicationInfo, Role},
+    topology::InstanceId,
+};
 
 /// Why a probe failed. The label is used in metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -78,6 +81,10 @@ pub struct InstanceObservation {
     pub failing_since: Option<Instant>,
     pub last_error: Option<ProbeError>,
     pub last_latency: Option<Duration>,
+    /// Start of the first probe of the current run in which it answered as a master. A
+    /// failed probe resets it: an instance that comes back as a master (a restart) starts a
+    /// new run.
+    pub master_since: Option<Instant>,
 }
 
 impl InstanceObservation {
@@ -99,12 +106,18 @@ impl InstanceObservation {
         match outcome {
             Ok(info) => {
                 self.reachable = true;
+                if info.role == Role::Master {
+                    self.master_since.get_or_insert(started);
+                } else {
+                    self.master_since = None;
+                }
                 self.info = Some(info);
                 self.failing_since = None;
                 self.last_error = None;
             }
             Err(error) => {
                 self.reachable = false;
+                self.master_since = None;
                 self.failing_since.get_or_insert(started);
                 self.last_error = Some(error);
             }

@@ -14,13 +14,17 @@
 //!   shard's designated master is up and is not older than it, no re-pointing onto a parent
 //!   that is not itself in sync.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
 use crate::{
     detect::{RoomStatus, Verdict},
-    info::{ReplicationInfo, Role},
+    info::{NO_REPLID, ReplicationInfo, Role},
     observe::Observation,
     topology::{InstanceId, Parent, RoomId, ShardId, Topology},
 };
@@ -94,6 +98,9 @@ pub struct Policy {
 pub enum Reason {
     /// The master's room is lost; `to` is the first reachable instance of the next room.
     RoomLost { room: RoomId },
+    /// The master alone is lost (down, and every replica that followed it no longer hears
+    /// it); `to` is the next answering instance of its room's chain.
+    MasterLost { instance: InstanceId },
     /// Someone else changed the master; roomguard follows, never undoes.
     Adopted { why: String },
 }
@@ -135,12 +142,22 @@ pub fn decide(
             continue;
         }
         let room = topology.instance(master).room;
-        if verdict.room(room).status != RoomStatus::Lost {
-            continue;
-        }
+        let (target, reason, what) = match verdict.room(room).status {
+            RoomStatus::Lost => (
+                failover_target(topology, observation, verdict, shard, room),
+                Reason::RoomLost { room },
+                "no reachable instance of this shard in a room that is up",
+            ),
+            RoomStatus::Degraded if master_lost(topology, observation, verdict, master, policy.link_silence) => (
+                successor_in_room(topology, observation, verdict, master),
+                Reason::MasterLost { instance: master },
+                "no other instance of the master's room answers",
+            ),
+            _ => continue,
+        };
         let held = |why: String| Held { shard, room, why };
-        let Some(to) = failover_target(topology, observation, verdict, shard, room) else {
-            decision.held.push(held("no reachable instance of this shard in a room that is up".into()));
+        let Some(to) = target else {
+            decision.held.push(held(what.into()));
             continue;
         };
         if !policy.auto_failover {
@@ -151,10 +168,47 @@ pub fn decide(
                 humantime::format_duration(Duration::from_secs(left.as_secs()))
             )));
         } else {
-            decision.changes.push(MasterChange { shard, from: Some(master), to, reason: Reason::RoomLost { room } });
+            decision.changes.push(MasterChange { shard, from: Some(master), to, reason });
         }
     }
     decision
+}
+
+/// The master is down from here, and the instances that replicate from it — at least one —
+/// all agree that it is gone (the same cross-evidence rule as for a room, for one instance).
+fn master_lost(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    master: InstanceId,
+    link_silence: Duration,
+) -> bool {
+    if !verdict.down[master] {
+        return false;
+    }
+    let addr = topology.addr(master);
+    let witnesses: Vec<&ReplicationInfo> = topology
+        .shard_members(topology.instance(master).shard)
+        .filter_map(|id| observation.live(id))
+        .filter(|i| i.master.as_ref().is_some_and(|l| l.host == addr.host && l.port == addr.port))
+        .collect();
+    !witnesses.is_empty() && witnesses.iter().all(|i| i.master_silent(link_silence.as_secs()))
+}
+
+/// The next answering instance after `master` in its room's chain.
+fn successor_in_room(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    master: InstanceId,
+) -> Option<InstanceId> {
+    let room = topology.instance(master).room;
+    topology
+        .chain_order(master)
+        .into_iter()
+        .skip(1)
+        .take_while(|&id| topology.instance(id).room == room)
+        .find(|&id| !verdict.down[id] && observation.live(id).is_some())
 }
 
 /// Did someone else move this shard's master? Returns the new master and the evidence.
@@ -169,12 +223,17 @@ fn adoption(
         .filter(|&id| id != master)
         .filter_map(|id| observation.live(id).filter(|i| i.role == Role::Master).map(|i| (id, i)))
         .collect();
-    // The last known history of the designated master, even if it no longer answers.
-    let master_info = observation.get(master).info.as_ref();
-    if let Some(old) = master_info {
+    let master_serving = observation.live(master).is_some_and(|i| i.role == Role::Master);
+    // A replica restarted from its RDB also comes back as a master whose `master_replid2` is
+    // the shard's history: lineage alone cannot tell it from a promotion. While the
+    // designated master still serves, it stays authoritative (a switchover elsewhere demotes
+    // it within milliseconds, and then the second rule below applies). Otherwise a promoted
+    // master must also carry its chain: a restarted instance starts with no replica.
+    let promoted = |info: &ReplicationInfo| info.replid2 != NO_REPLID && !info.replicas.is_empty();
+    if let (false, Some(old)) = (master_serving, observation.get(master).info.as_ref()) {
         let promoted_from_it = other_masters
             .iter()
-            .filter(|(_, info)| info.descends_from(&old.replid))
+            .filter(|(_, info)| info.descends_from(&old.replid) && promoted(info))
             .max_by_key(|(_, info)| info.repl_offset);
         if let Some((id, _)) = promoted_from_it {
             return Some((*id, format!("it was promoted from {}'s replication stream", topology.addr(master))));
@@ -185,7 +244,7 @@ fn adoption(
         Some(info) if info.role == Role::Replica => {
             Some((*only, format!("{} is now a replica and it is the shard's only master", topology.addr(master))))
         }
-        None if only_info.replid2 != crate::info::NO_REPLID => Some((
+        None if promoted(only_info) => Some((
             *only,
             format!(
                 "{} does not answer and it is the shard's only master, promoted from a replica",
@@ -274,16 +333,28 @@ pub struct Plan {
     pub vetoed: Vec<Veto>,
 }
 
+/// What the plan's safety rules need besides the observation.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanSettings {
+    pub link_silence: Duration,
+    /// How long a master that looks newer than the designated one (its `master_replid2` is
+    /// the designated master's ID) is left alone before it is treated as stale: a switchover
+    /// run elsewhere passes through that state for milliseconds, a replica restarted from its
+    /// RDB stays in it.
+    pub newer_master_grace: Duration,
+    pub now: Instant,
+}
+
 pub fn plan(
     topology: &Topology,
     observation: &Observation,
     verdict: &Verdict,
     masters: &Masters,
-    link_silence: Duration,
+    settings: &PlanSettings,
 ) -> Plan {
     let mut out = Plan::default();
     for &master in masters.iter().flatten() {
-        plan_shard(topology, observation, verdict, master, link_silence.as_secs(), &mut out);
+        plan_shard(topology, observation, verdict, master, settings, &mut out);
     }
     out
 }
@@ -293,9 +364,10 @@ fn plan_shard(
     observation: &Observation,
     verdict: &Verdict,
     master: InstanceId,
-    silence_secs: u64,
+    settings: &PlanSettings,
     out: &mut Plan,
 ) {
+    let silence_secs = settings.link_silence.as_secs();
     let desired: HashMap<InstanceId, Parent> =
         topology.desired_parents(master, |id| verdict.down[id]).into_iter().collect();
     let addr_of = |id: InstanceId| topology.addr(id);
@@ -338,8 +410,13 @@ fn plan_shard(
                         None => {
                             Some(format!("the designated master {} is not an answering master yet", addr_of(master)))
                         }
-                        Some(m) if info.descends_from(&m.replid) => {
-                            Some(format!("it is newer than the designated master {}", addr_of(master)))
+                        Some(m)
+                            if info.descends_from(&m.replid)
+                                && observation.get(instance).master_since.is_none_or(|since| {
+                                    settings.now.saturating_duration_since(since) < settings.newer_master_grace
+                                }) =>
+                        {
+                            Some(format!("it looks newer than the designated master {}; waiting", addr_of(master)))
                         }
                         Some(_) if !ready(to) => Some(format!("its new parent {} is not in sync yet", addr_of(to))),
                         Some(_) => None,
@@ -383,7 +460,9 @@ mod tests {
         for c in &decision.changes {
             masters[c.shard] = Some(c.to);
         }
-        let plan = plan(&s.topology, &s.observation, &verdict, &masters, policy.link_silence);
+        let settings =
+            PlanSettings { link_silence: policy.link_silence, newer_master_grace: Duration::from_secs(1), now: s.now };
+        let plan = plan(&s.topology, &s.observation, &verdict, &masters, &settings);
         (decision, masters, plan)
     }
 
@@ -460,6 +539,14 @@ mod tests {
             let head2 = s.topology.head(shard, 1);
             let old = format!("{:040}", shard + 1);
             s.set_master(head2, &format!("{:040}", shard + 7), &old, 2000);
+            let entry = crate::info::ReplicaEntry {
+                host: "192.168.99.12".into(),
+                port: 6403 + shard as u16,
+                state: "online".into(),
+                offset: 2000,
+                lag: Some(0),
+            };
+            s.observation.instances[head2].info.as_mut().unwrap().replicas.push(entry);
         }
         let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
         let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
@@ -486,6 +573,41 @@ mod tests {
         );
         // And a controller without state picks the newer master from the replication IDs.
         assert_eq!(infer_masters(&s.topology, &s.observation)[0], Some(new));
+    }
+
+    #[test]
+    fn lost_master_alone_is_replaced_within_its_room_and_room_2_stays_attached() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.fail(m, Duration::from_secs(2));
+        // Its replica has not noticed yet: no decision.
+        let (decision, _, _) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        // Now it has: promote the next instance of room 1's chain.
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::MasterLost { instance: m });
+        assert_eq!(new_masters[0], Some(r));
+        assert_eq!(described(&s, &plan), ["promote 192.168.99.11:6403 (REPLICAOF NO ONE)"]);
+    }
+
+    #[test]
+    fn a_replica_restarted_as_a_master_is_not_adopted_and_is_demoted_after_the_grace() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        // 12:6401 restarted from its RDB: a master with the shard's history as replid2.
+        let (restarted, parent) = (s.id("192.168.99.12:6401"), s.id("192.168.99.11:6403"));
+        s.set_master(restarted, &format!("{:040}", 99), &format!("{:040}", 1), 500);
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default(), "never adopted while the designated master serves");
+        assert!(plan.actions.is_empty() && plan.vetoed.iter().any(|v| v.why.contains("waiting")), "{plan:?}");
+        s.now += Duration::from_secs(2);
+        let (_, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(
+            plan.actions,
+            vec![Action::Demote { instance: restarted, to: parent, offset: 500, diverged_bytes: None }]
+        );
     }
 
     #[test]
@@ -564,9 +686,15 @@ mod tests {
             let (_, _, plan) = round(&s, &masters, &POLICY);
             for action in &plan.actions {
                 if let Action::Promote { instance } = *action {
-                    let room = s.topology.instance(instance).room;
-                    prop_assert_ne!(room, 0);
-                    prop_assert_eq!(verdict.room(0).status, RoomStatus::Lost);
+                    let shard = s.topology.instance(instance).shard;
+                    let old = masters[shard].unwrap();
+                    // Another room only when the master's room is lost; within the room only
+                    // when the master itself is down.
+                    if s.topology.instance(instance).room != 0 {
+                        prop_assert_eq!(verdict.room(0).status, RoomStatus::Lost);
+                    } else {
+                        prop_assert!(verdict.down[old]);
+                    }
                 }
             }
         }

@@ -287,7 +287,10 @@ impl Report {
         let mut h = String::with_capacity(8192);
         h.push_str("<!doctype html><html lang=en><head><meta charset=utf-8>");
         h.push_str("<meta http-equiv=refresh content=2>");
-        h.push_str(&format!("<title>roomguard: {}</title><style>{PAGE_STYLE}</style></head><body>", esc(&self.verdict)));
+        h.push_str(&format!(
+            "<title>roomguard: {}</title><style>{PAGE_STYLE}</style></head><body>",
+            esc(&self.verdict)
+        ));
         let class = if self.healthy { "ok" } else { "bad" };
         h.push_str(&format!("<header class={class}>{}</header>", esc(&self.verdict)));
         h.push_str(&format!(
@@ -358,7 +361,10 @@ impl Report {
                         (true, Some(Role::Master)) => "master".into(),
                         (true, _) => "replica".into(),
                     };
-                    h.push_str(&format!("<div class=\"inst {class}\">{} <span class=role>{role}</span>", esc(&i.instance)));
+                    h.push_str(&format!(
+                        "<div class=\"inst {class}\">{} <span class=role>{role}</span>",
+                        esc(&i.instance)
+                    ));
                     if let Some(m) = &i.master {
                         let link = if i.link_up == Some(true) { "up" } else { "DOWN" };
                         h.push_str(&format!("<br>&larr; {} (link {link})", esc(m)));

@@ -277,7 +277,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     loop {
         let observation = probe::probe_all(t, &config.redis, c.timeout).await;
-        let remaining = outstanding(t, &observation, masters, c.link_silence);
+        let remaining = outstanding(t, &observation, masters, c.link_silence, c.down_after);
         let (actions, problems) = match remaining {
             Ok(()) => return Ok(()),
             Err(x) => x,
@@ -308,10 +308,12 @@ fn outstanding(
     observation: &Observation,
     masters: &Masters,
     link_silence: Duration,
+    grace: Duration,
 ) -> Result<(), Outstanding> {
     let verdict =
         detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, link_silence });
-    let plan = plan::plan(t, observation, &verdict, masters, link_silence);
+    let settings = plan::PlanSettings { link_silence, newer_master_grace: grace, now: Instant::now() };
+    let plan = plan::plan(t, observation, &verdict, masters, &settings);
     let mut problems: Vec<String> = plan.actions.iter().map(|a| a.describe(t).to_string()).collect();
     problems.extend(plan.vetoed.iter().map(|v| format!("{} ({})", v.action.describe(t), v.why)));
     for (shard, m) in masters.iter().enumerate() {

@@ -126,10 +126,15 @@ fn exported_names() -> BTreeSet<String> {
         .topology;
     let m = Metrics::new(&topology);
     m.record_probe(0, Duration::from_millis(1), Some(&ProbeError::new(ProbeErrorKind::Timeout, "t")));
-    m.record_action("promote", true);
+    m.record_action("promote", "ok");
     m.record_failover("2", Trigger::Auto, true, Duration::from_secs(1));
     m.record_divergence(0, 10);
-    let observation = roomguard::observe::Observation::new(topology.instances.len());
+    let mut observation = roomguard::observe::Observation::new(topology.instances.len());
+    let master =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/info/redis7-master.txt"))
+            .unwrap();
+    let info = roomguard::info::parse(&master).unwrap();
+    observation.instances[0].record(std::time::Instant::now(), Duration::from_millis(1), Ok(info));
     let verdict = roomguard::detect::assess(
         &topology,
         &observation,

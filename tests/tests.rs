@@ -5,4 +5,5 @@ mod util;
 
 mod cli;
 mod failover;
+mod faults;
 mod observability;

@@ -1,0 +1,290 @@
+//! The fault matrix (README "Fault matrix"): real Redis, faults by SIGKILL, SIGSTOP/SIGCONT
+//! and iptables rules on lo. Each test names its row.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::util::*;
+
+fn report(c: &Controller) -> String {
+    c.shared.report.read().unwrap().as_ref().map(|r| r.render()).unwrap_or_default()
+}
+
+/// Rows 2, 3 and 6b: a silent hang of room 1 fails over (bounded by `link_silence`); when room 1
+/// resumes, its old masters are stale and re-chained under room 2 within a few rounds; a
+/// manual failover back works inside the cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row2_row3_hang_of_room_1_then_its_return() {
+    let lab = lab(21100).await;
+    let c = Controller::start(&lab).await;
+    for id in lab.room(0) {
+        lab.servers[id].hang();
+    }
+    let hung = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            is_master(&at(2, 21101)).await && is_master(&at(2, 21102)).await
+        })
+        .await,
+        "no failover on a silent hang: {}",
+        report(&c)
+    );
+    // Bounded by link_silence (3 s in the lab) plus a second of Redis' whole-second resolution.
+    let took = hung.elapsed();
+    assert!(took >= Duration::from_secs(3), "failed over before the evidence could exist: {took:?}");
+
+    for id in lab.room(0) {
+        lab.servers[id].resume();
+    }
+    let resumed = Instant::now();
+    for (head, tail) in [(21101, 21103), (21102, 21104)] {
+        assert!(
+            wait_until(Duration::from_secs(5), || async { replicates(&at(1, head), &at(2, tail)).await }).await,
+            "stale master {} not demoted: {}",
+            at(1, head),
+            report(&c)
+        );
+        assert!(replicates(&at(1, tail), &at(1, head)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    }
+    assert!(resumed.elapsed() < Duration::from_secs(5), "two masters for too long: {:?}", resumed.elapsed());
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
+    let diverged_series = c.metrics().lines().filter(|l| l.starts_with("roomguard_diverged_bytes_total{")).count();
+    assert_eq!(diverged_series, 2, "divergence of both stale masters is counted:\n{}", c.metrics());
+
+    // Manual failover back inside the cooldown (auto failovers would be held).
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_master(&at(1, 21101)).await && replicates(&at(2, 21101), &at(1, 21103)).await);
+    c.stop().await;
+}
+
+/// Deletes an iptables rule when dropped, so a failing test never leaves the machine cut off.
+struct DropRule(Vec<String>);
+
+impl DropRule {
+    fn add(args: &[&str]) -> DropRule {
+        let rule: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let status =
+            Command::new("iptables").arg("-A").args(&rule).status().expect("iptables (scripts/test installs it)");
+        assert!(status.success(), "iptables -A {rule:?} failed");
+        DropRule(rule)
+    }
+}
+
+impl Drop for DropRule {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.0).status();
+    }
+}
+
+/// Row 4: the controller is cut off from room 1 only; room 2 still replicates from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row4_controller_cut_off_from_room_1_never_fails_over() {
+    let lab = lab(21110).await;
+    let c = Controller::start(&lab).await;
+    // The controller reaches Redis from 127.0.0.1; room 2 replicates from 127.0.0.12.
+    let rule = DropRule::add(&[
+        "OUTPUT",
+        "-s",
+        "127.0.0.1",
+        "-d",
+        "127.0.0.11",
+        "-p",
+        "tcp",
+        "--dport",
+        "21111:21114",
+        "-j",
+        "DROP",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]) == 1.0
+        })
+        .await,
+        "{}",
+        report(&c)
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert!(report(&c).contains("the controller is cut off, not the room; no failover"), "{}", report(&c));
+    assert!(replicates(&at(2, 21111), &at(1, 21113)).await, "room 2 still follows room 1");
+    drop(rule);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]) == 0.0
+        })
+        .await
+    );
+    c.stop().await;
+}
+
+/// Row 5: single instances. Room 1's master alone dies: the next instance of room 1's chain is
+/// promoted and room 2 stays attached; when the old master returns it is re-chained without a
+/// second promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row5_room_1_master_alone_dies_and_returns() {
+    let mut lab = lab(21120).await;
+    let c = Controller::start(&lab).await;
+    lab.server(&at(1, 21121)).kill();
+    assert!(wait_until(Duration::from_secs(5), || async { is_master(&at(1, 21123)).await }).await, "{}", report(&c));
+    assert!(replicates(&at(2, 21121), &at(1, 21123)).await, "room 2 stays attached");
+    assert!(!is_master(&at(2, 21121)).await);
+    lab.server(&at(1, 21121)).restart(None).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            replicates(&at(1, 21121), &at(1, 21123)).await && replicates(&at(2, 21121), &at(1, 21121)).await
+        })
+        .await,
+        "{}",
+        report(&c)
+    );
+    assert!(is_master(&at(1, 21123)).await);
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 1.0);
+    // The other shard was never touched.
+    assert!(is_master(&at(1, 21122)).await && replicates(&at(2, 21122), &at(1, 21124)).await);
+    c.stop().await;
+}
+
+/// Row 5: a middle instance (room 1's replica) and a room-2 head die: their children are
+/// re-pointed to the nearest live ancestor, nothing is promoted; when they return the declared
+/// chain is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row5_middle_and_room_2_instances_die_and_return() {
+    let mut lab = lab(21130).await;
+    let c = Controller::start(&lab).await;
+    lab.server(&at(1, 21133)).kill(); // shard 21131: room 1's replica
+    lab.server(&at(2, 21132)).kill(); // shard 21132: room 2's head
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            replicates(&at(2, 21131), &at(1, 21131)).await && replicates(&at(2, 21134), &at(1, 21134)).await
+        })
+        .await,
+        "children not re-pointed: {}",
+        report(&c)
+    );
+    lab.server(&at(1, 21133)).restart(None).unwrap();
+    lab.server(&at(2, 21132)).restart(None).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            replicates(&at(1, 21133), &at(1, 21131)).await
+                && replicates(&at(2, 21131), &at(1, 21133)).await
+                && replicates(&at(2, 21132), &at(1, 21134)).await
+                && replicates(&at(2, 21134), &at(2, 21132)).await
+        })
+        .await,
+        "declared chains not restored: {}",
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
+    assert!(is_master(&at(1, 21131)).await && is_master(&at(1, 21132)).await);
+    c.stop().await;
+}
+
+/// Row 6: room 1 hangs and returns within `down_after`: no failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row6_flapping_room_within_down_after_does_not_fail_over() {
+    let lab = lab(21140).await;
+    let c = Controller::start(&lab).await;
+    for _ in 0..3 {
+        for id in lab.room(0) {
+            lab.servers[id].hang();
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for id in lab.room(0) {
+            lab.servers[id].resume();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert!(is_master(&at(1, 21141)).await && !is_master(&at(2, 21141)).await);
+    c.stop().await;
+}
+
+/// Row 7: the controller died after promoting the first shard (its state file already names
+/// both new masters, as it is written before acting). On restart it finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row7_restart_mid_failover_finishes_the_job() {
+    let mut lab = lab(21150).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    let state = r#"{"version":1,"epoch":1,"masters":{"shard-21151":"127.0.0.12:21151","shard-21152":"127.0.0.12:21152"},"last_failover":null}"#;
+    std::fs::write(&lab.config.controller.state_file, state).unwrap();
+    let mut con = connect(&at(2, 21151)).await;
+    let () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async(&mut con).await.unwrap();
+
+    let c = Controller::start(&lab).await;
+    assert!(wait_until(Duration::from_secs(5), || async { is_master(&at(2, 21152)).await }).await, "{}", report(&c));
+    assert!(replicates(&at(2, 21154), &at(2, 21152)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 1.0, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\""]), 0.0);
+    c.stop().await;
+}
+
+/// Row 8: two controllers (separate state files, as one beside each app server) converge on a
+/// room loss and on the room's return; afterwards neither acts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row8_two_controllers_converge_without_fighting() {
+    let mut lab = lab(21160).await;
+    let a = Controller::start(&lab).await;
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join("second-state.json");
+    let b = Controller::start_with(config).await;
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            is_master(&at(2, 21161)).await && is_master(&at(2, 21162)).await
+        })
+        .await
+    );
+    for id in lab.room(0) {
+        lab.servers[id].restart(None).unwrap();
+    }
+    for (head, tail) in [(21161, 21163), (21162, 21164)] {
+        assert!(
+            wait_until(Duration::from_secs(10), || async {
+                replicates(&at(1, head), &at(2, tail)).await && replicates(&at(1, tail), &at(1, head)).await
+            })
+            .await,
+            "A: {}\nB: {}",
+            report(&a),
+            report(&b)
+        );
+    }
+    let actions = |c: &Controller| c.metric("roomguard_actions_total", &[]);
+    let before = (actions(&a), actions(&b));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = |c: &Controller| {
+        c.metrics().lines().filter(|l| l.starts_with("roomguard_actions_total")).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(
+        (actions(&a), actions(&b)),
+        before,
+        "the controllers keep acting: a fight\nA:\n{}\n{}\nB:\n{}\n{}",
+        lines(&a),
+        report(&a),
+        lines(&b),
+        report(&b)
+    );
+    for c in [&a, &b] {
+        assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", c.metrics());
+        assert_eq!(
+            c.metric("roomguard_actions_total", &["action=\"promote\""]),
+            c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""])
+        );
+        let r = c.shared.report.read().unwrap().clone().unwrap();
+        assert_eq!(r.primary_room.as_deref(), Some("2"), "{}", r.render());
+    }
+    a.stop().await;
+    b.stop().await;
+}
