@@ -255,7 +255,7 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
         "starting the lab: 8 redis-server instances on {} ports {}-{}",
         spec.room_ips.join(" and "),
         spec.base_port + 1,
-        spec.base_port + 4
+        spec.base_port + 2 * spec.shards
     );
     let mut lab = Lab::start(&spec).await.context("starting the lab")?;
     eprintln!("lab directory (logs, state file): {}", lab.dir().display());

@@ -150,10 +150,10 @@ impl RedisServer {
     }
 
     /// Waits until the server answers `INFO replication`.
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), LabError> {
+    pub async fn wait_ready(&self, auth: &RedisSettings, timeout: Duration) -> Result<(), LabError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if probe::probe_once(&self.addr, &RedisSettings::default(), Duration::from_millis(200)).await.is_ok() {
+            if probe::probe_once(&self.addr, auth, Duration::from_millis(200)).await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -174,13 +174,17 @@ impl Drop for RedisServer {
 pub struct LabSpec {
     /// One IP per room: room `i` is named `i + 1`.
     pub room_ips: Vec<String>,
-    /// Ports are `base + 1 ..= base + 4`: shards (base+1, base+3) and (base+2, base+4),
-    /// as the seed's 6401/6403 and 6402/6404 with base 6400.
+    /// Shard `i` (1-based) has its head on `base + i` and its tail on `base + shards + i`:
+    /// with 2 shards and base 6400 these are the seed's 6401/6403 and 6402/6404.
     pub base_port: u16,
+    /// Number of shards (2 in the seed; more for scale benchmarks).
+    pub shards: u16,
     /// `[http] listen` of the lab's controller.
     pub http_listen: String,
     /// Extra `redis-server` arguments for every instance.
     pub redis_args: Vec<String>,
+    /// `requirepass`/`masterauth` on every instance, and `[redis] password` in the config.
+    pub password: Option<String>,
 }
 
 impl Default for LabSpec {
@@ -188,8 +192,10 @@ impl Default for LabSpec {
         LabSpec {
             room_ips: vec!["127.0.0.11".into(), "127.0.0.12".into()],
             base_port: 6400,
+            shards: 2,
             http_listen: "127.0.0.1:9480".into(),
             redis_args: vec![],
+            password: None,
         }
     }
 }
@@ -206,8 +212,11 @@ impl LabSpec {
             rooms.join(", "),
             self.http_listen
         );
-        for (head, tail) in [(1, 3), (2, 4)] {
-            let (head, tail) = (self.base_port + head, self.base_port + tail);
+        if let Some(password) = &self.password {
+            out.push_str(&format!("\n[redis]\npassword = \"{password}\"\n"));
+        }
+        for shard in 1..=self.shards {
+            let (head, tail) = (self.base_port + shard, self.base_port + self.shards + shard);
             out.push_str(&format!("\n[[shard]]\nname = \"shard-{head}\"\n"));
             for (room, ip) in self.room_ips.iter().enumerate() {
                 out.push_str(&format!("room.{} = [\"{ip}:{head}\", \"{ip}:{tail}\"]\n", room + 1));
@@ -236,14 +245,18 @@ impl Lab {
         let dir = tempfile::Builder::new().prefix("roomguard-lab-").tempdir().map_err(LabError::Dir)?;
         let config = spec.config(dir.path())?;
         let t = &config.topology;
+        let mut args = spec.redis_args.clone();
+        if let Some(password) = &spec.password {
+            args.extend(["--requirepass", password, "--masterauth", password].map(String::from));
+        }
         let mut servers = Vec::new();
         for (id, instance) in t.instances.iter().enumerate() {
             let parent = seed_parent(t, id);
-            servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &spec.redis_args)?);
+            servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &args)?);
         }
         let lab = Lab { config, servers, dir };
         for s in &lab.servers {
-            s.wait_ready(Duration::from_secs(10)).await?;
+            s.wait_ready(&lab.config.redis, Duration::from_secs(10)).await?;
         }
         lab.wait_linked(Duration::from_secs(20)).await;
         Ok(lab)

@@ -261,6 +261,11 @@ impl Report {
                 f.shards.join(", ")
             ));
         }
+        for i in self.shards.iter().flat_map(|s| &s.instances) {
+            if let Some(error) = &i.error {
+                out.push_str(&format!("- {} does not answer: {error}\n", i.instance));
+            }
+        }
         for line in self.held.iter().chain(&self.pending).chain(&self.vetoed) {
             out.push_str(&format!("- {line}\n"));
         }

@@ -6,4 +6,5 @@ mod util;
 mod cli;
 mod failover;
 mod faults;
+mod hostile;
 mod observability;
