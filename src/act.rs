@@ -152,7 +152,7 @@ pub async fn execute(
             match node.info().await?.master {
                 None => node.replicaof(Some(target)).await.map(|()| Applied::Done),
                 // Another controller got there first.
-                Some(link) if link.host == target.host && link.port == target.port => Ok(Applied::AlreadyDone),
+                Some(link) if link.points_to(&target.host, target.port) => Ok(Applied::AlreadyDone),
                 Some(link) => {
                     Err(node.changed(format!("it is no longer a master (replica of {}:{})", link.host, link.port)))
                 }
@@ -161,7 +161,7 @@ pub async fn execute(
         Action::Repoint { to, .. } => {
             let target = topology.addr(to);
             let info = node.info().await?;
-            if info.master.as_ref().is_some_and(|l| l.host == target.host && l.port == target.port) {
+            if info.master.as_ref().is_some_and(|l| l.points_to(&target.host, target.port)) {
                 return Ok(Applied::AlreadyDone);
             }
             node.replicaof(Some(target)).await.map(|()| Applied::Done)

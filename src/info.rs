@@ -58,6 +58,13 @@ pub struct ReplicationInfo {
     pub second_repl_offset: i64,
 }
 
+impl MasterLink {
+    /// True when this link points at `host:port` (as given to `REPLICAOF`).
+    pub fn points_to(&self, host: &str, port: u16) -> bool {
+        self.host == host && self.port == port
+    }
+}
+
 impl ReplicationInfo {
     /// True when this instance's history forked from `older`'s: it was promoted from a
     /// replica of `older`'s stream.

@@ -190,7 +190,7 @@ fn master_lost(
     let witnesses: Vec<&ReplicationInfo> = topology
         .shard_members(topology.instance(master).shard)
         .filter_map(|id| observation.live(id))
-        .filter(|i| i.master.as_ref().is_some_and(|l| l.host == addr.host && l.port == addr.port))
+        .filter(|i| i.master.as_ref().is_some_and(|l| l.points_to(&addr.host, addr.port)))
         .collect();
     !witnesses.is_empty() && witnesses.iter().all(|i| i.master_silent(link_silence.as_secs()))
 }
@@ -377,7 +377,7 @@ fn plan_shard(
         match (desired.get(&parent), &info.master) {
             (Some(Parent::None), None) => true,
             (Some(Parent::Instance(p)), Some(link)) => {
-                link.link_up && !link.sync_in_progress && link.host == addr_of(*p).host && link.port == addr_of(*p).port
+                link.link_up && !link.sync_in_progress && link.points_to(&addr_of(*p).host, addr_of(*p).port)
             }
             _ => false,
         }
@@ -423,7 +423,7 @@ fn plan_shard(
                     };
                     push(action, veto);
                 }
-                Some(link) if link.host != addr_of(to).host || link.port != addr_of(to).port => {
+                Some(link) if !link.points_to(&addr_of(to).host, addr_of(to).port) => {
                     let veto = (!ready(to)).then(|| format!("its new parent {} is not in sync yet", addr_of(to)));
                     push(Action::Repoint { instance, to }, veto);
                 }

@@ -126,39 +126,40 @@ impl Report {
                     .and_then(|m| observation.live(m))
                     .filter(|i| i.role == Role::Master)
                     .map(|i| i.repl_offset);
-                let instances =
-                    t.shard_members(shard)
-                        .map(|id| {
-                            let obs = observation.get(id);
-                            let info = obs.live_info();
-                            let in_place = match (desired.get(&id), info) {
-                                (Some(Parent::None), Some(i)) => i.role == Role::Master,
-                                (Some(Parent::Instance(p)), Some(i)) => i.master.as_ref().is_some_and(|l| {
-                                    l.link_up && l.host == t.addr(*p).host && l.port == t.addr(*p).port
-                                }),
-                                _ => false,
-                            };
-                            InstanceReport {
-                                in_place,
-                                instance: t.addr(id).to_string(),
-                                room: t.rooms[t.instance(id).room].clone(),
-                                reachable: obs.reachable,
-                                down: verdict.down[id],
-                                role: info.map(|i| i.role),
-                                master: info.and_then(|i| i.master.as_ref()).map(|l| format!("{}:{}", l.host, l.port)),
-                                link_up: info.and_then(|i| i.master.as_ref()).map(|l| l.link_up),
-                                offset: info.map(|i| i.repl_offset),
-                                lag_bytes: master_offset.zip(info).map(|(m, i)| (m - i.repl_offset).max(0)),
-                                desired: match desired.get(&id) {
-                                    Some(Parent::None) => "master".into(),
-                                    Some(Parent::Instance(p)) => format!("replica of {}", t.addr(*p)),
-                                    None if masters[shard].is_none() => "(unknown: no master decided)".into(),
-                                    None => "(down)".into(),
-                                },
-                                error: obs.last_error.as_ref().filter(|_| !obs.reachable).map(|e| e.to_string()),
-                            }
-                        })
-                        .collect();
+                let instances = t
+                    .shard_members(shard)
+                    .map(|id| {
+                        let obs = observation.get(id);
+                        let info = obs.live_info();
+                        let in_place = match (desired.get(&id), info) {
+                            (Some(Parent::None), Some(i)) => i.role == Role::Master,
+                            (Some(Parent::Instance(p)), Some(i)) => i
+                                .master
+                                .as_ref()
+                                .is_some_and(|l| l.link_up && l.points_to(&t.addr(*p).host, t.addr(*p).port)),
+                            _ => false,
+                        };
+                        InstanceReport {
+                            in_place,
+                            instance: t.addr(id).to_string(),
+                            room: t.rooms[t.instance(id).room].clone(),
+                            reachable: obs.reachable,
+                            down: verdict.down[id],
+                            role: info.map(|i| i.role),
+                            master: info.and_then(|i| i.master.as_ref()).map(|l| format!("{}:{}", l.host, l.port)),
+                            link_up: info.and_then(|i| i.master.as_ref()).map(|l| l.link_up),
+                            offset: info.map(|i| i.repl_offset),
+                            lag_bytes: master_offset.zip(info).map(|(m, i)| (m - i.repl_offset).max(0)),
+                            desired: match desired.get(&id) {
+                                Some(Parent::None) => "master".into(),
+                                Some(Parent::Instance(p)) => format!("replica of {}", t.addr(*p)),
+                                None if masters[shard].is_none() => "(unknown: no master decided)".into(),
+                                None => "(down)".into(),
+                            },
+                            error: obs.last_error.as_ref().filter(|_| !obs.reachable).map(|e| e.to_string()),
+                        }
+                    })
+                    .collect();
                 ShardReport { name: s.name.clone(), master: masters[shard].map(|m| t.addr(m).to_string()), instances }
             })
             .collect();

@@ -180,31 +180,11 @@ async fn manual_switchover_loses_no_acknowledged_write_and_switches_back() {
     // A running controller beside the CLI must follow, not fight.
     let c = Controller::start(&lab).await;
     switchover_under_load(&lab, 1, 2, "there").await;
-    assert!(
-        wait_until(Duration::from_secs(5), || async {
-            c.shared
-                .report
-                .read()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|r| r.primary_room.as_deref() == Some("2") && r.healthy)
-        })
-        .await,
-        "the controller did not follow the switchover: {}",
-        c.shared.report.read().unwrap().as_ref().unwrap().render()
-    );
+    let followed = c.wait_healthy_primary("2", Duration::from_secs(5)).await;
+    assert!(followed, "the controller did not follow the switchover: {}", c.report_text());
     switchover_under_load(&lab, 2, 1, "back").await;
-    assert!(
-        wait_until(Duration::from_secs(5), || async {
-            c.shared
-                .report
-                .read()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|r| r.primary_room.as_deref() == Some("1") && r.healthy)
-        })
-        .await
-    );
+    let followed = c.wait_healthy_primary("1", Duration::from_secs(5)).await;
+    assert!(followed, "the controller did not follow the switch back: {}", c.report_text());
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0, "the controller promoted nothing");
     c.stop().await;
 }

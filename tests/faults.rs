@@ -9,7 +9,7 @@ use std::{
 use crate::util::*;
 
 fn report(c: &Controller) -> String {
-    c.shared.report.read().unwrap().as_ref().map(|r| r.render()).unwrap_or_default()
+    c.report_text()
 }
 
 /// Rows 2, 3 and 6b: a silent hang of room 1 fails over (bounded by `link_silence`); when room 1

@@ -72,6 +72,24 @@ impl Controller {
         metric_value(&self.metrics(), name, filters)
     }
 
+    /// The status table and verdict, for failure messages.
+    pub fn report_text(&self) -> String {
+        self.shared.report.read().unwrap().as_ref().map(|r| r.render()).unwrap_or_default()
+    }
+
+    /// Waits until the controller reports `room` primary and the deployment healthy.
+    pub async fn wait_healthy_primary(&self, room: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || async {
+            self.shared
+                .report
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|r| r.primary_room.as_deref() == Some(room) && r.healthy)
+        })
+        .await
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
@@ -140,11 +158,10 @@ pub async fn run(mut cmd: std::process::Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
-/// A minimal HTTP/1.1 GET (status code, body); enough for the controller's endpoints.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Sends one raw HTTP/1.1 request (with `Connection: close`) and returns (status, body).
+async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -153,19 +170,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A minimal HTTP/1.1 POST with an optional bearer token (status code, body).
+/// A minimal HTTP/1.1 GET; enough for the controller's endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await
+}
+
+/// A minimal HTTP/1.1 POST with an optional bearer token.
 pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request =
-        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    http_request(
+        addr,
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// `promtool`, which the test command installs (Debian package `prometheus`).
