@@ -188,3 +188,29 @@ async fn manual_switchover_loses_no_acknowledged_write_and_switches_back() {
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0, "the controller promoted nothing");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_when_the_old_room_is_dead_is_forced() {
+    let mut lab = lab(21190).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    // Room 2's heads see their link drop at once: the evidence a forced failover requires.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            info(&at(2, 21191)).await.and_then(|i| i.master).is_some_and(|l| !l.link_up)
+        })
+        .await
+    );
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("forced failover 127.0.0.11:21191 -> 127.0.0.12:21191"), "{stdout}");
+    for (head, tail) in [(21191, 21193), (21192, 21194)] {
+        assert!(is_master(&at(2, head)).await);
+        assert!(replicates(&at(2, tail), &at(2, head)).await);
+    }
+    let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
+    assert!(state.contains("\"trigger\": \"manual\""), "{state}");
+}
