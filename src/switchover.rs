@@ -33,7 +33,7 @@ use crate::{
     plan::{self, Masters},
     probe,
     state::{FailoverRecord, State, StateError, Trigger},
-    topology::{InstanceId, RoomId, ShardId, Topology},
+    topology::{InstanceId, ShardId, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -328,11 +328,4 @@ fn outstanding(
         }
     }
     if problems.is_empty() { Ok(()) } else { Err((plan.actions, problems)) }
-}
-
-/// The room every designated master is in, if they agree.
-pub fn primary_room(t: &Topology, masters: &Masters) -> Option<RoomId> {
-    let mut rooms = masters.iter().map(|m| m.map(|m| t.instance(m).room));
-    let first = rooms.next()??;
-    rooms.all(|r| r == Some(first)).then_some(first)
 }
