@@ -64,7 +64,7 @@ struct InFlight {
 }
 
 struct Controller {
-    config: Config,
+    /// The configuration lives in `shared` (the admin API needs it too).
     shared: Arc<Shared>,
     state: Option<State>,
     /// Modification time of the state file when we last read or wrote it, to notice a
@@ -109,8 +109,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     if config.http.admin_token.is_some() && !http_addr.ip().is_loopback() {
         warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
     }
+    let poll = PollSettings {
+        auth: config.redis.clone(),
+        timeout: config.controller.timeout,
+        interval: config.controller.poll_interval,
+    };
+    let state_mtime = mtime(&config.controller.state_file);
     let shared = Arc::new(Shared {
-        config: config.clone(),
+        config,
         action_lock: tokio::sync::Mutex::new(()),
         metrics: Arc::new(Metrics::new(&topology)),
         ready: AtomicBool::new(false),
@@ -119,17 +125,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let store = ObservationStore::new(topology.instances.len());
-    let poll = PollSettings {
-        auth: config.redis.clone(),
-        timeout: config.controller.timeout,
-        interval: config.controller.poll_interval,
-    };
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
 
     let controller = Controller {
-        state_mtime: mtime(&config.controller.state_file),
-        config,
+        state_mtime,
         shared,
         state,
         in_flight: None,
@@ -159,7 +159,7 @@ impl Running {
     /// Runs rounds every `poll_interval` until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let Running { mut controller, store, token, tracker, .. } = self;
-        let mut ticker = tokio::time::interval(controller.config.controller.poll_interval);
+        let mut ticker = tokio::time::interval(controller.shared.config.controller.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
@@ -183,7 +183,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 impl Controller {
     fn topology(&self) -> &Topology {
-        &self.config.topology
+        &self.shared.config.topology
     }
 
     async fn round(&mut self, observation: &Observation) {
@@ -191,7 +191,7 @@ impl Controller {
             return;
         }
         let started = Instant::now();
-        let settings = self.config.controller.clone();
+        let settings = self.shared.config.controller.clone();
         let now = Instant::now();
         let verdict = detect::assess(
             self.topology(),
@@ -293,7 +293,7 @@ impl Controller {
     /// Takes the state file's masters when someone else (the `failover` command) wrote a
     /// newer epoch since we last looked.
     fn reload_state_if_changed(&mut self) {
-        let path = &self.config.controller.state_file;
+        let path = &self.shared.config.controller.state_file;
         let current = mtime(path);
         if current == self.state_mtime {
             return;
@@ -312,12 +312,16 @@ impl Controller {
     /// Shards with no designated master yet (first start, no state file) take the one Redis
     /// reports.
     fn fill_unknown_masters(&mut self, observation: &Observation) {
+        // Reading masters from Redis is only needed until every shard has one: not every round.
+        if self.state.as_ref().is_some_and(|s| s.masters.iter().all(Option::is_some)) {
+            return;
+        }
         let inferred = plan::infer_masters(self.topology(), observation);
         let state = self.state.get_or_insert_with(|| State::new(vec![None; inferred.len()]));
         let mut changed = false;
         for (shard, slot) in state.masters.iter_mut().enumerate() {
             if let (None, Some(m)) = (*slot, inferred[shard]) {
-                info!(shard = %self.config.topology.shards[shard].name, master = %self.config.topology.addr(m), "master read from Redis");
+                info!(shard = %self.shared.config.topology.shards[shard].name, master = %self.shared.config.topology.addr(m), "master read from Redis");
                 *slot = Some(m);
                 changed = true;
             }
@@ -329,10 +333,10 @@ impl Controller {
 
     fn save_state(&mut self) {
         let state = self.state.as_ref().expect("state");
-        if let Err(e) = state.save(&self.config.controller.state_file, &self.config.topology) {
+        if let Err(e) = state.save(&self.shared.config.controller.state_file, &self.shared.config.topology) {
             error!(error = %e, "cannot persist state; decisions are kept in memory only");
         }
-        self.state_mtime = mtime(&self.config.controller.state_file);
+        self.state_mtime = mtime(&self.shared.config.controller.state_file);
     }
 
     /// Records new masters and persists them *before* anything is sent to Redis.
@@ -351,7 +355,7 @@ impl Controller {
         if decision.changes.is_empty() {
             return;
         }
-        let t = self.config.topology.clone();
+        let t = self.shared.config.topology.clone();
         let state = self.state.as_mut().expect("state");
         let mut by_trigger: Vec<(Trigger, RoomId, Vec<usize>)> = Vec::new();
         for change in &decision.changes {
@@ -428,8 +432,8 @@ impl Controller {
         if actions.is_empty() {
             return;
         }
-        let t = &self.config.topology;
-        let c = &self.config.controller;
+        let t = &self.shared.config.topology;
+        let c = &self.shared.config.controller;
         for action in actions {
             info!(action = action.label(), "acting: {}", action.describe(t));
             if let Action::Demote { instance, offset, diverged_bytes, .. } = *action {
@@ -452,7 +456,7 @@ impl Controller {
                 }
             }
         }
-        let results = act::execute_all(t, &self.config.redis, c.timeout, c.link_silence, actions).await;
+        let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
         for (action, result) in actions.iter().zip(results) {
             self.acted_at.insert(action.instance(), now);
             match result {
@@ -476,7 +480,7 @@ impl Controller {
     /// master; it has failed if that takes longer than the bound below.
     fn verify_in_flight(&mut self, observation: &Observation, masters: &Masters) {
         let Some(f) = &self.in_flight else { return };
-        let t = &self.config.topology;
+        let t = &self.shared.config.topology;
         let done = f
             .shards
             .iter()
