@@ -73,6 +73,8 @@ struct Controller {
     in_flight: Option<InFlight>,
     /// Last logged room statuses and held reasons, so that warnings are logged on change.
     last_rooms: Vec<RoomStatus>,
+    /// Instances flagged as restarted empty last round (to log and count each restart once).
+    restarted_empty: Vec<bool>,
     last_held: Vec<String>,
     last_vetoed: Vec<String>,
     /// When we last sent a command to an instance. Its observation is stale until a probe
@@ -134,6 +136,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         state,
         in_flight: None,
         last_rooms: vec![],
+        restarted_empty: vec![],
         last_held: vec![],
         last_vetoed: vec![],
         acted_at: HashMap::new(),
@@ -200,6 +203,7 @@ impl Controller {
             DetectSettings { down_after: settings.down_after, link_silence: settings.link_silence },
         );
         self.log_rooms(&verdict);
+        self.log_restarted_empty(observation);
         self.reload_state_if_changed();
         self.fill_unknown_masters(observation);
 
@@ -288,6 +292,27 @@ impl Controller {
             }
         }
         self.last_rooms = statuses;
+    }
+
+    /// Logs and counts each instance that came back as a master without its history.
+    fn log_restarted_empty(&mut self, observation: &Observation) {
+        let flags: Vec<bool> = observation.instances.iter().map(|i| i.lost_history.is_some()).collect();
+        for (id, obs) in observation.instances.iter().enumerate() {
+            let Some(lost) = obs.lost_history.as_ref() else { continue };
+            if self.restarted_empty.get(id) == Some(&true) {
+                continue;
+            }
+            self.shared.metrics.record_restarted_empty(id);
+            warn!(
+                instance = %self.topology().addr(id),
+                lost_replid = %lost.replid,
+                lost_offset = lost.offset,
+                "{} came back as a master WITHOUT its data (new replication history, offset went back): \
+                 nothing will replicate from it until it has resynced",
+                self.topology().addr(id)
+            );
+        }
+        self.restarted_empty = flags;
     }
 
     /// Takes the state file's masters when someone else (the `failover` command) wrote a
@@ -384,6 +409,20 @@ impl Controller {
                         from = %t.addr(*instance),
                         to = %t.addr(change.to),
                         "FAILOVER: master {} is lost and its replicas agree; promoting {} in the same room",
+                        t.addr(*instance), t.addr(change.to)
+                    );
+                    Trigger::Auto
+                }
+                Reason::RestartedEmpty { instance } => {
+                    let lost = observation.get(*instance).lost_history.as_ref();
+                    error!(
+                        shard = %t.shards[change.shard].name,
+                        from = %t.addr(*instance),
+                        to = %t.addr(change.to),
+                        lost_replid = lost.map(|l| l.replid.as_str()).unwrap_or_default(),
+                        lost_offset = lost.map(|l| l.offset).unwrap_or_default(),
+                        "FAILOVER: master {} restarted EMPTY (new replication history, offset went back); \
+                         promoting {}, which still holds the data, before it full-syncs the empty dataset",
                         t.addr(*instance), t.addr(change.to)
                     );
                     Trigger::Auto

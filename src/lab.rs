@@ -145,6 +145,13 @@ impl RedisServer {
         self.spawn(replicaof)
     }
 
+    /// [`Self::restart`], with `args` added to the command line from now on (later
+    /// arguments win over the lab's defaults).
+    pub fn restart_with(&mut self, replicaof: Option<&Addr>, args: &[&str]) -> Result<(), LabError> {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self.restart(replicaof)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
     pub diverged_bytes: Family<DivergedLabels, Counter>,
+    pub restarted_empty: Family<InstanceLabels, Counter>,
     pub rounds: Counter,
     pub round_duration: Histogram,
 }
@@ -127,12 +128,16 @@ impl Metrics {
             probe_errors: Family::default(),
             actions: Family::default(),
             diverged_bytes: Family::default(),
+            restarted_empty: Family::default(),
             rounds: Counter::default(),
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
         };
         // Known failover series start at 0, so `increase()` sees the first failover.
+        for labels in &m.instance_labels {
+            let _ = m.restarted_empty.get_or_create(labels);
+        }
         for room in &topology.rooms {
             for trigger in [Trigger::Auto, Trigger::Manual] {
                 for outcome in ["ok", "failed"] {
@@ -186,6 +191,11 @@ impl Metrics {
             "Bytes a demoted stale master had written beyond its successor's promotion point (discarded)",
             Unit::Bytes,
             m.diverged_bytes.clone(),
+        );
+        r.register(
+            "restarted_empty",
+            "Times an instance came back as a master without the replication history it had (a restart without data)",
+            m.restarted_empty.clone(),
         );
         r.register("rounds", "Control loop rounds", m.rounds.clone());
         r.register_with_unit(
@@ -244,6 +254,10 @@ impl Metrics {
         self.diverged_bytes
             .get_or_create(&DivergedLabels { shard: l.shard.clone(), instance: l.instance.clone() })
             .inc_by(bytes);
+    }
+
+    pub fn record_restarted_empty(&self, id: InstanceId) {
+        self.restarted_empty.get_or_create(&self.instance_labels[id]).inc();
     }
 
     /// Refreshes every gauge from one round's observation and verdict.

@@ -85,6 +85,32 @@ pub struct InstanceObservation {
     /// failed probe resets it: an instance that comes back as a master (a restart) starts a
     /// new run.
     pub master_since: Option<Instant>,
+    /// Set when the instance came back as a master that lost the replication history it had
+    /// before (see [`LostHistory`]); cleared once it replicates again.
+    pub lost_history: Option<LostHistory>,
+}
+
+/// The history an instance had before it came back as a master with less of it: a restart
+/// with no persistence (empty), or from an RDB older than what its replicas hold. Its
+/// replicas are ahead of it, and the moment they full-sync from it they are wiped or rolled
+/// back, and pass that on down the chain; see [`crate::plan`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LostHistory {
+    /// The replication ID it had, which its replicas still follow.
+    pub replid: String,
+    /// Its offset in that history, last seen.
+    pub offset: i64,
+}
+
+impl LostHistory {
+    /// `previous` and `current` are two consecutive successful replies of one instance.
+    /// Replication offsets only grow, through promotions too (a promoted replica continues
+    /// its master's offset); a master whose offset went back has restarted with less data
+    /// than it had, whatever its replication IDs say (Redis 7 restores them from the RDB).
+    pub fn between(previous: &ReplicationInfo, current: &ReplicationInfo) -> Option<LostHistory> {
+        (current.role == Role::Master && current.repl_offset < previous.repl_offset)
+            .then(|| LostHistory { replid: previous.replid.clone(), offset: previous.repl_offset })
+    }
 }
 
 impl InstanceObservation {
@@ -108,8 +134,14 @@ impl InstanceObservation {
                 self.reachable = true;
                 if info.role == Role::Master {
                     self.master_since.get_or_insert(started);
+                    // Keep the first loss: a second restart must not replace the history its
+                    // replicas still hold with the short-lived one in between.
+                    if self.lost_history.is_none() {
+                        self.lost_history = self.info.as_ref().and_then(|previous| LostHistory::between(previous, &info));
+                    }
                 } else {
                     self.master_since = None;
+                    self.lost_history = None;
                 }
                 self.info = Some(info);
                 self.failing_since = None;

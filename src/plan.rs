@@ -103,6 +103,10 @@ pub enum Reason {
     MasterLost { instance: InstanceId },
     /// Someone else changed the master; roomguard follows, never undoes.
     Adopted { why: String },
+    /// The master came back from a restart without its data (a fresh replication history),
+    /// and `to`, next in its room's chain, still holds the lost history: it is promoted
+    /// before it full-syncs the empty dataset and passes that on down the chain.
+    RestartedEmpty { instance: InstanceId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -142,6 +146,25 @@ pub fn decide(
             continue;
         }
         let room = topology.instance(master).room;
+        if let Some(to) = rescuer(topology, observation, verdict, master) {
+            // Not held by the cooldown: waiting means the replicas are wiped, and a restart
+            // is a fact, not a flapping signal.
+            if policy.auto_failover {
+                let reason = Reason::RestartedEmpty { instance: master };
+                decision.changes.push(MasterChange { shard, from: Some(master), to, reason });
+            } else {
+                decision.held.push(Held {
+                    shard,
+                    room,
+                    why: format!(
+                        "the master {} restarted empty and its replicas will full-sync the empty dataset; \
+                         auto_failover is off",
+                        topology.addr(master)
+                    ),
+                });
+            }
+            continue;
+        }
         let (target, reason, what) = match verdict.room(room).status {
             RoomStatus::Lost => (
                 failover_target(topology, observation, verdict, shard, room),
@@ -195,6 +218,25 @@ fn master_lost(
     !witnesses.is_empty() && witnesses.iter().all(|i| i.master_silent(link_silence.as_secs()))
 }
 
+/// When `master` restarted without its data: the nearest instance of its room's chain that
+/// still holds the lost history (it has not full-synced from the empty master yet).
+fn rescuer(topology: &Topology, observation: &Observation, verdict: &Verdict, master: InstanceId) -> Option<InstanceId> {
+    let lost = observation.get(master).lost_history.as_ref()?;
+    let now = observation.live(master).filter(|i| i.role == Role::Master)?;
+    let room = topology.instance(master).room;
+    topology
+        .chain_order(master)
+        .into_iter()
+        .skip(1)
+        .take_while(|&id| topology.instance(id).room == room)
+        .filter(|&id| !verdict.down[id])
+        .find(|&id| {
+            observation
+                .live(id)
+                .is_some_and(|i| i.role == Role::Replica && i.replid == lost.replid && i.repl_offset > now.repl_offset)
+        })
+}
+
 /// The next answering instance after `master` in its room's chain.
 fn successor_in_room(
     topology: &Topology,
@@ -221,6 +263,8 @@ fn adoption(
     let other_masters: Vec<(InstanceId, &ReplicationInfo)> = topology
         .shard_members(shard)
         .filter(|&id| id != master)
+        // One that restarted with less data than it had is never followed.
+        .filter(|&id| observation.get(id).lost_history.is_none())
         .filter_map(|id| observation.live(id).filter(|i| i.role == Role::Master).map(|i| (id, i)))
         .collect();
     let master_serving = observation.live(master).is_some_and(|i| i.role == Role::Master);
@@ -368,8 +412,12 @@ fn plan_shard(
     out: &mut Plan,
 ) {
     let silence_secs = settings.link_silence.as_secs();
-    let desired: HashMap<InstanceId, Parent> =
-        topology.desired_parents(master, |id| verdict.down[id]).into_iter().collect();
+    // An instance that restarted empty is bridged like a dead one: a replica that full-syncs
+    // from it is wiped, and so is everything below. It gets a parent of its own all the same.
+    let desired: HashMap<InstanceId, Parent> = topology
+        .desired_parents_bridging(master, |id| verdict.down[id], |id| observation.get(id).lost_history.is_none())
+        .into_iter()
+        .collect();
     let addr_of = |id: InstanceId| topology.addr(id);
     // A parent is ready to take a replica when it is itself where it should be, in sync.
     let ready = |parent: InstanceId| -> bool {
@@ -410,8 +458,11 @@ fn plan_shard(
                         None => {
                             Some(format!("the designated master {} is not an answering master yet", addr_of(master)))
                         }
+                        // A restarted instance whose offset went back is no switchover in
+                        // flight: no grace for it.
                         Some(m)
                             if info.descends_from(&m.replid)
+                                && observation.get(instance).lost_history.is_none()
                                 && observation.get(instance).master_since.is_none_or(|since| {
                                     settings.now.saturating_duration_since(since) < settings.newer_master_grace
                                 }) =>
@@ -592,15 +643,104 @@ mod tests {
         assert_eq!(described(&s, &plan), ["promote 192.168.99.11:6403 (REPLICAOF NO ONE)"]);
     }
 
+    /// Row 10: the master restarts without its data faster than `down_after`.
     #[test]
-    fn a_replica_restarted_as_a_master_is_not_adopted_and_is_demoted_after_the_grace() {
+    fn master_restarted_empty_is_replaced_by_the_replica_that_still_holds_the_data() {
         let mut s = Scenario::healthy();
         let masters = infer_masters(&s.topology, &s.observation);
-        // 12:6401 restarted from its RDB: a master with the shard's history as replid2.
+        let (m, r, h2) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"), s.id("192.168.99.12:6401"));
+        let fresh = "f".repeat(40);
+        s.set_master(m, &fresh, "", 14);
+        // Its replica lost the link when it died, and waits for the full sync to start.
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        assert!(s.observation.get(m).lost_history.is_some());
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(r));
+        assert_eq!(described(&s, &plan), ["promote 192.168.99.11:6403 (REPLICAOF NO ONE)"]);
+        // The next round, before a fresh probe shows the promotion: the empty master is the
+        // only master in sight, and it is not adopted back.
+        let (decision, _, _) = round(&s, &new_masters, &POLICY);
+        assert!(decision.changes.is_empty(), "{decision:?}");
+        // Even in the cooldown; but not when automatic failover is off.
+        let cooling = Policy { cooldown_left: Some(Duration::from_secs(60)), ..POLICY };
+        assert_eq!(round(&s, &masters, &cooling).1[0], Some(r));
+        let (decision, _, plan) = round(&s, &masters, &Policy { auto_failover: false, ..POLICY });
+        assert!(decision.changes.is_empty() && plan.actions.is_empty());
+        assert!(decision.held[0].why.contains("restarted empty"), "{:?}", decision.held);
+        // Too late: the replica already full-synced the empty dataset. Nothing left to save.
+        s.set_replica(r, m, &fresh, true, 1);
+        s.set_replica(h2, r, &format!("{:040}", 1), false, -1);
+        let (decision, _, _) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.is_empty());
+    }
+
+    #[test]
+    fn a_master_seen_first_or_continuing_its_history_is_not_restarted_empty() {
+        // A controller that starts after the restart has no earlier history: no evidence.
+        let mut s = Scenario::healthy();
+        let m = s.id("192.168.99.11:6401");
+        s.observation.instances[m] = Default::default();
+        s.set_master(m, &"f".repeat(40), "", 14);
+        assert_eq!(s.observation.get(m).lost_history, None);
+        // Promoted, or restarted from an RDB saved at shutdown: the history continues.
+        let mut s = Scenario::healthy();
+        s.set_master(m, &"f".repeat(40), &format!("{:040}", 1), 1000);
+        assert_eq!(s.observation.get(m).lost_history, None);
+        // An offset that did not go back is not a loss, whatever the IDs.
+        let mut s = Scenario::healthy();
+        s.set_master(m, &"f".repeat(40), "", 5000);
+        assert_eq!(s.observation.get(m).lost_history, None);
+    }
+
+    /// Row 10, middle of the chain: room 1's replica restarts empty as a master. Room 2 must not
+    /// sync from it: it is bridged to room 1's master, and the empty instance is demoted.
+    #[test]
+    fn middle_instance_restarted_empty_is_bridged() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r, h2) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"), s.id("192.168.99.12:6401"));
+        s.set_master(r, &"f".repeat(40), "", 0);
+        s.set_replica(h2, r, &format!("{:040}", 1), false, -1);
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert_eq!(
+            described(&s, &plan),
+            [
+                "demote 192.168.99.11:6403 to a replica of 192.168.99.11:6401",
+                "re-point 192.168.99.12:6401 to replicate 192.168.99.11:6401"
+            ]
+        );
+        // Once it replicates again it feeds the chain as declared.
+        s.set_replica(h2, m, &format!("{:040}", 1), true, 1);
+        s.set_replica(r, m, &format!("{:040}", 1), true, 1);
+        assert_eq!(s.observation.get(r).lost_history, None);
+        let (_, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(described(&s, &plan), ["re-point 192.168.99.12:6401 to replicate 192.168.99.11:6403"]);
+    }
+
+    #[test]
+    fn a_replica_restarted_as_a_master_is_not_adopted_and_is_demoted() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        // 12:6401 restarted from an old RDB: a master with the shard's history as replid2 and
+        // an offset behind what it had. Its replica must not sync from it: demoted at once.
         let (restarted, parent) = (s.id("192.168.99.12:6401"), s.id("192.168.99.11:6403"));
         s.set_master(restarted, &format!("{:040}", 99), &format!("{:040}", 1), 500);
         let (decision, _, plan) = round(&s, &masters, &POLICY);
         assert_eq!(decision, Decision::default(), "never adopted while the designated master serves");
+        assert_eq!(
+            described(&s, &plan),
+            [
+                "demote 192.168.99.12:6401 to a replica of 192.168.99.11:6403",
+                "re-point 192.168.99.12:6403 to replicate 192.168.99.11:6403"
+            ]
+        );
+        // Seen for the first time (a controller started after the restart): no evidence of a
+        // loss, so it may be a switchover in flight. It is left alone for the grace only.
+        s.observation.instances[restarted] = Default::default();
+        s.set_master(restarted, &format!("{:040}", 99), &format!("{:040}", 1), 500);
+        let (_, _, plan) = round(&s, &masters, &POLICY);
         assert!(plan.actions.is_empty() && plan.vetoed.iter().any(|v| v.why.contains("waiting")), "{plan:?}");
         s.now += Duration::from_secs(2);
         let (_, _, plan) = round(&s, &masters, &POLICY);

@@ -195,6 +195,18 @@ impl Topology {
         master: InstanceId,
         is_down: impl Fn(InstanceId) -> bool,
     ) -> Vec<(InstanceId, Parent)> {
+        self.desired_parents_bridging(master, is_down, |_| true)
+    }
+
+    /// [`Self::desired_parents`], where instances that fail `can_feed` (alive, but no fit
+    /// source of data, like one that restarted empty) get a parent but feed no one: the
+    /// instances below them are bridged to the nearest ancestor that can.
+    pub fn desired_parents_bridging(
+        &self,
+        master: InstanceId,
+        is_down: impl Fn(InstanceId) -> bool,
+        can_feed: impl Fn(InstanceId) -> bool,
+    ) -> Vec<(InstanceId, Parent)> {
         let order = self.chain_order(master);
         let mut out = Vec::with_capacity(order.len());
         let mut last_alive = master;
@@ -203,7 +215,9 @@ impl Topology {
                 out.push((id, Parent::None));
             } else if !is_down(id) {
                 out.push((id, Parent::Instance(last_alive)));
-                last_alive = id;
+                if can_feed(id) {
+                    last_alive = id;
+                }
             }
         }
         out

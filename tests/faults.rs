@@ -290,3 +290,101 @@ async fn row8_two_controllers_converge_without_fighting() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The number of keys, `None` while the instance does not answer.
+async fn dbsize(a: &str) -> Option<i64> {
+    let settings = roomguard::config::RedisSettings::default();
+    let mut con = roomguard::probe::connect(&addr(a), &settings, Duration::from_secs(1)).await.ok()?;
+    redis::cmd("DBSIZE").query_async(&mut con).await.ok()
+}
+
+async fn write_keys(a: &str, n: usize) {
+    let mut con = connect(a).await;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.set(format!("k{i}"), i).ignore();
+    }
+    let () = pipe.query_async(&mut con).await.unwrap();
+}
+
+async fn all_hold(addrs: &[String], n: i64) -> bool {
+    for a in addrs {
+        if dbsize(a).await != Some(n) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The sync delay Redis ships with: a master waits this long before it streams a full sync.
+/// The lab uses 0 so chains come up fast; row 10 needs the default's window.
+const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
+
+/// Row 10: room 1's master (no persistence) restarts within `down_after` and comes back empty.
+/// Without roomguard its replica full-syncs the empty dataset 5 s later and passes it down the
+/// chain; roomguard promotes the replica first, and the data survives everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
+    let mut lab = lab(21200).await;
+    let c = Controller::start(&lab).await;
+    let chain = [at(1, 21201), at(1, 21203), at(2, 21201), at(2, 21203)];
+    write_keys(&chain[0], 1000).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+
+    lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "the replica holding the data was not promoted: {}",
+        report(&c)
+    );
+    // Past the moment the empty master would have streamed its dataset: nothing was wiped,
+    // and the empty master took the data back from its successor.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { all_hold(&chain, 1000).await }).await,
+        "data lost: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert!(replicates(&chain[0], &chain[1]).await, "the restarted master follows its successor");
+    assert!(!is_master(&chain[2]).await, "no cross-room promotion");
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21201\""]), 1.0);
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 1.0);
+    c.stop().await;
+}
+
+/// Row 10, middle of the chain: room 1's replica restarts empty, as a master. Room 2 would
+/// full-sync from it 5 s later; roomguard demotes it under room 1's master at once (and
+/// bridges room 2 past it until it has resynced), so room 2 keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
+    let mut lab = lab(21210).await;
+    let c = Controller::start(&lab).await;
+    let chain = [at(1, 21211), at(1, 21213), at(2, 21211), at(2, 21213)];
+    write_keys(&chain[0], 1000).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+
+    lab.server(&chain[1]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    // Room 2 keeps its data the whole time, past the moment the empty instance would have
+    // streamed its dataset to it.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        for a in &chain[2..] {
+            assert_eq!(dbsize(a).await, Some(1000), "{a} was wiped: {}", report(&c));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 1000).await && replicates(&chain[2], &chain[1]).await
+        })
+        .await,
+        "data lost or chain not restored: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert!(is_master(&chain[0]).await, "no promotion");
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21213\""]), 1.0);
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+    c.stop().await;
+}

@@ -47,6 +47,10 @@ impl Controller {
     }
 
     pub async fn start_with(config: roomguard::config::Config) -> Controller {
+        // The controller's log, shown with a failing test's output (filter: ROOMGUARD_TEST_LOG).
+        let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMGUARD_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let running = controller::start(config).await.expect("controller starts");
         let (shared, http) = (running.shared(), running.http_addr());
         let stop = CancellationToken::new();
