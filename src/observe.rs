@@ -137,7 +137,8 @@ impl InstanceObservation {
                     // Keep the first loss: a second restart must not replace the history its
                     // replicas still hold with the short-lived one in between.
                     if self.lost_history.is_none() {
-                        self.lost_history = self.info.as_ref().and_then(|previous| LostHistory::between(previous, &info));
+                        self.lost_history =
+                            self.info.as_ref().and_then(|previous| LostHistory::between(previous, &info));
                     }
                 } else {
                     self.master_since = None;

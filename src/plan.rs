@@ -220,7 +220,12 @@ fn master_lost(
 
 /// When `master` restarted without its data: the nearest instance of its room's chain that
 /// still holds the lost history (it has not full-synced from the empty master yet).
-fn rescuer(topology: &Topology, observation: &Observation, verdict: &Verdict, master: InstanceId) -> Option<InstanceId> {
+fn rescuer(
+    topology: &Topology,
+    observation: &Observation,
+    verdict: &Verdict,
+    master: InstanceId,
+) -> Option<InstanceId> {
     let lost = observation.get(master).lost_history.as_ref()?;
     let now = observation.live(master).filter(|i| i.role == Role::Master)?;
     let room = topology.instance(master).room;
