@@ -141,3 +141,115 @@ async fn run_refuses_a_busy_http_port() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cannot listen on"), "{}", text(&out));
 }
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kill -TERM` (the way systemd stops the service).
+fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to `timeout` for the process to exit.
+async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Graceful shutdown: the first SIGTERM lets an action in flight finish (here a manual failover
+/// through the admin API, held up by a room-2 head that cannot catch up) and then exits 0; a
+/// second SIGTERM aborts at once with exit code 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
+    use roomguard::lab::{Lab, LabSpec};
+    let spec = LabSpec { base_port: 21230, http_listen: "127.0.0.1:21239".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.unwrap();
+    let token = "shutdown-test-token-0123456789";
+    let config = lab.dir().join("controller.toml");
+    let toml = spec.config_toml().replace("[http]\n", &format!("[http]\nadmin_token = \"{token}\"\n"));
+    std::fs::write(&config, toml).unwrap();
+    let http: std::net::SocketAddr = "127.0.0.1:21239".parse().unwrap();
+    // Room 2's head of the first shard stops receiving from room 1 (both directions dropped),
+    // then the master takes writes: a graceful failover to room 2 waits `switchover_timeout`
+    // (5 s) for it to catch up, then gives up, unpauses and changes nothing.
+    let rules = [
+        IptablesRule::add(&[
+            "OUTPUT",
+            "-s",
+            "127.0.0.11",
+            "-d",
+            "127.0.0.12",
+            "-p",
+            "tcp",
+            "--sport",
+            "21233",
+            "-j",
+            "DROP",
+        ]),
+        IptablesRule::add(&[
+            "OUTPUT",
+            "-s",
+            "127.0.0.12",
+            "-d",
+            "127.0.0.11",
+            "-p",
+            "tcp",
+            "--dport",
+            "21233",
+            "-j",
+            "DROP",
+        ]),
+    ];
+
+    let mut con = connect(&at(1, 21231)).await;
+    let () = redis::cmd("SET").arg("behind").arg(1).query_async(&mut con).await.unwrap();
+    // First run: aborted by the second signal mid-switchover (its CLIENT PAUSE stays until it
+    // expires). Second run: the first signal alone lets the failover run to its end.
+    for abort in [true, false] {
+        let mut running = Running(roomguard(&["run", "--config", config.to_str().unwrap()]).spawn().unwrap());
+        let child = &mut running.0;
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                tokio::net::TcpStream::connect(http).await.is_ok() && http_get(http, "/healthz").await.0 == 200
+            })
+            .await,
+            "controller not healthy"
+        );
+        let request = tokio::spawn(async move { http_post(http, "/failover?room=2", Some(token)).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sigterm(child);
+        assert!(exit_within(child, Duration::from_secs(1)).await.is_none(), "exited with a failover in flight");
+        if abort {
+            sigterm(child);
+            let status = exit_within(child, Duration::from_secs(2)).await.expect("second signal did not abort");
+            assert_eq!(status.code(), Some(130));
+            request.abort();
+        } else {
+            let status = exit_within(child, Duration::from_secs(15)).await.expect("never exited");
+            assert!(status.success(), "{status:?}");
+            let (code, body) = request.await.unwrap();
+            assert_eq!(code, 409, "the failover ran to its end and failed cleanly: {body}");
+            assert!(body.contains("did not catch up"), "{body}");
+        }
+    }
+    // Whatever was interrupted, room 1 still holds the masters and takes writes (the second
+    // run's unpause also lifted the first run's pause).
+    assert!(is_master(&at(1, 21231)).await && !is_master(&at(2, 21231)).await);
+    let mut con = connect(&at(1, 21231)).await;
+    let () = redis::cmd("SET").arg("after").arg(1).query_async(&mut con).await.unwrap();
+    drop(rules);
+}

@@ -1,10 +1,7 @@
 //! The fault matrix (README "Fault matrix"): real Redis, faults by SIGKILL, SIGSTOP/SIGCONT
 //! and iptables rules on lo. Each test names its row.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -63,32 +60,13 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     c.stop().await;
 }
 
-/// Deletes an iptables rule when dropped, so a failing test never leaves the machine cut off.
-struct DropRule(Vec<String>);
-
-impl DropRule {
-    fn add(args: &[&str]) -> DropRule {
-        let rule: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let status =
-            Command::new("iptables").arg("-A").args(&rule).status().expect("iptables (scripts/test installs it)");
-        assert!(status.success(), "iptables -A {rule:?} failed");
-        DropRule(rule)
-    }
-}
-
-impl Drop for DropRule {
-    fn drop(&mut self) {
-        let _ = Command::new("iptables").arg("-D").args(&self.0).status();
-    }
-}
-
 /// Row 4: the controller is cut off from room 1 only; room 2 still replicates from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row4_controller_cut_off_from_room_1_never_fails_over() {
     let lab = lab(21110).await;
     let c = Controller::start(&lab).await;
     // The controller reaches Redis from 127.0.0.1; room 2 replicates from 127.0.0.12.
-    let rule = DropRule::add(&[
+    let rule = IptablesRule::add(&[
         "OUTPUT",
         "-s",
         "127.0.0.1",
@@ -446,7 +424,7 @@ async fn row1_latency_jitter_causes_no_action() {
         let (port, task) = jitter_proxy(target, max_delay).await;
         proxies.push(task);
         let (ip, dport, to) = (instance.addr.host.clone(), instance.addr.port.to_string(), format!("127.0.0.1:{port}"));
-        rules.push(DropRule::add(&[
+        rules.push(IptablesRule::add(&[
             "OUTPUT",
             "-t",
             "nat",

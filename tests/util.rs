@@ -205,3 +205,22 @@ pub fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
 }
+
+/// An iptables rule (`iptables -A <args>`), deleted when dropped so a failing test never leaves
+/// the machine cut off. scripts/test installs iptables.
+pub struct IptablesRule(Vec<String>);
+
+impl IptablesRule {
+    pub fn add(args: &[&str]) -> IptablesRule {
+        let rule: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let status = std::process::Command::new("iptables").arg("-A").args(&rule).status().expect("iptables");
+        assert!(status.success(), "iptables -A {rule:?} failed");
+        IptablesRule(rule)
+    }
+}
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables").arg("-D").args(&self.0).status();
+    }
+}
