@@ -162,9 +162,9 @@ fn parse_replica(value: &str) -> Result<ReplicaEntry, InfoError> {
 }
 
 fn malformed(field: &'static str, value: &str) -> InfoError {
-    let mut value = value.to_string();
-    value.truncate(64);
-    InfoError::Malformed { field, value }
+    // At most 64 characters of whatever the peer sent (never cut inside a UTF-8 character:
+    // `String::truncate` would panic there, and the fuzzer found it).
+    InfoError::Malformed { field, value: value.chars().take(64).collect() }
 }
 
 fn required<'a>(fields: &HashMap<&str, &'a str>, key: &'static str) -> Result<&'a str, InfoError> {
@@ -206,6 +206,14 @@ mod tests {
         assert_eq!(info.replicas[0].port, 6403);
         assert_eq!(info.replicas[0].lag, Some(0));
         assert!(!info.descends_from(NO_REPLID));
+    }
+
+    #[test]
+    fn a_long_non_ascii_value_is_an_error_not_a_panic() {
+        let value = format!("{}\u{1e25a}", "1".repeat(62));
+        let text = MASTER.replace("master_repl_offset:1234", &format!("master_repl_offset:{value}"));
+        let Err(InfoError::Malformed { field, value }) = parse(&text) else { panic!("accepted") };
+        assert_eq!((field, value.chars().count()), ("master_repl_offset", 63));
     }
 
     #[test]
