@@ -110,7 +110,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
     }
     let poll = PollSettings {
-        auth: config.redis.clone(),
+        redis: config.redis.clone(),
         timeout: config.controller.timeout,
         interval: config.controller.poll_interval,
     };

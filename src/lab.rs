@@ -255,8 +255,8 @@ impl Lab {
             servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &args)?);
         }
         let lab = Lab { config, servers, dir };
-        for s in &lab.servers {
-            s.wait_ready(&lab.config.redis, Duration::from_secs(10)).await?;
+        for (id, s) in lab.servers.iter().enumerate() {
+            s.wait_ready(lab.config.redis.instance(id), Duration::from_secs(10)).await?;
         }
         lab.wait_linked(Duration::from_secs(20)).await;
         Ok(lab)

@@ -20,7 +20,7 @@ use crate::{
 
 /// Why a probe failed. The label is used in metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeErrorKind {
     /// Nothing listens on the port (the process is gone).
     Refused,
@@ -28,8 +28,15 @@ pub enum ProbeErrorKind {
     Timeout,
     /// `NOAUTH`, `WRONGPASS` or a failed handshake.
     Auth,
-    /// `-LOADING`: Redis is loading its dataset.
+    /// `-LOADING`: Redis is loading its dataset (after a restart, or a replica loading a full
+    /// sync). The process is alive: see [`InstanceObservation::record`].
     Loading,
+    /// The peer sent more than [`crate::wire::MAX_REPLY_BYTES`] without finishing a reply.
+    Oversized,
+    /// The TLS handshake failed: untrusted or misnamed certificate, or not a TLS port.
+    Tls,
+    /// The command is unknown: renamed or disabled with `rename-command`.
+    UnknownCommand,
     /// The reply was not RESP (not a Redis, or a broken one).
     Protocol,
     /// A Redis reply that is not a usable `INFO replication` section.
@@ -47,6 +54,9 @@ impl ProbeErrorKind {
             ProbeErrorKind::Timeout => "timeout",
             ProbeErrorKind::Auth => "auth",
             ProbeErrorKind::Loading => "loading",
+            ProbeErrorKind::Oversized => "oversized",
+            ProbeErrorKind::Tls => "tls",
+            ProbeErrorKind::UnknownCommand => "unknown_command",
             ProbeErrorKind::Protocol => "protocol",
             ProbeErrorKind::Info => "info",
             ProbeErrorKind::Io => "io",
@@ -100,6 +110,12 @@ impl InstanceObservation {
     }
 
     /// Records one finished probe that started at `started`.
+    ///
+    /// An instance answering `-LOADING` is alive, as Redis Sentinel also counts it: a master
+    /// restarting with its dataset, or a replica loading a full sync, is not down, so it never
+    /// counts towards a room or master being lost and its replicas are not re-pointed around
+    /// it. But its role is unknown, so it is not *live* either: nothing is decided from it and
+    /// nothing is sent to it until it answers `INFO` again.
     pub fn record(&mut self, started: Instant, latency: Duration, outcome: Result<ReplicationInfo, ProbeError>) {
         self.probed_at = Some(started);
         self.last_latency = Some(latency);
@@ -118,7 +134,11 @@ impl InstanceObservation {
             Err(error) => {
                 self.reachable = false;
                 self.master_since = None;
-                self.failing_since.get_or_insert(started);
+                if error.kind == ProbeErrorKind::Loading {
+                    self.failing_since = None;
+                } else {
+                    self.failing_since.get_or_insert(started);
+                }
                 self.last_error = Some(error);
             }
         }
