@@ -468,8 +468,7 @@ fn validate_redis(raw: &RawRedis, topology: &Topology, base: &Path) -> Result<Re
         }
     }
     for text in raw.instance.keys() {
-        let addr: Addr =
-            text.parse().map_err(|why| format!("`redis.instance.\"{text}\"`: bad address: {why}"))?;
+        let addr: Addr = text.parse().map_err(|why| format!("`redis.instance.\"{text}\"`: bad address: {why}"))?;
         if topology.find_any(&addr.host, addr.port).is_none() {
             return Err(format!("`redis.instance.\"{text}\"` names an instance that is in no [[shard]]"));
         }
@@ -623,6 +622,60 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
         ];
         for (text, needle) in cases {
             let err = load(text).expect_err(needle);
+            assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+            assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
+        }
+    }
+
+    #[test]
+    fn redis_overrides_apply_most_specific_first() {
+        let cfg = load(&format!(
+            "{SEED}\n[redis]\nusername = \"rg\"\npassword = \"base\"\n\
+             [redis.room.\"2\"]\npassword = \"room2\"\n\
+             [redis.instance.\"192.168.99.12:6404\"]\nusername = \"odd\"\npassword = \"odd-pass\""
+        ))
+        .unwrap();
+        let t = &cfg.topology;
+        let of = |a: &str| {
+            let a: Addr = a.parse().unwrap();
+            let s = cfg.redis.instance(t.find_any(&a.host, a.port).unwrap());
+            (s.username.clone().unwrap(), s.password.as_ref().unwrap().expose().to_string())
+        };
+        assert_eq!(of("192.168.99.11:6401"), ("rg".into(), "base".into()));
+        assert_eq!(of("192.168.99.12:6401"), ("rg".into(), "room2".into()));
+        assert_eq!(of("192.168.99.12:6404"), ("odd".into(), "odd-pass".into()));
+        let shown = format!("{}{cfg:?}", cfg.describe());
+        assert!(shown.contains("redis for 192.168.99.12:6404: user odd with a password"), "{shown}");
+        for secret in ["base", "room2", "odd-pass"] {
+            assert!(!shown.contains(&format!("\"{secret}\"")), "{secret} shown: {shown}");
+        }
+    }
+
+    #[test]
+    fn redis_errors_name_the_culprit() {
+        let cases: &[(&str, &str)] = &[
+            ("[redis.room.\"9\"]\npassword = \"x\"", "`redis.room.\"9\"` names a room that is not in `rooms`"),
+            (
+                "[redis.instance.\"192.168.99.12:7000\"]\npassword = \"x\"",
+                "`redis.instance.\"192.168.99.12:7000\"` names an instance that is in no [[shard]]",
+            ),
+            ("[redis.instance.\"somewhere\"]\npassword = \"x\"", "`redis.instance.\"somewhere\"`: bad address"),
+            ("[redis.room.\"2\"]\npasword = \"x\"", "pasword"),
+            ("[redis]\nusername = \"rg\"", "`username` is set without `password`"),
+            ("[redis]\ntls = true", "[redis]: `tls = true` needs `ca_file`"),
+            (
+                "[redis.room.\"2\"]\ntls = true",
+                "[redis] for instance 192.168.99.12:6401 (room 2): `tls = true` needs `ca_file`",
+            ),
+            ("[redis]\ntls = true\nca_file = \"/nonexistent/ca.pem\"", "cannot read /nonexistent/ca.pem"),
+            (
+                "[redis]\ntls = true\nca_file = \"/dev/null\"\ncert_file = \"c.pem\"",
+                "`cert_file` and `key_file` go together",
+            ),
+            ("[redis]\ntls = true\nca_file = \"/dev/null\"", "/dev/null holds no PEM certificate"),
+        ];
+        for (section, needle) in cases {
+            let err = load(&format!("{SEED}\n{section}")).expect_err(needle);
             assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
             assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
         }

@@ -23,7 +23,7 @@ use crate::{
     wire,
 };
 
-/// Opens a connection: TCP, TLS when configured, `HELLO`/`AUTH`, all within `timeout`, with
+/// Opens a connection: TCP, TLS when configured, `AUTH`, all within `timeout`, with
 /// `timeout` as the per-command response timeout too (redis-rs' defaults, 1 s and 500 ms,
 /// are too slow for a 100 ms poller). Every reply on it is capped (see [`crate::wire`]).
 pub async fn connect(
@@ -44,15 +44,14 @@ pub async fn connect(
             wire::OpenError::Io(e) => classify(&RedisError::from(e)),
             wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
         })?;
-        let (connection, driver) = MultiplexedConnection::new_with_config(&redis_settings, stream, config)
-            .await
-            .map_err(|e| classify(&e))?;
+        let (connection, driver) =
+            MultiplexedConnection::new_with_config(&redis_settings, stream, config).await.map_err(|e| classify(&e))?;
         // The driver ends when the last handle to the connection is dropped.
         tokio::spawn(driver);
         Ok(connection)
     };
-    // Name resolution, TCP, TLS and the handshake together: the bound is unconditional.
-    match tokio::time::timeout(timeout * 2, attempt).await {
+    // Name resolution, TCP, TLS and `AUTH` together, within one `timeout`.
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),
     }

@@ -22,8 +22,7 @@
 //! addresses) or the common `server_name`.
 
 use std::{
-    fmt,
-    io,
+    fmt, io,
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,

@@ -214,8 +214,11 @@ async fn row9_wrong_or_missing_password_is_auth_and_no_action() {
         wait_until(Duration::from_secs(10), || async {
             let metrics = d.metrics().await;
             lab.topology().instances.iter().all(|i| {
-                metric_value(&metrics, "roomguard_probe_errors_total", &[&format!("instance=\"{}\"", i.addr), "kind=\"auth\""])
-                    > 0.0
+                metric_value(
+                    &metrics,
+                    "roomguard_probe_errors_total",
+                    &[&format!("instance=\"{}\"", i.addr), "kind=\"auth\""],
+                ) > 0.0
             })
         })
         .await,
@@ -261,7 +264,12 @@ async fn row9_loading_instance_is_alive_and_nothing_is_done() {
     // Well beyond down_after (1 s): a down head would have its replica re-pointed by now.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(c.metric("roomguard_probe_errors_total", &[&instance, "kind=\"loading\""]) > 0.0, "{}", c.metrics());
-    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "no action around a loading instance:\n{}", c.report_text());
+    assert_eq!(
+        c.metric("roomguard_actions_total", &[]),
+        0.0,
+        "no action around a loading instance:\n{}",
+        c.report_text()
+    );
     let tail = info(&at(2, 22523)).await.expect("room 2's tail answers");
     assert!(tail.master.as_ref().is_some_and(|l| l.points_to("127.0.0.12", 22521)), "tail was re-pointed: {tail:?}");
     let report = c.shared.report.read().unwrap().clone().unwrap();
@@ -284,7 +292,8 @@ async fn row9_info_with_missing_fields_is_typed_and_ignored() {
         bulk("# Replication\r\nrole:slave\r\nslave_repl_offset:0\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"),
     )
     .await;
-    let no_role = answering_server(b.clone(), bulk("# Replication\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n")).await;
+    let no_role =
+        answering_server(b.clone(), bulk("# Replication\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n")).await;
     let c = Controller::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for x in [&a, &b] {

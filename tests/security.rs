@@ -50,7 +50,10 @@ async fn operator_views(c: &Controller, config: &Path) -> Vec<(&'static str, Str
         ("/", page),
         ("/metrics", c.metrics()),
         ("status", format!("{}{}", String::from_utf8_lossy(&status.stdout), String::from_utf8_lossy(&status.stderr))),
-        ("check-config", format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr))),
+        (
+            "check-config",
+            format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr)),
+        ),
         ("config Debug", format!("{:?}", c.shared.config)),
         ("report", c.report_text()),
     ]
@@ -314,4 +317,35 @@ async fn row11_per_room_and_per_instance_passwords() {
         }
     }
     c.stop().await;
+}
+
+/// A room's password can come from the environment (`ROOMGUARD_REDIS__ROOM__2__PASSWORD`),
+/// `check-config` lists the override without showing it, and an override naming an unknown
+/// room is bad input (exit 2, the key named).
+#[tokio::test]
+async fn row11_check_config_shows_overrides_not_secrets() {
+    const SECRET: &str = "room-two-from-env-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("controller.toml");
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/controller.toml")).unwrap();
+    std::fs::write(&config, &seed).unwrap();
+    let out = run({
+        let mut cmd = roomguard(&["check-config", "--config", config.to_str().unwrap()]);
+        cmd.env("ROOMGUARD_REDIS__ROOM__2__PASSWORD", SECRET);
+        cmd
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("redis: no authentication, plain TCP"), "{stdout}");
+    assert!(stdout.contains("redis for 192.168.99.12:6401: password, plain TCP"), "{stdout}");
+    assert!(!stdout.contains("redis for 192.168.99.11:6401"), "room 1 has no override: {stdout}");
+    assert!(!stdout.contains(SECRET));
+
+    std::fs::write(&config, format!("{seed}\n[redis.room.\"9\"]\npassword = \"{SECRET}\"\n")).unwrap();
+    let out = run(roomguard(&["check-config", "--config", config.to_str().unwrap()])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`redis.room.\"9\"` names a room that is not in `rooms`"), "{stderr}");
+    assert!(!stderr.contains(SECRET));
 }

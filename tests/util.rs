@@ -222,10 +222,7 @@ impl Daemon {
             .unwrap();
         let d = Daemon { child, http, log };
         assert!(
-            wait_until(Duration::from_secs(10), || async {
-                d.metric("roomguard_rounds_total", &[]).await > 0.0
-            })
-            .await,
+            wait_until(Duration::from_secs(10), || async { d.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,
             "roomguard run never served metrics on {http}; log:\n{}",
             d.log_text()
         );
