@@ -196,3 +196,26 @@ impl ObservationStore {
         self.inner.lock().expect("observation lock poisoned").clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_is_alive_but_not_live() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut obs = InstanceObservation::default();
+        obs.record(t0, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Timeout, "hung")));
+        assert!(obs.is_down(t0 + 2 * second, second));
+        // It restarted and loads its dataset: alive again, but nothing is known about it.
+        obs.record(t0 + 2 * second, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Loading, "LOADING")));
+        assert!(!obs.is_down(t0 + 60 * second, second));
+        assert!(obs.live_info().is_none());
+        assert_eq!(obs.last_error.as_ref().map(|e| e.kind), Some(ProbeErrorKind::Loading));
+        // Any other failure starts a new failing run.
+        obs.record(t0 + 3 * second, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "gone")));
+        assert!(!obs.is_down(t0 + 3 * second, second));
+        assert!(obs.is_down(t0 + 4 * second, second));
+    }
+}
