@@ -319,6 +319,7 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     let id = lab.topology().find_any("127.0.0.12", 22541).unwrap();
     let disabled: Vec<String> =
         ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""].map(String::from).to_vec();
+    lab.servers[id].kill(); // before the new one binds the port
     lab.servers[id] = RedisServer::start(
         &redis_server_binary().unwrap(),
         &addr(&head),
@@ -331,22 +332,30 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     assert!(wait_until(Duration::from_secs(10), || replicates(&head, &parent)).await, "{head} never linked");
     assert!(lab.wait_linked(Duration::from_secs(10)).await);
 
-    let c = Controller::start(&lab).await;
+    let spec = LabSpec { base_port: 22540, ..LabSpec::default() };
+    let (config, http) = daemon_config(&lab, &spec, 22549, None);
+    let mut d = Daemon::start(&config, http).await;
     for id in lab.room(0) {
         lab.servers[id].kill();
     }
+    let failed = ["action=\"promote\"", "outcome=\"failed\""];
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"failed\""]) >= 1.0
-                && is_master(&at(2, 22542)).await
+            d.metric("roomguard_actions_total", &failed).await >= 3.0 && is_master(&at(2, 22542)).await
         })
         .await,
-        "the disabled promotion fails and the other shard's proceeds:\n{}\n{}",
-        c.metrics(),
-        c.report_text()
+        "the disabled promotion fails (and is retried) and the other shard's proceeds:\n{}",
+        d.metrics().await
     );
     assert!(!is_master(&head).await, "{head} cannot have been promoted");
-    assert!(c.ready());
+    assert!(d.running(), "the controller crashed");
+    let log = d.log_text();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("failed: promote") && l.contains(&head) && l.contains("unknown_command"))
+        .collect();
+    assert_eq!(failures.len(), 1, "one log line names the instance and the error, not one per retry:\n{log}");
+    drop(d);
 
     // The error itself: typed, naming the instance and the command.
     let action = Action::Promote { instance: id };
@@ -362,5 +371,4 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
         other => panic!("expected a command error, got {other}"),
     }
     assert!(err.to_string().contains(&head), "{err}");
-    c.stop().await;
 }

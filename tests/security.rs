@@ -133,7 +133,8 @@ fn pki(dir: &Path) -> Pki {
     // One certificate for every instance (IP SANs of both rooms); Redis also presents it as
     // a client when it replicates (`tls-replication yes` with `tls-auth-clients yes`).
     let server_key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["127.0.0.11".to_string(), "127.0.0.12".to_string()]).unwrap();
+    let mut server =
+        CertificateParams::new(["127.0.0.11", "127.0.0.12", "redis.internal"].map(String::from).to_vec()).unwrap();
     server.distinguished_name.push(DnType::CommonName, "redis");
     let server_cert = server.signed_by(&server_key, &issuer).unwrap();
     let client_key = KeyPair::generate().unwrap();
@@ -197,6 +198,18 @@ async fn row11_tls_failover_and_wrong_ca() {
     // the refusal arrives as a reset or an alert on the first command.
     let refused = refused.unwrap_err();
     assert!(matches!(refused.kind, ProbeErrorKind::Io | ProbeErrorKind::Tls), "{refused}");
+
+    // `server_name`: the name verified instead of the instance's address.
+    for (name, ok) in [("redis.internal", true), ("elsewhere.internal", false)] {
+        let named = format!("{}\nserver_name = \"{name}\"", tls_section(&pki.ca, &pki));
+        let named = LabSpec { redis_section: Some(named), ..spec.clone() };
+        let named = Config::from_toml(&named.config_toml(), "named.toml", lab.dir()).unwrap();
+        let probed = probe::probe_once(&addr(&at(2, 22561)), named.redis.instance(0), Duration::from_secs(1)).await;
+        match probed {
+            Ok(_) => assert!(ok, "{name} is not in the certificate"),
+            Err(e) => assert!(!ok && e.kind == ProbeErrorKind::Tls, "{name}: {e}"),
+        }
+    }
 
     // The wrong CA: every probe fails with kind=tls, and nothing is done.
     let wrong_spec = LabSpec { redis_section: Some(tls_section(&pki.other_ca, &pki)), ..spec.clone() };
