@@ -5,6 +5,7 @@
 //!
 //!     cargo build --release && cargo run --release --example cost -- --shards 2 --seconds 30
 //!     cargo run --release --example cost -- --shards 64 --seconds 30   # 256 instances
+//!     cargo run --release --example cost -- --shards 2 --seconds 30 --tls # TLS everywhere
 //!
 //! Needs the release binary at target/release/roomguard.
 
@@ -15,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use roomguard::lab::{Lab, LabSpec};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use roomguard::lab::{Lab, LabSpec, LabTls};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -48,13 +50,49 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
+/// A throwaway CA and one certificate for every instance (and for roomguard as a client):
+/// `tls-auth-clients yes`, replication over TLS. Returns the lab's TLS and `[redis]` section.
+fn throwaway_pki(dir: &std::path::Path, ips: &[String]) -> (LabTls, String) {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "roomguard bench CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(ips.to_vec()).unwrap().signed_by(&key, &ca).unwrap();
+    let tls = LabTls {
+        ca_file: write("ca.pem", ca.pem()),
+        cert_file: write("server.pem", cert.pem()),
+        key_file: write("server.key", key.serialize_pem()),
+        auth_clients: true,
+    };
+    let section = format!(
+        "tls = true\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        tls.ca_file.display(),
+        tls.cert_file.display(),
+        tls.key_file.display()
+    );
+    (tls, section)
+}
+
 #[tokio::main]
 async fn main() {
     let shards = arg("--shards", 2) as u16;
     let seconds = arg("--seconds", 30);
     let base_port = arg("--base-port", 23000) as u16;
     let http = format!("127.0.0.1:{}", base_port - 1);
-    let spec = LabSpec { base_port, shards, http_listen: http.clone(), ..LabSpec::default() };
+    let mut spec = LabSpec { base_port, shards, http_listen: http.clone(), ..LabSpec::default() };
+    let pki_dir = tempfile::tempdir().unwrap();
+    if std::env::args().any(|a| a == "--tls") {
+        let (tls, section) = throwaway_pki(pki_dir.path(), &spec.room_ips);
+        spec.tls = Some(tls);
+        spec.redis_section = Some(section);
+    }
     let started = Instant::now();
     let lab = Lab::start(&spec).await.expect("lab");
     eprintln!("{} instances up and chained in {:?}", lab.servers.len(), started.elapsed());
@@ -85,9 +123,10 @@ async fn main() {
     let probes = delta("roomguard_probe_duration_seconds_count");
     let probe_ms = delta("roomguard_probe_duration_seconds_sum") / probes * 1000.0;
     println!(
-        "instances={} window={:.0}s cpu={cpu:.2}% of one core rss={rss:.1} MiB peak_rss={hwm:.1} MiB \
+        "instances={}{} window={:.0}s cpu={cpu:.2}% of one core rss={rss:.1} MiB peak_rss={hwm:.1} MiB \
          rounds/s={:.1} round_mean={round_ms:.3} ms probes/s={:.0} probe_mean={probe_ms:.3} ms",
         lab.servers.len(),
+        if spec.tls.is_some() { " (TLS)" } else { "" },
         elapsed.as_secs_f64(),
         rounds / elapsed.as_secs_f64(),
         probes / elapsed.as_secs_f64(),

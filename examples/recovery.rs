@@ -41,8 +41,8 @@ fn args() -> Args {
     a
 }
 
-async fn accepts_write(addr: &roomguard::topology::Addr) -> bool {
-    let Ok(mut con) = probe::connect(addr, &RedisSettings::default(), Duration::from_millis(200)).await else {
+async fn accepts_write(addr: &roomguard::topology::Addr, settings: &RedisSettings) -> bool {
+    let Ok(mut con) = probe::connect(addr, settings, Duration::from_millis(200)).await else {
         return false;
     };
     redis::cmd("SET").arg("bench").arg(1).query_async::<()>(&mut con).await.is_ok()
@@ -68,7 +68,7 @@ async fn trial(args: &Args) -> Duration {
     // Let the controller see a healthy deployment for a while, as in production.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let heads: Vec<_> = (0..2).map(|shard| lab.topology().addr(lab.topology().head(shard, 1)).clone()).collect();
+    let heads: Vec<_> = (0..2).map(|shard| lab.topology().head(shard, 1)).collect();
     let room1 = lab.room(0);
     let t0 = Instant::now();
     for id in room1 {
@@ -81,7 +81,7 @@ async fn trial(args: &Args) -> Duration {
     while !done.iter().all(|d| *d) {
         for (i, head) in heads.iter().enumerate() {
             if !done[i] {
-                done[i] = accepts_write(head).await;
+                done[i] = accepts_write(lab.topology().addr(*head), lab.config.redis.instance(*head)).await;
             }
         }
         if t0.elapsed() > Duration::from_secs(60) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::{
-    config::RedisSettings,
+    config::{RedisConfig, RedisSettings},
     info::{self, ReplicationInfo, Role},
     observe::{ProbeError, ProbeErrorKind},
     plan::Action,
@@ -63,9 +63,8 @@ pub struct Node {
 
 impl Node {
     pub async fn connect(addr: &Addr, auth: &RedisSettings, timeout: Duration) -> Result<Node, ActError> {
-        let connection = connect(addr, auth, timeout)
-            .await
-            .map_err(|e| ActError::Connect { addr: addr.clone(), error: classify(&e) })?;
+        let connection =
+            connect(addr, auth, timeout).await.map_err(|error| ActError::Connect { addr: addr.clone(), error })?;
         Ok(Node { addr: addr.clone(), connection })
     }
 
@@ -139,12 +138,13 @@ impl Node {
 /// Executes one planned action.
 pub async fn execute(
     topology: &Topology,
-    auth: &RedisSettings,
+    redis: &RedisConfig,
     timeout: Duration,
     link_silence: Duration,
     action: &Action,
 ) -> Result<Applied, ActError> {
-    let mut node = Node::connect(topology.addr(action.instance()), auth, timeout).await?;
+    let id = action.instance();
+    let mut node = Node::connect(topology.addr(id), redis.instance(id), timeout).await?;
     match *action {
         Action::Promote { .. } => node.promote_if_orphaned(link_silence).await,
         Action::Demote { to, .. } => {
@@ -172,10 +172,10 @@ pub async fn execute(
 /// Executes actions concurrently: promotions of different shards never wait on each other.
 pub async fn execute_all(
     topology: &Topology,
-    auth: &RedisSettings,
+    redis: &RedisConfig,
     timeout: Duration,
     link_silence: Duration,
     actions: &[Action],
 ) -> Vec<Result<Applied, ActError>> {
-    futures::future::join_all(actions.iter().map(|a| execute(topology, auth, timeout, link_silence, a))).await
+    futures::future::join_all(actions.iter().map(|a| execute(topology, redis, timeout, link_silence, a))).await
 }

@@ -20,7 +20,10 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::topology::{Addr, Topology};
+use crate::{
+    topology::{Addr, Topology},
+    wire::TlsSettings,
+};
 
 /// Environment variables with this prefix override config keys; `__` separates sections:
 /// `ROOMGUARD_CONTROLLER__DOWN_AFTER=2s`.
@@ -73,7 +76,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub http: RawHttp,
     #[serde(default)]
-    pub redis: RedisSettings,
+    pub redis: RawRedis,
     #[serde(default, rename = "shard")]
     pub shards: Vec<RawShard>,
 }
@@ -125,12 +128,125 @@ impl Default for RawHttp {
     }
 }
 
-/// Credentials used for every instance.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// `[redis]`: how to connect to every instance. `[redis.room."<room>"]` and
+/// `[redis.instance."<host:port>"]` override any of these keys where deployments differ;
+/// the most specific wins (instance, then room, then `[redis]`).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub room: BTreeMap<String, RawRedisOverride>,
+    #[serde(default)]
+    pub instance: BTreeMap<String, RawRedisOverride>,
+}
+
+/// The keys of `[redis]` that a room or an instance may override.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisOverride {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl RawRedisOverride {
+    /// `self` with every key that `more` sets replaced.
+    fn overlay(&self, more: &RawRedisOverride) -> RawRedisOverride {
+        RawRedisOverride {
+            username: more.username.clone().or_else(|| self.username.clone()),
+            password: more.password.clone().or_else(|| self.password.clone()),
+            tls: more.tls.or(self.tls),
+            ca_file: more.ca_file.clone().or_else(|| self.ca_file.clone()),
+            cert_file: more.cert_file.clone().or_else(|| self.cert_file.clone()),
+            key_file: more.key_file.clone().or_else(|| self.key_file.clone()),
+            server_name: more.server_name.clone().or_else(|| self.server_name.clone()),
+        }
+    }
+}
+
+impl RawRedis {
+    fn base(&self) -> RawRedisOverride {
+        RawRedisOverride {
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+/// How to connect to one instance: credentials and TLS. Its Debug output shows no secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RedisSettings {
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// TLS with certificate verification; `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+impl RedisSettings {
+    /// Credentials only, no TLS.
+    pub fn password(username: Option<&str>, password: &str) -> Self {
+        RedisSettings { username: username.map(String::from), password: Some(Secret::new(password)), tls: None }
+    }
+
+    /// One line for `check-config`: what is used, never a secret.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match (&self.username, &self.password) {
+            (Some(user), _) => format!("user {user} with a password"),
+            (None, Some(_)) => "password".to_string(),
+            (None, None) => "no authentication".to_string(),
+        }];
+        match &self.tls {
+            None => parts.push("plain TCP".into()),
+            Some(tls) => {
+                let mut text = format!("TLS (CA {}", tls.ca_file.display());
+                if let Some(cert) = &tls.cert_file {
+                    text.push_str(&format!(", client certificate {}", cert.display()));
+                }
+                if let Some(name) = &tls.server_name {
+                    text.push_str(&format!(", server name {name}"));
+                }
+                text.push(')');
+                parts.push(text);
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// Connection settings for every instance, overrides applied.
+#[derive(Clone, Debug, Default)]
+pub struct RedisConfig {
+    /// `[redis]` itself.
+    pub default: RedisSettings,
+    /// By [`crate::topology::InstanceId`].
+    pub instances: Vec<RedisSettings>,
+}
+
+impl RedisConfig {
+    /// The same settings for every instance.
+    pub fn uniform(settings: RedisSettings) -> Self {
+        RedisConfig { default: settings, instances: vec![] }
+    }
+
+    pub fn instance(&self, id: usize) -> &RedisSettings {
+        self.instances.get(id).unwrap_or(&self.default)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,7 +296,7 @@ pub struct Config {
     pub topology: Topology,
     pub controller: ControllerSettings,
     pub http: HttpSettings,
-    pub redis: RedisSettings,
+    pub redis: RedisConfig,
 }
 
 impl Config {
@@ -320,9 +436,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
     }
 
     let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
+    let topology = Topology::new(rooms, built);
+    let redis = validate_redis(&redis, &topology, base)?;
     Ok(Config {
         origin: String::new(),
-        topology: Topology::new(rooms, built),
+        topology,
         controller: ControllerSettings {
             poll_interval: c.poll_interval,
             down_after: c.down_after,
@@ -336,6 +454,74 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         http: HttpSettings { listen, admin_token },
         redis,
     })
+}
+
+/// Applies `[redis]`'s room and instance overrides and loads TLS files, so that a missing or
+/// bad certificate is a start-up error naming the key and the file, not a probe failure.
+fn validate_redis(raw: &RawRedis, topology: &Topology, base: &Path) -> Result<RedisConfig, String> {
+    for room in raw.room.keys() {
+        if !topology.rooms.contains(room) {
+            return Err(format!(
+                "`redis.room.\"{room}\"` names a room that is not in `rooms` ({})",
+                topology.rooms.join(", ")
+            ));
+        }
+    }
+    for text in raw.instance.keys() {
+        let addr: Addr = text.parse().map_err(|why| format!("`redis.instance.\"{text}\"`: bad address: {why}"))?;
+        if topology.find_any(&addr.host, addr.port).is_none() {
+            return Err(format!("`redis.instance.\"{text}\"` names an instance that is in no [[shard]]"));
+        }
+    }
+    let mut loaded: HashMap<String, TlsSettings> = HashMap::new();
+    let mut resolve = |layers: &RawRedisOverride, whose: &str| -> Result<RedisSettings, String> {
+        let path = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        if layers.username.is_some() && layers.password.is_none() {
+            return Err(format!(
+                "{whose}: `username` is set without `password` (for a `nopass` ACL user, set any password)"
+            ));
+        }
+        let tls = if layers.tls.unwrap_or(false) {
+            let ca = layers.ca_file.as_ref().map(path).ok_or_else(|| {
+                format!("{whose}: `tls = true` needs `ca_file`, the CA that signed the instances' certificates")
+            })?;
+            let client = match (&layers.cert_file, &layers.key_file) {
+                (Some(cert), Some(key)) => Some((path(cert), path(key))),
+                (None, None) => None,
+                _ => return Err(format!("{whose}: `cert_file` and `key_file` go together (a client certificate)")),
+            };
+            let key = format!("{ca:?}|{client:?}|{:?}", layers.server_name);
+            if !loaded.contains_key(&key) {
+                let settings = TlsSettings::load(
+                    &ca,
+                    client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                    layers.server_name.clone(),
+                )
+                .map_err(|e| format!("{whose}: TLS: {e}"))?;
+                loaded.insert(key.clone(), settings);
+            }
+            Some(loaded[&key].clone())
+        } else {
+            None
+        };
+        Ok(RedisSettings { username: layers.username.clone(), password: layers.password.clone(), tls })
+    };
+    let base_layer = raw.base();
+    let default = resolve(&base_layer, "[redis]")?;
+    let mut instances = Vec::with_capacity(topology.instances.len());
+    for instance in &topology.instances {
+        let room = &topology.rooms[instance.room];
+        let mut layers = base_layer.clone();
+        if let Some(more) = raw.room.get(room) {
+            layers = layers.overlay(more);
+        }
+        let exact = raw.instance.iter().find(|(text, _)| text.parse::<Addr>().is_ok_and(|a| a == instance.addr));
+        if let Some((_, more)) = exact {
+            layers = layers.overlay(more);
+        }
+        instances.push(resolve(&layers, &format!("[redis] for instance {} (room {room})", instance.addr))?);
+    }
+    Ok(RedisConfig { default, instances })
 }
 
 impl Config {
@@ -356,6 +542,12 @@ impl Config {
         ));
         out.push_str(&format!("state file: {}\n", c.state_file.display()));
         out.push_str(&format!("http: {}\n", self.http.listen));
+        out.push_str(&format!("redis: {}\n", self.redis.default.describe()));
+        for (id, settings) in self.redis.instances.iter().enumerate() {
+            if *settings != self.redis.default {
+                out.push_str(&format!("  redis for {}: {}\n", t.addr(id), settings.describe()));
+            }
+        }
         for (shard_id, shard) in t.shards.iter().enumerate() {
             out.push_str(&format!("shard {}:\n", shard.name));
             for room in 0..t.rooms.len() {
@@ -436,6 +628,60 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
     }
 
     #[test]
+    fn redis_overrides_apply_most_specific_first() {
+        let cfg = load(&format!(
+            "{SEED}\n[redis]\nusername = \"rg\"\npassword = \"base\"\n\
+             [redis.room.\"2\"]\npassword = \"room2\"\n\
+             [redis.instance.\"192.168.99.12:6404\"]\nusername = \"odd\"\npassword = \"odd-pass\""
+        ))
+        .unwrap();
+        let t = &cfg.topology;
+        let of = |a: &str| {
+            let a: Addr = a.parse().unwrap();
+            let s = cfg.redis.instance(t.find_any(&a.host, a.port).unwrap());
+            (s.username.clone().unwrap(), s.password.as_ref().unwrap().expose().to_string())
+        };
+        assert_eq!(of("192.168.99.11:6401"), ("rg".into(), "base".into()));
+        assert_eq!(of("192.168.99.12:6401"), ("rg".into(), "room2".into()));
+        assert_eq!(of("192.168.99.12:6404"), ("odd".into(), "odd-pass".into()));
+        let shown = format!("{}{cfg:?}", cfg.describe());
+        assert!(shown.contains("redis for 192.168.99.12:6404: user odd with a password"), "{shown}");
+        for secret in ["base", "room2", "odd-pass"] {
+            assert!(!shown.contains(&format!("\"{secret}\"")), "{secret} shown: {shown}");
+        }
+    }
+
+    #[test]
+    fn redis_errors_name_the_culprit() {
+        let cases: &[(&str, &str)] = &[
+            ("[redis.room.\"9\"]\npassword = \"x\"", "`redis.room.\"9\"` names a room that is not in `rooms`"),
+            (
+                "[redis.instance.\"192.168.99.12:7000\"]\npassword = \"x\"",
+                "`redis.instance.\"192.168.99.12:7000\"` names an instance that is in no [[shard]]",
+            ),
+            ("[redis.instance.\"somewhere\"]\npassword = \"x\"", "`redis.instance.\"somewhere\"`: bad address"),
+            ("[redis.room.\"2\"]\npasword = \"x\"", "pasword"),
+            ("[redis]\nusername = \"rg\"", "`username` is set without `password`"),
+            ("[redis]\ntls = true", "[redis]: `tls = true` needs `ca_file`"),
+            (
+                "[redis.room.\"2\"]\ntls = true",
+                "[redis] for instance 192.168.99.12:6401 (room 2): `tls = true` needs `ca_file`",
+            ),
+            ("[redis]\ntls = true\nca_file = \"/nonexistent/ca.pem\"", "cannot read /nonexistent/ca.pem"),
+            (
+                "[redis]\ntls = true\nca_file = \"/dev/null\"\ncert_file = \"c.pem\"",
+                "`cert_file` and `key_file` go together",
+            ),
+            ("[redis]\ntls = true\nca_file = \"/dev/null\"", "/dev/null holds no PEM certificate"),
+        ];
+        for (section, needle) in cases {
+            let err = load(&format!("{SEED}\n{section}")).expect_err(needle);
+            assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+            assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
+        }
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let err = Config::load(Path::new("/nonexistent/roomguard.toml")).unwrap_err();
         assert_eq!(err.to_string(), "config file /nonexistent/roomguard.toml does not exist");
@@ -444,7 +690,7 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
     #[test]
     fn secrets_do_not_print() {
         let cfg = load(&format!("{SEED}\n[redis]\npassword = \"hunter2\"")).unwrap();
-        assert_eq!(cfg.redis.password.as_ref().unwrap().expose(), "hunter2");
+        assert_eq!(cfg.redis.default.password.as_ref().unwrap().expose(), "hunter2");
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }
 }

@@ -80,6 +80,9 @@ struct Controller {
     /// When we last sent a command to an instance. Its observation is stale until a probe
     /// that started after that comes back, and no further action is planned on it until then.
     acted_at: HashMap<InstanceId, Instant>,
+    /// The last failure of an action per instance: a failure that repeats every round (a
+    /// disabled `REPLICAOF`, a missing ACL permission) is logged once, then counted only.
+    last_failed: HashMap<InstanceId, String>,
 }
 
 /// A controller that is bound and polling, ready to run its loop.
@@ -112,7 +115,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
     }
     let poll = PollSettings {
-        auth: config.redis.clone(),
+        redis: config.redis.clone(),
         timeout: config.controller.timeout,
         interval: config.controller.poll_interval,
     };
@@ -140,6 +143,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         last_held: vec![],
         last_vetoed: vec![],
         acted_at: HashMap::new(),
+        last_failed: HashMap::new(),
     };
     Ok(Running { controller, store, token, tracker, http_addr })
 }
@@ -509,9 +513,17 @@ impl Controller {
                 }
                 Err(e) => {
                     self.shared.metrics.record_action(action.label(), e.outcome());
-                    warn!(action = action.label(), error = %e, "failed: {}", action.describe(t))
+                    let line = format!("{}: {e}", action.describe(t));
+                    if self.last_failed.get(&action.instance()) != Some(&line) {
+                        warn!(action = action.label(), error = %e, "failed: {}", action.describe(t));
+                        self.last_failed.insert(action.instance(), line);
+                    } else {
+                        debug!(action = action.label(), error = %e, "failed again: {}", action.describe(t));
+                    }
+                    continue;
                 }
             }
+            self.last_failed.remove(&action.instance());
         }
     }
 

@@ -192,6 +192,44 @@ pub struct LabSpec {
     pub redis_args: Vec<String>,
     /// `requirepass`/`masterauth` on every instance, and `[redis] password` in the config.
     pub password: Option<String>,
+    /// The config's `[redis]` section body, verbatim (replaces the one `password` writes):
+    /// for ACL users, TLS files and overrides.
+    pub redis_section: Option<String>,
+    /// Serve TLS only, on the instances' ports, and replicate over TLS.
+    pub tls: Option<LabTls>,
+}
+
+/// Certificate files for a TLS lab (`redis-server --tls-port`).
+#[derive(Clone, Debug)]
+pub struct LabTls {
+    pub ca_file: PathBuf,
+    /// The server certificate; with `auth_clients`, also what replicas present to masters.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `tls-auth-clients yes`: clients must present a certificate signed by the CA.
+    pub auth_clients: bool,
+}
+
+impl LabTls {
+    fn args(&self, port: u16) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.cert_file),
+            "--tls-key-file".into(),
+            path(&self.key_file),
+            "--tls-ca-cert-file".into(),
+            path(&self.ca_file),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-auth-clients".into(),
+            if self.auth_clients { "yes" } else { "no" }.into(),
+        ]
+    }
 }
 
 impl Default for LabSpec {
@@ -203,6 +241,8 @@ impl Default for LabSpec {
             http_listen: "127.0.0.1:9480".into(),
             redis_args: vec![],
             password: None,
+            redis_section: None,
+            tls: None,
         }
     }
 }
@@ -219,7 +259,9 @@ impl LabSpec {
             rooms.join(", "),
             self.http_listen
         );
-        if let Some(password) = &self.password {
+        if let Some(section) = &self.redis_section {
+            out.push_str(&format!("\n[redis]\n{section}\n"));
+        } else if let Some(password) = &self.password {
             out.push_str(&format!("\n[redis]\npassword = \"{password}\"\n"));
         }
         for shard in 1..=self.shards {
@@ -259,11 +301,15 @@ impl Lab {
         let mut servers = Vec::new();
         for (id, instance) in t.instances.iter().enumerate() {
             let parent = seed_parent(t, id);
+            let mut args = args.clone();
+            if let Some(tls) = &spec.tls {
+                args.extend(tls.args(instance.addr.port));
+            }
             servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &args)?);
         }
         let lab = Lab { config, servers, dir };
-        for s in &lab.servers {
-            s.wait_ready(&lab.config.redis, Duration::from_secs(10)).await?;
+        for (id, s) in lab.servers.iter().enumerate() {
+            s.wait_ready(lab.config.redis.instance(id), Duration::from_secs(10)).await?;
         }
         lab.wait_linked(Duration::from_secs(20)).await;
         Ok(lab)

@@ -32,3 +32,4 @@ pub mod report;
 pub mod state;
 pub mod switchover;
 pub mod topology;
+pub mod wire;

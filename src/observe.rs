@@ -20,7 +20,7 @@ use crate::{
 
 /// Why a probe failed. The label is used in metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeErrorKind {
     /// Nothing listens on the port (the process is gone).
     Refused,
@@ -28,8 +28,15 @@ pub enum ProbeErrorKind {
     Timeout,
     /// `NOAUTH`, `WRONGPASS` or a failed handshake.
     Auth,
-    /// `-LOADING`: Redis is loading its dataset.
+    /// `-LOADING`: Redis is loading its dataset (after a restart, or a replica loading a full
+    /// sync). The process is alive: see [`InstanceObservation::record`].
     Loading,
+    /// The peer sent more than [`crate::wire::MAX_REPLY_BYTES`] without finishing a reply.
+    Oversized,
+    /// The TLS handshake failed: untrusted or misnamed certificate, or not a TLS port.
+    Tls,
+    /// The command is unknown: renamed or disabled with `rename-command`.
+    UnknownCommand,
     /// The reply was not RESP (not a Redis, or a broken one).
     Protocol,
     /// A Redis reply that is not a usable `INFO replication` section.
@@ -47,6 +54,9 @@ impl ProbeErrorKind {
             ProbeErrorKind::Timeout => "timeout",
             ProbeErrorKind::Auth => "auth",
             ProbeErrorKind::Loading => "loading",
+            ProbeErrorKind::Oversized => "oversized",
+            ProbeErrorKind::Tls => "tls",
+            ProbeErrorKind::UnknownCommand => "unknown_command",
             ProbeErrorKind::Protocol => "protocol",
             ProbeErrorKind::Info => "info",
             ProbeErrorKind::Io => "io",
@@ -126,6 +136,12 @@ impl InstanceObservation {
     }
 
     /// Records one finished probe that started at `started`.
+    ///
+    /// An instance answering `-LOADING` is alive, as Redis Sentinel also counts it: a master
+    /// restarting with its dataset, or a replica loading a full sync, is not down, so it never
+    /// counts towards a room or master being lost and its replicas are not re-pointed around
+    /// it. But its role is unknown, so it is not *live* either: nothing is decided from it and
+    /// nothing is sent to it until it answers `INFO` again.
     pub fn record(&mut self, started: Instant, latency: Duration, outcome: Result<ReplicationInfo, ProbeError>) {
         self.probed_at = Some(started);
         self.last_latency = Some(latency);
@@ -151,7 +167,11 @@ impl InstanceObservation {
             Err(error) => {
                 self.reachable = false;
                 self.master_since = None;
-                self.failing_since.get_or_insert(started);
+                if error.kind == ProbeErrorKind::Loading {
+                    self.failing_since = None;
+                } else {
+                    self.failing_since.get_or_insert(started);
+                }
                 self.last_error = Some(error);
             }
         }
@@ -207,5 +227,28 @@ impl ObservationStore {
 
     pub fn snapshot(&self) -> Observation {
         self.inner.lock().expect("observation lock poisoned").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_is_alive_but_not_live() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut obs = InstanceObservation::default();
+        obs.record(t0, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Timeout, "hung")));
+        assert!(obs.is_down(t0 + 2 * second, second));
+        // It restarted and loads its dataset: alive again, but nothing is known about it.
+        obs.record(t0 + 2 * second, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Loading, "LOADING")));
+        assert!(!obs.is_down(t0 + 60 * second, second));
+        assert!(obs.live_info().is_none());
+        assert_eq!(obs.last_error.as_ref().map(|e| e.kind), Some(ProbeErrorKind::Loading));
+        // Any other failure starts a new failing run.
+        obs.record(t0 + 3 * second, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "gone")));
+        assert!(!obs.is_down(t0 + 3 * second, second));
+        assert!(obs.is_down(t0 + 4 * second, second));
     }
 }

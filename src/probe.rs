@@ -10,42 +10,50 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError,
-    aio::MultiplexedConnection,
-};
+use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, aio::MultiplexedConnection};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
 
 use crate::{
-    config::RedisSettings,
+    config::{RedisConfig, RedisSettings},
     info::{self, ReplicationInfo},
     metrics::Metrics,
     observe::{Observation, ObservationStore, ProbeError, ProbeErrorKind},
     topology::{Addr, Topology},
+    wire,
 };
 
-/// Opens a connection with explicit connect and per-command timeouts (redis-rs' defaults,
-/// 1 s and 500 ms, are too slow for a 100 ms poller).
+/// Opens a connection: TCP, TLS when configured, `AUTH`, all within `timeout`, with
+/// `timeout` as the per-command response timeout too (redis-rs' defaults, 1 s and 500 ms,
+/// are too slow for a 100 ms poller). Every reply on it is capped (see [`crate::wire`]).
 pub async fn connect(
     addr: &Addr,
-    auth: &RedisSettings,
+    settings: &RedisSettings,
     timeout: Duration,
-) -> Result<MultiplexedConnection, RedisError> {
-    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-    if let Some(user) = &auth.username {
-        settings = settings.set_username(user);
+) -> Result<MultiplexedConnection, ProbeError> {
+    let mut redis_settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(user) = &settings.username {
+        redis_settings = redis_settings.set_username(user);
     }
-    if let Some(password) = &auth.password {
-        settings = settings.set_password(password.expose());
+    if let Some(password) = &settings.password {
+        redis_settings = redis_settings.set_password(password.expose());
     }
-    let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port).into_connection_info()?.set_redis_settings(settings);
-    let client = redis::Client::open(info)?;
-    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-    // The connection timeout covers TCP and the handshake, but not name resolution hanging
-    // in odd setups; the outer timeout makes the bound unconditional.
-    match tokio::time::timeout(timeout * 2, client.get_multiplexed_async_connection_with_config(&config)).await {
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+    let attempt = async {
+        let stream = wire::open(&addr.host, addr.port, settings.tls.as_ref()).await.map_err(|e| match e {
+            wire::OpenError::Io(e) => classify(&RedisError::from(e)),
+            wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
+        })?;
+        let (connection, driver) =
+            MultiplexedConnection::new_with_config(&redis_settings, stream, config).await.map_err(|e| classify(&e))?;
+        // The driver ends when the last handle to the connection is dropped.
+        tokio::spawn(driver);
+        Ok(connection)
+    };
+    // Name resolution, TCP, TLS and `AUTH` together, within one `timeout`.
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+        Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),
     }
 }
 
@@ -53,16 +61,22 @@ pub async fn connect(
 pub fn classify(error: &RedisError) -> ProbeError {
     use redis::ErrorKind;
     let code = error.code().unwrap_or("");
+    let text = error.to_string();
     let kind = if error.is_connection_refusal() {
         ProbeErrorKind::Refused
     } else if error.is_timeout() {
         ProbeErrorKind::Timeout
+    } else if text.contains(wire::OVERSIZED) {
+        ProbeErrorKind::Oversized
     } else if matches!(error.kind(), ErrorKind::AuthenticationFailed)
         || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
     {
         ProbeErrorKind::Auth
     } else if code == "LOADING" {
         ProbeErrorKind::Loading
+    } else if text.contains("unknown command") {
+        // `rename-command REPLICAOF ""` and friends.
+        ProbeErrorKind::UnknownCommand
     } else if matches!(error.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) {
         ProbeErrorKind::Protocol
     } else if error.is_io_error() || error.is_connection_dropped() {
@@ -70,7 +84,7 @@ pub fn classify(error: &RedisError) -> ProbeError {
     } else {
         ProbeErrorKind::Redis
     };
-    ProbeError::new(kind, error.to_string())
+    ProbeError::new(kind, text)
 }
 
 /// One instance's connection, re-established after any failure.
@@ -98,7 +112,7 @@ impl Prober {
 
     async fn probe_inner(&mut self) -> Result<ReplicationInfo, ProbeError> {
         if self.connection.is_none() {
-            let connection = connect(&self.addr, &self.auth, self.timeout).await.map_err(|e| classify(&e))?;
+            let connection = connect(&self.addr, &self.auth, self.timeout).await?;
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
@@ -111,7 +125,7 @@ impl Prober {
 /// How pollers probe.
 #[derive(Clone, Debug)]
 pub struct PollSettings {
-    pub auth: RedisSettings,
+    pub redis: RedisConfig,
     pub timeout: Duration,
     pub interval: Duration,
 }
@@ -126,12 +140,14 @@ pub fn spawn_pollers(
     token: &CancellationToken,
 ) {
     for (id, instance) in topology.instances.iter().enumerate() {
-        let mut prober = Prober::new(instance.addr.clone(), settings.auth.clone(), settings.timeout);
+        let mut prober = Prober::new(instance.addr.clone(), settings.redis.instance(id).clone(), settings.timeout);
+        let addr = instance.addr.clone();
         let interval = settings.interval;
         let store = store.clone();
         let metrics = metrics.clone();
         let token = token.clone();
         tracker.spawn(async move {
+            let mut last_kind = None;
             loop {
                 let started = Instant::now();
                 let outcome = tokio::select! {
@@ -139,6 +155,14 @@ pub fn spawn_pollers(
                     _ = token.cancelled() => return,
                 };
                 let latency = started.elapsed();
+                let kind = outcome.as_ref().err().map(|e| e.kind);
+                if kind != last_kind {
+                    match &outcome {
+                        Err(e) => warn!(instance = %addr, kind = e.kind.label(), error = %e.message, "probe of {addr} failed: {e}"),
+                        Ok(_) => info!(instance = %addr, "{addr} answers INFO again"),
+                    }
+                    last_kind = kind;
+                }
                 metrics.record_probe(id, latency, outcome.as_ref().err());
                 store.record(id, started, latency, outcome);
                 tokio::select! {
@@ -151,9 +175,9 @@ pub fn spawn_pollers(
 }
 
 /// Probes every instance once, concurrently (for `status`, `failover` and verification).
-pub async fn probe_all(topology: &Topology, auth: &RedisSettings, timeout: Duration) -> Observation {
-    let probes = topology.instances.iter().map(|instance| {
-        let mut prober = Prober::new(instance.addr.clone(), auth.clone(), timeout);
+pub async fn probe_all(topology: &Topology, redis: &RedisConfig, timeout: Duration) -> Observation {
+    let probes = topology.instances.iter().enumerate().map(|(id, instance)| {
+        let mut prober = Prober::new(instance.addr.clone(), redis.instance(id).clone(), timeout);
         async move {
             let started = Instant::now();
             let outcome = prober.probe().await;

@@ -176,7 +176,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         state.save(&c.state_file, t)?;
 
         let promotions = moves.iter().map(|m| async move {
-            let mut node = Node::connect(t.addr(m.to), &config.redis, c.timeout).await?;
+            let mut node = Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?;
             node.promote().await?;
             info!(shard = %t.shards[m.shard].name, new_master = %t.addr(m.to), "promoted");
             Ok::<_, ActError>(())
@@ -215,7 +215,7 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node
     let c = &config.controller;
     let mut masters = Vec::new();
     for m in moves {
-        masters.push(Node::connect(t.addr(m.from), &config.redis, c.timeout).await?);
+        masters.push(Node::connect(t.addr(m.from), config.redis.instance(m.from), c.timeout).await?);
     }
     // The pause outlives our wait by a margin, and expires by itself if we crash.
     let pause_for = c.switchover_timeout * 2 + Duration::from_secs(5);
@@ -232,7 +232,7 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node
     let deadline = Instant::now() + c.switchover_timeout;
     let mut heads = Vec::new();
     for m in moves {
-        heads.push(Node::connect(t.addr(m.to), &config.redis, c.timeout).await?);
+        heads.push(Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?);
     }
     for (i, m) in moves.iter().enumerate() {
         loop {

@@ -224,3 +224,65 @@ impl Drop for IptablesRule {
         let _ = std::process::Command::new("iptables").arg("-D").args(&self.0).status();
     }
 }
+
+/// The controller as a separate `roomguard run` process: for what only a process shows (its
+/// log, its memory). Killed when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub http: SocketAddr,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Runs `roomguard run --config <config>`; the config's `[http] listen` must be `http`.
+    pub async fn start(config: &std::path::Path, http: SocketAddr) -> Daemon {
+        let log = config.with_extension("log");
+        let child = roomguard(&["run", "--config", config.to_str().unwrap()])
+            .env("ROOMGUARD_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, http, log };
+        assert!(
+            wait_until(Duration::from_secs(10), || async { d.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,
+            "roomguard run never served metrics on {http}; log:\n{}",
+            d.log_text()
+        );
+        d
+    }
+
+    pub async fn metrics(&self) -> String {
+        match tokio::net::TcpStream::connect(self.http).await {
+            Ok(_) => http_get(self.http, "/metrics").await.1,
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        metric_value(&self.metrics().await, name, filters)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`: the peak resident set).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// True while the process runs (it did not crash).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
