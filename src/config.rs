@@ -20,7 +20,11 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::topology::{Addr, Topology};
+use crate::{
+    hooks::{HookSettings, RawHook},
+    sentinel::{RawSentinel, SentinelSettings},
+    topology::{Addr, Topology},
+};
 
 /// Environment variables with this prefix override config keys; `__` separates sections:
 /// `ROOMGUARD_CONTROLLER__DOWN_AFTER=2s`.
@@ -76,6 +80,10 @@ pub struct RawConfig {
     pub redis: RedisSettings,
     #[serde(default, rename = "shard")]
     pub shards: Vec<RawShard>,
+    /// `[sentinel]`: the Sentinel-compatible endpoint; off when absent.
+    pub sentinel: Option<RawSentinel>,
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<RawHook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +189,8 @@ pub struct Config {
     pub controller: ControllerSettings,
     pub http: HttpSettings,
     pub redis: RedisSettings,
+    pub sentinel: Option<SentinelSettings>,
+    pub hooks: Vec<HookSettings>,
 }
 
 impl Config {
@@ -220,7 +230,7 @@ fn env_overrides() -> Env {
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
-    let RawConfig { rooms, controller: c, http, redis, shards } = raw;
+    let RawConfig { rooms, controller: c, http, redis, shards, sentinel, hooks } = raw;
 
     if rooms.is_empty() {
         return Err("`rooms` is empty: name at least one room".into());
@@ -319,6 +329,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         built.push((name.to_string(), chains));
     }
 
+    let sentinel = sentinel.map(RawSentinel::validate).transpose()?;
+    let hooks = hooks.into_iter().enumerate().map(|(i, h)| h.validate(i + 1, base)).collect::<Result<Vec<_>, _>>()?;
+
     let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
     Ok(Config {
         origin: String::new(),
@@ -335,6 +348,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         },
         http: HttpSettings { listen, admin_token },
         redis,
+        sentinel,
+        hooks,
     })
 }
 
@@ -356,6 +371,12 @@ impl Config {
         ));
         out.push_str(&format!("state file: {}\n", c.state_file.display()));
         out.push_str(&format!("http: {}\n", self.http.listen));
+        if let Some(s) = &self.sentinel {
+            out.push_str(&format!("sentinel endpoint: {}\n", s.listen));
+        }
+        for h in &self.hooks {
+            out.push_str(&format!("hook on {}: {}\n", h.events.join(", "), h.command.join(" ")));
+        }
         for (shard_id, shard) in t.shards.iter().enumerate() {
             out.push_str(&format!("shard {}:\n", shard.name));
             for room in 0..t.rooms.len() {
@@ -427,6 +448,12 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
             (&format!("{SEED}\n[http]\nlisten = \"localhost\""), "http.listen"),
             (&SEED.replace("shard-6402", "shard-6401"), "shard \"shard-6401\" is defined twice"),
             ("rooms = [\"1\"]", "no [[shard]]"),
+            (&format!("{SEED}\n[sentinel]\nlisten = \"localhost\""), "sentinel.listen"),
+            (&format!("{SEED}\n[sentinel]\nlisten = \"127.0.0.1:26379\"\nmax_conections = 5"), "max_conections"),
+            (
+                &format!("{SEED}\n[[hook]]\nevents = [\"failover\", \"boom\"]\ncommand = [\"x\"]"),
+                "unknown event \"boom\"",
+            ),
         ];
         for (text, needle) in cases {
             let err = load(text).expect_err(needle);
