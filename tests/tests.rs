@@ -8,3 +8,4 @@ mod failover;
 mod faults;
 mod hostile;
 mod observability;
+mod sentinel;

@@ -37,6 +37,8 @@ pub fn config_path(lab: &Lab) -> PathBuf {
 pub struct Controller {
     pub shared: Arc<Shared>,
     pub http: SocketAddr,
+    /// The Sentinel-compatible endpoint, when the config has `[sentinel]`.
+    pub sentinel: Option<SocketAddr>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,13 +50,13 @@ impl Controller {
 
     pub async fn start_with(config: roomguard::config::Config) -> Controller {
         let running = controller::start(config).await.expect("controller starts");
-        let (shared, http) = (running.shared(), running.http_addr());
+        let (shared, http, sentinel) = (running.shared(), running.http_addr(), running.sentinel_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
             running.run_until(async move { stop.cancelled().await })
         });
-        let c = Controller { shared, http, stop, task };
+        let c = Controller { shared, http, sentinel, stop, task };
         assert!(wait_until(Duration::from_secs(5), || async { c.ready() }).await, "controller never ready");
         c
     }
