@@ -463,6 +463,24 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
     }
 
     #[test]
+    fn sentinel_and_hooks() {
+        assert!(load(SEED).unwrap().sentinel.is_none());
+        let cfg = load(&format!(
+            "{SEED}\n[sentinel]\nlisten = \"127.0.0.1:26379\"\npassword = \"pw\"\nidle_timeout = \"1m\"\n\
+             [[hook]]\nevents = [\"failover\", \"switchover\"]\ncommand = [\"hooks/proxy.sh\", \"--reload\"]\ntimeout = \"5s\"\n"
+        ))
+        .unwrap();
+        let s = cfg.sentinel.as_ref().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:26379".parse().unwrap());
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.max_connections, crate::sentinel::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(cfg.hooks[0].command, ["/etc/roomguard/hooks/proxy.sh", "--reload"]);
+        assert_eq!(cfg.hooks[0].timeout, Duration::from_secs(5));
+        assert!(!format!("{cfg:?}").contains("\"pw\""));
+        assert!(cfg.describe().contains("sentinel endpoint: 127.0.0.1:26379"));
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let err = Config::load(Path::new("/nonexistent/roomguard.toml")).unwrap_err();
         assert_eq!(err.to_string(), "config file /nonexistent/roomguard.toml does not exist");

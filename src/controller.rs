@@ -531,6 +531,7 @@ impl Controller {
             }
         }
         let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        let mut demoted = Vec::new();
         for (action, result) in actions.iter().zip(results) {
             self.acted_at.insert(action.instance(), now);
             match result {
@@ -542,7 +543,7 @@ impl Controller {
                         if let Some(bytes) = diverged_bytes {
                             self.shared.metrics.record_divergence(instance, bytes as u64);
                         }
-                        disconnect_clients(t, &self.shared.config.redis, c.timeout, instance).await;
+                        demoted.push(instance);
                     }
                 }
                 Err(e) => {
@@ -551,6 +552,11 @@ impl Controller {
                 }
             }
         }
+        // After every action of the round (promotions first), concurrently.
+        futures::future::join_all(
+            demoted.into_iter().map(|id| disconnect_clients(t, &self.shared.config.redis, c.timeout, id)),
+        )
+        .await;
     }
 
     /// A failover is complete once every shard it moved has its new master answering as a

@@ -174,7 +174,7 @@ async fn run_one(hook: &HookSettings, env: &[(&'static str, String)]) -> &'stati
             if let Some(pid) = pid {
                 // The group id is the child's pid (process_group(0)).
                 let _ = tokio::process::Command::new("kill")
-                    .args(["-KILL", &format!("-{pid}")])
+                    .args(["-s", "KILL", "--", &format!("-{pid}")])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()

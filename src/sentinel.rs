@@ -79,7 +79,7 @@ pub struct SentinelSettings {
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A client that does not read what it asked for is dropped after this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -649,6 +649,10 @@ impl<'a> Connection<'a> {
             }
             if self.quit {
                 return "quit";
+            }
+            // A large request is done with: give its memory back.
+            if buf.is_empty() && buf.capacity() > 16 * 1024 {
+                buf = Vec::with_capacity(1024);
             }
             // Subscribers wait for events and are never idle; others are closed when idle.
             let idle = (self.subscribed() == 0).then_some(self.endpoint.settings.idle_timeout);

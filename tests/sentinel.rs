@@ -114,7 +114,15 @@ async fn redis_py_sentinel_client_follows_a_room_loss() {
 async fn redis_rs_sentinel_client_follows_a_room_loss() {
     use redis::sentinel::{SentinelClient, SentinelServerType};
     let mut lab = lab(22010).await;
-    let c = Controller::start_with(with_sentinel(&lab)).await;
+    let record = record_hook(&lab);
+    let mut config = with_sentinel(&lab);
+    config.hooks = vec![HookSettings {
+        events: roomguard::events::HOOK_EVENTS.iter().map(|s| s.to_string()).collect(),
+        command: vec![record.display().to_string()],
+        timeout: Duration::from_secs(10),
+    }];
+    let c = Controller::start_with(config).await;
+    let events = subscriber(c.sentinel.unwrap(), &[], &["*"]).await;
     let url = format!("redis://{}", c.sentinel.unwrap());
     let mut master =
         SentinelClient::build(vec![url.clone()], "shard-22011".into(), None, SentinelServerType::Master).unwrap();
@@ -152,6 +160,48 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
     assert!(is_master(&at(2, 22011)).await);
     let before: Option<String> = redis::cmd("GET").arg("k").query_async(&mut con).await.unwrap();
     assert_eq!(before.as_deref(), Some("after"));
+
+    // Sentinel's events, in order: the master down (subjectively, then objectively: its room
+    // is lost), then one switch per shard.
+    let expected = [
+        "+sdown|master shard-22011 127.0.0.11 22011",
+        "+odown|master shard-22011 127.0.0.11 22011",
+        "+switch-master|shard-22011 127.0.0.11 22011 127.0.0.12 22011",
+    ];
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let seen = events.lock().unwrap();
+            let positions: Vec<Option<usize>> = expected.iter().map(|e| seen.iter().position(|m| m == e)).collect();
+            positions.iter().all(Option::is_some) && positions.windows(2).all(|w| w[0] < w[1])
+        })
+        .await,
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert_eq!(switches(&events).len(), 2, "{:?}", events.lock().unwrap());
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m == "+sdown|slave 127.0.0.11:22013 127.0.0.11 22013 @ shard-22011 127.0.0.11 22011"),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    // The hooks ran after the failover, with its details.
+    let log = lab.dir().join("hooks.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            log.lines().any(|l| l == "room_lost||1||||")
+                && log.lines().any(|l| l == "failover|shard-22011|2|127.0.0.11:22011|127.0.0.12:22011|auto|")
+                && log.lines().any(|l| l == "failover|shard-22012|2|127.0.0.11:22012|127.0.0.12:22012|auto|")
+        })
+        .await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(c.metric("roomguard_hook_runs_total", &["event=\"failover\"", "outcome=\"ok\""]), 2.0);
     c.stop().await;
 }
 
@@ -192,17 +242,23 @@ async fn redis_cli_master(endpoint: SocketAddr, shard: &str) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(":")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_and_hooks_run() {
-    let lab = lab(22020).await;
-    let dir = lab.dir().to_path_buf();
-    let record = dir.join("record.sh");
+/// A hook script that appends its environment to `hooks.log` in the lab's directory.
+fn record_hook(lab: &Lab) -> PathBuf {
+    let record = lab.dir().join("record.sh");
     std::fs::write(
         &record,
         "#!/bin/sh\necho \"$RG_EVENT|$RG_SHARD|$RG_ROOM|$RG_OLD_MASTER|$RG_NEW_MASTER|$RG_TRIGGER|$RG_INSTANCE\" >> \"$(dirname \"$0\")/hooks.log\"\n",
     )
     .unwrap();
     std::process::Command::new("chmod").arg("+x").arg(&record).status().unwrap();
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_and_hooks_run() {
+    let lab = lab(22020).await;
+    let dir = lab.dir().to_path_buf();
+    let record = record_hook(&lab);
     let mut config = with_sentinel(&lab);
     config.http.admin_token = Some(Secret::new("a-long-enough-admin-token"));
     config.hooks = vec![
@@ -211,9 +267,14 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
             command: vec![record.display().to_string()],
             timeout: Duration::from_secs(10),
         },
+        // Hangs, and so does a child it starts: both are killed at the timeout.
         HookSettings {
             events: vec!["switchover".into()],
-            command: vec!["/bin/sh".into(), "-c".into(), "sleep 60".into()],
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("sleep 60 & echo $! >> {}/hang.pids; wait", dir.display()),
+            ],
             timeout: Duration::from_millis(500),
         },
     ];
@@ -271,6 +332,16 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
         c.metrics(),
         std::fs::read_to_string(dir.join("hooks.log")).unwrap_or_default()
     );
+    let pids = std::fs::read_to_string(dir.join("hang.pids")).unwrap();
+    assert_eq!(pids.lines().count(), 4, "{pids}");
+    for pid in pids.lines() {
+        // Gone, or a zombie waiting for whoever inherited it to reap it.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        };
+        assert!(wait_until(Duration::from_secs(5), || async { !alive() }).await, "the hook's child {pid} survived");
+    }
     let log = std::fs::read_to_string(dir.join("hooks.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.contains(&"switchover|shard-22021|2|127.0.0.11:22021|127.0.0.12:22021|manual|"), "{log}");
