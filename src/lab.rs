@@ -185,6 +185,8 @@ pub struct LabSpec {
     pub redis_args: Vec<String>,
     /// `requirepass`/`masterauth` on every instance, and `[redis] password` in the config.
     pub password: Option<String>,
+    /// `[sentinel] listen`: the Sentinel-compatible endpoint (off when `None`).
+    pub sentinel_listen: Option<String>,
 }
 
 impl Default for LabSpec {
@@ -196,6 +198,7 @@ impl Default for LabSpec {
             http_listen: "127.0.0.1:9480".into(),
             redis_args: vec![],
             password: None,
+            sentinel_listen: None,
         }
     }
 }
@@ -214,6 +217,9 @@ impl LabSpec {
         );
         if let Some(password) = &self.password {
             out.push_str(&format!("\n[redis]\npassword = \"{password}\"\n"));
+        }
+        if let Some(listen) = &self.sentinel_listen {
+            out.push_str(&format!("\n[sentinel]\nlisten = \"{listen}\"\n"));
         }
         for shard in 1..=self.shards {
             let (head, tail) = (self.base_port + shard, self.base_port + self.shards + shard);
