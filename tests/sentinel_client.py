@@ -39,9 +39,14 @@ sentinel = Sentinel([(host, port)], socket_timeout=0.5)
 masters = {s: sentinel.master_for(s, socket_timeout=0.5) for s in shards}
 replicas = {s: sentinel.slave_for(s, socket_timeout=0.5) for s in shards}
 
+# The same discovery over RESP3 (HELLO 3: maps instead of flat arrays).
+sentinel3 = Sentinel([(host, port)], socket_timeout=0.5, sentinel_kwargs={"protocol": 3})
+
 for shard in shards:
     ip, p = sentinel.discover_master(shard)
     print(f"master {shard} {ip} {p}", flush=True)
+    assert sentinel3.discover_master(shard) == (ip, p), "RESP3 discovery disagrees"
+    assert sorted(sentinel3.discover_slaves(shard)) == sorted(sentinel.discover_slaves(shard))
     assert sentinel.discover_slaves(shard), f"{shard}: no replica discovered"
     masters[shard].set("before", shard)
     assert masters[shard].get("before") == shard.encode()
