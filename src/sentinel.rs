@@ -838,10 +838,15 @@ impl<'a> Connection<'a> {
             [u, p] => (Some(u.as_slice()), p),
             _ => return err("ERR wrong number of arguments for 'auth' command"),
         };
+        // Without a password the default user is `nopass`, as in Redis: `AUTH default <any>`
+        // succeeds, a bare `AUTH <password>` is a configuration mistake worth reporting.
         if self.endpoint.settings.password.is_none() {
-            return err(
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            );
+            return match user {
+                Some(_) => ok(),
+                None => err(
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                ),
+            };
         }
         if self.check_password(user, password) {
             self.authed = true;
@@ -871,7 +876,8 @@ impl<'a> Connection<'a> {
         while let Some(option) = rest.first() {
             match option.to_ascii_lowercase().as_slice() {
                 b"auth" if rest.len() >= 3 => {
-                    if self.endpoint.settings.password.is_none() || !self.check_password(Some(&rest[1]), &rest[2]) {
+                    let nopass = self.endpoint.settings.password.is_none();
+                    if !nopass && !self.check_password(Some(&rest[1]), &rest[2]) {
                         self.endpoint.metrics.sentinel_auth_failures.inc();
                         return err("WRONGPASS invalid username-password pair or user is disabled.");
                     }
