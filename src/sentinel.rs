@@ -557,13 +557,31 @@ pub async fn serve(
         let endpoint = endpoint.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            endpoint.metrics.sentinel_connections.inc();
+            // Released however the task ends (even by a panic): the slot and the gauge.
+            let _open = Open::new(endpoint.metrics.clone(), permit);
             let reason = Connection::new(&endpoint).run(stream, &token).await;
             debug!(%peer, reason, "sentinel endpoint: connection closed");
             endpoint.metrics.sentinel_closed(reason);
-            endpoint.metrics.sentinel_connections.dec();
-            drop(permit);
         });
+    }
+}
+
+/// One open connection: holds its slot and counts in `roomguard_sentinel_connections`.
+struct Open {
+    metrics: Arc<Metrics>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics.sentinel_connections.inc();
+        Open { metrics, _permit: permit }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.sentinel_connections.dec();
     }
 }
 
