@@ -335,6 +335,52 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_master_is_not_reported_until_it_answers_as_a_master() {
+        use std::time::{Duration, Instant};
+
+        use crate::{
+            detect::{RoomVerdict, Verdict},
+            info,
+            observe::{Observation, ProbeError, ProbeErrorKind},
+        };
+        let t = fixtures::seed();
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/info/{name}", env!("CARGO_MANIFEST_DIR"));
+            info::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let now = Instant::now();
+        let mut observation = Observation::new(8);
+        for id in 0..8 {
+            observation.instances[id].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
+        }
+        observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
+        observation.instances[4].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
+        let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
+        let verdict = Verdict { down: vec![false; 8], rooms: vec![room.clone(), room] };
+
+        let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], None);
+        assert_eq!(first.masters, [Some(0), Some(4)]);
+        // Shard 0 is being moved to 12:6401 (instance 2), which still answers as a replica,
+        // and the old master stops answering: clients keep being told the old master.
+        observation.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
+        let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&first));
+        assert_eq!(moving.masters, [Some(0), Some(4)]);
+        assert_eq!(moving.roles[0], Some(LiveRole::Master), "the last known role is kept");
+        assert!(diff(&t, &first, &moving, &[None, None]).is_empty());
+        // Promoted: one switch.
+        observation.instances[2].record(now, Duration::ZERO, Ok(fixture("redis7-promoted.txt")));
+        let done = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&moving));
+        assert_eq!(done.masters, [Some(2), Some(4)]);
+        assert_eq!(
+            names(&diff(&t, &moving, &done, &[Some(Trigger::Manual), None])),
+            ["switch shard-6401 192.168.99.11:6401 192.168.99.12:6401 manual"]
+        );
+        // On a first round with no answer at all, the designated master is reported.
+        let blind = Observation::new(8);
+        assert_eq!(Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], None).masters, [Some(0), None]);
+    }
+
+    #[test]
     fn hook_names() {
         let switched = |trigger| Event::MasterSwitched {
             shard: "s".into(),
