@@ -106,6 +106,13 @@ impl Node {
         self.run::<()>(redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE").await
     }
 
+    /// `CLIENT KILL TYPE normal` (our own connection is skipped): after a demotion, so that
+    /// clients still connected to the old master reconnect and rediscover the new one, as
+    /// Sentinel does. Returns how many connections were closed.
+    pub async fn kill_normal_clients(&mut self) -> Result<i64, ActError> {
+        self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"), "CLIENT KILL TYPE normal").await
+    }
+
     fn changed(&self, why: impl Into<String>) -> ActError {
         ActError::Changed { addr: self.addr.clone(), why: why.into() }
     }

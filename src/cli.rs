@@ -95,6 +95,9 @@ pub enum Command {
         /// Where the lab controller's HTTP server listens.
         #[arg(long, default_value = "127.0.0.1:9480")]
         http: String,
+        /// Also serve the Sentinel-compatible endpoint here (e.g. 127.0.0.1:26379).
+        #[arg(long)]
+        sentinel: Option<String>,
         /// Exit after this long (default: run until Ctrl-C or `quit`).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
@@ -121,8 +124,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
         Command::Failover { config, room, force, .. } => failover(&load(&config)?, &room, force).await,
-        Command::Lab { base_port, http, duration } => {
-            lab(LabSpec { base_port, http_listen: http, ..LabSpec::default() }, duration).await
+        Command::Lab { base_port, http, sentinel, duration } => {
+            lab(LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, ..LabSpec::default() }, duration)
+                .await
         }
     }
 }
@@ -262,6 +266,14 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     eprintln!("config:\n{}", spec.config_toml());
     let running = controller::start(lab.config.clone()).await?;
     eprintln!("controller: http://{}/topology  http://{}/metrics", running.http_addr(), running.http_addr());
+    if let Some(s) = running.sentinel_addr() {
+        eprintln!(
+            "sentinel endpoint: redis-cli -h {} -p {} SENTINEL get-master-addr-by-name {}",
+            s.ip(),
+            s.port(),
+            lab.topology().shards[0].name
+        );
+    }
     eprintln!("{LAB_HELP}");
     let shared = running.shared();
     let stop = tokio_util::sync::CancellationToken::new();

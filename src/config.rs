@@ -21,6 +21,8 @@ use figment::{
 use serde::Deserialize;
 
 use crate::{
+    hooks::{HookSettings, RawHook},
+    sentinel::{RawSentinel, SentinelSettings},
     topology::{Addr, Topology},
     wire::TlsSettings,
 };
@@ -79,6 +81,10 @@ pub struct RawConfig {
     pub redis: RawRedis,
     #[serde(default, rename = "shard")]
     pub shards: Vec<RawShard>,
+    /// `[sentinel]`: the Sentinel-compatible endpoint; off when absent.
+    pub sentinel: Option<RawSentinel>,
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<RawHook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +303,8 @@ pub struct Config {
     pub controller: ControllerSettings,
     pub http: HttpSettings,
     pub redis: RedisConfig,
+    pub sentinel: Option<SentinelSettings>,
+    pub hooks: Vec<HookSettings>,
 }
 
 impl Config {
@@ -336,7 +344,7 @@ fn env_overrides() -> Env {
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
-    let RawConfig { rooms, controller: c, http, redis, shards } = raw;
+    let RawConfig { rooms, controller: c, http, redis, shards, sentinel, hooks } = raw;
 
     if rooms.is_empty() {
         return Err("`rooms` is empty: name at least one room".into());
@@ -435,6 +443,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         built.push((name.to_string(), chains));
     }
 
+    let sentinel = sentinel.map(RawSentinel::validate).transpose()?;
+    let hooks = hooks.into_iter().enumerate().map(|(i, h)| h.validate(i + 1, base)).collect::<Result<Vec<_>, _>>()?;
+
     let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
     let topology = Topology::new(rooms, built);
     let redis = validate_redis(&redis, &topology, base)?;
@@ -453,6 +464,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         },
         http: HttpSettings { listen, admin_token },
         redis,
+        sentinel,
+        hooks,
     })
 }
 
@@ -548,6 +561,12 @@ impl Config {
                 out.push_str(&format!("  redis for {}: {}\n", t.addr(id), settings.describe()));
             }
         }
+        if let Some(s) = &self.sentinel {
+            out.push_str(&format!("sentinel endpoint: {}\n", s.listen));
+        }
+        for h in &self.hooks {
+            out.push_str(&format!("hook on {}: {}\n", h.events.join(", "), h.command.join(" ")));
+        }
         for (shard_id, shard) in t.shards.iter().enumerate() {
             out.push_str(&format!("shard {}:\n", shard.name));
             for room in 0..t.rooms.len() {
@@ -619,6 +638,12 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
             (&format!("{SEED}\n[http]\nlisten = \"localhost\""), "http.listen"),
             (&SEED.replace("shard-6402", "shard-6401"), "shard \"shard-6401\" is defined twice"),
             ("rooms = [\"1\"]", "no [[shard]]"),
+            (&format!("{SEED}\n[sentinel]\nlisten = \"localhost\""), "sentinel.listen"),
+            (&format!("{SEED}\n[sentinel]\nlisten = \"127.0.0.1:26379\"\nmax_conections = 5"), "max_conections"),
+            (
+                &format!("{SEED}\n[[hook]]\nevents = [\"failover\", \"boom\"]\ncommand = [\"x\"]"),
+                "unknown event \"boom\"",
+            ),
         ];
         for (text, needle) in cases {
             let err = load(text).expect_err(needle);
@@ -679,6 +704,24 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
             assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
             assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
         }
+    }
+
+    #[test]
+    fn sentinel_and_hooks() {
+        assert!(load(SEED).unwrap().sentinel.is_none());
+        let cfg = load(&format!(
+            "{SEED}\n[sentinel]\nlisten = \"127.0.0.1:26379\"\npassword = \"pw\"\nidle_timeout = \"1m\"\n\
+             [[hook]]\nevents = [\"failover\", \"switchover\"]\ncommand = [\"hooks/proxy.sh\", \"--reload\"]\ntimeout = \"5s\"\n"
+        ))
+        .unwrap();
+        let s = cfg.sentinel.as_ref().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:26379".parse().unwrap());
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.max_connections, crate::sentinel::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(cfg.hooks[0].command, ["/etc/roomguard/hooks/proxy.sh", "--reload"]);
+        assert_eq!(cfg.hooks[0].timeout, Duration::from_secs(5));
+        assert!(!format!("{cfg:?}").contains("\"pw\""));
+        assert!(cfg.describe().contains("sentinel endpoint: 127.0.0.1:26379"));
     }
 
     #[test]

@@ -24,13 +24,15 @@ use crate::{
     act::{self, Applied},
     config::Config,
     detect::{self, DetectSettings, RoomStatus, Verdict},
-    http,
+    events::{Event, Snapshot},
+    hooks, http,
     info::Role,
     metrics::Metrics,
     observe::{Observation, ObservationStore},
     plan::{self, Action, Decision, Masters, Policy, Reason},
     probe::{self, PollSettings},
     report::{Report, ReportInput},
+    sentinel::{self, Discovery},
     state::{FailoverRecord, State, StateError, Trigger},
     topology::{InstanceId, RoomId, Topology},
 };
@@ -41,6 +43,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error("cannot listen on {addr} ([http] listen): {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} ([sentinel] listen): {source}")]
+    SentinelBind { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// What the loop shares with the HTTP server.
@@ -53,7 +57,16 @@ pub struct Shared {
     /// True once every instance has been probed and a first round has run.
     pub ready: AtomicBool,
     pub report: RwLock<Option<Report>>,
+    /// What the controller verified, as events ([`crate::events`]): the Sentinel endpoint
+    /// and the hooks subscribe.
+    pub events: tokio::sync::broadcast::Sender<Event>,
+    /// The masters and replicas the Sentinel endpoint reports, replaced every round.
+    pub discovery: tokio::sync::watch::Sender<Discovery>,
 }
+
+/// Events buffered per subscriber; a subscriber that falls further behind is told so
+/// (the Sentinel endpoint then closes that client's connection).
+const EVENT_BUFFER: usize = 1024;
 
 /// A failover decided and not yet verified.
 struct InFlight {
@@ -83,6 +96,12 @@ struct Controller {
     /// The last failure of an action per instance: a failure that repeats every round (a
     /// disabled `REPLICAOF`, a missing ACL permission) is logged once, then counted only.
     last_failed: HashMap<InstanceId, String>,
+    /// When the state file last changed under us (a `roomguard failover` run elsewhere).
+    followed_at: Option<Instant>,
+    /// The last round's verified view, to derive events from.
+    snapshot: Option<Snapshot>,
+    /// Why each shard's designated master last moved, until the move is verified.
+    triggers: Vec<Option<Trigger>>,
 }
 
 /// A controller that is bound and polling, ready to run its loop.
@@ -92,6 +111,7 @@ pub struct Running {
     token: CancellationToken,
     tracker: TaskTracker,
     http_addr: std::net::SocketAddr,
+    sentinel_addr: Option<std::net::SocketAddr>,
 }
 
 /// Loads the state file, binds the HTTP listener (so a port clash is a start-up error) and
@@ -103,6 +123,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         .await
         .map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
     let http_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
+    let sentinel_listener = match &config.sentinel {
+        Some(s) => Some(sentinel::bind(s).await.map_err(|source| RunError::SentinelBind { addr: s.listen, source })?),
+        None => None,
+    };
+    let sentinel_addr = sentinel_listener.as_ref().and_then(|l| l.local_addr().ok());
     info!(
         config = %config.origin,
         http = %http_addr,
@@ -120,18 +145,44 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         interval: config.controller.poll_interval,
     };
     let state_mtime = mtime(&config.controller.state_file);
+    let initial = Discovery::initial(
+        &topology,
+        &state.as_ref().map(|s| s.masters.clone()).unwrap_or_default(),
+        config.controller.down_after,
+    );
     let shared = Arc::new(Shared {
         config,
         action_lock: tokio::sync::Mutex::new(()),
         metrics: Arc::new(Metrics::new(&topology)),
         ready: AtomicBool::new(false),
         report: RwLock::new(None),
+        events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+        discovery: tokio::sync::watch::channel(initial).0,
     });
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let store = ObservationStore::new(topology.instances.len());
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
+    if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
+        tracker.spawn(sentinel::serve(
+            listener,
+            settings.clone(),
+            shared.discovery.subscribe(),
+            shared.events.clone(),
+            shared.metrics.clone(),
+            token.clone(),
+        ));
+    }
+    if !shared.config.hooks.is_empty() {
+        tracker.spawn(hooks::run(
+            shared.config.hooks.clone(),
+            shared.events.subscribe(),
+            shared.metrics.clone(),
+            tracker.clone(),
+            token.clone(),
+        ));
+    }
 
     let controller = Controller {
         state_mtime,
@@ -144,8 +195,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         last_vetoed: vec![],
         acted_at: HashMap::new(),
         last_failed: HashMap::new(),
+        followed_at: None,
+        snapshot: None,
+        triggers: vec![None; topology.shards.len()],
     };
-    Ok(Running { controller, store, token, tracker, http_addr })
+    Ok(Running { controller, store, token, tracker, http_addr, sentinel_addr })
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -161,6 +215,11 @@ impl Running {
 
     pub fn http_addr(&self) -> std::net::SocketAddr {
         self.http_addr
+    }
+
+    /// Where the Sentinel-compatible endpoint listens, when `[sentinel]` is configured.
+    pub fn sentinel_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sentinel_addr
     }
 
     /// Runs rounds every `poll_interval` until `shutdown` completes.
@@ -212,15 +271,23 @@ impl Controller {
         self.fill_unknown_masters(observation);
 
         let state = self.state.as_ref().expect("filled above");
+        // A manual failover run by this process (the admin API) holds the lock until it has
+        // converged: decide nothing meanwhile, it is deciding.
+        let manual_in_progress = self.shared.action_lock.try_lock().is_err();
         let policy = Policy {
             auto_failover: settings.auto_failover,
+            adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
             cooldown_left: state
                 .last_failover
                 .as_ref()
                 .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
             link_silence: settings.link_silence,
         };
-        let decision = plan::decide(self.topology(), observation, &verdict, &state.masters, &policy);
+        let decision = if manual_in_progress {
+            Decision::default()
+        } else {
+            plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
+        };
         self.apply_decision(&decision, observation);
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
@@ -239,6 +306,7 @@ impl Controller {
             Err(_) => {}
         }
         self.verify_in_flight(observation, &masters);
+        self.publish(observation, &verdict, &masters, now);
 
         let metrics = &self.shared.metrics;
         metrics.update(self.topology(), observation, &verdict, &masters);
@@ -331,6 +399,19 @@ impl Controller {
         match State::load(path, self.topology()) {
             Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
                 info!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
+                self.followed_at = Some(Instant::now());
+                // The move's trigger, for the events: what the file's last failover says.
+                for (shard, master) in file.masters.iter().enumerate() {
+                    if self.state.as_ref().is_some_and(|s| s.masters[shard] != *master) {
+                        let name = &self.shared.config.topology.shards[shard].name;
+                        self.triggers[shard] = Some(
+                            file.last_failover
+                                .as_ref()
+                                .filter(|f| f.shards.contains(name))
+                                .map_or(Trigger::Manual, |f| f.trigger),
+                        );
+                    }
+                }
                 self.state = Some(file);
             }
             Ok(_) => {}
@@ -441,6 +522,11 @@ impl Controller {
                 }
             };
             state.masters[change.shard] = Some(change.to);
+            // An adoption does not replace a more specific reason still pending: following a
+            // `roomguard failover` that is half-way through is still that manual failover.
+            if trigger != Trigger::Adopted || self.triggers[change.shard].is_none() {
+                self.triggers[change.shard] = Some(trigger);
+            }
             let room = t.instance(change.to).room;
             match by_trigger.iter_mut().find(|(tr, r, _)| *tr == trigger && *r == room) {
                 Some((_, _, shards)) => shards.push(change.shard),
@@ -500,6 +586,7 @@ impl Controller {
             }
         }
         let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        let mut demoted = Vec::new();
         for (action, result) in actions.iter().zip(results) {
             self.acted_at.insert(action.instance(), now);
             match result {
@@ -507,8 +594,11 @@ impl Controller {
                 Ok(Applied::Done) => {
                     self.shared.metrics.record_action(action.label(), "ok");
                     info!(action = action.label(), "done: {}", action.describe(t));
-                    if let Action::Demote { instance, diverged_bytes: Some(bytes), .. } = *action {
-                        self.shared.metrics.record_divergence(instance, bytes as u64);
+                    if let Action::Demote { instance, diverged_bytes, .. } = *action {
+                        if let Some(bytes) = diverged_bytes {
+                            self.shared.metrics.record_divergence(instance, bytes as u64);
+                        }
+                        demoted.push(instance);
                     }
                 }
                 Err(e) => {
@@ -525,6 +615,11 @@ impl Controller {
             }
             self.last_failed.remove(&action.instance());
         }
+        // After every action of the round (promotions first), concurrently.
+        futures::future::join_all(
+            demoted.into_iter().map(|id| disconnect_clients(t, &self.shared.config.redis, c.timeout, id)),
+        )
+        .await;
     }
 
     /// A failover is complete once every shard it moved has its new master answering as a
@@ -549,6 +644,55 @@ impl Controller {
         } else {
             debug!(room, "failover in progress");
         }
+    }
+}
+
+impl Controller {
+    /// Derives this round's events from what was verified, publishes them, and updates what
+    /// the Sentinel endpoint reports. A master switch is published once, whichever path made
+    /// it (this loop, `POST /failover`, a `roomguard failover` elsewhere): it is read from the
+    /// verified masters, not from the decision.
+    fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
+        let t = &self.shared.config.topology;
+        let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
+        if let Some(before) = &self.snapshot {
+            let events = crate::events::diff(t, before, &snapshot, &self.triggers);
+            for event in events {
+                if let Event::MasterSwitched { shard, old, new, trigger, .. } = &event {
+                    info!(shard, old = %old, new = %new, trigger = trigger.label(), "clients are now told the new master");
+                    if let Some(s) = t.shard_id(shard) {
+                        self.triggers[s] = None;
+                    }
+                }
+                // No receiver (no endpoint, no hook) is not an error.
+                let _ = self.shared.events.send(event);
+            }
+        }
+        let epoch = self.state.as_ref().map_or(0, |s| s.epoch);
+        let view =
+            Discovery::build(t, observation, verdict, &snapshot, epoch, self.shared.config.controller.down_after, now);
+        self.shared.discovery.send_if_modified(|current| {
+            let changed = *current != view;
+            if changed {
+                *current = view;
+            }
+            changed
+        });
+        self.snapshot = Some(snapshot);
+    }
+}
+
+/// Closes the normal client connections of a demoted instance, so that its clients reconnect
+/// and rediscover the master (best effort: a failure is logged, nothing else depends on it).
+pub async fn disconnect_clients(t: &Topology, redis: &crate::config::RedisConfig, timeout: Duration, id: InstanceId) {
+    let addr = t.addr(id);
+    let result =
+        async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_normal_clients().await }.await;
+    match result {
+        Ok(n) => {
+            info!(instance = %addr, clients = n, "disconnected the demoted instance's clients so they rediscover the master")
+        }
+        Err(e) => warn!(instance = %addr, error = %e, "could not disconnect the demoted instance's clients"),
     }
 }
 

@@ -197,6 +197,8 @@ pub struct LabSpec {
     pub redis_section: Option<String>,
     /// Serve TLS only, on the instances' ports, and replicate over TLS.
     pub tls: Option<LabTls>,
+    /// `[sentinel] listen`: the Sentinel-compatible endpoint (off when `None`).
+    pub sentinel_listen: Option<String>,
 }
 
 /// Certificate files for a TLS lab (`redis-server --tls-port`).
@@ -243,6 +245,7 @@ impl Default for LabSpec {
             password: None,
             redis_section: None,
             tls: None,
+            sentinel_listen: None,
         }
     }
 }
@@ -263,6 +266,9 @@ impl LabSpec {
             out.push_str(&format!("\n[redis]\n{section}\n"));
         } else if let Some(password) = &self.password {
             out.push_str(&format!("\n[redis]\npassword = \"{password}\"\n"));
+        }
+        if let Some(listen) = &self.sentinel_listen {
+            out.push_str(&format!("\n[sentinel]\nlisten = \"{listen}\"\n"));
         }
         for shard in 1..=self.shards {
             let (head, tail) = (self.base_port + shard, self.base_port + self.shards + shard);

@@ -13,7 +13,9 @@
 //! - [`plan`] decides which instance should be each shard's master and diffs the desired
 //!   chains against what Redis reports; [`act`] sends the resulting commands;
 //! - [`controller`] is the loop, [`state`] the persisted decisions, [`metrics`] and
-//!   [`http`] what operators see, [`switchover`] the manual failover, [`lab`] the local demo.
+//!   [`http`] what operators see, [`switchover`] the manual failover, [`lab`] the local demo;
+//! - [`events`] is the stream of what the controller verified, which the Sentinel-compatible
+//!   endpoint ([`sentinel`]) and the [`hooks`] follow.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -21,6 +23,8 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod detect;
+pub mod events;
+pub mod hooks;
 pub mod http;
 pub mod info;
 pub mod lab;
@@ -29,6 +33,7 @@ pub mod observe;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod sentinel;
 pub mod state;
 pub mod switchover;
 pub mod topology;

@@ -71,6 +71,42 @@ pub struct DivergedLabels {
     pub instance: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    pub event: String,
+    pub outcome: String,
+}
+
+/// Commands of the Sentinel endpoint counted under their own name; anything else is `other`
+/// (a label per unknown command would let any client grow the metric without bound).
+const SENTINEL_COMMANDS: &[&str] = &[
+    "auth",
+    "client",
+    "command",
+    "echo",
+    "hello",
+    "info",
+    "ping",
+    "psubscribe",
+    "punsubscribe",
+    "quit",
+    "reset",
+    "role",
+    "sentinel",
+    "subscribe",
+    "unsubscribe",
+];
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -94,6 +130,12 @@ pub struct Metrics {
     pub restarted_empty: Family<InstanceLabels, Counter>,
     pub rounds: Counter,
     pub round_duration: Histogram,
+    pub sentinel_connections: Gauge,
+    pub sentinel_rejected: Counter,
+    pub sentinel_closed: Family<ReasonLabels, Counter>,
+    pub sentinel_commands: Family<CommandLabels, Counter>,
+    pub sentinel_auth_failures: Counter,
+    pub hook_runs: Family<HookLabels, Counter>,
 }
 
 impl Metrics {
@@ -133,6 +175,12 @@ impl Metrics {
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
+            sentinel_connections: Gauge::default(),
+            sentinel_rejected: Counter::default(),
+            sentinel_closed: Family::default(),
+            sentinel_commands: Family::default(),
+            sentinel_auth_failures: Counter::default(),
+            hook_runs: Family::default(),
         };
         // Known failover series start at 0, so `increase()` sees the first failover.
         for labels in &m.instance_labels {
@@ -204,6 +252,28 @@ impl Metrics {
             Unit::Seconds,
             m.round_duration.clone(),
         );
+        r.register(
+            "sentinel_connections",
+            "Open connections to the Sentinel-compatible endpoint",
+            m.sentinel_connections.clone(),
+        );
+        r.register(
+            "sentinel_connections_rejected",
+            "Connections refused because sentinel.max_connections were open",
+            m.sentinel_rejected.clone(),
+        );
+        r.register(
+            "sentinel_connections_closed",
+            "Sentinel endpoint connections closed, by reason (client, quit, idle, too_large, malformed, lagged, write, shutdown)",
+            m.sentinel_closed.clone(),
+        );
+        r.register("sentinel_commands", "Commands received by the Sentinel endpoint", m.sentinel_commands.clone());
+        r.register(
+            "sentinel_auth_failures",
+            "Wrong passwords presented to the Sentinel endpoint",
+            m.sentinel_auth_failures.clone(),
+        );
+        r.register("hook_runs", "Hook runs by event and outcome (ok, failed, timeout, error)", m.hook_runs.clone());
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         r.register("build_info", "roomguard's version", build_info);
@@ -247,6 +317,19 @@ impl Metrics {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.last_failover_timestamp.set(now.as_secs_f64());
         self.last_failover_duration.set(duration.as_secs_f64());
+    }
+
+    pub fn sentinel_command(&self, command: &str) {
+        let command = if SENTINEL_COMMANDS.contains(&command) { command } else { "other" };
+        self.sentinel_commands.get_or_create(&CommandLabels { command: command.into() }).inc();
+    }
+
+    pub fn sentinel_closed(&self, reason: &str) {
+        self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn record_hook(&self, event: &str, outcome: &str) {
+        self.hook_runs.get_or_create(&HookLabels { event: event.into(), outcome: outcome.into() }).inc();
     }
 
     pub fn record_divergence(&self, id: InstanceId, bytes: u64) {

@@ -88,6 +88,10 @@ fn infer_from_replicas(topology: &Topology, observation: &Observation, shard: Sh
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub auto_failover: bool,
+    /// Follow master changes made elsewhere. Off while someone else's failover is still
+    /// converging: its state file names the new master before it is promoted, and for that
+    /// moment the old one looks like the shard's only master.
+    pub adopt: bool,
     /// Time left in the cooldown after the last failover, if any.
     pub cooldown_left: Option<Duration>,
     pub link_silence: Duration,
@@ -141,7 +145,7 @@ pub fn decide(
     let mut decision = Decision::default();
     for (shard, master) in masters.iter().enumerate() {
         let Some(master) = *master else { continue };
-        if let Some((to, why)) = adoption(topology, observation, shard, master) {
+        if let Some((to, why)) = adoption(topology, observation, shard, master).filter(|_| policy.adopt) {
             decision.changes.push(MasterChange { shard, from: Some(master), to, reason: Reason::Adopted { why } });
             continue;
         }
@@ -506,7 +510,8 @@ mod tests {
 
     const SETTINGS: DetectSettings =
         DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) };
-    const POLICY: Policy = Policy { auto_failover: true, cooldown_left: None, link_silence: Duration::from_secs(12) };
+    const POLICY: Policy =
+        Policy { auto_failover: true, adopt: true, cooldown_left: None, link_silence: Duration::from_secs(12) };
 
     /// One control-loop round: decide, then plan with the new masters.
     fn round(s: &Scenario, masters: &Masters, policy: &Policy) -> (Decision, Masters, Plan) {
@@ -788,6 +793,10 @@ mod tests {
         assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]));
         assert_eq!(new_masters[0], Some(s.id("192.168.99.11:6401")));
         assert!(plan.actions.is_empty());
+        // The same picture is also what a `roomguard failover` run elsewhere looks like between
+        // writing its state file and promoting: while it converges, nothing is adopted.
+        let (decision, _, _) = round(&s, &masters, &Policy { adopt: false, ..POLICY });
+        assert!(decision.changes.is_empty());
     }
 
     proptest! {

@@ -192,6 +192,12 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         if !paused.is_empty() {
             writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
         }
+        // Only now (unpaused, demoted): the old masters' clients reconnect and rediscover.
+        if converged.is_ok() {
+            for m in moves.iter().filter(|m| m.graceful) {
+                crate::controller::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
+            }
+        }
         converged?;
         for m in &moves {
             outcomes.push(ShardOutcome {

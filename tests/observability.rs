@@ -129,6 +129,9 @@ fn exported_names() -> BTreeSet<String> {
     m.record_action("promote", "ok");
     m.record_failover("2", Trigger::Auto, true, Duration::from_secs(1));
     m.record_divergence(0, 10);
+    m.sentinel_command("sentinel");
+    m.sentinel_closed("idle");
+    m.record_hook("failover", "ok");
     let mut observation = roomguard::observe::Observation::new(topology.instances.len());
     let master =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/info/redis7-master.txt"))

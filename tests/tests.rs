@@ -9,3 +9,4 @@ mod faults;
 mod hostile;
 mod observability;
 mod security;
+mod sentinel;

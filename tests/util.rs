@@ -37,6 +37,8 @@ pub fn config_path(lab: &Lab) -> PathBuf {
 pub struct Controller {
     pub shared: Arc<Shared>,
     pub http: SocketAddr,
+    /// The Sentinel-compatible endpoint, when the config has `[sentinel]`.
+    pub sentinel: Option<SocketAddr>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -52,13 +54,13 @@ impl Controller {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let running = controller::start(config).await.expect("controller starts");
-        let (shared, http) = (running.shared(), running.http_addr());
+        let (shared, http, sentinel) = (running.shared(), running.http_addr(), running.sentinel_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
             running.run_until(async move { stop.cancelled().await })
         });
-        let c = Controller { shared, http, stop, task };
+        let c = Controller { shared, http, sentinel, stop, task };
         assert!(wait_until(Duration::from_secs(5), || async { c.ready() }).await, "controller never ready");
         c
     }
