@@ -232,18 +232,17 @@ fn rescuer(
 ) -> Option<InstanceId> {
     let lost = observation.get(master).lost_history.as_ref()?;
     let now = observation.live(master).filter(|i| i.role == Role::Master)?;
+    room_successors(topology, master).filter(|&id| !verdict.down[id]).find(|&id| {
+        observation
+            .live(id)
+            .is_some_and(|i| i.role == Role::Replica && i.replid == lost.replid && i.repl_offset > now.repl_offset)
+    })
+}
+
+/// The instances after `master` in its room's chain, in order.
+fn room_successors(topology: &Topology, master: InstanceId) -> impl Iterator<Item = InstanceId> + '_ {
     let room = topology.instance(master).room;
-    topology
-        .chain_order(master)
-        .into_iter()
-        .skip(1)
-        .take_while(|&id| topology.instance(id).room == room)
-        .filter(|&id| !verdict.down[id])
-        .find(|&id| {
-            observation
-                .live(id)
-                .is_some_and(|i| i.role == Role::Replica && i.replid == lost.replid && i.repl_offset > now.repl_offset)
-        })
+    topology.chain_order(master).into_iter().skip(1).take_while(move |&id| topology.instance(id).room == room)
 }
 
 /// The next answering instance after `master` in its room's chain.
@@ -253,13 +252,7 @@ fn successor_in_room(
     verdict: &Verdict,
     master: InstanceId,
 ) -> Option<InstanceId> {
-    let room = topology.instance(master).room;
-    topology
-        .chain_order(master)
-        .into_iter()
-        .skip(1)
-        .take_while(|&id| topology.instance(id).room == room)
-        .find(|&id| !verdict.down[id] && observation.live(id).is_some())
+    room_successors(topology, master).find(|&id| !verdict.down[id] && observation.live(id).is_some())
 }
 
 /// Did someone else move this shard's master? Returns the new master and the evidence.
