@@ -654,7 +654,8 @@ impl Controller {
     /// verified masters, not from the decision.
     fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
         let t = &self.shared.config.topology;
-        let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
+        let link_silence = self.shared.config.controller.link_silence;
+        let snapshot = Snapshot::take(t, observation, verdict, masters, link_silence, self.snapshot.as_ref());
         if let Some(before) = &self.snapshot {
             let events = crate::events::diff(t, before, &snapshot, &self.triggers);
             for event in events {

@@ -11,6 +11,8 @@
 //! Events name instances by address and shards and rooms by name, so a subscriber needs no
 //! topology to use them.
 
+use std::time::Duration;
+
 use crate::{
     detect::{RoomStatus, Verdict},
     info::Role,
@@ -38,8 +40,8 @@ pub enum Event {
     MasterSwitched { shard: String, old: Addr, new: Addr, room: String, trigger: Trigger },
     /// An instance has been failing for `down_after` (Sentinel's `+sdown`), or is back.
     SubjectivelyDown { instance: InstanceRef, down: bool },
-    /// A shard's master is down and its room is lost: every witness agrees (`+odown`), or
-    /// that ended.
+    /// A shard's master is down and the evidence agrees (`+odown`): its room is lost, or
+    /// every instance that replicates from it no longer hears it. Or that ended.
     ObjectivelyDown { instance: InstanceRef, down: bool },
     /// A room was judged lost (every instance down, every witness agrees) or down.
     RoomLost { room: String },
@@ -100,6 +102,7 @@ impl Snapshot {
         observation: &Observation,
         verdict: &Verdict,
         designated: &Masters,
+        link_silence: Duration,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let answers_as_master = |id: InstanceId| observation.live(id).is_some_and(|i| i.role == Role::Master);
@@ -117,7 +120,10 @@ impl Snapshot {
         let odown = (0..topology.instances.len())
             .map(|id| {
                 let i = topology.instance(id);
-                verdict.down[id] && masters[i.shard] == Some(id) && rooms[i.room] == RoomStatus::Lost
+                masters[i.shard] == Some(id)
+                    && verdict.down[id]
+                    && (rooms[i.room] == RoomStatus::Lost
+                        || crate::plan::master_lost(topology, observation, verdict, id, link_silence))
             })
             .collect();
         // A probe that fails between two answers (a demotion closes every client connection,
@@ -209,6 +215,25 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
 mod tests {
     use super::*;
     use crate::topology::fixtures;
+
+    const SILENCE: Duration = Duration::from_secs(12);
+
+    /// A lone master down: `+odown` once its replica agrees it is gone, as for a lost room.
+    #[test]
+    fn a_lone_master_is_objectively_down_when_its_replicas_agree() {
+        use crate::detect::{DetectSettings, assess, scenario::Scenario};
+        let mut s = Scenario::healthy();
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        let settings = DetectSettings { down_after: Duration::from_secs(1), link_silence: SILENCE };
+        let odown = |s: &Scenario| {
+            let verdict = assess(&s.topology, &s.observation, s.now, settings);
+            Snapshot::take(&s.topology, &s.observation, &verdict, &vec![Some(m), Some(4)], SILENCE, None).odown[m]
+        };
+        s.fail(m, Duration::from_secs(2));
+        assert!(!odown(&s), "down from here only: subjectively");
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        assert!(odown(&s));
+    }
 
     /// The seed: shard 0 is instances 0..4 (11:6401, 11:6403, 12:6401, 12:6403), shard 1
     /// instances 4..8; rooms "1", "2".
@@ -336,7 +361,7 @@ mod tests {
 
     #[test]
     fn an_unverified_master_is_not_reported_until_it_answers_as_a_master() {
-        use std::time::{Duration, Instant};
+        use std::time::Instant;
 
         use crate::{
             detect::{RoomVerdict, Verdict},
@@ -358,18 +383,18 @@ mod tests {
         let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
         let verdict = Verdict { down: vec![false; 8], rooms: vec![room.clone(), room] };
 
-        let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], None);
+        let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], SILENCE, None);
         assert_eq!(first.masters, [Some(0), Some(4)]);
         // Shard 0 is being moved to 12:6401 (instance 2), which still answers as a replica,
         // and the old master stops answering: clients keep being told the old master.
         observation.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
-        let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&first));
+        let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], SILENCE, Some(&first));
         assert_eq!(moving.masters, [Some(0), Some(4)]);
         assert_eq!(moving.roles[0], Some(LiveRole::Master), "the last known role is kept");
         assert!(diff(&t, &first, &moving, &[None, None]).is_empty());
         // Promoted: one switch.
         observation.instances[2].record(now, Duration::ZERO, Ok(fixture("redis7-promoted.txt")));
-        let done = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&moving));
+        let done = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], SILENCE, Some(&moving));
         assert_eq!(done.masters, [Some(2), Some(4)]);
         assert_eq!(
             names(&diff(&t, &moving, &done, &[Some(Trigger::Manual), None])),
@@ -377,7 +402,7 @@ mod tests {
         );
         // On a first round with no answer at all, the designated master is reported.
         let blind = Observation::new(8);
-        assert_eq!(Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], None).masters, [Some(0), None]);
+        assert_eq!(Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], SILENCE, None).masters, [Some(0), None]);
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub fn decide(
 
 /// The master is down from here, and the instances that replicate from it — at least one —
 /// all agree that it is gone (the same cross-evidence rule as for a room, for one instance).
-fn master_lost(
+pub fn master_lost(
     topology: &Topology,
     observation: &Observation,
     verdict: &Verdict,
