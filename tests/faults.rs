@@ -15,7 +15,7 @@ fn report(c: &Controller) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row2_row3_hang_of_room_1_then_its_return() {
     let lab = lab(21100).await;
-    let c = Controller::start(&lab).await;
+    let c = Controller::start_with(with_recording_hook(&lab)).await;
     for id in lab.room(0) {
         lab.servers[id].hang();
     }
@@ -49,6 +49,13 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     }
     assert!(resumed.elapsed() < Duration::from_secs(5), "two masters for too long: {:?}", resumed.elapsed());
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
+    // The hooks saw the room go and come back.
+    assert!(
+        wait_until(Duration::from_secs(5), || async { hook_log(&lab).contains("room_back||1|") }).await,
+        "{}",
+        hook_log(&lab)
+    );
+    assert!(hook_log(&lab).contains("room_lost||1|"), "{}", hook_log(&lab));
     let diverged_series = c.metrics().lines().filter(|l| l.starts_with("roomguard_diverged_bytes_total{")).count();
     assert_eq!(diverged_series, 2, "divergence of both stale masters is counted:\n{}", c.metrics());
 
@@ -64,7 +71,7 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row4_controller_cut_off_from_room_1_never_fails_over() {
     let lab = lab(21110).await;
-    let c = Controller::start(&lab).await;
+    let c = Controller::start_with(with_recording_hook(&lab)).await;
     // The controller reaches Redis from 127.0.0.1; room 2 replicates from 127.0.0.12.
     let rule = IptablesRule::add(&[
         "OUTPUT",
@@ -91,6 +98,12 @@ async fn row4_controller_cut_off_from_room_1_never_fails_over() {
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
     assert!(report(&c).contains("the controller is cut off, not the room; no failover"), "{}", report(&c));
+    assert!(
+        wait_until(Duration::from_secs(5), || async { hook_log(&lab).contains("cut_off||1|") }).await,
+        "the cut_off hook did not run: {}",
+        hook_log(&lab)
+    );
+    assert!(!hook_log(&lab).contains("room_lost"), "{}", hook_log(&lab));
     assert!(replicates(&at(2, 21111), &at(1, 21113)).await, "room 2 still follows room 1");
     drop(rule);
     assert!(

@@ -242,18 +242,6 @@ async fn redis_cli_master(endpoint: SocketAddr, shard: &str) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(":")
 }
 
-/// A hook script that appends its environment to `hooks.log` in the lab's directory.
-fn record_hook(lab: &Lab) -> PathBuf {
-    let record = lab.dir().join("record.sh");
-    std::fs::write(
-        &record,
-        "#!/bin/sh\necho \"$RG_EVENT|$RG_SHARD|$RG_ROOM|$RG_OLD_MASTER|$RG_NEW_MASTER|$RG_TRIGGER|$RG_INSTANCE\" >> \"$(dirname \"$0\")/hooks.log\"\n",
-    )
-    .unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&record).status().unwrap();
-    record
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_and_hooks_run() {
     let lab = lab(22020).await;

@@ -288,3 +288,31 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A hook script that appends its environment to `hooks.log` in the lab's directory.
+pub fn record_hook(lab: &Lab) -> PathBuf {
+    let record = lab.dir().join("record.sh");
+    std::fs::write(
+        &record,
+        "#!/bin/sh\necho \"$RG_EVENT|$RG_SHARD|$RG_ROOM|$RG_OLD_MASTER|$RG_NEW_MASTER|$RG_TRIGGER|$RG_INSTANCE\" >> \"$(dirname \"$0\")/hooks.log\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&record).status().unwrap();
+    record
+}
+
+/// The lab's config with [`record_hook`] on every hook event.
+pub fn with_recording_hook(lab: &Lab) -> roomguard::config::Config {
+    let mut config = lab.config.clone();
+    config.hooks = vec![roomguard::hooks::HookSettings {
+        events: roomguard::events::HOOK_EVENTS.iter().map(|s| s.to_string()).collect(),
+        command: vec![record_hook(lab).display().to_string()],
+        timeout: Duration::from_secs(10),
+    }];
+    config
+}
+
+/// What [`record_hook`] recorded so far, one line per run.
+pub fn hook_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir().join("hooks.log")).unwrap_or_default()
+}
