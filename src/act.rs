@@ -85,6 +85,13 @@ impl Node {
         })
     }
 
+    /// `CONFIG GET parameter`: its value, `None` when the server does not know it.
+    pub async fn config_get(&mut self, parameter: &str) -> Result<Option<String>, ActError> {
+        let pairs: Vec<String> =
+            self.run(redis::cmd("CONFIG").arg("GET").arg(parameter), &format!("CONFIG GET {parameter}")).await?;
+        Ok(pairs.into_iter().nth(1))
+    }
+
     /// `REPLICAOF NO ONE` (`None`) or `REPLICAOF host port`.
     pub async fn replicaof(&mut self, master: Option<&Addr>) -> Result<(), ActError> {
         match master {

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     act::{self, Applied},
+    audit,
     config::Config,
     detect::{self, DetectSettings, RoomStatus, Verdict},
     events::{Event, Snapshot},
@@ -164,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let store = ObservationStore::new(topology.instances.len());
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
+    tracker.spawn(audit::run(shared.clone(), token.clone()));
     if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
         tracker.spawn(sentinel::serve(
             listener,

@@ -15,10 +15,12 @@
 //! - [`controller`] is the loop, [`state`] the persisted decisions, [`metrics`] and
 //!   [`http`] what operators see, [`switchover`] the manual failover, [`lab`] the local demo;
 //! - [`events`] is the stream of what the controller verified, which the Sentinel-compatible
-//!   endpoint ([`sentinel`]) and the [`hooks`] follow.
+//!   endpoint ([`sentinel`]) and the [`hooks`] follow; [`audit`] reports Redis settings that
+//!   undermine the guarantees.
 #![forbid(unsafe_code)]
 
 pub mod act;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod controller;

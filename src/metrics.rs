@@ -25,6 +25,14 @@ use crate::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigWarningLabels {
+    pub shard: String,
+    pub room: String,
+    pub instance: String,
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabels {
     pub shard: String,
     pub room: String,
@@ -128,6 +136,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub diverged_bytes: Family<DivergedLabels, Counter>,
     pub restarted_empty: Family<InstanceLabels, Counter>,
+    pub config_warning: Family<ConfigWarningLabels, Gauge>,
     pub rounds: Counter,
     pub round_duration: Histogram,
     pub sentinel_connections: Gauge,
@@ -171,6 +180,7 @@ impl Metrics {
             actions: Family::default(),
             diverged_bytes: Family::default(),
             restarted_empty: Family::default(),
+            config_warning: Family::default(),
             rounds: Counter::default(),
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
@@ -244,6 +254,11 @@ impl Metrics {
             "restarted_empty",
             "Times an instance came back as a master without the replication history it had (a restart without data)",
             m.restarted_empty.clone(),
+        );
+        r.register(
+            "config_warning",
+            "1 while an instance's Redis settings undermine a guarantee (check: repl_ping_replica_period, empty_restart)",
+            m.config_warning.clone(),
         );
         r.register("rounds", "Control loop rounds", m.rounds.clone());
         r.register_with_unit(
@@ -337,6 +352,17 @@ impl Metrics {
         self.diverged_bytes
             .get_or_create(&DivergedLabels { shard: l.shard.clone(), instance: l.instance.clone() })
             .inc_by(bytes);
+    }
+
+    pub fn set_config_warning(&self, id: InstanceId, check: &str, warning: bool) {
+        let l = &self.instance_labels[id];
+        let labels = ConfigWarningLabels {
+            shard: l.shard.clone(),
+            room: l.room.clone(),
+            instance: l.instance.clone(),
+            check: check.into(),
+        };
+        self.config_warning.get_or_create(&labels).set(i64::from(warning));
     }
 
     pub fn record_restarted_empty(&self, id: InstanceId) {

@@ -132,6 +132,7 @@ fn exported_names() -> BTreeSet<String> {
     m.sentinel_command("sentinel");
     m.sentinel_closed("idle");
     m.record_hook("failover", "ok");
+    m.set_config_warning(0, "empty_restart", true);
     let mut observation = roomguard::observe::Observation::new(topology.instances.len());
     let master =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/info/redis7-master.txt"))
@@ -203,4 +204,31 @@ fn alert_rules_pass_promtool() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The settings audit: what the lab's instances run with (no persistence, a full sync that
+/// streams at once) is reported per instance, and a ping period too long for `link_silence`
+/// too; an instance with persistence is not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_settings_that_undermine_guarantees_are_reported() {
+    let lab = lab(21240).await;
+    let (slow_pings, persistent) = (at(1, 21241), at(2, 21243));
+    let mut con = connect(&slow_pings).await;
+    let () =
+        redis::cmd("CONFIG").arg("SET").arg("repl-ping-replica-period").arg(10).query_async(&mut con).await.unwrap();
+    let mut con = connect(&persistent).await;
+    let () = redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("yes").query_async(&mut con).await.unwrap();
+    let c = Controller::start(&lab).await;
+    let warning = |instance: &str, check: &str| {
+        c.metric("roomguard_config_warning", &[&format!("instance=\"{instance}\""), &format!("check=\"{check}\"")])
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || async { warning(&slow_pings, "repl_ping_replica_period") == 1.0 }).await,
+        "{}",
+        c.metrics()
+    );
+    assert_eq!(warning(&at(1, 21242), "repl_ping_replica_period"), 0.0, "the lab pings every second");
+    assert_eq!(warning(&at(1, 21242), "empty_restart"), 1.0);
+    assert_eq!(warning(&persistent, "empty_restart"), 0.0);
+    c.stop().await;
 }
