@@ -796,19 +796,33 @@ mod tests {
         /// Whatever subset of instances is down, every shard's desired topology has exactly
         /// one master and every live instance reaches it by following parents.
         #[test]
-        fn desired_chains_have_one_master_and_no_orphans(down_mask in 0u8..=255, master_pick in 0usize..4) {
+        fn desired_chains_have_one_master_and_no_orphans(
+            down_mask in 0u8..=255,
+            unfit_mask in 0u8..=255,
+            master_pick in 0usize..4,
+        ) {
             let t = crate::topology::fixtures::seed();
             for shard in 0..2 {
                 let members: Vec<_> = t.shard_members(shard).collect();
                 let master = members[master_pick];
                 let is_down = |id: InstanceId| id != master && down_mask & (1 << id) != 0;
-                let desired: HashMap<_, _> = t.desired_parents(master, is_down).into_iter().collect();
+                // Alive but no fit source (restarted empty): bridged, never anyone's parent.
+                let can_feed = |id: InstanceId| unfit_mask & (1 << id) == 0;
+                let desired: HashMap<_, _> =
+                    t.desired_parents_bridging(master, is_down, can_feed).into_iter().collect();
                 prop_assert_eq!(desired.values().filter(|p| **p == Parent::None).count(), 1);
                 for &id in &members {
                     if is_down(id) { prop_assert!(!desired.contains_key(&id)); continue; }
                     let mut at = id;
                     for _ in 0..members.len() {
-                        match desired[&at] { Parent::None => break, Parent::Instance(p) => { prop_assert!(!is_down(p)); at = p } }
+                        match desired[&at] {
+                            Parent::None => break,
+                            Parent::Instance(p) => {
+                                prop_assert!(!is_down(p));
+                                prop_assert!(p == master || can_feed(p), "{} feeds {}", p, at);
+                                at = p
+                            }
+                        }
                     }
                     prop_assert_eq!(at, master);
                 }
