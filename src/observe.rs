@@ -98,7 +98,14 @@ pub struct InstanceObservation {
     /// Set when the instance came back as a master that lost the replication history it had
     /// before (see [`LostHistory`]); cleared once it replicates again.
     pub lost_history: Option<LostHistory>,
+    /// Start of the latest successful probe.
+    pub answered_at: Option<Instant>,
 }
+
+/// How recent the previous answer must be for an offset that went back to count as a restart
+/// (see [`LostHistory`]): across a longer gap (a controller cut off for minutes) the instance
+/// may have been demoted, resynced to a shorter history and promoted again, all unseen.
+pub const RESTART_EVIDENCE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The history an instance had before it came back as a master with less of it: a restart
 /// with no persistence (empty), or from an RDB older than what its replicas hold. Its
@@ -152,7 +159,10 @@ impl InstanceObservation {
                     self.master_since.get_or_insert(started);
                     // Keep the first loss: a second restart must not replace the history its
                     // replicas still hold with the short-lived one in between.
-                    if self.lost_history.is_none() {
+                    let recent = self
+                        .answered_at
+                        .is_some_and(|at| started.saturating_duration_since(at) <= RESTART_EVIDENCE_WINDOW);
+                    if self.lost_history.is_none() && recent {
                         self.lost_history =
                             self.info.as_ref().and_then(|previous| LostHistory::between(previous, &info));
                     }
@@ -161,6 +171,7 @@ impl InstanceObservation {
                     self.lost_history = None;
                 }
                 self.info = Some(info);
+                self.answered_at = Some(started);
                 self.failing_since = None;
                 self.last_error = None;
             }

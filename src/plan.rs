@@ -239,6 +239,18 @@ fn rescuer(
     })
 }
 
+/// `id` restarted with less data than it had, and another live instance of its shard still
+/// holds more of the history it lost.
+fn still_held(topology: &Topology, observation: &Observation, id: InstanceId) -> bool {
+    let Some(lost) = observation.get(id).lost_history.as_ref() else { return false };
+    let offset = observation.live(id).map_or(0, |i| i.repl_offset);
+    topology.shard_members(topology.instance(id).shard).filter(|&other| other != id).any(|other| {
+        observation
+            .live(other)
+            .is_some_and(|i| (i.replid == lost.replid || i.replid2 == lost.replid) && i.repl_offset > offset)
+    })
+}
+
 /// The instances after `master` in its room's chain, in order.
 fn room_successors(topology: &Topology, master: InstanceId) -> impl Iterator<Item = InstanceId> + '_ {
     let room = topology.instance(master).room;
@@ -265,8 +277,9 @@ fn adoption(
     let other_masters: Vec<(InstanceId, &ReplicationInfo)> = topology
         .shard_members(shard)
         .filter(|&id| id != master)
-        // One that restarted with less data than it had is never followed.
-        .filter(|&id| observation.get(id).lost_history.is_none())
+        // One that restarted with less data than it had is not followed while another
+        // instance still holds what it lost (once none does, the data is gone either way).
+        .filter(|&id| !still_held(topology, observation, id))
         .filter_map(|id| observation.live(id).filter(|i| i.role == Role::Master).map(|i| (id, i)))
         .collect();
     let master_serving = observation.live(master).is_some_and(|i| i.role == Role::Master);
@@ -283,6 +296,29 @@ fn adoption(
             .max_by_key(|(_, info)| info.repl_offset);
         if let Some((id, _)) = promoted_from_it {
             return Some((*id, format!("it was promoted from {}'s replication stream", topology.addr(master))));
+        }
+    }
+    // The designated master restarted without its data and another controller has already
+    // rescued the shard: the designated one serves a fresh history (no second ID) that is
+    // shorter than the history another master was promoted from, and it knows nothing of it.
+    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master && i.replid2 == NO_REPLID) {
+        let rescued = other_masters
+            .iter()
+            .filter(|(_, info)| {
+                promoted(info)
+                    && info.replid2 != designated.replid
+                    && designated.repl_offset < info.second_repl_offset - 1
+            })
+            .max_by_key(|(_, info)| info.repl_offset);
+        if let Some((id, _)) = rescued {
+            return Some((
+                *id,
+                format!(
+                    "{} serves a fresh history shorter than the one {} was promoted from: it restarted without its data",
+                    topology.addr(master),
+                    topology.addr(*id)
+                ),
+            ));
         }
     }
     let [(only, only_info)] = other_masters.as_slice() else { return None };
@@ -470,6 +506,22 @@ fn plan_shard(
                                 }) =>
                         {
                             Some(format!("it looks newer than the designated master {}; waiting", addr_of(master)))
+                        }
+                        // The designated master's history is fresh, unrelated and shorter: it
+                        // is the one that looks restarted empty, not this one (another
+                        // controller saw the restart, this one did not).
+                        Some(m)
+                            if m.replid2 == NO_REPLID
+                                && info.replid != m.replid
+                                && !info.descends_from(&m.replid)
+                                && !m.descends_from(&info.replid)
+                                && info.repl_offset > m.repl_offset =>
+                        {
+                            Some(format!(
+                                "it holds more data than the designated master {}, whose history is fresh and \
+                                 unrelated (did it restart empty?); not demoting",
+                                addr_of(master)
+                            ))
                         }
                         Some(_) if !ready(to) => Some(format!("its new parent {} is not in sync yet", addr_of(to))),
                         Some(_) => None,
@@ -690,10 +742,65 @@ mod tests {
         let mut s = Scenario::healthy();
         s.set_master(m, &"f".repeat(40), &format!("{:040}", 1), 1000);
         assert_eq!(s.observation.get(m).lost_history, None);
+        // The previous answer is too old to prove anything: unseen, it may have been demoted,
+        // resynced to a shorter history and promoted again.
+        let mut s = Scenario::healthy();
+        s.now += crate::observe::RESTART_EVIDENCE_WINDOW + Duration::from_secs(1);
+        s.set_master(m, &"f".repeat(40), "", 14);
+        assert_eq!(s.observation.get(m).lost_history, None);
         // An offset that did not go back is not a loss, whatever the IDs.
         let mut s = Scenario::healthy();
         s.set_master(m, &"f".repeat(40), "", 5000);
         assert_eq!(s.observation.get(m).lost_history, None);
+    }
+
+    /// Row 10 with two controllers: X saw the master restart empty and promoted its replica;
+    /// Y did not (it started after the restart). Y must follow X, never demote the rescuer.
+    #[test]
+    fn a_rescue_seen_by_another_controller_is_followed_not_undone() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.observation.instances[m] = Default::default();
+        s.set_master(m, &"f".repeat(40), "", 14);
+        assert_eq!(s.observation.get(m).lost_history, None, "Y has no evidence of its own");
+        // The rescuer: promoted from the shard's history (replid2), at offset 2000.
+        s.set_master(r, &"e".repeat(40), &format!("{:040}", 1), 4000);
+        // Without its replica attached yet, Y does not adopt it, but does not demote it either.
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.is_empty(), "{decision:?}");
+        assert!(plan.actions.iter().all(|a| a.instance() != r), "{plan:?}");
+        assert!(plan.vetoed.iter().any(|v| v.why.contains("did it restart empty")), "{plan:?}");
+        // With its chain (it carries a replica), Y adopts it and demotes the empty master.
+        s.observation.instances[r].info.as_mut().unwrap().replicas.push(crate::info::ReplicaEntry {
+            host: "192.168.99.12".into(),
+            port: 6401,
+            state: "online".into(),
+            offset: 4000,
+            lag: Some(0),
+        });
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]), "{decision:?}");
+        assert_eq!(new_masters[0], Some(r));
+        assert_eq!(described(&s, &plan)[0], "demote 192.168.99.11:6401 to a replica of 192.168.99.11:6403");
+    }
+
+    /// Row 10, the rescue came too late (the replica had already synced the empty dataset, or
+    /// its promotion failed): nothing holds the lost data any more, so the restarted master is
+    /// followed again instead of leaving the shard with a designated master that is a replica.
+    #[test]
+    fn a_rescue_too_late_falls_back_to_the_restarted_master() {
+        let mut s = Scenario::healthy();
+        let (m, r, h2) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"), s.id("192.168.99.12:6401"));
+        let fresh = "f".repeat(40);
+        s.set_master(m, &fresh, "", 14);
+        s.set_replica(r, m, &fresh, true, 1);
+        s.set_replica(h2, r, &fresh, true, 1);
+        s.set_replica(s.id("192.168.99.12:6403"), h2, &fresh, true, 1);
+        let designated_r = vec![Some(r), Some(s.id("192.168.99.11:6402"))];
+        let (decision, new_masters, _) = round(&s, &designated_r, &POLICY);
+        assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]), "{decision:?}");
+        assert_eq!(new_masters[0], Some(m));
     }
 
     /// Row 10, middle of the chain: room 1's replica restarts empty as a master. Room 2 must not
