@@ -185,6 +185,9 @@ pub struct LabSpec {
     pub redis_args: Vec<String>,
     /// `requirepass`/`masterauth` on every instance, and `[redis] password` in the config.
     pub password: Option<String>,
+    /// Start every instance as a direct replica of its shard's room-1 head instead of the
+    /// seed's chain: the topology Redis Sentinel can fail over (benchmarks compare them).
+    pub flat: bool,
 }
 
 impl Default for LabSpec {
@@ -196,6 +199,7 @@ impl Default for LabSpec {
             http_listen: "127.0.0.1:9480".into(),
             redis_args: vec![],
             password: None,
+            flat: false,
         }
     }
 }
@@ -251,7 +255,7 @@ impl Lab {
         }
         let mut servers = Vec::new();
         for (id, instance) in t.instances.iter().enumerate() {
-            let parent = seed_parent(t, id);
+            let parent = if spec.flat { flat_parent(t, id) } else { seed_parent(t, id) };
             servers.push(RedisServer::start(&binary, &instance.addr, dir.path(), parent.as_ref(), &args)?);
         }
         let lab = Lab { config, servers, dir };
@@ -293,6 +297,12 @@ impl Lab {
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }
+}
+
+/// The flat topology's parent of an instance: its shard's room-1 head (none for the head).
+fn flat_parent(t: &Topology, id: usize) -> Option<Addr> {
+    let head = t.head(t.instance(id).shard, 0);
+    (head != id).then(|| t.addr(head).clone())
 }
 
 /// The seed's parent of an instance: its predecessor in room 1's chain order.
