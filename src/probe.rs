@@ -1,5 +1,5 @@
-//! Probing: `INFO replication` on every instance, each on its own task and connection, each
-//! bounded by its own timeout, so a hung instance never delays the others.
+//! Probing: `INFO replication` on every instance, each on its own connection and bounded by
+//! its own timeout, so a hung instance never delays the others.
 //!
 //! Every failure mode is a typed [`ProbeError`]: a refused connection (process gone) is
 //! told apart from a timeout (process hung), bad credentials, `-LOADING`, a non-Redis peer
@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError,
     aio::MultiplexedConnection,
@@ -116,7 +117,14 @@ pub struct PollSettings {
     pub interval: Duration,
 }
 
-/// Spawns one poller task per instance on `tracker`; they stop when `token` is cancelled.
+/// Spawns the poller on `tracker`: every `interval`, one tick starts a probe of every
+/// instance whose previous probe has finished; it stops when `token` is cancelled.
+///
+/// One task and one timer for all instances, not a task each: the probes of a tick leave
+/// together and their replies arrive together, so the runtime handles them in a few wake-ups
+/// instead of one per probe (at 256 instances and 100 ms, 2,560 wake-ups and context switches
+/// a second were most of the controller's CPU). A hung instance still delays no other: its
+/// probe stays in flight (bounded by the timeout) and it simply misses the ticks meanwhile.
 pub fn spawn_pollers(
     topology: &Topology,
     settings: &PollSettings,
@@ -125,29 +133,41 @@ pub fn spawn_pollers(
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) {
-    for (id, instance) in topology.instances.iter().enumerate() {
-        let mut prober = Prober::new(instance.addr.clone(), settings.auth.clone(), settings.timeout);
-        let interval = settings.interval;
-        let store = store.clone();
-        let metrics = metrics.clone();
-        let token = token.clone();
-        tracker.spawn(async move {
-            loop {
-                let started = Instant::now();
-                let outcome = tokio::select! {
-                    outcome = prober.probe() => outcome,
-                    _ = token.cancelled() => return,
-                };
-                let latency = started.elapsed();
-                metrics.record_probe(id, latency, outcome.as_ref().err());
-                store.record(id, started, latency, outcome);
-                tokio::select! {
-                    _ = tokio::time::sleep_until((started + interval).into()) => {}
-                    _ = token.cancelled() => return,
+    let mut idle: Vec<Option<Prober>> = topology
+        .instances
+        .iter()
+        .map(|instance| Some(Prober::new(instance.addr.clone(), settings.auth.clone(), settings.timeout)))
+        .collect();
+    let interval = settings.interval;
+    let store = store.clone();
+    let metrics = metrics.clone();
+    let token = token.clone();
+    tracker.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = ticks.tick() => {
+                    for (id, slot) in idle.iter_mut().enumerate() {
+                        if let Some(mut prober) = slot.take() {
+                            in_flight.push(async move {
+                                let started = Instant::now();
+                                let outcome = prober.probe().await;
+                                (id, prober, started, started.elapsed(), outcome)
+                            });
+                        }
+                    }
+                }
+                Some((id, prober, started, latency, outcome)) = in_flight.next() => {
+                    metrics.record_probe(id, latency, outcome.as_ref().err());
+                    store.record(id, started, latency, outcome);
+                    idle[id] = Some(prober);
                 }
             }
-        });
-    }
+        }
+    });
 }
 
 /// Probes every instance once, concurrently (for `status`, `failover` and verification).
