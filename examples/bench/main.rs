@@ -51,6 +51,8 @@ struct Opts {
     writers: usize,
     seconds: u64,
     quick: bool,
+    /// Where the cost lab lives (`cost` only).
+    cost_base: u16,
 }
 
 fn parse() -> (String, Opts) {
@@ -65,6 +67,7 @@ fn parse() -> (String, Opts) {
         writers: 1,
         seconds: 20,
         quick: false,
+        cost_base: BASE_BIG,
     };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     let command = it.next().unwrap_or_else(|| "suite".into());
@@ -87,6 +90,7 @@ fn parse() -> (String, Opts) {
             "--writers" => o.writers = value().parse().expect("--writers N"),
             "--seconds" => o.seconds = value().parse().expect("--seconds S"),
             "--quick" => o.quick = true,
+            "--base-port" => o.cost_base = value().parse().expect("--base-port P"),
             other => panic!("unknown argument {other}; see examples/bench/main.rs"),
         }
     }
@@ -108,7 +112,8 @@ struct Deployment {
 
 async fn deploy(o: &Opts) -> Deployment {
     let base_port = if o.shards > 2 { BASE + 100 } else { BASE };
-    let spec = LabSpec { base_port, shards: o.shards, http_listen: "127.0.0.1:0".into(), flat: o.flat, ..LabSpec::default() };
+    let spec =
+        LabSpec { base_port, shards: o.shards, http_listen: "127.0.0.1:0".into(), flat: o.flat, ..LabSpec::default() };
     let lab = Lab::start(&spec).await.expect("lab");
     let guard = match o.system {
         System::Roomguard => {
@@ -143,7 +148,8 @@ impl Deployment {
     /// SIGKILL (or SIGSTOP) every room-1 instance with one `kill` call; returns right after.
     fn fault_room1(&mut self, hang: bool) -> Instant {
         let room1 = self.lab.room(0);
-        let pids: Vec<String> = room1.iter().filter_map(|&id| self.lab.servers[id].pid()).map(|p| p.to_string()).collect();
+        let pids: Vec<String> =
+            room1.iter().filter_map(|&id| self.lab.servers[id].pid()).map(|p| p.to_string()).collect();
         let signal = if hang { "-STOP" } else { "-KILL" };
         std::process::Command::new("kill").arg(signal).args(&pids).status().expect("kill");
         let t0 = Instant::now();
@@ -162,7 +168,9 @@ impl Deployment {
             .map(|s| {
                 let head = t.head(s, 1);
                 let mut v = vec![t.addr(head).clone()];
-                v.extend(t.shard_members(s).filter(|&i| i != head && t.instance(i).room == 1).map(|i| t.addr(i).clone()));
+                v.extend(
+                    t.shard_members(s).filter(|&i| i != head && t.instance(i).room == 1).map(|i| t.addr(i).clone()),
+                );
                 v
             })
             .collect()
@@ -280,7 +288,8 @@ async fn switchover_trial(o: &Opts) -> Switch {
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();
-    let mut s = Switch { acked: 0, lost: 0, max_gap: Duration::ZERO, reported_pause_ms: report.writes_paused_ms, rate: 0.0 };
+    let mut s =
+        Switch { acked: 0, lost: 0, max_gap: Duration::ZERO, reported_pause_ms: report.writes_paused_ms, rate: 0.0 };
     for (i, h) in handles.into_iter().enumerate() {
         let writes = h.await.unwrap();
         let new_master = t.addr(t.head(i / o.writers, 1));
@@ -421,7 +430,12 @@ async fn switchover(o: &Opts) -> String {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn suite(quick: bool) {
@@ -437,6 +451,7 @@ async fn suite(quick: bool) {
         writers: 1,
         seconds: if quick { 5 } else { 20 },
         quick,
+        cost_base: BASE_BIG,
     };
     let mut out = String::new();
     let started = Instant::now();
@@ -525,7 +540,7 @@ async fn suite(quick: bool) {
     out.push_str("\n### Controller cost (`roomguard run`, release, 100 ms polling)\n\n");
     out.push_str("| instances | CPU (% of one core) | RSS | peak RSS | rounds/s | round p50 | round p99 | probes/s | probe p50 | probe p99 |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for shards in if quick { vec![2, 16] } else { vec![2, 32, 64] } {
-        out.push_str(&cost_row(shards, base.seconds).await);
+        out.push_str(&cost_row(shards, base.seconds, BASE_BIG).await);
     }
     out.push_str(&format!("\nLoad average at end: {}; suite took {:.0?}.\n", load(), started.elapsed()));
     println!("{out}");
@@ -538,8 +553,8 @@ async fn st_events(st: &Stats, o: &Opts) -> String {
     st.events.clone()
 }
 
-async fn cost_row(shards: u16, seconds: u64) -> String {
-    let c = cost::measure(shards, seconds, BASE_BIG).await;
+async fn cost_row(shards: u16, seconds: u64, base_port: u16) -> String {
+    let c = cost::measure(shards, seconds, base_port).await;
     let row = format!(
         "| {} | {:.1} % | {:.1} MiB | {:.1} MiB | {:.1} | {:.3} ms | {:.3} ms | {:.0} | {:.2} ms | {:.2} ms |\n",
         c.instances,
@@ -574,7 +589,7 @@ async fn main() {
             println!("| {} | acked {} | lost per trial {:?}", label(&o), st.acked, st.lost);
         }
         "switchover" => println!("{}", switchover(&o).await),
-        "cost" => print!("{}", cost_row(o.shards, o.seconds).await),
+        "cost" => print!("{}", cost_row(o.shards, o.seconds, o.cost_base).await),
         other => panic!("unknown command {other}: suite, recovery, dataloss, switchover or cost"),
     }
 }
