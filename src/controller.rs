@@ -212,7 +212,15 @@ impl Controller {
                 .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
             link_silence: settings.link_silence,
         };
-        let decision = plan::decide(self.topology(), observation, &verdict, &state.masters, &policy);
+        // No new master decision while an instance we just changed has not been probed since:
+        // its last reply predates our command (a just-promoted head still reads as a replica,
+        // which would look like someone else's switchover and be "adopted" back).
+        let settled = self.acted_at.iter().all(|(&id, at)| observation.get(id).probed_at.is_some_and(|p| p >= *at));
+        let decision = if settled {
+            plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
+        } else {
+            Decision::default()
+        };
         self.apply_decision(&decision, observation);
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
@@ -226,7 +234,7 @@ impl Controller {
             plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
         let shared = self.shared.clone();
         match shared.action_lock.try_lock() {
-            Ok(_guard) => self.act(&actions, now).await,
+            Ok(_guard) => self.act(&actions).await,
             Err(_) if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             Err(_) => {}
         }
@@ -428,7 +436,7 @@ impl Controller {
         self.last_vetoed = lines;
     }
 
-    async fn act(&mut self, actions: &[Action], now: Instant) {
+    async fn act(&mut self, actions: &[Action]) {
         if actions.is_empty() {
             return;
         }
@@ -457,8 +465,10 @@ impl Controller {
             }
         }
         let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        // Only a probe started after the commands landed shows their effect.
+        let done = Instant::now();
         for (action, result) in actions.iter().zip(results) {
-            self.acted_at.insert(action.instance(), now);
+            self.acted_at.insert(action.instance(), done);
             match result {
                 Ok(Applied::AlreadyDone) => info!(action = action.label(), "already done: {}", action.describe(t)),
                 Ok(Applied::Done) => {

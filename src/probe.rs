@@ -117,14 +117,21 @@ pub struct PollSettings {
     pub interval: Duration,
 }
 
-/// Spawns the poller on `tracker`: every `interval`, one tick starts a probe of every
-/// instance whose previous probe has finished; it stops when `token` is cancelled.
+/// Instances probed together at one tick of the poller (see [`spawn_pollers`]).
+const PROBE_GROUP: usize = 32;
+
+/// Spawns the poller on `tracker`; it stops when `token` is cancelled. The instances are
+/// split into groups of at most [`PROBE_GROUP`], spread evenly over the poll interval: at each
+/// tick the group whose turn it is probes every member whose previous probe has finished, so
+/// every instance is probed once per interval.
 ///
-/// One task and one timer for all instances, not a task each: the probes of a tick leave
+/// One task and one timer for all instances, not a task each: the probes of a group leave
 /// together and their replies arrive together, so the runtime handles them in a few wake-ups
 /// instead of one per probe (at 256 instances and 100 ms, 2,560 wake-ups and context switches
-/// a second were most of the controller's CPU). A hung instance still delays no other: its
-/// probe stays in flight (bounded by the timeout) and it simply misses the ticks meanwhile.
+/// a second were most of the controller's CPU). Groups rather than one burst keep the queueing
+/// within a burst (replies handled one after the other) small next to the probe timeout. A hung
+/// instance still delays no other: its probe stays in flight (bounded by the timeout) and it
+/// misses its turns meanwhile.
 pub fn spawn_pollers(
     topology: &Topology,
     settings: &PollSettings,
@@ -138,19 +145,23 @@ pub fn spawn_pollers(
         .iter()
         .map(|instance| Some(Prober::new(instance.addr.clone(), settings.auth.clone(), settings.timeout)))
         .collect();
-    let interval = settings.interval;
+    let groups = idle.len().div_ceil(PROBE_GROUP).max(1);
+    let period = settings.interval / groups as u32;
     let store = store.clone();
     let metrics = metrics.clone();
     let token = token.clone();
     tracker.spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight = FuturesUnordered::new();
+        let mut turn = 0;
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = ticks.tick() => {
-                    for (id, slot) in idle.iter_mut().enumerate() {
+                    let group = idle.iter_mut().enumerate().skip(turn).step_by(groups);
+                    turn = (turn + 1) % groups;
+                    for (id, slot) in group {
                         if let Some(mut prober) = slot.take() {
                             in_flight.push(async move {
                                 let started = Instant::now();

@@ -100,8 +100,11 @@ pub async fn measure(shards: u16, seconds: u64, base_port: u16) -> Cost {
     eprintln!("  {} instances up and chained in {:.1?}", lab.servers.len(), started.elapsed());
     let config = lab.dir().join("controller.toml");
     std::fs::write(&config, spec.config_toml()).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let roomguard = exe.parent().unwrap().parent().unwrap().join("roomguard");
+    // BENCH_ROOMGUARD=path measures another build (before/after comparisons).
+    let roomguard = match std::env::var_os("BENCH_ROOMGUARD") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("roomguard"),
+    };
     let mut child = Command::new(&roomguard)
         .args(["--log", "warn", "run", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
