@@ -182,8 +182,8 @@ fn is_replica_key(key: &str) -> bool {
 
 /// `ip=10.0.0.2,port=6380,state=online,offset=123,lag=0`
 fn parse_replica(value: &str) -> Result<ReplicaEntry, InfoError> {
-    // The last occurrence wins, as with the top-level fields.
-    let lookup = |k: &str| value.split(',').filter_map(|p| p.split_once('=')).filter(|(key, _)| *key == k).last();
+    // The last occurrence wins, as with the top-level fields (searched from the end).
+    let lookup = |k: &str| value.split(',').filter_map(|p| p.split_once('=')).rfind(|(key, _)| *key == k);
     let get = |k: &'static str| lookup(k).map(|(_, v)| v).ok_or(InfoError::Missing("slaveN.ip/port/state/offset"));
     Ok(ReplicaEntry {
         host: get("ip")?.to_string(),
