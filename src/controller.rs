@@ -285,7 +285,11 @@ impl Controller {
                 .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
             link_silence: settings.link_silence,
         };
-        let decision = if manual_in_progress {
+        // No new master decision while an instance we just changed has not been probed since:
+        // its last reply predates our command (a just-promoted head still reads as a replica,
+        // which would look like someone else's switchover and be "adopted" back).
+        let settled = self.acted_at.iter().all(|(&id, at)| observation.get(id).probed_at.is_some_and(|p| p >= *at));
+        let decision = if manual_in_progress || !settled {
             Decision::default()
         } else {
             plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
@@ -303,7 +307,7 @@ impl Controller {
             plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
         let shared = self.shared.clone();
         match shared.action_lock.try_lock() {
-            Ok(_guard) => self.act(&actions, now).await,
+            Ok(_guard) => self.act(&actions).await,
             Err(_) if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             Err(_) => {}
         }
@@ -559,7 +563,7 @@ impl Controller {
         self.last_vetoed = lines;
     }
 
-    async fn act(&mut self, actions: &[Action], now: Instant) {
+    async fn act(&mut self, actions: &[Action]) {
         if actions.is_empty() {
             return;
         }
@@ -588,9 +592,11 @@ impl Controller {
             }
         }
         let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        // Only a probe started after the commands landed shows their effect.
+        let done = Instant::now();
         let mut demoted = Vec::new();
         for (action, result) in actions.iter().zip(results) {
-            self.acted_at.insert(action.instance(), now);
+            self.acted_at.insert(action.instance(), done);
             match result {
                 Ok(Applied::AlreadyDone) => info!(action = action.label(), "already done: {}", action.describe(t)),
                 Ok(Applied::Done) => {

@@ -6,8 +6,6 @@
 //! taken on a reply that was not understood. Unknown fields are ignored: every Redis
 //! release adds some.
 
-use std::collections::HashMap;
-
 /// Redis' placeholder for "no secondary replication ID": 40 zeros.
 pub const NO_REPLID: &str = "0000000000000000000000000000000000000000";
 
@@ -94,7 +92,7 @@ pub enum InfoError {
 
 /// Parses an `INFO replication` reply (either `\r\n` or `\n` line endings).
 pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
-    let mut fields: HashMap<&str, &str> = HashMap::new();
+    let mut fields = Fields::default();
     let mut replica_lines = Vec::new();
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
@@ -111,8 +109,8 @@ pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
 
     let role = match fields.get("role") {
         None => return Err(InfoError::NotInfo),
-        Some(&"master") => Role::Master,
-        Some(&"slave") | Some(&"replica") => Role::Replica,
+        Some("master") => Role::Master,
+        Some("slave") | Some("replica") => Role::Replica,
         Some(other) => return Err(malformed("role", other)),
     };
     let master = match role {
@@ -137,10 +135,44 @@ pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
         master,
         replicas,
         replid: required(&fields, "master_replid")?.to_string(),
-        replid2: fields.get("master_replid2").copied().unwrap_or(NO_REPLID).to_string(),
+        replid2: fields.get("master_replid2").unwrap_or(NO_REPLID).to_string(),
         repl_offset: number(&fields, "master_repl_offset")?,
         second_repl_offset: optional(&fields, "second_repl_offset")?.unwrap_or(-1),
     })
+}
+
+/// The fields the parser reads; every other key is ignored. A fixed table instead of a
+/// map: this runs on every probe (thousands per second in large deployments).
+const KEYS: [&str; 12] = [
+    "role",
+    "master_host",
+    "master_port",
+    "master_link_status",
+    "master_last_io_seconds_ago",
+    "master_link_down_since_seconds",
+    "master_sync_in_progress",
+    "slave_repl_offset",
+    "master_replid",
+    "master_replid2",
+    "master_repl_offset",
+    "second_repl_offset",
+];
+
+#[derive(Default)]
+struct Fields<'a>([Option<&'a str>; KEYS.len()]);
+
+impl<'a> Fields<'a> {
+    /// Keeps the last value of a repeated key, as a map would.
+    fn insert(&mut self, key: &str, value: &'a str) {
+        if let Some(i) = KEYS.iter().position(|k| *k == key) {
+            self.0[i] = Some(value);
+        }
+    }
+
+    fn get(&self, key: &'static str) -> Option<&'a str> {
+        let i = KEYS.iter().position(|k| *k == key).expect("parser reads a key missing from KEYS");
+        self.0[i]
+    }
 }
 
 /// `slave0`, `slave12`, ...: one connected replica per line.
@@ -150,14 +182,15 @@ fn is_replica_key(key: &str) -> bool {
 
 /// `ip=10.0.0.2,port=6380,state=online,offset=123,lag=0`
 fn parse_replica(value: &str) -> Result<ReplicaEntry, InfoError> {
-    let kv: HashMap<&str, &str> = value.split(',').filter_map(|p| p.split_once('=')).collect();
-    let get = |k: &'static str| kv.get(k).copied().ok_or(InfoError::Missing("slaveN.ip/port/state/offset"));
+    // The last occurrence wins, as with the top-level fields (searched from the end).
+    let lookup = |k: &str| value.split(',').filter_map(|p| p.split_once('=')).rfind(|(key, _)| *key == k);
+    let get = |k: &'static str| lookup(k).map(|(_, v)| v).ok_or(InfoError::Missing("slaveN.ip/port/state/offset"));
     Ok(ReplicaEntry {
         host: get("ip")?.to_string(),
         port: get("port")?.parse().map_err(|_| malformed("slaveN.port", value))?,
         state: get("state")?.to_string(),
         offset: get("offset")?.parse().map_err(|_| malformed("slaveN.offset", value))?,
-        lag: kv.get("lag").and_then(|l| l.parse().ok()),
+        lag: lookup("lag").and_then(|(_, l)| l.parse().ok()),
     })
 }
 
@@ -167,16 +200,16 @@ fn malformed(field: &'static str, value: &str) -> InfoError {
     InfoError::Malformed { field, value: value.chars().take(64).collect() }
 }
 
-fn required<'a>(fields: &HashMap<&str, &'a str>, key: &'static str) -> Result<&'a str, InfoError> {
-    fields.get(key).copied().ok_or(InfoError::Missing(key))
+fn required<'a>(fields: &Fields<'a>, key: &'static str) -> Result<&'a str, InfoError> {
+    fields.get(key).ok_or(InfoError::Missing(key))
 }
 
-fn number<T: std::str::FromStr>(fields: &HashMap<&str, &str>, key: &'static str) -> Result<T, InfoError> {
+fn number<T: std::str::FromStr>(fields: &Fields, key: &'static str) -> Result<T, InfoError> {
     let raw = required(fields, key)?;
     raw.trim().parse().map_err(|_| malformed(key, raw))
 }
 
-fn optional<T: std::str::FromStr>(fields: &HashMap<&str, &str>, key: &'static str) -> Result<Option<T>, InfoError> {
+fn optional<T: std::str::FromStr>(fields: &Fields, key: &'static str) -> Result<Option<T>, InfoError> {
     match fields.get(key) {
         None => Ok(None),
         Some(raw) => raw.trim().parse().map(Some).map_err(|_| malformed(key, raw)),

@@ -199,6 +199,9 @@ pub struct LabSpec {
     pub tls: Option<LabTls>,
     /// `[sentinel] listen`: the Sentinel-compatible endpoint (off when `None`).
     pub sentinel_listen: Option<String>,
+    /// Start every instance as a direct replica of its shard's room-1 head instead of the
+    /// seed's chain: the topology Redis Sentinel can fail over (benchmarks compare them).
+    pub flat: bool,
 }
 
 /// Certificate files for a TLS lab (`redis-server --tls-port`).
@@ -246,6 +249,7 @@ impl Default for LabSpec {
             redis_section: None,
             tls: None,
             sentinel_listen: None,
+            flat: false,
         }
     }
 }
@@ -306,7 +310,7 @@ impl Lab {
         }
         let mut servers = Vec::new();
         for (id, instance) in t.instances.iter().enumerate() {
-            let parent = seed_parent(t, id);
+            let parent = if spec.flat { flat_parent(t, id) } else { seed_parent(t, id) };
             let mut args = args.clone();
             if let Some(tls) = &spec.tls {
                 args.extend(tls.args(instance.addr.port));
@@ -352,6 +356,12 @@ impl Lab {
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }
+}
+
+/// The flat topology's parent of an instance: its shard's room-1 head (none for the head).
+fn flat_parent(t: &Topology, id: usize) -> Option<Addr> {
+    let head = t.head(t.instance(id).shard, 0);
+    (head != id).then(|| t.addr(head).clone())
 }
 
 /// The seed's parent of an instance: its predecessor in room 1's chain order.

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! - [`config`] turns `controller.toml` into a validated [`topology::Topology`];
-//! - [`info`] parses `INFO replication`; [`probe`] runs one poller per instance;
+//! - [`info`] parses `INFO replication`; [`probe`] polls every instance (one task, grouped probes);
 //! - [`observe`] holds what the pollers saw; [`detect`] judges instances and rooms;
 //! - [`plan`] decides which instance should be each shard's master and diffs the desired
 //!   chains against what Redis reports; [`act`] sends the resulting commands;
