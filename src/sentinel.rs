@@ -83,6 +83,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A client that does not read what it asked for is dropped after this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies buffered per connection before they are written (and the rest of a pipeline is
+/// answered only once they are): bounds the output memory of a client that does not read.
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Most arguments a request may have (a Sentinel request has at most a handful).
 const MAX_ARGS: i64 = 1024;
 
@@ -643,30 +646,23 @@ impl<'a> Connection<'a> {
         let mut buf: Vec<u8> = Vec::with_capacity(1024);
         loop {
             let mut out = Vec::new();
-            loop {
-                match parse_request(&buf, max) {
-                    Ok(Some((args, used))) => {
-                        buf.drain(..used);
-                        if !args.is_empty() {
-                            self.handle(&args, &mut out);
-                        }
-                        if self.quit {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        err(format!("ERR Protocol error: {e}")).encode(self.resp3, &mut out);
-                        let _ = self.write(&mut stream, &out).await;
-                        return e.label();
-                    }
+            let more = match self.answer(&mut buf, max, &mut out) {
+                Ok(more) => more,
+                Err(e) => {
+                    err(format!("ERR Protocol error: {e}")).encode(self.resp3, &mut out);
+                    let _ = self.write(&mut stream, &out).await;
+                    return e.label();
                 }
-            }
+            };
             if !out.is_empty() && self.write(&mut stream, &out).await.is_err() {
                 return "write";
             }
             if self.quit {
                 return "quit";
+            }
+            // Replies were cut at OUTPUT_CHUNK: answer the rest of the buffer before reading.
+            if more {
+                continue;
             }
             // A large request is done with: give its memory back.
             if buf.is_empty() && buf.capacity() > 16 * 1024 {
@@ -705,6 +701,26 @@ impl<'a> Connection<'a> {
                 },
             }
         }
+    }
+
+    /// Answers the complete requests at the front of `buf` into `out`, stopping once `out`
+    /// holds [`OUTPUT_CHUNK`] bytes (or at `QUIT`); `Ok(true)` when it stopped there with
+    /// requests possibly left, to be answered after `out` is written. So a client that
+    /// pipelines many requests and never reads holds at most one chunk of replies.
+    fn answer(&mut self, buf: &mut Vec<u8>, max: usize, out: &mut Vec<u8>) -> Result<bool, ProtocolError> {
+        while let Some((args, used)) = parse_request(buf, max)? {
+            buf.drain(..used);
+            if !args.is_empty() {
+                self.handle(&args, out);
+            }
+            if self.quit {
+                return Ok(false);
+            }
+            if out.len() >= OUTPUT_CHUNK {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn write(&self, stream: &mut tokio::net::tcp::WriteHalf<'_>, out: &[u8]) -> Result<(), ()> {
@@ -1209,6 +1225,57 @@ mod tests {
         assert_eq!(enc(Reply::Push(vec![bulk("x")]), true), ">1\r\n$1\r\nx\r\n");
         assert_eq!(enc(Reply::Push(vec![bulk("x")]), false), "*1\r\n$1\r\nx\r\n");
         assert_eq!(enc(err("ERR a\r\nb"), false), "-ERR a  b\r\n");
+    }
+
+    fn endpoint(view: Discovery) -> Endpoint {
+        let topology = crate::topology::fixtures::seed();
+        Endpoint {
+            settings: RawSentinel {
+                listen: "127.0.0.1:0".into(),
+                password: None,
+                max_connections: None,
+                max_request_bytes: None,
+                idle_timeout: None,
+            }
+            .validate()
+            .unwrap(),
+            view: watch::channel(view).1,
+            events: broadcast::channel(16).0,
+            metrics: Arc::new(Metrics::new(&topology)),
+            myid: random_id(),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn seed_view() -> Discovery {
+        let topology = crate::topology::fixtures::seed();
+        let masters = (0..topology.shards.len()).map(|s| topology.shard_members(s).next()).collect();
+        Discovery::initial(&topology, &masters, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_pipeline_is_answered_one_bounded_chunk_at_a_time() {
+        let endpoint = endpoint(seed_view());
+        let mut connection = Connection::new(&endpoint);
+        let requests = 4000;
+        let mut buf = b"SENTINEL MASTERS\n".repeat(requests);
+        let mut one = Vec::new();
+        connection.handle(&[b"SENTINEL".to_vec(), b"MASTERS".to_vec()], &mut one);
+        let (mut total, mut chunks) = (0, 0);
+        loop {
+            let mut out = Vec::new();
+            let more = connection.answer(&mut buf, DEFAULT_MAX_REQUEST_BYTES, &mut out).unwrap();
+            assert!(out.len() < OUTPUT_CHUNK + one.len(), "{} bytes buffered", out.len());
+            total += out.len();
+            chunks += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(total, one.len() * requests, "every request answered");
+        assert!(chunks > 1);
     }
 
     #[test]
