@@ -86,6 +86,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies buffered per connection before they are written (and the rest of a pipeline is
 /// answered only once they are): bounds the output memory of a client that does not read.
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Most channels and patterns one connection may subscribe to (Sentinel has a handful of
+/// channels; a client subscribing to thousands is misbehaving or hostile).
+pub const MAX_SUBSCRIPTIONS: usize = 64;
 /// Most arguments a request may have (a Sentinel request has at most a handful).
 const MAX_ARGS: i64 = 1024;
 
@@ -809,11 +812,16 @@ impl<'a> Connection<'a> {
                     self.events = Some(self.endpoint.events.subscribe());
                 }
                 for name in &args[1..] {
-                    if pattern {
-                        self.patterns.insert(name.clone());
-                    } else {
-                        self.channels.insert(name.clone());
+                    let full = self.subscribed() >= MAX_SUBSCRIPTIONS;
+                    let set = if pattern { &mut self.patterns } else { &mut self.channels };
+                    if full && !set.contains(name) {
+                        err(format!(
+                            "ERR too many subscriptions: at most {MAX_SUBSCRIPTIONS} channels and patterns per connection"
+                        ))
+                        .encode(self.resp3, out);
+                        continue;
                     }
+                    set.insert(name.clone());
                     Reply::Push(vec![bulk(command), bulk(name), Reply::Int(self.subscribed() as i64)])
                         .encode(self.resp3, out);
                 }
@@ -1276,6 +1284,26 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(total, one.len() * requests, "every request answered");
         assert!(chunks > 1);
+    }
+
+    #[test]
+    fn subscriptions_per_connection_are_capped() {
+        let endpoint = endpoint(seed_view());
+        let mut connection = Connection::new(&endpoint);
+        let mut args = vec![b"SUBSCRIBE".to_vec()];
+        args.extend((0..MAX_SUBSCRIPTIONS - 1).map(|i| format!("c{i}").into_bytes()));
+        let mut out = Vec::new();
+        connection.handle(&args, &mut out);
+        connection.handle(&[b"PSUBSCRIBE".to_vec(), b"+*".to_vec(), b"-*".to_vec()], &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(connection.subscribed(), MAX_SUBSCRIPTIONS);
+        assert_eq!(text.matches("-ERR too many subscriptions").count(), 1, "{text}");
+        // Already subscribed: no error, no growth.
+        let mut out = Vec::new();
+        connection.handle(&[b"SUBSCRIBE".to_vec(), b"c0".to_vec(), b"new".to_vec()], &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("-ERR").count(), 1, "{text}");
+        assert_eq!(connection.subscribed(), MAX_SUBSCRIPTIONS);
     }
 
     #[test]
