@@ -156,14 +156,16 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Shards with the masters the state file names, before the first round.
+    /// Shards with the masters the state file names, before the first round: not verified
+    /// yet, so flagged `s_down,disconnected` (clients that check flags wait; the address is
+    /// still given, as Sentinel gives a master it cannot reach).
     pub fn initial(topology: &Topology, masters: &crate::plan::Masters, down_after: Duration) -> Self {
         let node = |id| NodeView {
             addr: topology.addr(id).clone(),
-            sdown: false,
+            sdown: true,
             odown: false,
-            disconnected: false,
-            answers_as_master: true,
+            disconnected: true,
+            answers_as_master: false,
             link_up: false,
             master: None,
             offset: 0,
@@ -221,9 +223,13 @@ impl Discovery {
                     Some(m) => topology.chain_order(m),
                     None => topology.shard_members(s).collect(),
                 };
+                let verified = snapshot.verified.get(s).copied().unwrap_or(false);
                 ShardView {
                     name: shard.name.clone(),
-                    master: master.map(node),
+                    // Named by the state file but never seen answering as a master: down.
+                    master: master
+                        .map(node)
+                        .map(|n| if verified { n } else { NodeView { sdown: true, disconnected: true, ..n } }),
                     replicas: order.into_iter().filter(|&id| Some(id) != master).map(node).collect(),
                 }
             })
@@ -1304,6 +1310,55 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("-ERR").count(), 1, "{text}");
         assert_eq!(connection.subscribed(), MAX_SUBSCRIPTIONS);
+    }
+
+    fn flags_of(reply: &Reply) -> String {
+        let Reply::Map(pairs) = reply else { panic!("{reply:?}") };
+        match pairs.iter().find(|(k, _)| *k == bulk("flags")) {
+            Some((_, Reply::Bulk(b))) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_master_only_the_state_file_names_is_reported_down_until_verified() {
+        use crate::detect::{RoomStatus, RoomVerdict, Verdict};
+        let topology = crate::topology::fixtures::seed();
+        let initial = seed_view();
+        let s = &initial.shards[0];
+        assert_eq!(flags_of(&master_state(s, &initial)), "master,s_down,disconnected");
+        let endpoint = endpoint(initial.clone());
+        let mut connection = Connection::new(&endpoint);
+        let mut out = Vec::new();
+        connection.handle(
+            &[b"SENTINEL".to_vec(), b"get-master-addr-by-name".to_vec(), s.name.clone().into_bytes()],
+            &mut out,
+        );
+        let master = s.master.as_ref().unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(&master.addr.host), "the address is still given");
+
+        // The first round: the named master answers, but as a replica (a stale state file).
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/info/{name}", env!("CARGO_MANIFEST_DIR"));
+            crate::info::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let now = Instant::now();
+        let mut observation = Observation::new(topology.instances.len());
+        for id in 0..topology.instances.len() {
+            observation.instances[id].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
+        }
+        let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
+        let verdict = Verdict { down: vec![false; topology.instances.len()], rooms: vec![room.clone(), room] };
+        let designated = vec![Some(0), Some(4)];
+        let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), None);
+        let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
+        assert!(flags_of(&master_state(&view.shards[0], &view)).contains("s_down"), "{view:?}");
+        // Once it answers as a master it is reported up.
+        observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
+        let snapshot =
+            Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), Some(&snapshot));
+        let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
+        assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
     }
 
     #[test]
