@@ -430,7 +430,7 @@ mod tests {
         // Once it answers as a master it is, and stays so while it is the one reported.
         stale.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
         let verified = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&still));
-        assert_eq!(verified.verified[0], true);
+        assert!(verified.verified[0]);
         stale.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
         assert!(Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&verified)).verified[0]);
     }
