@@ -685,12 +685,11 @@ impl Controller {
     }
 }
 
-/// Closes the normal client connections of a demoted instance, so that its clients reconnect
+/// Closes the client connections (normal and Pub/Sub) of a demoted instance, so that its clients reconnect
 /// and rediscover the master (best effort: a failure is logged, nothing else depends on it).
 pub async fn disconnect_clients(t: &Topology, redis: &crate::config::RedisConfig, timeout: Duration, id: InstanceId) {
     let addr = t.addr(id);
-    let result =
-        async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_normal_clients().await }.await;
+    let result = async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_clients().await }.await;
     match result {
         Ok(n) => {
             info!(instance = %addr, clients = n, "disconnected the demoted instance's clients so they rediscover the master")
