@@ -166,10 +166,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
     tracker.spawn(audit::run(shared.clone(), token.clone()));
+    let nofile = sentinel::raise_nofile_limit();
     if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
         tracker.spawn(sentinel::serve(
             listener,
-            settings.clone(),
+            settings.clone().fitted(nofile, topology.instances.len()),
             shared.discovery.subscribe(),
             shared.events.clone(),
             shared.metrics.clone(),

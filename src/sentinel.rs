@@ -115,6 +115,55 @@ impl RawSentinel {
     }
 }
 
+// === file descriptors ===
+
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit, so that a
+/// reconnect storm of Sentinel clients cannot leave the controller unable to open Redis
+/// connections (EMFILE) when it must fail over. Returns the soft limit now in force (`None`
+/// if it cannot be read).
+pub fn raise_nofile_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"),
+            Err(e) => warn!(soft, hard, error = %e, "could not raise the open-files limit (RLIMIT_NOFILE)"),
+        }
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
+}
+
+/// File descriptors kept for everything but Sentinel clients: per instance a poller
+/// connection, an action connection and one spare (a CLI-triggered switchover, the audit),
+/// plus 64 for the HTTP server, the state file, hooks' pipes, logs and the listeners.
+pub fn reserved_fds(instances: usize) -> u64 {
+    instances as u64 * 3 + 64
+}
+
+/// `max_connections` fitted to the open-files limit `nofile`, leaving [`reserved_fds`]:
+/// `Some(clamped)` when it had to be lowered.
+pub fn fit_connections(max_connections: usize, nofile: u64, instances: usize) -> Option<usize> {
+    let room = nofile.saturating_sub(reserved_fds(instances)).max(1);
+    (max_connections as u64 > room).then_some(room as usize)
+}
+
+impl SentinelSettings {
+    /// These settings with `max_connections` fitted to the open-files limit (logged when lowered).
+    pub fn fitted(mut self, nofile: Option<u64>, instances: usize) -> Self {
+        if let Some(clamped) = nofile.and_then(|n| fit_connections(self.max_connections, n, instances)) {
+            warn!(
+                configured = self.max_connections,
+                effective = clamped,
+                open_files_limit = nofile,
+                reserved = reserved_fds(instances),
+                "sentinel.max_connections lowered to fit the open-files limit, keeping descriptors for Redis connections (raise `ulimit -n` / LimitNOFILE)"
+            );
+            self.max_connections = clamped;
+        }
+        self
+    }
+}
+
 // === the view the endpoint serves ===
 
 /// One instance as the endpoint reports it.
@@ -563,7 +612,7 @@ pub async fn serve(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             endpoint.metrics.sentinel_rejected.inc();
-            tokio::spawn(refuse(stream));
+            refuse(stream);
             continue;
         };
         let endpoint = endpoint.clone();
@@ -597,10 +646,11 @@ impl Drop for Open {
     }
 }
 
-/// Over the connection cap: one error line, then close (as Redis with `maxclients`).
-async fn refuse(mut stream: TcpStream) {
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), stream.write_all(b"-ERR max number of clients reached\r\n")).await;
+/// Over the connection cap: one error line, then close (as Redis with `maxclients`). Written
+/// without waiting (a new connection's send buffer is empty, so it fits), and the descriptor
+/// is closed at once: refusals hold no task and no descriptor, however many arrive.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
 }
 
 fn random_id() -> String {
@@ -1359,6 +1409,22 @@ mod tests {
             Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), Some(&snapshot));
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
         assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
+    }
+
+    #[test]
+    fn max_connections_fit_the_open_files_limit() {
+        // 8 instances: 24 + 64 reserved.
+        assert_eq!(reserved_fds(8), 88);
+        assert_eq!(fit_connections(1024, 1024, 8), Some(936));
+        assert_eq!(fit_connections(1024, 1024 * 1024, 8), None);
+        assert_eq!(fit_connections(100, 1024, 8), None);
+        assert_eq!(fit_connections(1024, 50, 8), Some(1), "never zero");
+        let settings = endpoint(seed_view()).settings;
+        assert_eq!(settings.clone().fitted(Some(1024), 8).max_connections, 936);
+        assert_eq!(settings.clone().fitted(None, 8).max_connections, DEFAULT_MAX_CONNECTIONS);
+        // The process' own limit is raised (to the hard limit where the system allows it).
+        let (before, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert!(raise_nofile_limit().unwrap() >= before);
     }
 
     #[test]
