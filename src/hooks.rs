@@ -389,8 +389,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_hook_that_leaves_a_process_in_the_background_is_done_when_it_exits() {
-        let h = hook(&["/bin/sh", "-c", "sleep 30 & echo started >&2; exit 0"], Duration::from_secs(20));
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // Its background child outlives the timeout and holds stderr: the hook still exited.
+        let script = format!("sleep 15 & echo $! > {}; echo started >&2; exit 0", pid_file.display());
+        let h = hook(&["/bin/sh", "-c", &script], Duration::from_secs(5));
         assert_eq!(run_one(&h, &environment(&switched(1))).await, "ok");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         // A failing hook with much stderr: failed, and only the end of it kept.
         let h = hook(&["/bin/sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x >&2; exit 3"], Duration::from_secs(20));
         assert_eq!(run_one(&h, &environment(&switched(1))).await, "failed");
