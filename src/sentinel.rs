@@ -650,7 +650,11 @@ impl Drop for Open {
 /// without waiting (a new connection's send buffer is empty, so it fits), and the descriptor
 /// is closed at once: refusals hold no task and no descriptor, however many arrive.
 fn refuse(stream: TcpStream) {
-    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+    // A direct non-blocking write: tokio's `try_write` would refuse before the reactor has
+    // seen the new socket writable.
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut stream, b"-ERR max number of clients reached\r\n");
+    }
 }
 
 fn random_id() -> String {
