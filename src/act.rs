@@ -113,11 +113,16 @@ impl Node {
         self.run::<()>(redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE").await
     }
 
-    /// `CLIENT KILL TYPE normal` (our own connection is skipped): after a demotion, so that
-    /// clients still connected to the old master reconnect and rediscover the new one, as
-    /// Sentinel does. Returns how many connections were closed.
-    pub async fn kill_normal_clients(&mut self) -> Result<i64, ActError> {
-        self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"), "CLIENT KILL TYPE normal").await
+    /// `CLIENT KILL TYPE normal` (our own connection is skipped) and `CLIENT KILL TYPE pubsub`:
+    /// after a demotion, so that clients still connected to the old master (subscribers too)
+    /// reconnect and rediscover the new one, as Sentinel does. Returns how many connections
+    /// were closed.
+    pub async fn kill_clients(&mut self) -> Result<i64, ActError> {
+        let normal: i64 =
+            self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"), "CLIENT KILL TYPE normal").await?;
+        let pubsub: i64 =
+            self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"), "CLIENT KILL TYPE pubsub").await?;
+        Ok(normal + pubsub)
     }
 
     fn changed(&self, why: impl Into<String>) -> ActError {

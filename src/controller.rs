@@ -166,10 +166,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
     tracker.spawn(audit::run(shared.clone(), token.clone()));
+    let nofile = sentinel::raise_nofile_limit();
     if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
         tracker.spawn(sentinel::serve(
             listener,
-            settings.clone(),
+            settings.clone().fitted(nofile, topology.instances.len()),
             shared.discovery.subscribe(),
             shared.events.clone(),
             shared.metrics.clone(),
@@ -691,12 +692,11 @@ impl Controller {
     }
 }
 
-/// Closes the normal client connections of a demoted instance, so that its clients reconnect
+/// Closes the client connections (normal and Pub/Sub) of a demoted instance, so that its clients reconnect
 /// and rediscover the master (best effort: a failure is logged, nothing else depends on it).
 pub async fn disconnect_clients(t: &Topology, redis: &crate::config::RedisConfig, timeout: Duration, id: InstanceId) {
     let addr = t.addr(id);
-    let result =
-        async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_normal_clients().await }.await;
+    let result = async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_clients().await }.await;
     match result {
         Ok(n) => {
             info!(instance = %addr, clients = n, "disconnected the demoted instance's clients so they rediscover the master")

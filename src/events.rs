@@ -79,6 +79,10 @@ pub struct Snapshot {
     /// master; until then the previous verified one (as Sentinel keeps reporting the old
     /// master until the promoted replica is verified).
     pub masters: Masters,
+    /// Per shard: its reported master has answered as a master (now, or since it was
+    /// first reported). Not yet when it is only what the state file named: the endpoint
+    /// then flags it down, so that a stale state file does not hand clients a replica.
+    pub verified: Vec<bool>,
     /// Per instance: failing for `down_after`.
     pub sdown: Vec<bool>,
     /// Per instance: a verified master that is down in a lost room.
@@ -116,6 +120,16 @@ impl Snapshot {
                 _ => previous.and_then(|p| p.masters.get(shard).copied().flatten()).or(d),
             })
             .collect();
+        let verified = masters
+            .iter()
+            .enumerate()
+            .map(|(shard, &m)| match m {
+                Some(m) if answers_as_master(m) => true,
+                Some(m) => previous
+                    .is_some_and(|p| p.masters.get(shard) == Some(&Some(m)) && p.verified.get(shard) == Some(&true)),
+                None => false,
+            })
+            .collect();
         let rooms: Vec<RoomStatus> = verdict.rooms.iter().map(|r| r.status).collect();
         let odown = (0..topology.instances.len())
             .map(|id| {
@@ -140,7 +154,7 @@ impl Snapshot {
                     .or_else(|| previous.and_then(|p| p.roles.get(id).cloned().flatten()))
             })
             .collect();
-        Snapshot { masters, sdown: verdict.down.clone(), odown, roles, rooms }
+        Snapshot { masters, verified, sdown: verdict.down.clone(), odown, roles, rooms }
     }
 }
 
@@ -248,6 +262,7 @@ mod tests {
             .collect();
         Snapshot {
             masters: vec![Some(0), Some(4)],
+            verified: vec![true, true],
             sdown: vec![false; 8],
             odown: vec![false; 8],
             roles,
@@ -385,11 +400,13 @@ mod tests {
 
         let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], SILENCE, None);
         assert_eq!(first.masters, [Some(0), Some(4)]);
+        assert_eq!(first.verified, [true, true]);
         // Shard 0 is being moved to 12:6401 (instance 2), which still answers as a replica,
         // and the old master stops answering: clients keep being told the old master.
         observation.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
         let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], SILENCE, Some(&first));
         assert_eq!(moving.masters, [Some(0), Some(4)]);
+        assert_eq!(moving.verified, [true, true], "the old master was verified; it is reported down by its flags");
         assert_eq!(moving.roles[0], Some(LiveRole::Master), "the last known role is kept");
         assert!(diff(&t, &first, &moving, &[None, None]).is_empty());
         // Promoted: one switch.
@@ -402,7 +419,20 @@ mod tests {
         );
         // On a first round with no answer at all, the designated master is reported.
         let blind = Observation::new(8);
-        assert_eq!(Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], SILENCE, None).masters, [Some(0), None]);
+        let unverified = Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], SILENCE, None);
+        assert_eq!(unverified.masters, [Some(0), None]);
+        assert_eq!(unverified.verified, [false, false], "named by the state file only");
+        // It answers, but as a replica (a stale state file): still not verified.
+        let mut stale = Observation::new(8);
+        stale.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
+        let still = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&unverified));
+        assert_eq!((still.masters[0], still.verified[0]), (Some(0), false));
+        // Once it answers as a master it is, and stays so while it is the one reported.
+        stale.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
+        let verified = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&still));
+        assert!(verified.verified[0]);
+        stale.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
+        assert!(Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&verified)).verified[0]);
     }
 
     #[test]

@@ -4,15 +4,25 @@
 //! A hook runs *after* the action, from the event stream ([`crate::events`]), on its own
 //! task: it never blocks or delays a promotion. Its details are in environment variables
 //! (`RG_EVENT`, `RG_SHARD`, `RG_ROOM`, `RG_OLD_MASTER`, `RG_NEW_MASTER`, `RG_TRIGGER`,
-//! `RG_INSTANCE`; not `ROOMGUARD_*`, which would be read as configuration overrides by a hook
-//! that runs `roomguard` itself). A hook that outlives its `timeout` is killed with its
+//! `RG_INSTANCE`); the controller's own `ROOMGUARD_*` variables (passwords, the admin token)
+//! are removed. A hook's runs are queued and happen one at a time in event order, so two
+//! quick switchovers cannot race. A hook that outlives its `timeout` is killed with its
 //! whole process group. Every run's outcome is logged and counted in
 //! `roomguard_hook_runs_total{event,outcome}`.
 
-use std::{path::PathBuf, process::Stdio, sync::Arc, time::Duration};
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    sync::{broadcast, mpsc},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -100,8 +110,21 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Runs the hooks for every event until `token` is cancelled. Each run is a task on
-/// `tracker`, so shutdown waits for running hooks (each bounded by its timeout).
+/// Runs queued per hook before further runs of it are dropped (and counted `dropped`).
+pub const QUEUE: usize = 64;
+/// The end of a failing hook's stderr that is kept (and logged).
+pub const STDERR_TAIL: usize = 4 * 1024;
+/// After a hook exits, how long its stderr may stay open (a process it left running in the
+/// background may hold it) before what was read is logged and the rest ignored.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+
+type Run = (&'static str, Vec<(&'static str, String)>);
+
+/// Runs the hooks for every event until `token` is cancelled. Each hook has one queue and
+/// one worker task (on `tracker`, so shutdown waits for the run in progress, bounded by its
+/// timeout): a hook's runs happen one at a time, in event order — two quick switchovers
+/// never race to rewrite the same proxy configuration. Queuing never waits: when a hook's
+/// queue is full the run is dropped, logged and counted.
 pub async fn run(
     hooks: Vec<HookSettings>,
     mut events: broadcast::Receiver<Event>,
@@ -109,6 +132,14 @@ pub async fn run(
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
+    let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
+        .into_iter()
+        .map(|hook| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone()));
+            (hook, tx)
+        })
+        .collect();
     loop {
         let event = tokio::select! {
             _ = token.cancelled() => return,
@@ -123,31 +154,77 @@ pub async fn run(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let Some(name) = event.hook_name() else { continue };
-        for hook in hooks.iter().filter(|h| h.events.iter().any(|e| e == name)) {
-            let (hook, env, metrics) = (hook.clone(), environment(&event), metrics.clone());
-            tracker.spawn(async move {
-                let outcome = run_one(&hook, &env).await;
-                metrics.record_hook(name, outcome);
-            });
+        for (hook, queue) in queues.iter().filter(|(h, _)| h.events.iter().any(|e| e == name)) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send((name, environment(&event))) {
+                warn!(hook = %hook.command[0], event = name, "hook: {QUEUE} runs are already waiting; this run is dropped");
+                metrics.record_hook(name, "dropped");
+            }
         }
     }
 }
 
+/// One hook's runs, one at a time, until `token` is cancelled (the run in progress finishes).
+async fn worker(hook: HookSettings, mut runs: mpsc::Receiver<Run>, metrics: Arc<Metrics>, token: CancellationToken) {
+    loop {
+        let run = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            run = runs.recv() => run,
+        };
+        let Some((name, env)) = run else { return };
+        let outcome = run_one(&hook, &env).await;
+        metrics.record_hook(name, outcome);
+    }
+}
+
+/// The environment of a hook: the controller's, without any `ROOMGUARD_*` variable (they
+/// hold the Redis, admin and Sentinel passwords when configured by environment, and would be
+/// read as configuration overrides by a hook that runs `roomguard`), plus the event's.
+pub fn hook_environment(
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+    event: &[(&'static str, String)],
+) -> Vec<(OsString, OsString)> {
+    parent
+        .into_iter()
+        .filter(|(k, _)| !k.as_encoded_bytes().starts_with(b"ROOMGUARD_"))
+        .chain(event.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
+        .collect()
+}
+
+/// Appends `chunk` to `tail`, keeping its last `keep` bytes.
+fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], keep: usize) {
+    tail.extend_from_slice(chunk);
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+}
+
+/// Reads `from` to its end, keeping the last `keep` bytes in `tail`.
+async fn read_tail(mut from: impl AsyncRead + Unpin, tail: Arc<Mutex<Vec<u8>>>, keep: usize) {
+    let mut chunk = [0u8; 4096];
+    while let Ok(n @ 1..) = from.read(&mut chunk).await {
+        keep_tail(&mut tail.lock().unwrap_or_else(|e| e.into_inner()), &chunk[..n], keep);
+    }
+}
+
 /// Runs one hook; returns its outcome label: `ok`, `failed` (non-zero exit), `timeout`
-/// (killed), `error` (could not be started).
+/// (killed), `error` (could not be started). Its stdout is discarded and the end of its
+/// stderr kept; the run ends when the hook's process exits, even if something it started
+/// in the background still runs (and holds its stderr).
 async fn run_one(hook: &HookSettings, env: &[(&'static str, String)]) -> &'static str {
     let program = &hook.command[0];
     let event = &env[0].1;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&hook.command[1..])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_clear()
+        .envs(hook_environment(std::env::vars_os(), env))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout kills what it started too.
         .process_group(0)
         .kill_on_drop(true);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             warn!(hook = %program, event, error = %e, "hook could not be started");
@@ -155,15 +232,24 @@ async fn run_one(hook: &HookSettings, env: &[(&'static str, String)]) -> &'stati
         }
     };
     let pid = child.id();
-    match tokio::time::timeout(hook.timeout, child.wait_with_output()).await {
-        Ok(Ok(output)) if output.status.success() => {
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let reader = child.stderr.take().map(|stderr| tokio::spawn(read_tail(stderr, tail.clone(), STDERR_TAIL)));
+    let waited = tokio::time::timeout(hook.timeout, child.wait()).await;
+    if let Some(mut reader) = reader {
+        let finished = waited.is_ok() && tokio::time::timeout(STDERR_GRACE, &mut reader).await.is_ok();
+        if !finished {
+            reader.abort();
+        }
+    }
+    match waited {
+        Ok(Ok(status)) if status.success() => {
             info!(hook = %program, event, "hook ran");
             "ok"
         }
-        Ok(Ok(output)) => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String = stderr.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
-            warn!(hook = %program, event, status = %output.status, stderr = %tail.trim(), "hook failed");
+        Ok(Ok(status)) => {
+            let stderr = String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+            let end: String = stderr.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+            warn!(hook = %program, event, %status, stderr = %end.trim(), "hook failed");
             "failed"
         }
         Ok(Err(e)) => {
@@ -172,17 +258,20 @@ async fn run_one(hook: &HookSettings, env: &[(&'static str, String)]) -> &'stati
         }
         Err(_) => {
             if let Some(pid) = pid {
-                // The group id is the child's pid (process_group(0)).
-                let _ = tokio::process::Command::new("kill")
-                    .args(["-s", "KILL", "--", &format!("-{pid}")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .await;
+                kill_group(pid);
             }
             warn!(hook = %program, event, timeout = ?hook.timeout, "hook timed out and was killed");
             "timeout"
         }
+    }
+}
+
+/// SIGKILL to the hook's process group (its id is the hook's pid: `process_group(0)`), by a
+/// system call: no `kill` program looked up in `PATH` at the moment it is needed.
+fn kill_group(pid: u32) {
+    use nix::{sys::signal, unistd::Pid};
+    if let Err(e) = signal::killpg(Pid::from_raw(pid as i32), signal::Signal::SIGKILL) {
+        warn!(pid, error = %e, "hook: killing its process group failed");
     }
 }
 
@@ -212,6 +301,131 @@ mod tests {
         assert!(raw(&["demote"], &[]).validate(1, base).unwrap_err().contains("`command` is empty"));
         let zero = RawHook { timeout: Some(Duration::ZERO), ..raw(&["demote"], &["x"]) };
         assert!(zero.validate(1, base).unwrap_err().contains("timeout"));
+    }
+
+    fn hook(command: &[&str], timeout: Duration) -> HookSettings {
+        HookSettings {
+            events: vec!["switchover".into(), "failover".into()],
+            command: command.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        }
+    }
+
+    fn switched(new: u16) -> Event {
+        Event::MasterSwitched {
+            shard: "s1".into(),
+            old: Addr::new("10.0.0.1", 6401),
+            new: Addr::new("10.0.0.2", new),
+            room: "2".into(),
+            trigger: Trigger::Manual,
+        }
+    }
+
+    async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..400 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_hooks_runs_happen_in_event_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        // The first run is the slow one: run concurrently, the second would write first.
+        let script = format!("case $RG_NEW_MASTER in *:1) sleep 0.5;; esac; echo $RG_NEW_MASTER >> {}", log.display());
+        let metrics = Arc::new(Metrics::new(&crate::topology::fixtures::seed()));
+        let (tx, rx) = broadcast::channel(16);
+        let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
+        let runner = tokio::spawn(run(
+            vec![hook(&["/bin/sh", "-c", &script], Duration::from_secs(20))],
+            rx,
+            metrics,
+            tracker.clone(),
+            token.clone(),
+        ));
+        for new in [1, 2, 3] {
+            tx.send(switched(new)).unwrap();
+        }
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(eventually(|| read().lines().count() == 3).await, "{}", read());
+        assert_eq!(read(), "10.0.0.2:1\n10.0.0.2:2\n10.0.0.2:3\n");
+        token.cancel();
+        runner.await.unwrap();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_runs_without_blocking() {
+        let metrics = Arc::new(Metrics::new(&crate::topology::fixtures::seed()));
+        let (tx, rx) = broadcast::channel(4 * QUEUE);
+        let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
+        let runner = tokio::spawn(run(
+            vec![hook(&["sleep", "30"], Duration::from_secs(60))],
+            rx,
+            metrics.clone(),
+            tracker.clone(),
+            token.clone(),
+        ));
+        // One run at a time, QUEUE waiting: of QUEUE + 10 at least 9 are dropped.
+        for _ in 0..QUEUE + 10 {
+            tx.send(switched(1)).unwrap();
+        }
+        let dropped = || {
+            metrics.encode().lines().any(|l| {
+                l.starts_with("roomguard_hook_runs_total{")
+                    && l.contains("outcome=\"dropped\"")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 9.0)
+            })
+        };
+        assert!(eventually(dropped).await, "{}", metrics.encode());
+        token.cancel();
+        runner.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_leaves_a_process_in_the_background_is_done_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // Its background child outlives the timeout and holds stderr: the hook still exited.
+        let script = format!("sleep 15 & echo $! > {}; echo started >&2; exit 0", pid_file.display());
+        let h = hook(&["/bin/sh", "-c", &script], Duration::from_secs(5));
+        assert_eq!(run_one(&h, &environment(&switched(1))).await, "ok");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        // A failing hook with much stderr: failed, and only the end of it kept.
+        let h = hook(&["/bin/sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x >&2; exit 3"], Duration::from_secs(20));
+        assert_eq!(run_one(&h, &environment(&switched(1))).await, "failed");
+    }
+
+    #[test]
+    fn stderr_keeps_its_end_only() {
+        let mut tail = Vec::new();
+        for i in 0..1000u32 {
+            keep_tail(&mut tail, format!("line {i}\n").as_bytes(), 64);
+            assert!(tail.len() <= 64);
+        }
+        assert!(String::from_utf8(tail).unwrap().ends_with("line 998\nline 999\n"));
+    }
+
+    #[test]
+    fn hooks_get_no_roomguard_variables() {
+        let parent = [
+            ("PATH", "/usr/bin"),
+            ("ROOMGUARD_REDIS__PASSWORD", "s3cret"),
+            ("ROOMGUARD_HTTP__ADMIN_TOKEN", "t0ken"),
+            ("ROOMGUARD_SENTINEL__PASSWORD", "p"),
+            ("ROOMGUARD_REDIS__ROOM__2__PASSWORD", "q"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env = hook_environment(parent, &environment(&Event::CutOff { room: "1".into() }));
+        let names: Vec<String> = env.iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["PATH", "HOME", "RG_EVENT", "RG_ROOM"]);
     }
 
     #[test]

@@ -292,7 +292,11 @@ impl Metrics {
             "Wrong passwords presented to the Sentinel endpoint",
             m.sentinel_auth_failures.clone(),
         );
-        r.register("hook_runs", "Hook runs by event and outcome (ok, failed, timeout, error)", m.hook_runs.clone());
+        r.register(
+            "hook_runs",
+            "Hook runs by event and outcome (ok, failed, timeout, error, dropped)",
+            m.hook_runs.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         r.register("build_info", "roomguard's version", build_info);

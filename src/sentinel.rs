@@ -83,6 +83,12 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A client that does not read what it asked for is dropped after this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies buffered per connection before they are written (and the rest of a pipeline is
+/// answered only once they are): bounds the output memory of a client that does not read.
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Most channels and patterns one connection may subscribe to (Sentinel has a handful of
+/// channels; a client subscribing to thousands is misbehaving or hostile).
+pub const MAX_SUBSCRIPTIONS: usize = 64;
 /// Most arguments a request may have (a Sentinel request has at most a handful).
 const MAX_ARGS: i64 = 1024;
 
@@ -106,6 +112,55 @@ impl RawSentinel {
             return Err("`sentinel.idle_timeout` must be greater than zero".into());
         }
         Ok(SentinelSettings { listen, password, max_connections, max_request_bytes, idle_timeout })
+    }
+}
+
+// === file descriptors ===
+
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit, so that a
+/// reconnect storm of Sentinel clients cannot leave the controller unable to open Redis
+/// connections (EMFILE) when it must fail over. Returns the soft limit now in force (`None`
+/// if it cannot be read).
+pub fn raise_nofile_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"),
+            Err(e) => warn!(soft, hard, error = %e, "could not raise the open-files limit (RLIMIT_NOFILE)"),
+        }
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
+}
+
+/// File descriptors kept for everything but Sentinel clients: per instance a poller
+/// connection, an action connection and one spare (a CLI-triggered switchover, the audit),
+/// plus 64 for the HTTP server, the state file, hooks' pipes, logs and the listeners.
+pub fn reserved_fds(instances: usize) -> u64 {
+    instances as u64 * 3 + 64
+}
+
+/// `max_connections` fitted to the open-files limit `nofile`, leaving [`reserved_fds`]:
+/// `Some(clamped)` when it had to be lowered.
+pub fn fit_connections(max_connections: usize, nofile: u64, instances: usize) -> Option<usize> {
+    let room = nofile.saturating_sub(reserved_fds(instances)).max(1);
+    (max_connections as u64 > room).then_some(room as usize)
+}
+
+impl SentinelSettings {
+    /// These settings with `max_connections` fitted to the open-files limit (logged when lowered).
+    pub fn fitted(mut self, nofile: Option<u64>, instances: usize) -> Self {
+        if let Some(clamped) = nofile.and_then(|n| fit_connections(self.max_connections, n, instances)) {
+            warn!(
+                configured = self.max_connections,
+                effective = clamped,
+                open_files_limit = nofile,
+                reserved = reserved_fds(instances),
+                "sentinel.max_connections lowered to fit the open-files limit, keeping descriptors for Redis connections (raise `ulimit -n` / LimitNOFILE)"
+            );
+            self.max_connections = clamped;
+        }
+        self
     }
 }
 
@@ -150,14 +205,16 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Shards with the masters the state file names, before the first round.
+    /// Shards with the masters the state file names, before the first round: not verified
+    /// yet, so flagged `s_down,disconnected` (clients that check flags wait; the address is
+    /// still given, as Sentinel gives a master it cannot reach).
     pub fn initial(topology: &Topology, masters: &crate::plan::Masters, down_after: Duration) -> Self {
         let node = |id| NodeView {
             addr: topology.addr(id).clone(),
-            sdown: false,
+            sdown: true,
             odown: false,
-            disconnected: false,
-            answers_as_master: true,
+            disconnected: true,
+            answers_as_master: false,
             link_up: false,
             master: None,
             offset: 0,
@@ -215,9 +272,13 @@ impl Discovery {
                     Some(m) => topology.chain_order(m),
                     None => topology.shard_members(s).collect(),
                 };
+                let verified = snapshot.verified.get(s).copied().unwrap_or(false);
                 ShardView {
                     name: shard.name.clone(),
-                    master: master.map(node),
+                    // Named by the state file but never seen answering as a master: down.
+                    master: master
+                        .map(node)
+                        .map(|n| if verified { n } else { NodeView { sdown: true, disconnected: true, ..n } }),
                     replicas: order.into_iter().filter(|&id| Some(id) != master).map(node).collect(),
                 }
             })
@@ -551,7 +612,7 @@ pub async fn serve(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             endpoint.metrics.sentinel_rejected.inc();
-            tokio::spawn(refuse(stream));
+            refuse(stream);
             continue;
         };
         let endpoint = endpoint.clone();
@@ -585,10 +646,15 @@ impl Drop for Open {
     }
 }
 
-/// Over the connection cap: one error line, then close (as Redis with `maxclients`).
-async fn refuse(mut stream: TcpStream) {
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), stream.write_all(b"-ERR max number of clients reached\r\n")).await;
+/// Over the connection cap: one error line, then close (as Redis with `maxclients`). Written
+/// without waiting (a new connection's send buffer is empty, so it fits), and the descriptor
+/// is closed at once: refusals hold no task and no descriptor, however many arrive.
+fn refuse(stream: TcpStream) {
+    // A direct non-blocking write: tokio's `try_write` would refuse before the reactor has
+    // seen the new socket writable.
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut stream, b"-ERR max number of clients reached\r\n");
+    }
 }
 
 fn random_id() -> String {
@@ -643,30 +709,23 @@ impl<'a> Connection<'a> {
         let mut buf: Vec<u8> = Vec::with_capacity(1024);
         loop {
             let mut out = Vec::new();
-            loop {
-                match parse_request(&buf, max) {
-                    Ok(Some((args, used))) => {
-                        buf.drain(..used);
-                        if !args.is_empty() {
-                            self.handle(&args, &mut out);
-                        }
-                        if self.quit {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        err(format!("ERR Protocol error: {e}")).encode(self.resp3, &mut out);
-                        let _ = self.write(&mut stream, &out).await;
-                        return e.label();
-                    }
+            let more = match self.answer(&mut buf, max, &mut out) {
+                Ok(more) => more,
+                Err(e) => {
+                    err(format!("ERR Protocol error: {e}")).encode(self.resp3, &mut out);
+                    let _ = self.write(&mut stream, &out).await;
+                    return e.label();
                 }
-            }
+            };
             if !out.is_empty() && self.write(&mut stream, &out).await.is_err() {
                 return "write";
             }
             if self.quit {
                 return "quit";
+            }
+            // Replies were cut at OUTPUT_CHUNK: answer the rest of the buffer before reading.
+            if more {
+                continue;
             }
             // A large request is done with: give its memory back.
             if buf.is_empty() && buf.capacity() > 16 * 1024 {
@@ -705,6 +764,26 @@ impl<'a> Connection<'a> {
                 },
             }
         }
+    }
+
+    /// Answers the complete requests at the front of `buf` into `out`, stopping once `out`
+    /// holds [`OUTPUT_CHUNK`] bytes (or at `QUIT`); `Ok(true)` when it stopped there with
+    /// requests possibly left, to be answered after `out` is written. So a client that
+    /// pipelines many requests and never reads holds at most one chunk of replies.
+    fn answer(&mut self, buf: &mut Vec<u8>, max: usize, out: &mut Vec<u8>) -> Result<bool, ProtocolError> {
+        while let Some((args, used)) = parse_request(buf, max)? {
+            buf.drain(..used);
+            if !args.is_empty() {
+                self.handle(&args, out);
+            }
+            if self.quit {
+                return Ok(false);
+            }
+            if out.len() >= OUTPUT_CHUNK {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn write(&self, stream: &mut tokio::net::tcp::WriteHalf<'_>, out: &[u8]) -> Result<(), ()> {
@@ -793,11 +872,16 @@ impl<'a> Connection<'a> {
                     self.events = Some(self.endpoint.events.subscribe());
                 }
                 for name in &args[1..] {
-                    if pattern {
-                        self.patterns.insert(name.clone());
-                    } else {
-                        self.channels.insert(name.clone());
+                    let full = self.subscribed() >= MAX_SUBSCRIPTIONS;
+                    let set = if pattern { &mut self.patterns } else { &mut self.channels };
+                    if full && !set.contains(name) {
+                        err(format!(
+                            "ERR too many subscriptions: at most {MAX_SUBSCRIPTIONS} channels and patterns per connection"
+                        ))
+                        .encode(self.resp3, out);
+                        continue;
                     }
+                    set.insert(name.clone());
                     Reply::Push(vec![bulk(command), bulk(name), Reply::Int(self.subscribed() as i64)])
                         .encode(self.resp3, out);
                 }
@@ -1209,6 +1293,142 @@ mod tests {
         assert_eq!(enc(Reply::Push(vec![bulk("x")]), true), ">1\r\n$1\r\nx\r\n");
         assert_eq!(enc(Reply::Push(vec![bulk("x")]), false), "*1\r\n$1\r\nx\r\n");
         assert_eq!(enc(err("ERR a\r\nb"), false), "-ERR a  b\r\n");
+    }
+
+    fn endpoint(view: Discovery) -> Endpoint {
+        let topology = crate::topology::fixtures::seed();
+        Endpoint {
+            settings: RawSentinel {
+                listen: "127.0.0.1:0".into(),
+                password: None,
+                max_connections: None,
+                max_request_bytes: None,
+                idle_timeout: None,
+            }
+            .validate()
+            .unwrap(),
+            view: watch::channel(view).1,
+            events: broadcast::channel(16).0,
+            metrics: Arc::new(Metrics::new(&topology)),
+            myid: random_id(),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn seed_view() -> Discovery {
+        let topology = crate::topology::fixtures::seed();
+        let masters = (0..topology.shards.len()).map(|s| topology.shard_members(s).next()).collect();
+        Discovery::initial(&topology, &masters, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_pipeline_is_answered_one_bounded_chunk_at_a_time() {
+        let endpoint = endpoint(seed_view());
+        let mut connection = Connection::new(&endpoint);
+        let requests = 4000;
+        let mut buf = b"SENTINEL MASTERS\n".repeat(requests);
+        let mut one = Vec::new();
+        connection.handle(&[b"SENTINEL".to_vec(), b"MASTERS".to_vec()], &mut one);
+        let (mut total, mut chunks) = (0, 0);
+        loop {
+            let mut out = Vec::new();
+            let more = connection.answer(&mut buf, DEFAULT_MAX_REQUEST_BYTES, &mut out).unwrap();
+            assert!(out.len() < OUTPUT_CHUNK + one.len(), "{} bytes buffered", out.len());
+            total += out.len();
+            chunks += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(total, one.len() * requests, "every request answered");
+        assert!(chunks > 1);
+    }
+
+    #[test]
+    fn subscriptions_per_connection_are_capped() {
+        let endpoint = endpoint(seed_view());
+        let mut connection = Connection::new(&endpoint);
+        let mut args = vec![b"SUBSCRIBE".to_vec()];
+        args.extend((0..MAX_SUBSCRIPTIONS - 1).map(|i| format!("c{i}").into_bytes()));
+        let mut out = Vec::new();
+        connection.handle(&args, &mut out);
+        connection.handle(&[b"PSUBSCRIBE".to_vec(), b"+*".to_vec(), b"-*".to_vec()], &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(connection.subscribed(), MAX_SUBSCRIPTIONS);
+        assert_eq!(text.matches("-ERR too many subscriptions").count(), 1, "{text}");
+        // Already subscribed: no error, no growth.
+        let mut out = Vec::new();
+        connection.handle(&[b"SUBSCRIBE".to_vec(), b"c0".to_vec(), b"new".to_vec()], &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("-ERR").count(), 1, "{text}");
+        assert_eq!(connection.subscribed(), MAX_SUBSCRIPTIONS);
+    }
+
+    fn flags_of(reply: &Reply) -> String {
+        let Reply::Map(pairs) = reply else { panic!("{reply:?}") };
+        match pairs.iter().find(|(k, _)| *k == bulk("flags")) {
+            Some((_, Reply::Bulk(b))) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_master_only_the_state_file_names_is_reported_down_until_verified() {
+        use crate::detect::{RoomStatus, RoomVerdict, Verdict};
+        let topology = crate::topology::fixtures::seed();
+        let initial = seed_view();
+        let s = &initial.shards[0];
+        assert_eq!(flags_of(&master_state(s, &initial)), "master,s_down,disconnected");
+        let endpoint = endpoint(initial.clone());
+        let mut connection = Connection::new(&endpoint);
+        let mut out = Vec::new();
+        connection.handle(
+            &[b"SENTINEL".to_vec(), b"get-master-addr-by-name".to_vec(), s.name.clone().into_bytes()],
+            &mut out,
+        );
+        let master = s.master.as_ref().unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(&master.addr.host), "the address is still given");
+
+        // The first round: the named master answers, but as a replica (a stale state file).
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/info/{name}", env!("CARGO_MANIFEST_DIR"));
+            crate::info::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let now = Instant::now();
+        let mut observation = Observation::new(topology.instances.len());
+        for id in 0..topology.instances.len() {
+            observation.instances[id].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
+        }
+        let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
+        let verdict = Verdict { down: vec![false; topology.instances.len()], rooms: vec![room.clone(), room] };
+        let designated = vec![Some(0), Some(4)];
+        let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), None);
+        let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
+        assert!(flags_of(&master_state(&view.shards[0], &view)).contains("s_down"), "{view:?}");
+        // Once it answers as a master it is reported up.
+        observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
+        let snapshot =
+            Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), Some(&snapshot));
+        let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
+        assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
+    }
+
+    #[test]
+    fn max_connections_fit_the_open_files_limit() {
+        // 8 instances: 24 + 64 reserved.
+        assert_eq!(reserved_fds(8), 88);
+        assert_eq!(fit_connections(1024, 1024, 8), Some(936));
+        assert_eq!(fit_connections(1024, 1024 * 1024, 8), None);
+        assert_eq!(fit_connections(100, 1024, 8), None);
+        assert_eq!(fit_connections(1024, 50, 8), Some(1), "never zero");
+        let settings = endpoint(seed_view()).settings;
+        assert_eq!(settings.clone().fitted(Some(1024), 8).max_connections, 936);
+        assert_eq!(settings.clone().fitted(None, 8).max_connections, DEFAULT_MAX_CONNECTIONS);
+        // The process' own limit is raised (to the hard limit where the system allows it).
+        let (before, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert!(raise_nofile_limit().unwrap() >= before);
     }
 
     #[test]

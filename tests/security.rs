@@ -18,9 +18,33 @@ use roomguard::{
 
 use crate::util::*;
 
-/// The ACL the README recommends for roomguard's user: `INFO`, `REPLICAOF`, and the two
-/// `CLIENT` subcommands of a graceful failover. No keys, no channels, nothing else.
-const MINIMAL_ACL: &[&str] = &["-@all", "+info", "+replicaof", "+client|pause", "+client|unpause"];
+/// The ACL the README recommends for roomguard's user: `INFO`, `REPLICAOF`, the two `CLIENT`
+/// subcommands of a graceful failover, `CLIENT KILL` (a demoted master's clients) and
+/// `CONFIG GET` (the settings audit). No keys, no channels, nothing else.
+const MINIMAL_ACL: &[&str] =
+    &["-@all", "+info", "+replicaof", "+client|pause", "+client|unpause", "+client|kill", "+config|get"];
+
+/// A raw client of `a` (default user, `password`) that sent `command` and read its reply.
+async fn raw_client(a: &str, password: &str, command: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(format!("AUTH {password}\r\n{command}\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(got.starts_with(b"+OK\r\n") && got.len() > 5 && got.ends_with(b"\r\n")) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{a} closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+/// Whether the server closed `s` (reads to the end, within a generous deadline).
+async fn closed_by_server(mut s: tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    matches!(tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await, Ok(Ok(_)) | Ok(Err(_)))
+}
 
 async fn info_with(a: &str, settings: &RedisSettings) -> Option<ReplicationInfo> {
     probe::probe_once(&addr(a), settings, Duration::from_secs(1)).await.ok()
@@ -87,10 +111,18 @@ async fn row11_acl_user_with_minimal_permissions() {
 
     let c = Controller::start(&lab).await;
     assert!(c.wait_healthy_primary("1", Duration::from_secs(10)).await, "{}", c.report_text());
+    // An application's connection and a subscriber on the master that will be demoted.
+    let app = raw_client(&at(1, 22551), "default-user-pass-22550", "PING").await;
+    let subscriber = raw_client(&at(1, 22551), "default-user-pass-22550", "SUBSCRIBE news").await;
     let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failover: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failover: {stdout}\n{stderr}");
     assert!(stdout.contains("graceful failover"), "{stdout}");
+    // `CLIENT KILL` is allowed: the demoted master's clients were disconnected, both kinds.
+    assert!(!stderr.contains("could not disconnect") && !stdout.contains("could not disconnect"), "{stdout}\n{stderr}");
+    assert!(closed_by_server(app).await, "the demoted master's client is still connected");
+    assert!(closed_by_server(subscriber).await, "the demoted master's subscriber is still connected");
     for (head, tail) in [(22551, 22553), (22552, 22554)] {
         assert!(is_master_with(&at(2, head), &user).await);
         assert!(replicates_with(&at(1, head), &at(2, tail), &user).await);
