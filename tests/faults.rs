@@ -476,3 +476,48 @@ async fn row1_latency_jitter_causes_no_action() {
     drop(rules);
     proxies.iter().for_each(|p| p.abort());
 }
+
+/// Rows 8 and 10: two controllers (one beside each app server) both see room 1's master
+/// restart empty. They rescue the same way, never undo each other, and no key is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10_two_controllers_rescue_without_fighting() {
+    let mut lab = lab(21250).await;
+    let a = Controller::start(&lab).await;
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join("second-state.json");
+    let b = Controller::start_with(config).await;
+    let chain = [at(1, 21251), at(1, 21253), at(2, 21251), at(2, 21253)];
+    write_keys(&chain[0], 1000).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+
+    lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "A: {}\nB: {}",
+        report(&a),
+        report(&b)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 1000).await && replicates(&chain[0], &chain[1]).await
+        })
+        .await,
+        "data lost or not re-chained: {:?}\nA: {}\nB: {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&a),
+        report(&b)
+    );
+    // Settled: the rescuer stays the master, and neither controller acts any more.
+    let actions = |c: &Controller| c.metric("roomguard_actions_total", &[]);
+    let before = (actions(&a), actions(&b));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((actions(&a), actions(&b)), before, "A: {}\nB: {}", report(&a), report(&b));
+    assert!(is_master(&chain[1]).await && !is_master(&chain[0]).await);
+    for c in [&a, &b] {
+        assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", report(c));
+        assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21251\""]), 1.0);
+    }
+    a.stop().await;
+    b.stop().await;
+}
