@@ -238,6 +238,20 @@ async fn row8_two_controllers_converge_without_fighting() {
         })
         .await
     );
+    // Room 1 returns once both controllers have taken in the failover (one may have made it,
+    // the other adopted it). Returning earlier is a different fault: a controller that never
+    // saw the room lost then sees two masters, and with empty datasets (equal offsets, as
+    // here) nothing says which one holds the data.
+    let primary_2 = |c: &Controller| {
+        c.metric("roomguard_primary_room", &["room=\"2\""]) == 1.0
+            && c.metric("roomguard_primary_room", &["room=\"1\""]) == 0.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async { primary_2(&a) && primary_2(&b) }).await,
+        "A: {}\nB: {}",
+        report(&a),
+        report(&b)
+    );
     for id in lab.room(0) {
         lab.servers[id].restart(None).unwrap();
     }
