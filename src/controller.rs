@@ -273,10 +273,17 @@ impl Controller {
         self.reload_state_if_changed();
         self.fill_unknown_masters(observation);
 
-        let state = self.state.as_ref().expect("filled above");
         // A manual failover run by this process (the admin API) holds the lock until it has
-        // converged: decide nothing meanwhile, it is deciding.
-        let manual_in_progress = self.shared.action_lock.try_lock().is_err();
+        // converged: decide and act on nothing meanwhile, it is deciding. Otherwise the round
+        // holds it until its actions are done.
+        let shared = self.shared.clone();
+        let action_guard = shared.action_lock.try_lock().ok();
+        // An instance we just changed is stale until a probe that started after the command
+        // comes back: no action on it before that, and no new master decision at all (a
+        // just-promoted head still reads as a replica, which would look like someone else's
+        // switchover and be "adopted" back).
+        self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
+        let state = self.state.as_ref().expect("filled above");
         let policy = Policy {
             auto_failover: settings.auto_failover,
             adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
@@ -286,11 +293,7 @@ impl Controller {
                 .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
             link_silence: settings.link_silence,
         };
-        // No new master decision while an instance we just changed has not been probed since:
-        // its last reply predates our command (a just-promoted head still reads as a replica,
-        // which would look like someone else's switchover and be "adopted" back).
-        let settled = self.acted_at.iter().all(|(&id, at)| observation.get(id).probed_at.is_some_and(|p| p >= *at));
-        let decision = if manual_in_progress || !settled {
+        let decision = if action_guard.is_none() || !self.acted_at.is_empty() {
             Decision::default()
         } else {
             plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
@@ -302,15 +305,12 @@ impl Controller {
             plan::PlanSettings { link_silence: settings.link_silence, newer_master_grace: settings.down_after, now };
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
-        // Wait for a fresh probe before acting again on an instance we just changed.
-        self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
         let actions: Vec<Action> =
             plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
-        let shared = self.shared.clone();
-        match shared.action_lock.try_lock() {
-            Ok(_guard) => self.act(&actions).await,
-            Err(_) if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
-            Err(_) => {}
+        match action_guard {
+            Some(_guard) => self.act(&actions).await,
+            None if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
+            None => {}
         }
         self.verify_in_flight(observation, &masters);
         self.publish(observation, &verdict, &masters, now);

@@ -157,11 +157,11 @@ impl InstanceObservation {
                 self.reachable = true;
                 if info.role == Role::Master {
                     self.master_since.get_or_insert(started);
-                    // Keep the first loss: a second restart must not replace the history its
-                    // replicas still hold with the short-lived one in between.
                     let recent = self
                         .answered_at
                         .is_some_and(|at| started.saturating_duration_since(at) <= RESTART_EVIDENCE_WINDOW);
+                    // Keep the first loss: a second restart must not replace the history its
+                    // replicas still hold with the short-lived one in between.
                     if self.lost_history.is_none() && recent {
                         self.lost_history =
                             self.info.as_ref().and_then(|previous| LostHistory::between(previous, &info));
