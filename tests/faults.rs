@@ -319,6 +319,15 @@ async fn all_hold(addrs: &[String], n: i64) -> bool {
     true
 }
 
+/// The first shard's chain of the lab at `base` (head and tail of room 1, then of room 2),
+/// once all four hold 1000 keys written to its master.
+async fn shard_holding_keys(base: u16) -> [String; 4] {
+    let chain = [at(1, base + 1), at(1, base + 3), at(2, base + 1), at(2, base + 3)];
+    write_keys(&chain[0], 1000).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+    chain
+}
+
 /// The sync delay Redis ships with: a master waits this long before it streams a full sync.
 /// The lab uses 0 so chains come up fast; row 10 needs the default's window.
 const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
@@ -330,9 +339,7 @@ const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
 async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
     let mut lab = lab(21200).await;
     let c = Controller::start(&lab).await;
-    let chain = [at(1, 21201), at(1, 21203), at(2, 21201), at(2, 21203)];
-    write_keys(&chain[0], 1000).await;
-    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+    let chain = shard_holding_keys(21200).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     assert!(
@@ -363,9 +370,7 @@ async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
 async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
     let mut lab = lab(21210).await;
     let c = Controller::start(&lab).await;
-    let chain = [at(1, 21211), at(1, 21213), at(2, 21211), at(2, 21213)];
-    write_keys(&chain[0], 1000).await;
-    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+    let chain = shard_holding_keys(21210).await;
 
     lab.server(&chain[1]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     // Room 2 keeps its data the whole time, past the moment the empty instance would have
@@ -500,9 +505,7 @@ async fn row10_two_controllers_rescue_without_fighting() {
     let mut config = lab.config.clone();
     config.controller.state_file = lab.dir().join("second-state.json");
     let b = Controller::start_with(config).await;
-    let chain = [at(1, 21251), at(1, 21253), at(2, 21251), at(2, 21253)];
-    write_keys(&chain[0], 1000).await;
-    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+    let chain = shard_holding_keys(21250).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     assert!(

@@ -123,14 +123,7 @@ async fn row11_password_is_used_and_never_shown() {
     for id in lab.room(0) {
         lab.servers[id].kill();
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]) == 1.0
-        })
-        .await,
-        "failover with a password: {}",
-        c.metrics()
-    );
+    assert!(c.wait_one_failover_to("2", Duration::from_secs(10)).await, "failover with a password: {}", c.metrics());
     let (_, topology) = http_get(c.http, "/topology").await;
     let (_, page) = http_get(c.http, "/").await;
     let config = config_path(&lab);

@@ -268,10 +268,7 @@ async fn row11_tls_failover_and_wrong_ca() {
         lab.servers[id].kill();
     }
     assert!(
-        wait_until(Duration::from_secs(15), || async {
-            c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]) == 1.0
-        })
-        .await,
+        c.wait_one_failover_to("2", Duration::from_secs(15)).await,
         "failover over TLS:\n{}\n{}",
         c.metrics(),
         c.report_text()
@@ -343,10 +340,7 @@ async fn row11_per_room_and_per_instance_passwords() {
         lab.servers[id].kill();
     }
     assert!(
-        wait_until(Duration::from_secs(15), || async {
-            c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]) == 1.0
-        })
-        .await,
+        c.wait_one_failover_to("2", Duration::from_secs(15)).await,
         "failover with per-room passwords:\n{}\n{}",
         c.metrics(),
         c.report_text()

@@ -96,6 +96,13 @@ impl Controller {
         .await
     }
 
+    /// Waits until exactly one failover to `room` has been counted as done.
+    pub async fn wait_one_failover_to(&self, room: &str, timeout: Duration) -> bool {
+        let room = format!("room=\"{room}\"");
+        wait_until(timeout, || async { self.metric("roomguard_failovers_total", &[&room, "outcome=\"ok\""]) == 1.0 })
+            .await
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();

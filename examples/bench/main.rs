@@ -55,20 +55,27 @@ struct Opts {
     cost_base: u16,
 }
 
+impl Default for Opts {
+    /// One scenario's defaults: roomguard, chained, SIGKILL, `down_after` 1 s, 2 shards.
+    fn default() -> Self {
+        Opts {
+            trials: 5,
+            system: System::Roomguard,
+            flat: false,
+            hang: false,
+            down_after: Duration::from_secs(1),
+            shards: 2,
+            rate: None,
+            writers: 1,
+            seconds: 20,
+            quick: false,
+            cost_base: BASE_BIG,
+        }
+    }
+}
+
 fn parse() -> (String, Opts) {
-    let mut o = Opts {
-        trials: 5,
-        system: System::Roomguard,
-        flat: false,
-        hang: false,
-        down_after: Duration::from_secs(1),
-        shards: 2,
-        rate: None,
-        writers: 1,
-        seconds: 20,
-        quick: false,
-        cost_base: BASE_BIG,
-    };
+    let mut o = Opts::default();
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     let command = it.next().unwrap_or_else(|| "suite".into());
     while let Some(flag) = it.next() {
@@ -440,19 +447,7 @@ fn load() -> String {
 
 async fn suite(quick: bool) {
     let n = if quick { 3 } else { 20 };
-    let base = Opts {
-        trials: n,
-        system: System::Roomguard,
-        flat: false,
-        hang: false,
-        down_after: Duration::from_secs(1),
-        shards: 2,
-        rate: None,
-        writers: 1,
-        seconds: if quick { 5 } else { 20 },
-        quick,
-        cost_base: BASE_BIG,
-    };
+    let base = Opts { trials: n, seconds: if quick { 5 } else { 20 }, quick, ..Opts::default() };
     let mut out = String::new();
     let started = Instant::now();
     out.push_str(&format!("Load average at start: {}\n\n", load()));
