@@ -384,7 +384,7 @@ impl Controller {
             self.shared.metrics.record_restarted_empty(id);
             warn!(
                 instance = %self.topology().addr(id),
-                lost_replid = %lost.replid,
+                lost_replid = lost.replid.as_deref().unwrap_or("-"),
                 lost_offset = lost.offset,
                 "{} came back as a master WITHOUT its data (new replication history, offset went back): \
                  nothing will replicate from it until it has resynced",
@@ -511,7 +511,7 @@ impl Controller {
                         shard = %t.shards[change.shard].name,
                         from = %t.addr(*instance),
                         to = %t.addr(change.to),
-                        lost_replid = lost.map(|l| l.replid.as_str()).unwrap_or_default(),
+                        lost_replid = lost.and_then(|l| l.replid.as_deref()).unwrap_or_default(),
                         lost_offset = lost.map(|l| l.offset).unwrap_or_default(),
                         "FAILOVER: master {} restarted EMPTY (new replication history, offset went back); \
                          promoting {}, which still holds the data, before it full-syncs the empty dataset",

@@ -175,8 +175,8 @@ pub(crate) mod scenario {
                 role,
                 master,
                 replicas: vec![],
-                replid: replid.into(),
-                replid2: if replid2.is_empty() { NO_REPLID.into() } else { replid2.into() },
+                replid: Some(replid.into()),
+                replid2: Some(if replid2.is_empty() { NO_REPLID.into() } else { replid2.into() }),
                 repl_offset: offset,
                 second_repl_offset: if replid2.is_empty() { -1 } else { offset / 2 },
             }
@@ -200,6 +200,18 @@ pub(crate) mod scenario {
             };
             let info = self.info(Role::Replica, Some(link), replid, "", 1000);
             self.observation.instances[id].record(self.now, Duration::from_millis(1), Ok(info));
+        }
+
+        /// Every reply as Redis < 4.0 sends it: no replication IDs.
+        pub fn without_replids(&mut self) {
+            for obs in &mut self.observation.instances {
+                if let Some(info) = obs.info.as_mut() {
+                    (info.replid, info.replid2, info.second_repl_offset) = (None, None, -1);
+                }
+                if let Some(lost) = obs.lost_history.as_mut() {
+                    lost.replid = None;
+                }
+            }
         }
 
         /// The instance has been failing for `for_` (refused connections).

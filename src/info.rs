@@ -1,10 +1,11 @@
-//! Parser for the `INFO replication` section (Redis 5 to 7).
+//! Parser for the `INFO replication` section (Redis 2.8 to 7.x, Valkey 8).
 //!
 //! Written by hand because it is ours to get right: it runs on every probe, must never
 //! panic on whatever bytes come back (a proxy, a half-written reply, a non-Redis service),
 //! and must say precisely which field is missing or malformed so that no decision is ever
 //! taken on a reply that was not understood. Unknown fields are ignored: every Redis
-//! release adds some.
+//! release adds some. Fields that only some versions have are optional: replication IDs
+//! (`master_replid`, `master_replid2`, `second_repl_offset`) came with Redis 4.0.
 
 /// Redis' placeholder for "no secondary replication ID": 40 zeros.
 pub const NO_REPLID: &str = "0000000000000000000000000000000000000000";
@@ -46,11 +47,18 @@ pub struct ReplicationInfo {
     /// Present exactly when `role` is [`Role::Replica`].
     pub master: Option<MasterLink>,
     pub replicas: Vec<ReplicaEntry>,
-    /// The replication history this instance belongs to. A chain shares one ID.
-    pub replid: String,
+    /// The replication history this instance belongs to. A chain shares one ID. `None`
+    /// before Redis 4.0, which has no replication IDs: decisions that use them fall back to
+    /// offsets and the state file (see [`crate::plan`]).
+    pub replid: Option<String>,
     /// The previous history: a promoted replica keeps its old master's ID here, which is
     /// how roomguard tells a newer master (promoted from X) from a stale one (X itself).
-    pub replid2: String,
+    /// [`NO_REPLID`] when there is none; `None` before Redis 4.0.
+    pub replid2: Option<String>,
+    /// `master_repl_offset`: how much of its history this instance holds. Before Redis 4.0 a
+    /// replica's `master_repl_offset` only counts what it passed on to replicas of its own
+    /// (0 without one), so there it is `slave_repl_offset`, the offset it has processed
+    /// (which 4.0+ replicas report in both fields).
     pub repl_offset: i64,
     /// First offset that belongs to `replid` rather than `replid2` (-1 when there is none).
     pub second_repl_offset: i64,
@@ -65,9 +73,32 @@ impl MasterLink {
 
 impl ReplicationInfo {
     /// True when this instance's history forked from `older`'s: it was promoted from a
-    /// replica of `older`'s stream.
-    pub fn descends_from(&self, older_replid: &str) -> bool {
-        self.replid2 != NO_REPLID && self.replid2 == older_replid
+    /// replica of `older`'s stream. False when either ID is unknown (Redis < 4.0).
+    pub fn descends_from(&self, older_replid: Option<&str>) -> bool {
+        self.second_history().is_some_and(|r2| Some(r2) == older_replid)
+    }
+
+    /// True when the reply carries replication IDs (Redis >= 4.0).
+    pub fn has_replids(&self) -> bool {
+        self.replid.is_some()
+    }
+
+    /// The previous history's ID, when there is one and the version reports it.
+    pub fn second_history(&self) -> Option<&str> {
+        self.replid2.as_deref().filter(|r| *r != NO_REPLID)
+    }
+
+    /// True when the version reports IDs and there is no previous history: this instance
+    /// was never promoted from a replica since its history started. False when unknown.
+    pub fn fresh_history(&self) -> bool {
+        self.replid2.as_deref() == Some(NO_REPLID)
+    }
+
+    /// Whether this instance belongs to (or was promoted from) history `replid`: `None` when
+    /// either side has no replication IDs (Redis < 4.0).
+    pub fn shares_history(&self, replid: Option<&str>) -> Option<bool> {
+        let (mine, theirs) = (self.replid.as_deref()?, replid?);
+        Some(mine == theirs || self.second_history() == Some(theirs))
     }
 
     /// True when this replica does not hear its master: the link is down, or nothing came
@@ -129,14 +160,23 @@ pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
             repl_offset: optional(&fields, "slave_repl_offset")?.unwrap_or(0),
         }),
     };
-    let replicas = replica_lines.into_iter().map(parse_replica).collect::<Result<_, _>>()?;
+    let replicas = replica_lines.into_iter().filter_map(parse_replica).collect::<Result<_, _>>()?;
+    let replid = fields.get("master_replid").map(str::to_string);
+    // Before 4.0 (no replication IDs), a replica's own history is its processed offset.
+    let own_offset = match (&replid, role) {
+        (None, Role::Replica) => optional(&fields, "slave_repl_offset")?,
+        _ => None,
+    };
     Ok(ReplicationInfo {
         role,
         master,
         replicas,
-        replid: required(&fields, "master_replid")?.to_string(),
-        replid2: fields.get("master_replid2").unwrap_or(NO_REPLID).to_string(),
-        repl_offset: number(&fields, "master_repl_offset")?,
+        replid2: replid.as_ref().map(|_| fields.get("master_replid2").unwrap_or(NO_REPLID).to_string()),
+        replid,
+        repl_offset: match own_offset {
+            Some(offset) => offset,
+            None => number(&fields, "master_repl_offset")?,
+        },
         second_repl_offset: optional(&fields, "second_repl_offset")?.unwrap_or(-1),
     })
 }
@@ -180,10 +220,22 @@ fn is_replica_key(key: &str) -> bool {
     key.strip_prefix("slave").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `ip=10.0.0.2,port=6380,state=online,offset=123,lag=0`
-fn parse_replica(value: &str) -> Result<ReplicaEntry, InfoError> {
+/// `ip=10.0.0.2,port=6380,state=online,offset=123,lag=0` (Valkey 8 adds `,type=...`).
+/// `None` for the second connection of a Valkey dual-channel full sync (`type=rdb-channel`):
+/// the same replica is listed again on its main channel.
+fn parse_replica(value: &str) -> Option<Result<ReplicaEntry, InfoError>> {
     // The last occurrence wins, as with the top-level fields (searched from the end).
     let lookup = |k: &str| value.split(',').filter_map(|p| p.split_once('=')).rfind(|(key, _)| *key == k);
+    if lookup("type").is_some_and(|(_, t)| t == "rdb-channel") {
+        return None;
+    }
+    Some(parse_replica_fields(value, lookup))
+}
+
+fn parse_replica_fields<'a>(
+    value: &'a str,
+    lookup: impl Fn(&str) -> Option<(&'a str, &'a str)>,
+) -> Result<ReplicaEntry, InfoError> {
     let get = |k: &'static str| lookup(k).map(|(_, v)| v).ok_or(InfoError::Missing("slaveN.ip/port/state/offset"));
     Ok(ReplicaEntry {
         host: get("ip")?.to_string(),
@@ -238,7 +290,7 @@ mod tests {
         assert_eq!(info.replicas[0].host, "127.0.0.11");
         assert_eq!(info.replicas[0].port, 6403);
         assert_eq!(info.replicas[0].lag, Some(0));
-        assert!(!info.descends_from(NO_REPLID));
+        assert!(!info.descends_from(Some(NO_REPLID)));
     }
 
     #[test]
@@ -284,12 +336,12 @@ mod tests {
             let info = fixture(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(info.role, Role::Master, "{name}");
             assert!(info.master.is_none());
-            assert_eq!(info.replid.len(), 40, "{name}");
+            assert_eq!(info.replid.as_ref().map(String::len), Some(40), "{name}");
         }
         assert_eq!(fixture("redis5-master.txt").unwrap().replicas.len(), 2);
         assert_eq!(fixture("redis7-master.txt").unwrap().replicas.len(), 1);
         let promoted = fixture("redis7-promoted.txt").unwrap();
-        assert_ne!(promoted.replid2, NO_REPLID, "a promoted replica keeps its old master's ID");
+        assert!(promoted.second_history().is_some(), "a promoted replica keeps its old master's ID");
         assert!(promoted.second_repl_offset > 0);
 
         for name in ["redis5-replica.txt", "redis6-replica.txt", "redis7-replica.txt", "redis7-chained-replica.txt"] {
@@ -314,6 +366,57 @@ mod tests {
         }
         assert_eq!(fixture("garbage.txt"), Err(InfoError::NotInfo));
         assert_eq!(fixture("missing-fields.txt"), Err(InfoError::Missing("master_host")));
+    }
+
+    /// Redis 2.8, 3.0, 3.2 (no replication IDs) and Valkey 8 (`type=` on replica lines),
+    /// captured here (tests/fixtures/info/SOURCES.md).
+    #[test]
+    fn fixtures_from_redis_2_8_to_3_2_and_valkey_8() {
+        for v in ["redis28", "redis30", "redis32"] {
+            let master = fixture(&format!("{v}-master.txt")).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!((master.role, master.replid.as_deref(), master.replid2.as_deref()), (Role::Master, None, None));
+            assert!(!master.has_replids() && !master.fresh_history() && master.second_history().is_none(), "{v}");
+            assert_eq!((master.repl_offset, master.second_repl_offset, master.replicas.len()), (1556, -1, 1), "{v}");
+            assert_eq!(master.shares_history(Some("x")), None);
+            assert!(!master.descends_from(None));
+
+            // The last replica of the chain has no backlog: its offset is what it processed.
+            let chained = fixture(&format!("{v}-chained-replica.txt")).unwrap();
+            let link = chained.master.as_ref().unwrap();
+            assert!(link.link_up && !chained.master_silent(12), "{v}");
+            assert_eq!(chained.repl_offset, link.repl_offset, "{v}");
+            assert!(chained.repl_offset > 1500, "{v}");
+            let middle = fixture(&format!("{v}-replica.txt")).unwrap();
+            assert_eq!((middle.role, middle.replicas.len()), (Role::Replica, 1), "{v}");
+
+            // Promoted: the offset continues from the old master's.
+            let promoted = fixture(&format!("{v}-promoted.txt")).unwrap();
+            assert_eq!(promoted.role, Role::Master);
+            assert!(promoted.repl_offset > master.repl_offset, "{v}");
+        }
+        assert_eq!(fixture("redis28-master.txt").unwrap().replicas[0].host, "127.0.0.1");
+
+        let valkey = fixture("valkey8-master.txt").unwrap();
+        assert_eq!(valkey.replicas.len(), 1);
+        assert_eq!((valkey.replicas[0].port, valkey.replicas[0].state.as_str()), (23151, "online"));
+        assert!(valkey.fresh_history());
+        let replica = fixture("valkey8-replica.txt").unwrap();
+        assert_eq!(replica.shares_history(valkey.replid.as_deref()), Some(true));
+        // A dual-channel full sync lists the replica twice; it is one replica.
+        let dual = fixture("valkey8-dual-channel.txt").unwrap();
+        assert_eq!(dual.replicas.len(), 1);
+        assert_eq!(dual.replicas[0].state, "bg_transfer");
+    }
+
+    #[test]
+    fn lineage_helpers() {
+        let promoted = fixture("redis7-promoted.txt").unwrap();
+        let old = promoted.second_history().map(str::to_string);
+        assert!(promoted.descends_from(old.as_deref()));
+        assert!(!promoted.descends_from(None));
+        assert_eq!(promoted.shares_history(old.as_deref()), Some(true));
+        assert_eq!(promoted.shares_history(Some("other")), Some(false));
+        assert_eq!(promoted.shares_history(None), None);
     }
 
     proptest! {

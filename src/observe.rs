@@ -113,8 +113,8 @@ pub const RESTART_EVIDENCE_WINDOW: Duration = Duration::from_secs(60);
 /// back, and pass that on down the chain; see [`crate::plan`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LostHistory {
-    /// The replication ID it had, which its replicas still follow.
-    pub replid: String,
+    /// The replication ID it had, which its replicas still follow (`None` before Redis 4.0).
+    pub replid: Option<String>,
     /// Its offset in that history, last seen.
     pub offset: i64,
 }

@@ -13,6 +13,10 @@
 //!   promotion of a replica that still hears a master, no demotion of a master unless the
 //!   shard's designated master is up and is not older than it, no re-pointing onto a parent
 //!   that is not itself in sync.
+//!
+//! Replication IDs exist since Redis 4.0. Before (2.8 to 3.2) every rule that reads them
+//! falls back to what those versions offer: offsets (which continue through a promotion) and
+//! the state file. What that weakens is said at each rule and in the README's version table.
 
 use std::{
     collections::HashMap,
@@ -24,7 +28,7 @@ use serde::Serialize;
 
 use crate::{
     detect::{RoomStatus, Verdict},
-    info::{NO_REPLID, ReplicationInfo, Role},
+    info::{ReplicationInfo, Role},
     observe::Observation,
     topology::{InstanceId, Parent, RoomId, ShardId, Topology},
 };
@@ -52,7 +56,8 @@ fn infer_master(topology: &Topology, observation: &Observation, shard: ShardId) 
         .iter()
         .copied()
         .filter(|&old| {
-            let old_id = &observation.live(old).expect("live").replid;
+            // Redis < 4.0: no IDs, nothing is dropped here (the replicas' rule below decides).
+            let old_id = observation.live(old).expect("live").replid.as_deref();
             !masters.iter().any(|&new| observation.live(new).expect("live").descends_from(old_id))
         })
         .collect();
@@ -232,10 +237,14 @@ fn rescuer(
 ) -> Option<InstanceId> {
     let lost = observation.get(master).lost_history.as_ref()?;
     let now = observation.live(master).filter(|i| i.role == Role::Master)?;
+    // Redis < 4.0 (no IDs): the offset alone. A replica that has full-synced from the restarted
+    // master is never ahead of it, so being ahead means it still holds the lost history.
     room_successors(topology, master).filter(|&id| !verdict.down[id]).find(|&id| {
-        observation
-            .live(id)
-            .is_some_and(|i| i.role == Role::Replica && i.replid == lost.replid && i.repl_offset > now.repl_offset)
+        observation.live(id).is_some_and(|i| {
+            i.role == Role::Replica
+                && i.shares_history(lost.replid.as_deref()).unwrap_or(true)
+                && i.repl_offset > now.repl_offset
+        })
     })
 }
 
@@ -244,10 +253,11 @@ fn rescuer(
 fn still_held(topology: &Topology, observation: &Observation, id: InstanceId) -> bool {
     let Some(lost) = observation.get(id).lost_history.as_ref() else { return false };
     let offset = observation.live(id).map_or(0, |i| i.repl_offset);
+    // Redis < 4.0 (no IDs): any other instance ahead of it.
     topology.shard_members(topology.instance(id).shard).filter(|&other| other != id).any(|other| {
         observation
             .live(other)
-            .is_some_and(|i| (i.replid == lost.replid || i.replid2 == lost.replid) && i.repl_offset > offset)
+            .is_some_and(|i| i.shares_history(lost.replid.as_deref()).unwrap_or(true) && i.repl_offset > offset)
     })
 }
 
@@ -288,11 +298,13 @@ fn adoption(
     // designated master still serves, it stays authoritative (a switchover elsewhere demotes
     // it within milliseconds, and then the second rule below applies). Otherwise a promoted
     // master must also carry its chain: a restarted instance starts with no replica.
-    let promoted = |info: &ReplicationInfo| info.replid2 != NO_REPLID && !info.replicas.is_empty();
+    // Redis < 4.0 shows no lineage: nothing counts as promoted, and a change made elsewhere is
+    // followed only once the old master answers as a replica (the last rule).
+    let promoted = |info: &ReplicationInfo| info.second_history().is_some() && !info.replicas.is_empty();
     if let (false, Some(old)) = (master_serving, observation.get(master).info.as_ref()) {
         let promoted_from_it = other_masters
             .iter()
-            .filter(|(_, info)| info.descends_from(&old.replid) && promoted(info))
+            .filter(|(_, info)| info.descends_from(old.replid.as_deref()) && promoted(info))
             .max_by_key(|(_, info)| info.repl_offset);
         if let Some((id, _)) = promoted_from_it {
             return Some((*id, format!("it was promoted from {}'s replication stream", topology.addr(master))));
@@ -301,7 +313,7 @@ fn adoption(
     // The designated master restarted without its data and another controller has already
     // rescued the shard: the designated one serves a fresh history (no second ID) that is
     // shorter than the history another master was promoted from, and it knows nothing of it.
-    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master && i.replid2 == NO_REPLID) {
+    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master && i.fresh_history()) {
         let rescued = other_masters
             .iter()
             .filter(|(_, info)| {
@@ -488,8 +500,10 @@ fn plan_shard(
             }
             Parent::Instance(to) => match &info.master {
                 None => {
+                    // Unknown before Redis 4.0 (no promotion point is reported).
                     let diverged_bytes = master_info.and_then(|m| {
-                        m.descends_from(&info.replid).then(|| (info.repl_offset - (m.second_repl_offset - 1)).max(0))
+                        m.descends_from(info.replid.as_deref())
+                            .then(|| (info.repl_offset - (m.second_repl_offset - 1)).max(0))
                     });
                     let action = Action::Demote { instance, to, offset: info.repl_offset, diverged_bytes };
                     let veto = match master_info {
@@ -498,8 +512,12 @@ fn plan_shard(
                         }
                         // A restarted instance whose offset went back is no switchover in
                         // flight: no grace for it.
+                        // Redis < 4.0 (no IDs): a master ahead of the designated one looks newer
+                        // (a promoted replica continues its old master's offset; a stale master
+                        // stopped where it was cut off, unless its clients kept writing there).
                         Some(m)
-                            if info.descends_from(&m.replid)
+                            if (info.descends_from(m.replid.as_deref())
+                                || (!m.has_replids() && info.repl_offset > m.repl_offset))
                                 && observation.get(instance).lost_history.is_none()
                                 && observation.get(instance).master_since.is_none_or(|since| {
                                     settings.now.saturating_duration_since(since) < settings.newer_master_grace
@@ -511,10 +529,10 @@ fn plan_shard(
                         // is the one that looks restarted empty, not this one (another
                         // controller saw the restart, this one did not).
                         Some(m)
-                            if m.replid2 == NO_REPLID
+                            if m.fresh_history()
                                 && info.replid != m.replid
-                                && !info.descends_from(&m.replid)
-                                && !m.descends_from(&info.replid)
+                                && !info.descends_from(m.replid.as_deref())
+                                && !m.descends_from(info.replid.as_deref())
                                 && info.repl_offset > m.repl_offset =>
                         {
                             Some(format!(
@@ -728,6 +746,54 @@ mod tests {
         s.set_replica(h2, r, &format!("{:040}", 1), false, -1);
         let (decision, _, _) = round(&s, &masters, &POLICY);
         assert!(decision.changes.is_empty());
+    }
+
+    /// Redis < 4.0 has no replication IDs: the rules fall back to offsets.
+    #[test]
+    fn without_replication_ids_room_loss_stale_masters_and_rescues_use_offsets() {
+        let mut s = Scenario::room1_killed(Duration::from_secs(2));
+        s.without_replids();
+        let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
+        let (decision, new_masters, _) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.iter().all(|c| c.reason == Reason::RoomLost { room: 0 }));
+        assert_eq!(new_masters, vec![Some(s.id("192.168.99.12:6401")), Some(s.id("192.168.99.12:6402"))]);
+
+        // The stale master returns behind the promoted one: demoted (divergence unknown).
+        let mut s = Scenario::healthy();
+        let (old, new, new_tail) = (s.id("192.168.99.11:6401"), s.id("192.168.99.12:6401"), s.id("192.168.99.12:6403"));
+        s.set_master(old, "", "", 1500);
+        s.set_master(new, "", "", 3000);
+        s.set_replica(new_tail, new, "", true, 0);
+        s.without_replids();
+        let masters = vec![Some(new), Some(s.id("192.168.99.11:6402"))];
+        let (decision, _, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision, Decision::default());
+        assert_eq!(plan.actions[0], Action::Demote { instance: old, to: new_tail, offset: 1500, diverged_bytes: None });
+        // Ahead of the designated master, it may be the newer one: left alone for the grace.
+        s.set_master(old, "", "", 4000);
+        s.without_replids();
+        let (_, _, plan) = round(&s, &masters, &POLICY);
+        assert!(plan.actions.iter().all(|a| a.instance() != old), "{:?}", described(&s, &plan));
+        assert!(plan.vetoed.iter().any(|v| v.why.contains("looks newer")), "{:?}", plan.vetoed);
+
+        // The master restarts empty: its replica, still ahead of it, is promoted.
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.set_master(m, "", "", 14);
+        s.set_replica(r, m, "", false, -1);
+        s.without_replids();
+        assert_eq!(s.observation.get(m).lost_history.as_ref().map(|l| l.offset), Some(1000));
+        let (decision, new_masters, _) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(r));
+        // Too late: it full-synced the empty dataset (its offset is the master's), and so did
+        // everything below it: nothing is ahead of the master any more.
+        for id in s.topology.shard_members(0).filter(|&id| id != m).collect::<Vec<_>>() {
+            s.observation.instances[id].info.as_mut().unwrap().repl_offset = 14;
+        }
+        let (decision, _, _) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.is_empty(), "{decision:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
             "a replica, and only a replica, has a master link"
         );
         let _ = parsed.master_silent(12);
-        let _ = parsed.descends_from(&parsed.replid2);
+        let _ = parsed.descends_from(parsed.replid2.as_deref());
+        let _ = parsed.shares_history(parsed.replid.as_deref());
     }
 });
