@@ -31,8 +31,9 @@ use crate::{
 /// `ROOMGUARD_CONTROLLER__DOWN_AFTER=2s`.
 pub const ENV_PREFIX: &str = "ROOMGUARD_";
 
-/// Variables under [`ENV_PREFIX`] that belong to the command line, not to the config file.
-const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format"];
+/// Variables under [`ENV_PREFIX`] that belong to the command line (or the lab, tests and
+/// scripts), not to the config file.
+const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format", "redis_server", "server_cache", "test_log"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

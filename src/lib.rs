@@ -16,7 +16,8 @@
 //!   [`http`] what operators see, [`switchover`] the manual failover, [`lab`] the local demo;
 //! - [`events`] is the stream of what the controller verified, which the Sentinel-compatible
 //!   endpoint ([`sentinel`]) and the [`hooks`] follow; [`audit`] reports Redis settings that
-//!   undermine the guarantees.
+//!   undermine the guarantees; [`version`] tells which server (Redis 2.8 to 7.x, Valkey 8) an
+//!   instance runs and what it can do.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -39,4 +40,5 @@ pub mod sentinel;
 pub mod state;
 pub mod switchover;
 pub mod topology;
+pub mod version;
 pub mod wire;

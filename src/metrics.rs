@@ -5,7 +5,7 @@
 //! `register_with_unit` so names end in the base unit.
 
 use std::{
-    sync::atomic::AtomicU64,
+    sync::{Mutex, atomic::AtomicU64},
     time::{Duration, SystemTime},
 };
 
@@ -37,6 +37,15 @@ pub struct InstanceLabels {
     pub shard: String,
     pub room: String,
     pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceInfoLabels {
+    pub shard: String,
+    pub room: String,
+    pub instance: String,
+    /// `7.0.15`, or `valkey-8.0.1` on Valkey.
+    pub redis_version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,6 +137,10 @@ pub struct Metrics {
     pub instance_is_master: Family<InstanceLabels, Gauge>,
     pub instance_master_link_up: Family<InstanceLabels, Gauge>,
     pub instance_replication_lag_bytes: Family<InstanceLabels, Gauge>,
+    /// 1 per instance, labelled with its server version (build_info style).
+    pub instance_info: Family<InstanceInfoLabels, Gauge>,
+    /// The version each instance's `instance_info` series carries, to drop it when it changes.
+    instance_versions: Mutex<Vec<Option<String>>>,
     pub room_up: Family<RoomLabels, Gauge>,
     pub room_unreachable_only_from_controller: Family<RoomLabels, Gauge>,
     pub primary_room: Family<RoomLabels, Gauge>,
@@ -171,6 +184,8 @@ impl Metrics {
             instance_is_master: Family::default(),
             instance_master_link_up: Family::default(),
             instance_replication_lag_bytes: Family::default(),
+            instance_info: Family::default(),
+            instance_versions: Mutex::new(vec![None; topology.instances.len()]),
             room_up: Family::default(),
             room_unreachable_only_from_controller: Family::default(),
             primary_room: Family::default(),
@@ -224,6 +239,11 @@ impl Metrics {
             "Shard master's replication offset minus this instance's",
             Unit::Bytes,
             m.instance_replication_lag_bytes.clone(),
+        );
+        r.register(
+            "instance_info",
+            "1 per instance, labelled with its server version (redis_version; valkey-X.Y.Z on Valkey)",
+            m.instance_info.clone(),
         );
         r.register("room_up", "1 unless the controller judges the room lost", m.room_up.clone());
         r.register(
@@ -382,8 +402,25 @@ impl Metrics {
 
     /// Refreshes every gauge from one round's observation and verdict.
     pub fn update(&self, topology: &Topology, observation: &Observation, verdict: &Verdict, masters: &Masters) {
+        let mut versions = self.instance_versions.lock().expect("metrics lock poisoned");
         for (id, labels) in self.instance_labels.iter().enumerate() {
             let obs = observation.get(id);
+            let version = obs.version.map(|v| v.to_string());
+            if version != versions[id] {
+                let info_labels = |redis_version: String| InstanceInfoLabels {
+                    shard: labels.shard.clone(),
+                    room: labels.room.clone(),
+                    instance: labels.instance.clone(),
+                    redis_version,
+                };
+                if let Some(old) = versions[id].take() {
+                    self.instance_info.remove(&info_labels(old));
+                }
+                if let Some(new) = &version {
+                    self.instance_info.get_or_create(&info_labels(new.clone())).set(1);
+                }
+                versions[id] = version;
+            }
             let info = obs.live_info();
             self.instance_up.get_or_create(labels).set(i64::from(obs.reachable));
             self.instance_is_master.get_or_create(labels).set(i64::from(info.is_some_and(|i| i.role == Role::Master)));

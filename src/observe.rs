@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::{
     info::{ReplicationInfo, Role},
     topology::InstanceId,
+    version::ServerVersion,
 };
 
 /// Why a probe failed. The label is used in metrics and logs.
@@ -100,6 +101,8 @@ pub struct InstanceObservation {
     pub lost_history: Option<LostHistory>,
     /// Start of the latest successful probe.
     pub answered_at: Option<Instant>,
+    /// The server's version, read once per connection (kept while failing).
+    pub version: Option<ServerVersion>,
 }
 
 /// How recent the previous answer must be for an offset that went back to count as a restart
@@ -234,6 +237,11 @@ impl ObservationStore {
         outcome: Result<ReplicationInfo, ProbeError>,
     ) {
         self.inner.lock().expect("observation lock poisoned").instances[id].record(started, latency, outcome);
+    }
+
+    /// The version read on the instance's current connection (when one was read).
+    pub fn set_version(&self, id: InstanceId, version: ServerVersion) {
+        self.inner.lock().expect("observation lock poisoned").instances[id].version = Some(version);
     }
 
     pub fn snapshot(&self) -> Observation {

@@ -21,6 +21,7 @@ use crate::{
     metrics::Metrics,
     observe::{Observation, ObservationStore, ProbeError, ProbeErrorKind},
     topology::{Addr, Topology},
+    version::ServerVersion,
     wire,
 };
 
@@ -94,11 +95,18 @@ pub struct Prober {
     auth: RedisSettings,
     timeout: Duration,
     connection: Option<MultiplexedConnection>,
+    /// Read with `INFO server` when the connection is (re)opened.
+    version: Option<ServerVersion>,
 }
 
 impl Prober {
     pub fn new(addr: Addr, auth: RedisSettings, timeout: Duration) -> Self {
-        Prober { addr, auth, timeout, connection: None }
+        Prober { addr, auth, timeout, connection: None, version: None }
+    }
+
+    /// The server's version, as read on the current or last connection.
+    pub fn version(&self) -> Option<ServerVersion> {
+        self.version
     }
 
     /// One `INFO replication` round trip. Any error drops the connection, so the next probe
@@ -113,7 +121,13 @@ impl Prober {
 
     async fn probe_inner(&mut self) -> Result<ReplicationInfo, ProbeError> {
         if self.connection.is_none() {
-            let connection = connect(&self.addr, &self.auth, self.timeout).await?;
+            let mut connection = connect(&self.addr, &self.auth, self.timeout).await?;
+            // Once per connection, not per poll: a restart (an upgrade) reconnects. A server that
+            // refuses `INFO server` is still probed; its version stays unknown.
+            let server: Result<String, _> = redis::cmd("INFO").arg("server").query_async(&mut connection).await;
+            if let Some(version) = server.ok().as_deref().and_then(ServerVersion::from_info) {
+                self.version = Some(version);
+            }
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
@@ -203,6 +217,9 @@ pub fn spawn_pollers(
                     }
                     metrics.record_probe(id, latency, outcome.as_ref().err());
                     store.record(id, started, latency, outcome);
+                    if let Some(version) = prober.version() {
+                        store.set_version(id, version);
+                    }
                     idle[id] = Some(prober);
                 }
             }
@@ -217,13 +234,14 @@ pub async fn probe_all(topology: &Topology, redis: &RedisConfig, timeout: Durati
         async move {
             let started = Instant::now();
             let outcome = prober.probe().await;
-            (started, started.elapsed(), outcome)
+            (started, started.elapsed(), outcome, prober.version())
         }
     });
     let results = futures::future::join_all(probes).await;
     let mut observation = Observation::new(topology.instances.len());
-    for (id, (started, latency, outcome)) in results.into_iter().enumerate() {
+    for (id, (started, latency, outcome, version)) in results.into_iter().enumerate() {
         observation.instances[id].record(started, latency, outcome);
+        observation.instances[id].version = version;
     }
     observation
 }

@@ -62,6 +62,8 @@ pub struct ShardReport {
 pub struct InstanceReport {
     pub instance: String,
     pub room: String,
+    /// The server's version (`7.0.15`, `valkey-8.0.1`), once read.
+    pub version: Option<String>,
     pub reachable: bool,
     pub down: bool,
     pub role: Option<Role>,
@@ -143,6 +145,7 @@ impl Report {
                             in_place,
                             instance: t.addr(id).to_string(),
                             room: t.rooms[t.instance(id).room].clone(),
+                            version: obs.version.map(|v| v.to_string()),
                             reachable: obs.reachable,
                             down: verdict.down[id],
                             role: info.map(|i| i.role),
@@ -208,6 +211,7 @@ impl Report {
             "room",
             "shard",
             "instance",
+            "version",
             "role",
             "master",
             "link",
@@ -228,6 +232,7 @@ impl Report {
                     i.room.clone(),
                     shard.name.clone(),
                     i.instance.clone(),
+                    i.version.clone().unwrap_or_else(|| "-".into()),
                     role,
                     i.master.clone().unwrap_or_else(|| "-".into()),
                     match i.link_up {
