@@ -9,8 +9,18 @@
 //!
 //! A command that times out may or may not have taken effect (notably `REPLICAOF NO ONE`):
 //! nothing here retries blindly; the next round re-reads the role and decides again.
+//!
+//! Versions: `REPLICAOF` came with Redis 5.0; older versions (and servers that renamed it)
+//! only know `SLAVEOF`. An instance that answers "unknown command" to one name gets the other
+//! (nothing ran, so the retry is safe), and the name that worked is remembered per instance.
+//! Stopping writes for a switchover is a [`WriteFence`]: `CLIENT PAUSE WRITE` since 6.2,
+//! `min-slaves-to-write` before.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
 use redis::aio::MultiplexedConnection;
 
@@ -21,7 +31,67 @@ use crate::{
     plan::Action,
     probe::{classify, connect},
     topology::{Addr, Topology},
+    version::ServerVersion,
 };
+
+/// The two names of the replication command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplicaofName {
+    Replicaof,
+    Slaveof,
+}
+
+impl ReplicaofName {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReplicaofName::Replicaof => "REPLICAOF",
+            ReplicaofName::Slaveof => "SLAVEOF",
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            ReplicaofName::Replicaof => ReplicaofName::Slaveof,
+            ReplicaofName::Slaveof => ReplicaofName::Replicaof,
+        }
+    }
+}
+
+/// Per instance, the name of the replication command that worked last (process-wide: every
+/// action opens a fresh connection).
+static REPLICAOF_NAMES: LazyLock<Mutex<HashMap<Addr, ReplicaofName>>> = LazyLock::new(Default::default);
+
+/// How a master's clients were stopped from writing for a graceful switchover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteFence {
+    /// `CLIENT PAUSE ms WRITE` (Redis >= 6.2, Valkey): writes wait, reads and replication go
+    /// on; lifted with `CLIENT UNPAUSE`, and it expires by itself if the controller dies.
+    PauseWrite,
+    /// Redis < 6.2: `min-slaves-to-write` raised to a count no master reaches, so that every
+    /// write command fails at once with `NOREPLICAS` while reads go on; the previous values
+    /// are restored afterwards. Not `CLIENT PAUSE` (3.0 to 6.0): there it also blocks the
+    /// controller's own commands on that master and cannot be lifted early, so the old master
+    /// could not be demoted before the clients' queued writes ran on it. Unlike a pause this
+    /// does not expire: if the controller dies mid-switchover the master keeps refusing writes
+    /// until the values below are set back (the error says how). Lua scripts and `EXEC` are
+    /// not checked by these versions (only write commands sent directly are).
+    MinReplicas { to_write: String, max_lag: String },
+}
+
+/// A replica count no master reaches.
+const IMPOSSIBLE_REPLICAS: &str = "1000000";
+
+impl WriteFence {
+    /// What to run by hand if lifting it failed.
+    pub fn manual_lift(&self) -> String {
+        match self {
+            WriteFence::PauseWrite => "CLIENT UNPAUSE (or wait for the pause to expire)".into(),
+            WriteFence::MinReplicas { to_write, max_lag } => {
+                format!("CONFIG SET min-slaves-to-write {to_write} and CONFIG SET min-slaves-max-lag {max_lag}")
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ActError {
@@ -85,6 +155,19 @@ impl Node {
         })
     }
 
+    /// `master_repl_offset`: the offset of the stream this instance sends its own replicas.
+    /// Before Redis 4.0 a replica numbers that stream itself (it forwards its master's writes
+    /// but sends its own pings), so offsets compare only between the two ends of one link.
+    pub async fn own_stream_offset(&mut self) -> Result<i64, ActError> {
+        let text: String = self.run(redis::cmd("INFO").arg("replication"), "INFO replication").await?;
+        let value = text.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix("master_repl_offset:"));
+        value.and_then(|v| v.trim().parse().ok()).ok_or_else(|| ActError::Command {
+            addr: self.addr.clone(),
+            command: "INFO replication".into(),
+            error: ProbeError::new(ProbeErrorKind::Info, "no usable master_repl_offset"),
+        })
+    }
+
     /// `CONFIG GET parameter`: its value, `None` when the server does not know it.
     pub async fn config_get(&mut self, parameter: &str) -> Result<Option<String>, ActError> {
         let pairs: Vec<String> =
@@ -92,25 +175,83 @@ impl Node {
         Ok(pairs.into_iter().nth(1))
     }
 
-    /// `REPLICAOF NO ONE` (`None`) or `REPLICAOF host port`.
+    /// `REPLICAOF NO ONE` (`None`) or `REPLICAOF host port`; `SLAVEOF` where `REPLICAOF` is
+    /// unknown (Redis < 5.0, or renamed), and the name that worked is remembered.
     pub async fn replicaof(&mut self, master: Option<&Addr>) -> Result<(), ActError> {
+        let remembered = REPLICAOF_NAMES.lock().ok().and_then(|names| names.get(&self.addr).copied());
+        let first = remembered.unwrap_or(ReplicaofName::Replicaof);
+        let name = match self.replicaof_as(first, master).await {
+            Err(ActError::Command { error, .. }) if error.kind == ProbeErrorKind::UnknownCommand => {
+                self.replicaof_as(first.other(), master).await?;
+                first.other()
+            }
+            other => other.map(|()| first)?,
+        };
+        if remembered != Some(name)
+            && let Ok(mut names) = REPLICAOF_NAMES.lock()
+        {
+            names.insert(self.addr.clone(), name);
+        }
+        Ok(())
+    }
+
+    async fn replicaof_as(&mut self, name: ReplicaofName, master: Option<&Addr>) -> Result<(), ActError> {
+        let command = name.as_str();
         match master {
-            None => self.run::<()>(redis::cmd("REPLICAOF").arg("NO").arg("ONE"), "REPLICAOF NO ONE").await,
+            None => self.run::<()>(redis::cmd(command).arg("NO").arg("ONE"), &format!("{command} NO ONE")).await,
             Some(m) => {
-                let text = format!("REPLICAOF {} {}", m.host, m.port);
-                self.run::<()>(redis::cmd("REPLICAOF").arg(&m.host).arg(m.port), &text).await
+                let text = format!("{command} {} {}", m.host, m.port);
+                self.run::<()>(redis::cmd(command).arg(&m.host).arg(m.port), &text).await
             }
         }
     }
 
-    /// `CLIENT PAUSE ms WRITE`: clients' writes block, replication keeps flowing (Redis 6.2+).
-    pub async fn pause_writes(&mut self, for_: Duration) -> Result<(), ActError> {
-        let ms = for_.as_millis().max(1) as u64;
-        self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await
+    /// The server's version from `INFO server` (`None` when it does not say).
+    pub async fn server_version(&mut self) -> Result<Option<ServerVersion>, ActError> {
+        let text: String = self.run(redis::cmd("INFO").arg("server"), "INFO server").await?;
+        Ok(ServerVersion::from_info(&text))
     }
 
-    pub async fn unpause(&mut self) -> Result<(), ActError> {
-        self.run::<()>(redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE").await
+    /// Stops clients' writes for a switchover, the way `version` allows (see [`WriteFence`]).
+    /// A pause lasts at most `pause_for`. An unknown version is treated as a recent one.
+    pub async fn fence_writes(
+        &mut self,
+        version: Option<ServerVersion>,
+        pause_for: Duration,
+    ) -> Result<WriteFence, ActError> {
+        if version.is_none_or(|v| v.has_pause_write()) {
+            let ms = pause_for.as_millis().max(1) as u64;
+            self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await?;
+            return Ok(WriteFence::PauseWrite);
+        }
+        let to_write = self.config_get("min-slaves-to-write").await?.unwrap_or_else(|| "0".into());
+        let max_lag = self.config_get("min-slaves-max-lag").await?.unwrap_or_else(|| "10".into());
+        let fence = WriteFence::MinReplicas { to_write, max_lag: max_lag.clone() };
+        // The check is off while min-slaves-max-lag is 0.
+        if max_lag.trim() == "0" {
+            self.config_set("min-slaves-max-lag", "10").await?;
+        }
+        if let Err(e) = self.config_set("min-slaves-to-write", IMPOSSIBLE_REPLICAS).await {
+            let _ = self.lift_fence(&fence).await;
+            return Err(e);
+        }
+        Ok(fence)
+    }
+
+    /// Lets writes through again after [`Self::fence_writes`].
+    pub async fn lift_fence(&mut self, fence: &WriteFence) -> Result<(), ActError> {
+        match fence {
+            WriteFence::PauseWrite => self.run::<()>(redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE").await,
+            WriteFence::MinReplicas { to_write, max_lag } => {
+                self.config_set("min-slaves-to-write", to_write).await?;
+                self.config_set("min-slaves-max-lag", max_lag).await
+            }
+        }
+    }
+
+    async fn config_set(&mut self, parameter: &str, value: &str) -> Result<(), ActError> {
+        let text = format!("CONFIG SET {parameter} {value}");
+        self.run::<()>(redis::cmd("CONFIG").arg("SET").arg(parameter).arg(value), &text).await
     }
 
     /// `CLIENT KILL TYPE normal` (our own connection is skipped) and `CLIENT KILL TYPE pubsub`:

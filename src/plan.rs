@@ -512,12 +512,12 @@ fn plan_shard(
                         }
                         // A restarted instance whose offset went back is no switchover in
                         // flight: no grace for it.
-                        // Redis < 4.0 (no IDs): a master ahead of the designated one looks newer
-                        // (a promoted replica continues its old master's offset; a stale master
-                        // stopped where it was cut off, unless its clients kept writing there).
+                        // Redis < 4.0 has no IDs, and offsets do not tell either (each link of a
+                        // chain numbers its own stream): no master looks newer, the designated
+                        // one is trusted. So on those versions controllers must not disagree on
+                        // it: run one controller with automatic failover (README).
                         Some(m)
-                            if (info.descends_from(m.replid.as_deref())
-                                || (!m.has_replids() && info.repl_offset > m.repl_offset))
+                            if info.descends_from(m.replid.as_deref())
                                 && observation.get(instance).lost_history.is_none()
                                 && observation.get(instance).master_since.is_none_or(|since| {
                                     settings.now.saturating_duration_since(since) < settings.newer_master_grace
@@ -769,12 +769,12 @@ mod tests {
         let (decision, _, plan) = round(&s, &masters, &POLICY);
         assert_eq!(decision, Decision::default());
         assert_eq!(plan.actions[0], Action::Demote { instance: old, to: new_tail, offset: 1500, diverged_bytes: None });
-        // Ahead of the designated master, it may be the newer one: left alone for the grace.
+        // Ahead of the designated master it is demoted all the same: offsets of different
+        // links are not comparable before 4.0, the designated master is trusted.
         s.set_master(old, "", "", 4000);
         s.without_replids();
         let (_, _, plan) = round(&s, &masters, &POLICY);
-        assert!(plan.actions.iter().all(|a| a.instance() != old), "{:?}", described(&s, &plan));
-        assert!(plan.vetoed.iter().any(|v| v.why.contains("looks newer")), "{:?}", plan.vetoed);
+        assert_eq!(plan.actions[0], Action::Demote { instance: old, to: new_tail, offset: 4000, diverged_bytes: None });
 
         // The master restarts empty: its replica, still ahead of it, is promoted.
         let mut s = Scenario::healthy();

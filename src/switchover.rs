@@ -3,14 +3,16 @@
 //! When a shard's current master answers, the switchover is **graceful** and loses no
 //! acknowledged write:
 //! 1. `CLIENT PAUSE <t> WRITE` on every current master (the pause expires by itself if we
-//!    die, so a crashed switchover never leaves writes blocked for good);
+//!    die, so a crashed switchover never leaves writes blocked for good); on Redis < 6.2,
+//!    which has no write-only pause, a `min-slaves-to-write` fence instead: writes fail with
+//!    `NOREPLICAS` rather than wait (see [`act::WriteFence`]);
 //! 2. wait until room R's heads have processed the masters' full offset (bounded by
 //!    `switchover_timeout`; on timeout: unpause, change nothing, fail);
 //! 3. persist the new masters (state file), promote room R's heads;
 //! 4. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
 //!    old-tail`); the old masters become replicas *before* they are unpaused, so a client
 //!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
-//! 5. unpause and verify the desired topology.
+//! 5. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
 //!
 //! When a shard's master does not answer, its room R head is promoted without waiting
 //! (**forced**), but only if that head no longer hears its master either — otherwise the
@@ -22,10 +24,10 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
-    act::{self, ActError, Node},
+    act::{self, ActError, Node, WriteFence},
     config::Config,
     detect::{self, DetectSettings},
     info::Role,
@@ -55,6 +57,11 @@ pub enum FailoverError {
          writes were unpaused and nothing changed"
     )]
     NotCaughtUp { shard: String, head: String, master: String, behind: i64, timeout: String },
+    #[error(
+        "shard \"{shard}\": {head} does not replicate from {master} through the configured chain ({why}); \
+         writes were unpaused and nothing changed"
+    )]
+    NoChain { shard: String, head: String, master: String, why: String },
     #[error(transparent)]
     Act(#[from] ActError),
     #[error(transparent)]
@@ -78,6 +85,9 @@ pub struct FailoverReport {
     pub shards: Vec<ShardOutcome>,
     /// How long clients' writes were paused (graceful shards).
     pub writes_paused_ms: Option<u64>,
+    /// Some masters (Redis < 6.2) refused writes (`NOREPLICAS`) instead of pausing them.
+    #[serde(default)]
+    pub writes_refused: bool,
     pub epoch: u64,
 }
 
@@ -91,7 +101,11 @@ impl FailoverReport {
             });
         }
         if let Some(ms) = self.writes_paused_ms {
-            out.push_str(&format!("writes were paused for {ms} ms\n"));
+            if self.writes_refused {
+                out.push_str(&format!("writes were paused, or refused with NOREPLICAS on Redis < 6.2, for {ms} ms\n"));
+            } else {
+                out.push_str(&format!("writes were paused for {ms} ms\n"));
+            }
         }
         out.push_str(&format!("room {} is primary (epoch {}); topology verified\n", self.room, self.epoch));
         out
@@ -159,10 +173,12 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
     }
 
     let mut writes_paused_ms = None;
+    let mut writes_refused = false;
     if !moves.is_empty() {
         let graceful: Vec<&Move> = moves.iter().filter(|m| m.graceful).collect();
         let mut paused = pause_and_catch_up(config, &graceful).await?;
         let pause_started = Instant::now();
+        writes_refused = paused.iter().any(|(_, f)| matches!(f, WriteFence::MinReplicas { .. }));
 
         for m in &moves {
             state.masters[m.shard] = Some(m.to);
@@ -184,11 +200,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         futures::future::try_join_all(promotions).await?;
 
         let converged = converge(config, &state.masters, c.switchover_timeout).await;
-        for node in &mut paused {
-            if let Err(e) = node.unpause().await {
-                warn!(error = %e, "could not unpause; the pause expires by itself");
-            }
-        }
+        unpause_all(&mut paused).await;
         if !paused.is_empty() {
             writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
         }
@@ -211,12 +223,18 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         converge(config, &state.masters, c.switchover_timeout).await?;
     }
     outcomes.sort_by(|a, b| a.shard.cmp(&b.shard));
-    Ok(FailoverReport { room: room.to_string(), shards: outcomes, writes_paused_ms, epoch: state.epoch })
+    Ok(FailoverReport {
+        room: room.to_string(),
+        shards: outcomes,
+        writes_paused_ms,
+        writes_refused,
+        epoch: state.epoch,
+    })
 }
 
-/// Pauses writes on the graceful shards' masters and waits until every target head has
-/// their full offset. On failure everything is unpaused and the error says who lagged.
-async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node>, FailoverError> {
+/// Pauses (or fences) writes on the graceful shards' masters and waits until every target
+/// head has their full offset. On failure everything is unpaused and the error says who lagged.
+async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Node, WriteFence)>, FailoverError> {
     let t = &config.topology;
     let c = &config.controller;
     let mut masters = Vec::new();
@@ -227,8 +245,12 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node
     let pause_for = c.switchover_timeout * 2 + Duration::from_secs(5);
     let mut paused = Vec::new();
     for mut node in masters {
-        match node.pause_writes(pause_for).await {
-            Ok(()) => paused.push(node),
+        let fenced = match node.server_version().await {
+            Ok(version) => node.fence_writes(version, pause_for).await,
+            Err(e) => Err(e),
+        };
+        match fenced {
+            Ok(fence) => paused.push((node, fence)),
             Err(e) => {
                 unpause_all(&mut paused).await;
                 return Err(e.into());
@@ -241,8 +263,23 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node
         heads.push(Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?);
     }
     for (i, m) in moves.iter().enumerate() {
+        let master_info = match paused[i].0.info().await {
+            Ok(info) => info,
+            Err(e) => {
+                unpause_all(&mut paused).await;
+                return Err(e.into());
+            }
+        };
+        if !master_info.has_replids() {
+            // Redis < 4.0: every link of the chain numbers its own stream; follow it link by link.
+            if let Err(e) = catch_up_link_by_link(config, m, &mut paused[i].0, deadline).await {
+                unpause_all(&mut paused).await;
+                return Err(e);
+            }
+            continue;
+        }
         loop {
-            let (master, head) = match (paused[i].info().await, heads[i].info().await) {
+            let (master, head) = match (paused[i].0.info().await, heads[i].info().await) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(e), _) | (_, Err(e)) => {
                     unpause_all(&mut paused).await;
@@ -269,9 +306,85 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<Node
     Ok(paused)
 }
 
-async fn unpause_all(nodes: &mut [Node]) {
-    for node in nodes {
-        let _ = node.unpause().await;
+/// Redis < 4.0: waits until room R's head has everything the fenced master wrote, one link of
+/// the chain at a time. A replica there forwards its master's writes but numbers the stream it
+/// sends with its own offsets (its own pings are in it, its master's are not), so the master's
+/// offset means nothing two links down: each replica must reach what its parent had sent when
+/// the parent itself was caught up.
+async fn catch_up_link_by_link(
+    config: &Config,
+    m: &Move,
+    master: &mut Node,
+    deadline: Instant,
+) -> Result<(), FailoverError> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let shard = t.shards[m.shard].name.clone();
+    let no_chain = |why: String| FailoverError::NoChain {
+        shard: shard.clone(),
+        head: t.addr(m.to).to_string(),
+        master: t.addr(m.from).to_string(),
+        why,
+    };
+    // The observed path from the head up to the master.
+    let mut path = vec![m.to];
+    let mut current = m.to;
+    while current != m.from {
+        if path.len() > t.shard_members(m.shard).count() {
+            return Err(no_chain("the chain loops".into()));
+        }
+        let info = probe::probe_once(t.addr(current), config.redis.instance(current), c.timeout)
+            .await
+            .map_err(|e| no_chain(format!("{}: {e}", t.addr(current))))?;
+        let link = info.master.ok_or_else(|| no_chain(format!("{} is a master", t.addr(current))))?;
+        current = t
+            .find(m.shard, &link.host, link.port)
+            .ok_or_else(|| no_chain(format!("{} replicates {}:{}", t.addr(current), link.host, link.port)))?;
+        path.push(current);
+    }
+    path.pop();
+    path.reverse();
+    let mut sent = master.own_stream_offset().await?;
+    let mut parent = m.from;
+    for id in path {
+        let mut node = Node::connect(t.addr(id), config.redis.instance(id), c.timeout).await?;
+        loop {
+            let received = node.info().await?.master.map_or(0, |l| l.repl_offset);
+            if received >= sent {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(FailoverError::NotCaughtUp {
+                    shard,
+                    head: t.addr(id).to_string(),
+                    master: t.addr(parent).to_string(),
+                    behind: sent - received,
+                    timeout: humantime::format_duration(c.switchover_timeout).to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent = node.own_stream_offset().await?;
+        parent = id;
+    }
+    Ok(())
+}
+
+/// Lifts every fence; one that cannot be lifted is logged with what to run by hand.
+async fn unpause_all(nodes: &mut [(Node, WriteFence)]) {
+    for (node, fence) in nodes {
+        if let Err(e) = node.lift_fence(fence).await {
+            match fence {
+                WriteFence::PauseWrite => warn!(error = %e, "could not unpause; the pause expires by itself"),
+                WriteFence::MinReplicas { .. } => error!(
+                    instance = %node.addr,
+                    error = %e,
+                    "could not lift the write fence: {} still refuses writes; run {} on it",
+                    node.addr,
+                    fence.manual_lift()
+                ),
+            }
+        }
     }
 }
 
