@@ -101,6 +101,10 @@ pub enum Command {
         /// Exit after this long (default: run until Ctrl-C or `quit`).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// The redis-server binary to run (Redis 2.8 to 7.x, or Valkey 8; default: redis-server
+        /// on PATH). `scripts/servers` builds one per supported version.
+        #[arg(long, env = "ROOMGUARD_REDIS_SERVER")]
+        redis_server: Option<std::path::PathBuf>,
     },
 }
 
@@ -124,9 +128,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
         Command::Failover { config, room, force, .. } => failover(&load(&config)?, &room, force).await,
-        Command::Lab { base_port, http, sentinel, duration } => {
-            lab(LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, ..LabSpec::default() }, duration)
-                .await
+        Command::Lab { base_port, http, sentinel, duration, redis_server } => {
+            let spec =
+                LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, redis_server, ..LabSpec::default() };
+            lab(spec, duration).await
         }
     }
 }
@@ -262,6 +267,9 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
         spec.base_port + 2 * spec.shards
     );
     let mut lab = Lab::start(&spec).await.context("starting the lab")?;
+    if let Some(server) = lab.servers.first() {
+        eprintln!("server: {} ({})", server.version, server.binary().display());
+    }
     eprintln!("lab directory (logs, state file): {}", lab.dir().display());
     eprintln!("config:\n{}", spec.config_toml());
     let running = controller::start(lab.config.clone()).await?;

@@ -11,6 +11,13 @@
 //! peers from 127.0.0.12, `--repl-diskless-sync-delay 0` so a chain comes up in a second
 //! instead of 5 s per hop, and `--repl-ping-replica-period 1` so an idle master is never
 //! silent for more than a second (see `link_silence`).
+//!
+//! Any server from Redis 2.8 to 7.x or Valkey 8 will do (`--redis-server PATH`, or
+//! `ROOMGUARD_REDIS_SERVER`): the arguments follow its `--version`. Older versions lack some
+//! of them: `bind-source-addr` came with 7.0 (3.0 to 6.2 bind replication to their first
+//! `bind` address anyway; 2.8 does not, so masters list room 2's replicas as 127.0.0.1, which
+//! roomguard never relies on), `protected-mode` with 3.2, `repl-diskless-sync-delay` with
+//! 2.8.18, and before 5.0 the names are `slaveof` and `repl-ping-slave-period`.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,6 +30,7 @@ use crate::{
     info::Role,
     probe,
     topology::{Addr, Topology},
+    version::{ServerVersion, VersionError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +44,10 @@ pub enum LabError {
     Dir(std::io::Error),
     #[error("cannot start redis-server for {addr}: {source}")]
     Spawn { addr: Addr, source: std::io::Error },
+    #[error("cannot run `{} --version`: {source}", binary.display())]
+    VersionRun { binary: PathBuf, source: std::io::Error },
+    #[error("`{} --version`: {source}", binary.display())]
+    Version { binary: PathBuf, source: VersionError },
     #[error("redis-server for {addr} did not become ready within {secs}s; see its log {log}")]
     NotReady { addr: Addr, secs: u64, log: PathBuf },
     #[error(transparent)]
@@ -54,9 +66,22 @@ pub fn redis_server_binary() -> Result<PathBuf, LabError> {
         .ok_or_else(|| LabError::NoRedisServer(std::env::var("PATH").unwrap_or_default()))
 }
 
+/// The version a `redis-server` binary reports with `--version`.
+pub fn binary_version(binary: &Path) -> Result<ServerVersion, LabError> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LabError::VersionRun { binary: binary.to_owned(), source })?;
+    ServerVersion::from_version_output(&String::from_utf8_lossy(&output.stdout))
+        .map_err(|source| LabError::Version { binary: binary.to_owned(), source })
+}
+
 /// One `redis-server` child process, killed when dropped.
 pub struct RedisServer {
     pub addr: Addr,
+    /// What the binary reported with `--version`; the start arguments follow it.
+    pub version: ServerVersion,
     binary: PathBuf,
     dir: PathBuf,
     extra: Vec<String>,
@@ -74,6 +99,7 @@ impl RedisServer {
     ) -> Result<Self, LabError> {
         let mut server = RedisServer {
             addr: addr.clone(),
+            version: binary_version(binary)?,
             binary: binary.to_owned(),
             dir: dir.to_owned(),
             extra: extra.to_vec(),
@@ -84,11 +110,20 @@ impl RedisServer {
     }
 
     fn spawn(&mut self, replicaof: Option<&Addr>) -> Result<(), LabError> {
-        let a = &self.addr;
+        let (a, v) = (&self.addr, &self.version);
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["--port", &a.port.to_string(), "--bind", &a.host, "--bind-source-addr", &a.host])
-            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1"])
+        cmd.args(["--port", &a.port.to_string(), "--bind", &a.host]);
+        if v.has_bind_source_addr() {
+            cmd.args(["--bind-source-addr", &a.host]);
+        }
+        if v.has_protected_mode() {
+            cmd.args(["--protected-mode", "no"]);
+        }
+        if v.has_diskless_sync() {
+            cmd.args(["--repl-diskless-sync-delay", "0"]);
+        }
+        cmd.args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([&format!("--{}", v.ping_period_name()), "1"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--dbfilename")
@@ -100,11 +135,15 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(m) = replicaof {
-            cmd.args(["--replicaof", &m.host, &m.port.to_string()]);
+            cmd.args([&format!("--{}", v.replicaof_directive()), &m.host, &m.port.to_string()]);
         }
         let child = cmd.spawn().map_err(|source| LabError::Spawn { addr: a.clone(), source })?;
         self.child = Some(child);
         Ok(())
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -202,6 +241,8 @@ pub struct LabSpec {
     /// Start every instance as a direct replica of its shard's room-1 head instead of the
     /// seed's chain: the topology Redis Sentinel can fail over (benchmarks compare them).
     pub flat: bool,
+    /// The `redis-server` binary; `None`: [`redis_server_binary`].
+    pub redis_server: Option<PathBuf>,
 }
 
 /// Certificate files for a TLS lab (`redis-server --tls-port`).
@@ -250,6 +291,7 @@ impl Default for LabSpec {
             tls: None,
             sentinel_listen: None,
             flat: false,
+            redis_server: None,
         }
     }
 }
@@ -300,7 +342,10 @@ impl Lab {
     /// Starts every instance, chained as the config's first room primary, and waits until
     /// every link is up.
     pub async fn start(spec: &LabSpec) -> Result<Lab, LabError> {
-        let binary = redis_server_binary()?;
+        let binary = match &spec.redis_server {
+            Some(path) => path.clone(),
+            None => redis_server_binary()?,
+        };
         let dir = tempfile::Builder::new().prefix("roomguard-lab-").tempdir().map_err(LabError::Dir)?;
         let config = spec.config(dir.path())?;
         let t = &config.topology;

@@ -10,3 +10,4 @@ mod hostile;
 mod observability;
 mod security;
 mod sentinel;
+mod versions;

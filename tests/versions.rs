@@ -1,0 +1,286 @@
+//! The version matrix's core rows (issue 11): run on whatever server `ROOMGUARD_REDIS_SERVER`
+//! names (scripts/test runs them once per version: Redis 2.8, 3.0, 3.2, 5.0, 6.2, 7.0 and
+//! Valkey 8). Ports 23500-23549 only. Each test asserts what its version supports and nothing
+//! a version lacks: on Redis < 6.2 the graceful switchover refuses writes (`NOREPLICAS`)
+//! instead of pausing them, and there is no lineage to count divergence with before 4.0.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use roomguard::{
+    lab::{Lab, LabSpec, binary_version, redis_server_binary},
+    version::ServerVersion,
+};
+
+use crate::util::*;
+
+fn server_version() -> ServerVersion {
+    binary_version(&redis_server_binary().unwrap()).unwrap()
+}
+
+async fn with_sentinel_lab(base_port: u16) -> Lab {
+    let spec = LabSpec {
+        base_port,
+        http_listen: "127.0.0.1:0".into(),
+        sentinel_listen: Some("127.0.0.1:0".into()),
+        ..LabSpec::default()
+    };
+    let lab = Lab::start(&spec).await.expect("lab starts on ROOMGUARD_REDIS_SERVER");
+    std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
+    lab
+}
+
+/// Room loss with the chains kept; the version shown per instance (`/topology`, metric); the
+/// Sentinel endpoint names the new masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_room_loss_keeps_chains_and_sentinel_names_the_new_master() {
+    let version = server_version();
+    let mut lab = with_sentinel_lab(23500).await;
+    for head in [23501, 23502] {
+        let mut con = connect(&at(1, head)).await;
+        let () = redis::cmd("SET").arg("before-loss").arg(head).query_async(&mut con).await.unwrap();
+    }
+    for (head, tail) in [(23501, 23503), (23502, 23504)] {
+        let replicated = wait_until(Duration::from_secs(10), || async {
+            let mut con = connect(&at(2, tail)).await;
+            redis::cmd("GET").arg("before-loss").query_async::<Option<u16>>(&mut con).await.ok().flatten() == Some(head)
+        })
+        .await;
+        assert!(replicated, "the write did not reach the end of the chain");
+    }
+    let c = Controller::start(&lab).await;
+    let label = format!("redis_version=\"{version}\"");
+    assert!(
+        wait_until(Duration::from_secs(5), || async { c.metric("roomguard_instance_info", &[&label]) == 8.0 }).await,
+        "every instance's version is exported as {label}:\n{}",
+        c.metrics()
+    );
+    let (_, body) = http_get(c.http, "/topology").await;
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(topology["shards"][0]["instances"][0]["version"], version.to_string(), "{body}");
+    assert!(c.report_text().contains(&version.to_string()), "{}", c.report_text());
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    let promoted = wait_until(Duration::from_secs(15), || async {
+        is_master(&at(2, 23501)).await && is_master(&at(2, 23502)).await
+    })
+    .await;
+    assert!(promoted, "room 2 heads were not promoted: {}", c.report_text());
+    for (head, tail) in [(23501, 23503), (23502, 23504)] {
+        let mut con = connect(&at(2, head)).await;
+        let before: Option<u16> = redis::cmd("GET").arg("before-loss").query_async(&mut con).await.unwrap();
+        assert_eq!(before, Some(head), "data written before the loss is on the new master");
+        assert!(
+            wait_until(Duration::from_secs(10), || async { replicates(&at(2, tail), &at(2, head)).await }).await,
+            "room 2's replica stays attached to its new master: {}",
+            c.report_text()
+        );
+    }
+    let sentinel = c.sentinel.expect("the lab config has [sentinel]");
+    let names_new_master = wait_until(Duration::from_secs(5), || async {
+        let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else { return false };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else { return false };
+        let reply: redis::RedisResult<(String, u16)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("shard-23501").query_async(&mut con).await;
+        reply.is_ok_and(|(host, port)| format!("{host}:{port}") == at(2, 23501))
+    })
+    .await;
+    assert!(names_new_master, "the Sentinel endpoint does not name {}", at(2, 23501));
+    c.stop().await;
+}
+
+/// A hung room (SIGSTOP) fails over; when it resumes its stale masters are demoted under room 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_hung_room_fails_over_and_its_stale_masters_are_demoted() {
+    let lab = lab(23510).await;
+    let c = Controller::start(&lab).await;
+    for id in lab.room(0) {
+        lab.servers[id].hang();
+    }
+    let promoted = wait_until(Duration::from_secs(15), || async {
+        is_master(&at(2, 23511)).await && is_master(&at(2, 23512)).await
+    })
+    .await;
+    for id in lab.room(0) {
+        lab.servers[id].resume();
+    }
+    assert!(promoted, "no failover on a silent hang: {}", c.report_text());
+    for (head, tail) in [(23511, 23513), (23512, 23514)] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                replicates(&at(1, head), &at(2, tail)).await && replicates(&at(1, tail), &at(1, head)).await
+            })
+            .await,
+            "stale master {} not re-chained under room 2: {}",
+            at(1, head),
+            c.report_text()
+        );
+        assert!(is_master(&at(2, head)).await);
+    }
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
+    c.stop().await;
+}
+
+/// `roomguard run` as user nobody, killed when dropped: a controller whose packets an iptables
+/// owner rule can drop without touching replication (Redis 2.8 replicates from 127.0.0.1 too,
+/// so an address rule cannot tell the two apart).
+struct NobodyController {
+    child: std::process::Child,
+    http: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl NobodyController {
+    async fn start(lab: &Lab, base_port: u16) -> NobodyController {
+        let dir = lab.dir().join("nobody");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::process::Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", base_port + 9).parse().unwrap();
+        let spec = LabSpec { base_port, http_listen: http.to_string(), ..LabSpec::default() };
+        let config = dir.join("controller.toml");
+        std::fs::write(&config, spec.config_toml()).unwrap();
+        let log = dir.join("controller.log");
+        let child = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_roomguard"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("ROOMGUARD_CONFIG")
+            .env("ROOMGUARD_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let c = NobodyController { child, http, log };
+        assert!(
+            wait_until(Duration::from_secs(10), || async { c.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,
+            "roomguard run (as nobody) never served metrics; log:\n{}",
+            c.log_text()
+        );
+        c
+    }
+
+    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        match tokio::net::TcpStream::connect(self.http).await {
+            Ok(_) => metric_value(&http_get(self.http, "/metrics").await.1, name, filters),
+            Err(_) => 0.0,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NobodyController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The controller is cut off from room 1 while room 2 still replicates from it: no failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_controller_cut_off_never_fails_over() {
+    let lab = lab(23520).await;
+    let c = NobodyController::start(&lab, 23520).await;
+    let rule = IptablesRule::add(&[
+        "OUTPUT",
+        "-m",
+        "owner",
+        "--uid-owner",
+        "65534",
+        "-d",
+        "127.0.0.11",
+        "-p",
+        "tcp",
+        "--dport",
+        "23521:23524",
+        "-j",
+        "DROP",
+    ]);
+    let noticed = wait_until(Duration::from_secs(10), || async {
+        c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]).await == 1.0
+    })
+    .await;
+    assert!(noticed, "the controller did not say it is cut off; log:\n{}", c.log_text());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.metric("roomguard_failovers_total", &[]).await, 0.0, "{}", c.log_text());
+    assert_eq!(c.metric("roomguard_actions_total", &[]).await, 0.0, "{}", c.log_text());
+    assert!(replicates(&at(2, 23521), &at(1, 23523)).await, "room 2 still follows room 1");
+    assert!(is_master(&at(1, 23521)).await && is_master(&at(1, 23522)).await);
+    drop(rule);
+}
+
+/// Writes `w:<n>` keys to `target` until told to stop or it refuses writes for good (READONLY:
+/// demoted). Refusals meanwhile (`NOREPLICAS`, the fence on Redis < 6.2) are not acknowledged.
+async fn writer(target: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u64>>>, refused: Arc<Mutex<u64>>) {
+    let mut con = connect(&target).await;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        match redis::cmd("SET").arg(format!("w:{n}")).arg(n).query_async::<()>(&mut con).await {
+            Ok(()) => acked.lock().unwrap().push(n),
+            Err(e) if e.code() == Some("READONLY") => return,
+            Err(e) if e.code() == Some("NOREPLICAS") => *refused.lock().unwrap() += 1,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A graceful switchover under a writer loses no acknowledged write, on every version; and the
+/// fence (Redis < 6.2) is lifted afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_graceful_switchover_under_a_writer_loses_no_acknowledged_write() {
+    let version = server_version();
+    let lab = lab(23530).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(Mutex::new(0));
+    let writer = tokio::spawn(writer(at(1, 23531), stop.clone(), acked.clone(), refused.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graceful failover"), "{stdout}");
+    assert_eq!(stdout.contains("NOREPLICAS"), !version.has_pause_write(), "{stdout}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 10, "the writer should have been acknowledged some writes: {}", acked.len());
+    let mut con = connect(&at(2, 23531)).await;
+    let keys: Vec<String> = acked.iter().map(|n| format!("w:{n}")).collect();
+    let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.unwrap();
+    let lost: Vec<&String> = keys.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost (version {version}): {lost:?}", lost.len());
+
+    for (head, tail) in [(23531, 23533), (23532, 23534)] {
+        assert!(is_master(&at(2, head)).await);
+        assert!(replicates(&at(2, tail), &at(2, head)).await);
+        assert!(replicates(&at(1, head), &at(2, tail)).await);
+        assert!(replicates(&at(1, tail), &at(1, head)).await);
+        // The fence is lifted: the old master's setting is back to its default.
+        let mut con = connect(&at(1, head)).await;
+        let setting: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg("min-slaves-to-write").query_async(&mut con).await.unwrap();
+        assert_eq!(setting.get(1).map(String::as_str), Some("0"), "{setting:?}");
+    }
+
+    // And back, the other way round (the fence or pause now on room 2's masters).
+    let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_master(&at(1, 23531)).await && replicates(&at(2, 23531), &at(1, 23533)).await);
+}
