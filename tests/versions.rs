@@ -284,3 +284,45 @@ async fn versions_graceful_switchover_under_a_writer_loses_no_acknowledged_write
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(is_master(&at(1, 23531)).await && replicates(&at(2, 23531), &at(1, 23533)).await);
 }
+
+/// The write fence a switchover uses, on one server: writes stop (paused on >= 6.2, refused
+/// with `NOREPLICAS` before), the controller's own reads still work, and lifting it restores
+/// writes and the settings. `REPLICAOF` falls back to `SLAVEOF` where it is unknown (< 5.0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_write_fence_stops_writes_and_is_lifted() {
+    use roomguard::{act::Node, config::RedisSettings, lab::RedisServer};
+    let version = server_version();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (addr(&at(1, 23541)), addr(&at(1, 23542)));
+    let binary = redis_server_binary().unwrap();
+    let servers = [&a, &b].map(|x| RedisServer::start(&binary, x, dir.path(), None, &[]).unwrap());
+    for s in &servers {
+        s.wait_ready(&RedisSettings::default(), Duration::from_secs(10)).await.unwrap();
+    }
+    let mut node = Node::connect(&a, &RedisSettings::default(), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(node.server_version().await.unwrap(), Some(version));
+    let fence = node.fence_writes(Some(version), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(matches!(fence, roomguard::act::WriteFence::PauseWrite), version.has_pause_write());
+
+    let mut client = connect(&at(1, 23541)).await;
+    let mut set = redis::cmd("SET");
+    set.arg("k").arg("v");
+    let write = set.query_async::<()>(&mut client);
+    match tokio::time::timeout(Duration::from_millis(300), write).await {
+        Err(_) => assert!(version.has_pause_write(), "a write blocked on {version}"),
+        Ok(Err(e)) => assert_eq!((e.code(), version.has_pause_write()), (Some("NOREPLICAS"), false), "{e}"),
+        Ok(Ok(())) => panic!("a write went through the fence on {version}"),
+    }
+    assert!(node.info().await.is_ok(), "the controller still reads INFO during the fence");
+    node.lift_fence(&fence).await.unwrap();
+    let mut client = connect(&at(1, 23541)).await;
+    let () = redis::cmd("SET").arg("k").arg("v2").query_async(&mut client).await.unwrap();
+    assert_eq!(node.config_get("min-slaves-to-write").await.unwrap().as_deref(), Some("0"));
+
+    // REPLICAOF, or SLAVEOF before 5.0: both ways, twice (the second time from memory).
+    for _ in 0..2 {
+        node.replicaof(Some(&b)).await.unwrap();
+        assert!(wait_until(Duration::from_secs(10), || async { replicates(&at(1, 23541), &at(1, 23542)).await }).await);
+        node.promote().await.unwrap();
+    }
+}
