@@ -61,6 +61,10 @@ impl ReplicaofName {
 /// action opens a fresh connection).
 static REPLICAOF_NAMES: LazyLock<Mutex<HashMap<Addr, ReplicaofName>>> = LazyLock::new(Default::default);
 
+fn unknown_command(error: &ActError) -> bool {
+    matches!(error, ActError::Command { error, .. } if error.kind == ProbeErrorKind::UnknownCommand)
+}
+
 /// How a master's clients were stopped from writing for a graceful switchover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteFence {
@@ -181,9 +185,13 @@ impl Node {
         let remembered = REPLICAOF_NAMES.lock().ok().and_then(|names| names.get(&self.addr).copied());
         let first = remembered.unwrap_or(ReplicaofName::Replicaof);
         let name = match self.replicaof_as(first, master).await {
-            Err(ActError::Command { error, .. }) if error.kind == ProbeErrorKind::UnknownCommand => {
-                self.replicaof_as(first.other(), master).await?;
-                first.other()
+            Err(unknown @ ActError::Command { .. }) if unknown_command(&unknown) => {
+                match self.replicaof_as(first.other(), master).await {
+                    Ok(()) => first.other(),
+                    // Both names disabled: report the first.
+                    Err(e) if unknown_command(&e) => return Err(unknown),
+                    Err(e) => return Err(e),
+                }
             }
             other => other.map(|()| first)?,
         };

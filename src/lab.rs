@@ -393,6 +393,11 @@ impl Lab {
         }
     }
 
+    /// An instance's parent in the seed's chains (`None` for the masters).
+    pub fn seed_parent(&self, id: usize) -> Option<Addr> {
+        seed_parent(self.topology(), id)
+    }
+
     /// Indices of the servers in a room (room index, 0 = room "1").
     pub fn room(&self, room: usize) -> Vec<usize> {
         self.topology().room_members(room).collect()

@@ -326,3 +326,93 @@ async fn versions_write_fence_stops_writes_and_is_lifted() {
         node.promote().await.unwrap();
     }
 }
+
+/// `REPLICAOF` renamed away (`rename-command REPLICAOF ""`): `SLAVEOF` is used; both renamed:
+/// the error names `REPLICAOF`. Runs in the full suite (7.0) only: before 5.0 there is no
+/// `REPLICAOF` to rename, and the matrix rows above use `SLAVEOF` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_replicaof_falls_back_to_slaveof_and_both_disabled_is_named() {
+    use roomguard::{
+        act::{ActError, Node},
+        config::RedisSettings,
+        lab::RedisServer,
+        observe::ProbeErrorKind,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let binary = redis_server_binary().unwrap();
+    let (master, a, b) = (addr(&at(1, 23561)), addr(&at(1, 23562)), addr(&at(1, 23563)));
+    let no_replicaof = ["--rename-command", "REPLICAOF", ""].map(String::from);
+    let neither = ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""].map(String::from);
+    let servers = [
+        RedisServer::start(&binary, &master, dir.path(), None, &[]).unwrap(),
+        RedisServer::start(&binary, &a, dir.path(), None, &no_replicaof).unwrap(),
+        RedisServer::start(&binary, &b, dir.path(), None, &neither).unwrap(),
+    ];
+    for s in &servers {
+        s.wait_ready(&RedisSettings::default(), Duration::from_secs(10)).await.unwrap();
+    }
+    let mut node = Node::connect(&a, &RedisSettings::default(), Duration::from_secs(1)).await.unwrap();
+    node.replicaof(Some(&master)).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || async { replicates(&at(1, 23562), &at(1, 23561)).await }).await);
+    node.promote().await.unwrap();
+
+    let mut node = Node::connect(&b, &RedisSettings::default(), Duration::from_secs(1)).await.unwrap();
+    match node.replicaof(Some(&master)).await {
+        Err(ActError::Command { command, error, .. }) => {
+            assert_eq!((command.as_str(), error.kind), ("REPLICAOF 127.0.0.11 23561", ProbeErrorKind::UnknownCommand));
+        }
+        other => panic!("expected REPLICAOF's unknown-command error, got {other:?}"),
+    }
+}
+
+/// Mixed versions in one deployment (an upgrade in progress): room 1 on Redis 2.8, room 2 on
+/// the suite's server (7.0). Each instance's version is shown; room 1's loss fails over to
+/// room 2. (The other way round cannot replicate: 2.8 cannot load a 7.0 RDB.) Full suite only;
+/// needs scripts/servers' Redis 2.8, which scripts/test builds first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_servers_room_2_on_a_newer_redis_takes_over() {
+    use roomguard::{config::RedisSettings, lab::RedisServer};
+    let cache = std::env::var_os("ROOMGUARD_SERVER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/roomguard/servers"));
+    let old = cache.join("redis-2.8/redis-server");
+    assert!(old.is_file(), "{} is missing: run scripts/servers (scripts/test does)", old.display());
+    let new = redis_server_binary().unwrap();
+    let (old_version, new_version) = (binary_version(&old).unwrap(), binary_version(&new).unwrap());
+
+    let spec =
+        LabSpec { base_port: 23550, http_listen: "127.0.0.1:0".into(), redis_server: Some(old), ..Default::default() };
+    let mut lab = Lab::start(&spec).await.unwrap();
+    for id in lab.room(1) {
+        let parent = lab.seed_parent(id);
+        let addr = lab.topology().addr(id).clone();
+        lab.servers[id].kill();
+        lab.servers[id] = RedisServer::start(&new, &addr, lab.dir(), parent.as_ref(), &[]).unwrap();
+        lab.servers[id].wait_ready(&RedisSettings::default(), Duration::from_secs(10)).await.unwrap();
+    }
+    assert!(lab.wait_linked(Duration::from_secs(20)).await, "room 2 (newer) did not sync from room 1 (2.8)");
+    let c = Controller::start(&lab).await;
+    for (version, count) in [(old_version, 4.0), (new_version, 4.0)] {
+        let label = format!("redis_version=\"{version}\"");
+        assert!(
+            wait_until(Duration::from_secs(5), || async { c.metric("roomguard_instance_info", &[&label]) == count })
+                .await,
+            "{label}:\n{}",
+            c.metrics()
+        );
+    }
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    for (head, tail) in [(23551, 23553), (23552, 23554)] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                is_master(&at(2, head)).await && replicates(&at(2, tail), &at(2, head)).await
+            })
+            .await,
+            "room 2 did not take over: {}",
+            c.report_text()
+        );
+    }
+    c.stop().await;
+}
