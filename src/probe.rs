@@ -122,10 +122,12 @@ impl Prober {
     async fn probe_inner(&mut self) -> Result<ReplicationInfo, ProbeError> {
         if self.connection.is_none() {
             let mut connection = connect(&self.addr, &self.auth, self.timeout).await?;
-            // Once per connection, not per poll: a restart (an upgrade) reconnects. A server that
-            // refuses `INFO server` is still probed; its version stays unknown.
-            let server: Result<String, _> = redis::cmd("INFO").arg("server").query_async(&mut connection).await;
-            if let Some(version) = server.ok().as_deref().and_then(ServerVersion::from_info) {
+            // Once per connection, not per poll: a restart (an upgrade) reconnects. Its failure is
+            // the probe's (a hung or non-Redis peer costs one timeout, not two); a reply without
+            // a version leaves the version unknown.
+            let server: String =
+                redis::cmd("INFO").arg("server").query_async(&mut connection).await.map_err(|e| classify(&e))?;
+            if let Some(version) = ServerVersion::from_info(&server) {
                 self.version = Some(version);
             }
             self.connection = Some(connection);
