@@ -96,8 +96,8 @@ pub struct RawController {
     pub down_after: Duration,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub link_silence: Duration,
+    #[serde(with = "humantime_serde::option")]
+    pub link_silence: Option<Duration>,
     pub auto_failover: bool,
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
@@ -112,7 +112,7 @@ impl Default for RawController {
             poll_interval: Duration::from_millis(100),
             down_after: Duration::from_secs(1),
             timeout: Duration::from_millis(250),
-            link_silence: Duration::from_secs(12),
+            link_silence: None,
             auto_failover: true,
             cooldown: Duration::from_secs(300),
             switchover_timeout: Duration::from_secs(5),
@@ -265,6 +265,16 @@ pub struct RawShard {
 
 // === validated ===
 
+impl ControllerSettings {
+    pub fn silence(&self) -> crate::detect::SilenceSettings {
+        crate::detect::SilenceSettings::new(self.link_silence, self.poll_interval)
+    }
+
+    pub fn detect(&self) -> crate::detect::DetectSettings {
+        crate::detect::DetectSettings { down_after: self.down_after, silence: self.silence() }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ControllerSettings {
     /// How often every instance is probed.
@@ -273,11 +283,11 @@ pub struct ControllerSettings {
     pub down_after: Duration,
     /// Connect timeout and per-command timeout of one probe or action.
     pub timeout: Duration,
-    /// A replica whose `master_last_io_seconds_ago` exceeds this no longer hears its master.
-    /// Must exceed the masters' `repl-ping-replica-period` (Redis default 10 s): an idle
-    /// master is silent for that long between pings, and counting that as evidence would
-    /// fail over a healthy deployment whenever the controller alone is cut off.
-    pub link_silence: Duration,
+    /// A fixed silence threshold instead of each shard's `repl-ping-replica-period` plus a
+    /// margin ([`crate::detect::SilenceRule`]). Must exceed the masters' period: an idle master
+    /// is silent for that long between pings, and counting that as evidence would fail over a
+    /// healthy deployment whenever the controller alone is cut off.
+    pub link_silence: Option<Duration>,
     pub auto_failover: bool,
     /// No second automatic failover within this window after any failover.
     pub cooldown: Duration,
@@ -362,7 +372,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         ("controller.poll_interval", c.poll_interval),
         ("controller.down_after", c.down_after),
         ("controller.timeout", c.timeout),
-        ("controller.link_silence", c.link_silence),
+        ("controller.link_silence", c.link_silence.unwrap_or(Duration::MAX)),
         ("controller.switchover_timeout", c.switchover_timeout),
     ];
     for (key, value) in positive {
@@ -378,7 +388,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
             humantime::format_duration(c.poll_interval)
         ));
     }
-    if c.link_silence < Duration::from_secs(1) {
+    if c.link_silence.is_some_and(|s| s < Duration::from_secs(1)) {
         return Err("`controller.link_silence` must be at least 1s: Redis reports \
                     `master_last_io_seconds_ago` in whole seconds"
             .into());
@@ -549,7 +559,13 @@ impl Config {
             humantime::format_duration(c.poll_interval),
             humantime::format_duration(c.down_after),
             humantime::format_duration(c.timeout),
-            humantime::format_duration(c.link_silence),
+            match c.link_silence {
+                Some(s) => humantime::format_duration(s).to_string(),
+                None => format!(
+                    "each shard's repl-ping-replica-period + {}",
+                    humantime::format_duration(self.controller.silence().margin)
+                ),
+            },
             if c.auto_failover { "on" } else { "off" },
             humantime::format_duration(c.cooldown),
         ));

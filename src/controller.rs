@@ -24,7 +24,7 @@ use crate::{
     act::{self, Applied},
     audit,
     config::Config,
-    detect::{self, DetectSettings, RoomStatus, Verdict},
+    detect::{self, RoomStatus, Verdict},
     events::{Event, Snapshot},
     hooks, http,
     info::Role,
@@ -165,7 +165,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let store = ObservationStore::new(topology.instances.len());
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
-    tracker.spawn(audit::run(shared.clone(), token.clone()));
+    tracker.spawn(audit::run(shared.clone(), store.clone(), token.clone()));
     let nofile = sentinel::raise_nofile_limit();
     if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
         tracker.spawn(sentinel::serve(
@@ -262,12 +262,7 @@ impl Controller {
         let started = Instant::now();
         let settings = self.shared.config.controller.clone();
         let now = Instant::now();
-        let verdict = detect::assess(
-            self.topology(),
-            observation,
-            now,
-            DetectSettings { down_after: settings.down_after, link_silence: settings.link_silence },
-        );
+        let verdict = detect::assess(self.topology(), observation, now, settings.detect());
         self.log_rooms(&verdict);
         self.log_restarted_empty(observation);
         self.reload_state_if_changed();
@@ -291,7 +286,6 @@ impl Controller {
                 .last_failover
                 .as_ref()
                 .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
-            link_silence: settings.link_silence,
         };
         let decision = if action_guard.is_none() || !self.acted_at.is_empty() {
             Decision::default()
@@ -301,8 +295,7 @@ impl Controller {
         self.apply_decision(&decision, observation);
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
-        let plan_settings =
-            plan::PlanSettings { link_silence: settings.link_silence, newer_master_grace: settings.down_after, now };
+        let plan_settings = plan::PlanSettings { newer_master_grace: settings.down_after, now };
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
         let actions: Vec<Action> =
@@ -592,7 +585,7 @@ impl Controller {
                 }
             }
         }
-        let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        let results = act::execute_all(t, &self.shared.config.redis, c.timeout, actions).await;
         // Only a probe started after the commands landed shows their effect.
         let done = Instant::now();
         let mut demoted = Vec::new();
@@ -663,8 +656,7 @@ impl Controller {
     /// verified masters, not from the decision.
     fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
         let t = &self.shared.config.topology;
-        let link_silence = self.shared.config.controller.link_silence;
-        let snapshot = Snapshot::take(t, observation, verdict, masters, link_silence, self.snapshot.as_ref());
+        let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
         if let Some(before) = &self.snapshot {
             let events = crate::events::diff(t, before, &snapshot, &self.triggers);
             for event in events {

@@ -74,6 +74,11 @@ pub struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DivergedLabels {
     pub shard: String,
     pub instance: String,
@@ -140,6 +145,7 @@ pub struct Metrics {
     pub diverged_bytes: Family<DivergedLabels, Counter>,
     pub restarted_empty: Family<InstanceLabels, Counter>,
     pub config_warning: Family<ConfigWarningLabels, Gauge>,
+    pub link_silence_threshold: Family<ShardLabels, FloatGauge>,
     pub rounds: Counter,
     pub round_duration: Histogram,
     pub sentinel_connections: Gauge,
@@ -185,6 +191,7 @@ impl Metrics {
             diverged_bytes: Family::default(),
             restarted_empty: Family::default(),
             config_warning: Family::default(),
+            link_silence_threshold: Family::default(),
             rounds: Counter::default(),
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
@@ -253,6 +260,13 @@ impl Metrics {
             "Bytes a demoted stale master had written beyond its successor's promotion point (discarded)",
             Unit::Bytes,
             m.diverged_bytes.clone(),
+        );
+        r.register_with_unit(
+            "link_silence_threshold",
+            "How long a replica's offset may stand still before it no longer hears its master: the shard's \
+             repl-ping-replica-period plus a margin, link_silence when configured, 12 s while a period is unknown",
+            Unit::Seconds,
+            m.link_silence_threshold.clone(),
         );
         r.register(
             "restarted_empty",
@@ -398,6 +412,10 @@ impl Metrics {
                     .get_or_create(labels)
                     .set((master_offset - info.repl_offset).max(0));
             }
+        }
+        for (shard, rule) in verdict.silence.iter().enumerate() {
+            let labels = ShardLabels { shard: topology.shards[shard].name.clone() };
+            self.link_silence_threshold.get_or_create(&labels).set(rule.threshold.as_secs_f64());
         }
         for (room, name) in self.room_names.iter().enumerate() {
             let labels = RoomLabels { room: name.clone() };

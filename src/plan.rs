@@ -23,7 +23,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    detect::{RoomStatus, Verdict},
+    detect::{Hearing, RoomStatus, Verdict},
     info::{NO_REPLID, ReplicationInfo, Role},
     observe::Observation,
     topology::{InstanceId, Parent, RoomId, ShardId, Topology},
@@ -94,7 +94,6 @@ pub struct Policy {
     pub adopt: bool,
     /// Time left in the cooldown after the last failover, if any.
     pub cooldown_left: Option<Duration>,
-    pub link_silence: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -175,7 +174,7 @@ pub fn decide(
                 Reason::RoomLost { room },
                 "no reachable instance of this shard in a room that is up",
             ),
-            RoomStatus::Degraded if master_lost(topology, observation, verdict, master, policy.link_silence) => (
+            RoomStatus::Degraded if master_lost(topology, observation, verdict, master) => (
                 successor_in_room(topology, observation, verdict, master),
                 Reason::MasterLost { instance: master },
                 "no other instance of the master's room answers",
@@ -203,23 +202,18 @@ pub fn decide(
 
 /// The master is down from here, and the instances that replicate from it — at least one —
 /// all agree that it is gone (the same cross-evidence rule as for a room, for one instance).
-pub fn master_lost(
-    topology: &Topology,
-    observation: &Observation,
-    verdict: &Verdict,
-    master: InstanceId,
-    link_silence: Duration,
-) -> bool {
+pub fn master_lost(topology: &Topology, observation: &Observation, verdict: &Verdict, master: InstanceId) -> bool {
     if !verdict.down[master] {
         return false;
     }
     let addr = topology.addr(master);
-    let witnesses: Vec<&ReplicationInfo> = topology
+    let witnesses: Vec<InstanceId> = topology
         .shard_members(topology.instance(master).shard)
-        .filter_map(|id| observation.live(id))
-        .filter(|i| i.master.as_ref().is_some_and(|l| l.points_to(&addr.host, addr.port)))
+        .filter(|&id| {
+            observation.live(id).and_then(|i| i.master.as_ref()).is_some_and(|l| l.points_to(&addr.host, addr.port))
+        })
         .collect();
-    !witnesses.is_empty() && witnesses.iter().all(|i| i.master_silent(link_silence.as_secs()))
+    !witnesses.is_empty() && witnesses.iter().all(|&id| verdict.deaf(id))
 }
 
 /// When `master` restarted without its data: the nearest instance of its room's chain that
@@ -355,8 +349,10 @@ fn failover_target(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    /// `REPLICAOF NO ONE` on a replica that should be its shard's master.
-    Promote { instance: InstanceId },
+    /// `REPLICAOF NO ONE` on a replica that should be its shard's master. `because` is the
+    /// evidence that it no longer hears its master, which [`crate::act`] re-checks on a fresh
+    /// read before sending anything.
+    Promote { instance: InstanceId, because: Hearing },
     /// `REPLICAOF to` on a master that must become a replica. `diverged_bytes` is how far
     /// it wrote beyond the point the new master was promoted from (those writes are
     /// discarded by the resync); `None` when the histories are unrelated.
@@ -368,7 +364,7 @@ pub enum Action {
 impl Action {
     pub fn instance(&self) -> InstanceId {
         match *self {
-            Action::Promote { instance } | Action::Demote { instance, .. } | Action::Repoint { instance, .. } => {
+            Action::Promote { instance, .. } | Action::Demote { instance, .. } | Action::Repoint { instance, .. } => {
                 instance
             }
         }
@@ -388,7 +384,7 @@ impl Action {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let t = self.1;
                 match *self.0 {
-                    Action::Promote { instance } => write!(f, "promote {} (REPLICAOF NO ONE)", t.addr(instance)),
+                    Action::Promote { instance, .. } => write!(f, "promote {} (REPLICAOF NO ONE)", t.addr(instance)),
                     Action::Demote { instance, to, .. } => {
                         write!(f, "demote {} to a replica of {}", t.addr(instance), t.addr(to))
                     }
@@ -418,7 +414,6 @@ pub struct Plan {
 /// What the plan's safety rules need besides the observation.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanSettings {
-    pub link_silence: Duration,
     /// How long a master that looks newer than the designated one (its `master_replid2` is
     /// the designated master's ID) is left alone before it is treated as stale: a switchover
     /// run elsewhere passes through that state for milliseconds, a replica restarted from its
@@ -449,7 +444,6 @@ fn plan_shard(
     settings: &PlanSettings,
     out: &mut Plan,
 ) {
-    let silence_secs = settings.link_silence.as_secs();
     // An instance that restarted empty is bridged like a dead one: a replica that full-syncs
     // from it is wiped, and so is everything below. It gets a parent of its own all the same.
     let desired: HashMap<InstanceId, Parent> = topology
@@ -479,11 +473,12 @@ fn plan_shard(
         match parent {
             Parent::None => {
                 if info.role == Role::Replica {
-                    let veto = (!info.master_silent(silence_secs)).then(|| {
+                    let because = verdict.hearing[instance].unwrap_or(Hearing::Hears);
+                    let veto = because.hears().then(|| {
                         let link = info.master.as_ref().expect("replica has a master");
                         format!("it still hears its master {}:{}", link.host, link.port)
                     });
-                    push(Action::Promote { instance }, veto);
+                    push(Action::Promote { instance, because }, veto);
                 }
             }
             Parent::Instance(to) => match &info.master {
@@ -553,10 +548,14 @@ mod tests {
     use super::*;
     use crate::detect::{DetectSettings, assess, scenario::Scenario};
 
-    const SETTINGS: DetectSettings =
-        DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) };
-    const POLICY: Policy =
-        Policy { auto_failover: true, adopt: true, cooldown_left: None, link_silence: Duration::from_secs(12) };
+    const SETTINGS: DetectSettings = DetectSettings {
+        down_after: Duration::from_secs(1),
+        silence: crate::detect::SilenceSettings {
+            configured: Some(Duration::from_secs(12)),
+            margin: Duration::from_millis(400),
+        },
+    };
+    const POLICY: Policy = Policy { auto_failover: true, adopt: true, cooldown_left: None };
 
     /// One control-loop round: decide, then plan with the new masters.
     fn round(s: &Scenario, masters: &Masters, policy: &Policy) -> (Decision, Masters, Plan) {
@@ -566,8 +565,7 @@ mod tests {
         for c in &decision.changes {
             masters[c.shard] = Some(c.to);
         }
-        let settings =
-            PlanSettings { link_silence: policy.link_silence, newer_master_grace: Duration::from_secs(1), now: s.now };
+        let settings = PlanSettings { newer_master_grace: Duration::from_secs(1), now: s.now };
         let plan = plan(&s.topology, &s.observation, &verdict, &masters, &settings);
         (decision, masters, plan)
     }
@@ -953,7 +951,7 @@ mod tests {
             let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
             let (_, _, plan) = round(&s, &masters, &POLICY);
             for action in &plan.actions {
-                if let Action::Promote { instance } = *action {
+                if let Action::Promote { instance, .. } = *action {
                     let shard = s.topology.instance(instance).shard;
                     let old = masters[shard].unwrap();
                     // Another room only when the master's room is lost; within the room only

@@ -8,9 +8,9 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
 use crate::{
-    detect::{RoomStatus, Verdict},
+    detect::{Hearing, RoomStatus, SilenceRule, SilenceSource, Verdict},
     info::Role,
-    observe::Observation,
+    observe::{Observation, PingPeriod},
     plan::{Decision, Masters, Plan},
     state::FailoverRecord,
     topology::{Parent, Topology},
@@ -49,13 +49,52 @@ pub struct RoomReport {
 pub struct WitnessReport {
     pub instance: String,
     pub hears: bool,
+    /// Why it does not hear (`link_down`, `stalled` with its offset and for how long,
+    /// `quiet` with Redis' whole-second count), or `hears`.
+    pub evidence: Option<Hearing>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardReport {
     pub name: String,
     pub master: Option<String>,
+    /// How long a link of this shard may be silent before its replica no longer hears its
+    /// master, and where that comes from (the ping period read from Redis, or a fallback).
+    pub silence: SilenceReport,
     pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SilenceReport {
+    pub threshold_ms: u64,
+    /// `ping_period`, `configured` or `fallback`.
+    pub basis: &'static str,
+    /// The same in words, for `status`.
+    pub why: String,
+}
+
+impl SilenceReport {
+    fn new(t: &Topology, rule: &SilenceRule) -> Self {
+        let threshold = humantime::format_duration(rule.threshold);
+        let (basis, why) = match rule.source {
+            SilenceSource::PingPeriod { seconds } => {
+                ("ping_period", format!("{threshold}: repl-ping-replica-period {seconds}s + margin"))
+            }
+            SilenceSource::Configured => ("configured", format!("{threshold}: controller.link_silence")),
+            SilenceSource::Fallback { instance, period } => (
+                "fallback",
+                format!(
+                    "{threshold} (fallback): the ping period of {} is {}",
+                    t.addr(instance),
+                    match period {
+                        PingPeriod::Refused => "not readable (CONFIG GET refused)",
+                        _ => "not known yet",
+                    }
+                ),
+            ),
+        };
+        SilenceReport { threshold_ms: rule.threshold.as_millis() as u64, basis, why }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,7 +149,11 @@ impl Report {
                 witnesses: v
                     .witnesses
                     .iter()
-                    .map(|w| WitnessReport { instance: t.addr(w.instance).to_string(), hears: w.hears })
+                    .map(|w| WitnessReport {
+                        instance: t.addr(w.instance).to_string(),
+                        hears: w.hears,
+                        evidence: verdict.hearing[w.instance],
+                    })
                     .collect(),
             })
             .collect();
@@ -160,7 +203,12 @@ impl Report {
                         }
                     })
                     .collect();
-                ShardReport { name: s.name.clone(), master: masters[shard].map(|m| t.addr(m).to_string()), instances }
+                ShardReport {
+                    name: s.name.clone(),
+                    master: masters[shard].map(|m| t.addr(m).to_string()),
+                    silence: SilenceReport::new(t, &verdict.silence[shard]),
+                    instances,
+                }
             })
             .collect();
 
@@ -242,6 +290,16 @@ impl Report {
             }
         }
         let mut out = format!("{table}\n{}\n", self.verdict);
+        let mut silence: Vec<(&str, Vec<&str>)> = Vec::new();
+        for s in &self.shards {
+            match silence.iter_mut().find(|(why, _)| *why == s.silence.why) {
+                Some((_, shards)) => shards.push(&s.name),
+                None => silence.push((&s.silence.why, vec![&s.name])),
+            }
+        }
+        for (why, shards) in silence {
+            out.push_str(&format!("silence evidence after {why} ({})\n", shards.join(", ")));
+        }
         for r in &self.rooms {
             if r.status == RoomStatus::CutOff {
                 let hearing: Vec<&str> = r.witnesses.iter().filter(|w| w.hears).map(|w| w.instance.as_str()).collect();

@@ -145,7 +145,9 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
             .ok_or_else(|| FailoverError::NoTarget { shard: name.clone(), room: room.to_string() })?;
         if !from_live && !force {
             let info = observation.live(to).expect("found live");
-            if let Some(link) = info.master.as_ref().filter(|_| !info.master_silent(c.link_silence.as_secs())) {
+            let rule = detect::SilenceRule::for_shard(t, &observation, shard, c.silence());
+            let hears = detect::Hearing::judge(&observation, to, &rule).is_some_and(detect::Hearing::hears);
+            if let Some(link) = info.master.as_ref().filter(|_| hears) {
                 return Err(FailoverError::StillHeard {
                     shard: name,
                     master: t.addr(from).to_string(),
@@ -283,7 +285,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     loop {
         let observation = probe::probe_all(t, &config.redis, c.timeout).await;
-        let remaining = outstanding(t, &observation, masters, c.link_silence, c.down_after);
+        let remaining = outstanding(t, &observation, masters, c.silence(), c.down_after);
         let (actions, problems) = match remaining {
             Ok(()) => return Ok(()),
             Err(x) => x,
@@ -294,9 +296,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
                 details: problems.join("; "),
             });
         }
-        for (action, result) in
-            actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, c.link_silence, &actions).await)
-        {
+        for (action, result) in actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, &actions).await) {
             match result {
                 Ok(_) => info!("{}", action.describe(t)),
                 Err(e) => warn!(error = %e, "{}", action.describe(t)),
@@ -313,12 +313,12 @@ fn outstanding(
     t: &Topology,
     observation: &Observation,
     masters: &Masters,
-    link_silence: Duration,
+    silence: detect::SilenceSettings,
     grace: Duration,
 ) -> Result<(), Outstanding> {
     let verdict =
-        detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, link_silence });
-    let settings = plan::PlanSettings { link_silence, newer_master_grace: grace, now: Instant::now() };
+        detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, silence });
+    let settings = plan::PlanSettings { newer_master_grace: grace, now: Instant::now() };
     let plan = plan::plan(t, observation, &verdict, masters, &settings);
     let mut problems: Vec<String> = plan.actions.iter().map(|a| a.describe(t).to_string()).collect();
     problems.extend(plan.vetoed.iter().map(|v| format!("{} ({})", v.action.describe(t), v.why)));

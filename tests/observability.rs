@@ -143,7 +143,10 @@ fn exported_names() -> BTreeSet<String> {
         &topology,
         &observation,
         std::time::Instant::now(),
-        roomguard::detect::DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) },
+        roomguard::detect::DetectSettings {
+            down_after: Duration::from_secs(1),
+            silence: roomguard::detect::SilenceSettings::new(None, Duration::from_millis(100)),
+        },
     );
     m.update(&topology, &observation, &verdict, &vec![Some(0), Some(4)]);
     let mut names = BTreeSet::new();
