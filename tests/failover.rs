@@ -186,6 +186,9 @@ async fn manual_switchover_loses_no_acknowledged_write_and_switches_back() {
     let followed = c.wait_healthy_primary("1", Duration::from_secs(5)).await;
     assert!(followed, "the controller did not follow the switch back: {}", c.report_text());
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0, "the controller promoted nothing");
+    // Writes paused on the old masters are no silence: their pings keep flowing (and the room
+    // answers the controller), so no room was ever judged lost.
+    assert_eq!(c.metric("roomguard_failovers_total", &["trigger=\"auto\""]), 0.0, "{}", c.metrics());
     c.stop().await;
 }
 
