@@ -289,7 +289,8 @@ pub struct ControllerSettings {
     /// healthy deployment whenever the controller alone is cut off.
     pub link_silence: Option<Duration>,
     pub auto_failover: bool,
-    /// No second automatic failover within this window after any failover.
+    /// Anti-flap: no automatic failover toward a room that itself failed (was judged lost, or
+    /// failed away from) within this window ([`crate::plan::cooling`]).
     pub cooldown: Duration,
     /// How long a graceful switchover waits for the new heads to catch up.
     pub switchover_timeout: Duration,

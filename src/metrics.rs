@@ -5,7 +5,7 @@
 //! `register_with_unit` so names end in the base unit.
 
 use std::{
-    sync::atomic::AtomicU64,
+    sync::{Mutex, atomic::AtomicU64},
     time::{Duration, SystemTime},
 };
 
@@ -49,6 +49,15 @@ pub struct FailoverLabels {
     pub room: String,
     pub trigger: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub shard: String,
+    /// The room holding the shard's master (lost, or holding the lost master).
+    pub room: String,
+    /// `cooldown`, `auto_failover_off` or `no_target`.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +148,10 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub last_failover_timestamp: FloatGauge,
     pub last_failover_duration: FloatGauge,
+    pub failover_held: Family<HeldLabels, Gauge>,
+    /// The series of `failover_held` set last round, to remove those no longer held.
+    held_now: Mutex<Vec<HeldLabels>>,
+    pub state_save_errors: Counter,
     pub probe_duration: Family<ProbeLabels, Histogram>,
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
@@ -183,6 +196,9 @@ impl Metrics {
             failovers: Family::default(),
             last_failover_timestamp: FloatGauge::default(),
             last_failover_duration: FloatGauge::default(),
+            failover_held: Family::default(),
+            held_now: Mutex::new(Vec::new()),
+            state_save_errors: Counter::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
             }),
@@ -251,6 +267,16 @@ impl Metrics {
             "Decision to verified new masters, for the last failover",
             Unit::Seconds,
             m.last_failover_duration.clone(),
+        );
+        r.register(
+            "failover_held",
+            "1 while a shard's automatic failover is warranted but held (reason: cooldown, auto_failover_off, no_target)",
+            m.failover_held.clone(),
+        );
+        r.register(
+            "state_save_errors",
+            "Failed writes of the state file; a decision that cannot be saved is not acted on",
+            m.state_save_errors.clone(),
         );
         r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
         r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
@@ -357,6 +383,30 @@ impl Metrics {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.last_failover_timestamp.set(now.as_secs_f64());
         self.last_failover_duration.set(duration.as_secs_f64());
+    }
+
+    /// Restores the last-failover gauges from the state file at start: `at` is when it was
+    /// decided, `took` how long it took to verify (when known).
+    pub fn restore_last_failover(&self, at: SystemTime, took: Option<Duration>) {
+        let verified = at + took.unwrap_or_default();
+        self.last_failover_timestamp
+            .set(verified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        if let Some(took) = took {
+            self.last_failover_duration.set(took.as_secs_f64());
+        }
+    }
+
+    /// Sets `failover_held` to exactly `held`: 1 for each, and the series of failovers no
+    /// longer held removed.
+    pub fn set_held(&self, held: Vec<HeldLabels>) {
+        let mut now = self.held_now.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in now.iter().filter(|l| !held.contains(l)) {
+            self.failover_held.remove(gone);
+        }
+        for labels in &held {
+            self.failover_held.get_or_create(labels).set(1);
+        }
+        *now = held;
     }
 
     pub fn sentinel_command(&self, command: &str) {

@@ -687,3 +687,152 @@ async fn row4b_cut_off_controller_with_the_fast_rule_and_idle_shards_never_fails
     drop(rule);
     c.stop().await;
 }
+
+/// The lab's config with a cooldown long enough that every step of a test happens within it.
+fn long_cooldown(lab: &roomguard::lab::Lab) -> roomguard::config::Config {
+    let mut config = lab.config.clone();
+    config.controller.cooldown = Duration::from_secs(300);
+    config
+}
+
+async fn room_heads_are_masters(room: u8, base: u16) -> bool {
+    is_master(&at(room, base + 1)).await && is_master(&at(room, base + 2)).await
+}
+
+/// Issue 12, item 3a: a manual switchover to room 2, then room 2 is killed within the cooldown.
+/// Room 1 did not fail (an operator chose to leave it): the automatic failover back to it
+/// happens at once, with the data written in room 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
+    let mut lab = lab(24000).await;
+    let c = Controller::start_with(long_cooldown(&lab)).await;
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", report(&c));
+    let chain = [at(2, 24001), at(2, 24003), at(1, 24001), at(1, 24003)];
+    write_keys(&chain[0], 1000).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
+
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(1, 24000).await }).await,
+        "no failover back to room 1 (cooldown 5 min): {}",
+        report(&c)
+    );
+    assert!(killed.elapsed() < Duration::from_secs(10), "{:?}", killed.elapsed());
+    assert!(c.wait_one_failover_to("1", Duration::from_secs(5)).await, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\"", "trigger=\"auto\"", "outcome=\"ok\""]), 1.0);
+    assert!(all_hold(&chain[2..], 1000).await, "room 1 holds the data written in room 2");
+    assert!(replicates(&at(1, 24003), &at(1, 24001)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    assert_eq!(c.metric("roomguard_failover_held", &[]), 0.0, "{}", c.metrics());
+    // Room 2 was lost: that is recorded (and survives a restart) for the anti-flap rule.
+    let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert!(file["room_failures"]["2"].as_u64().is_some(), "{state}");
+    assert!(file["room_failures"].get("1").is_none(), "a manual switchover is no failure of room 1: {state}");
+    c.stop().await;
+}
+
+/// Issue 12, item 3b: three rooms chained 1 -> 2 -> 3. Room 1 is lost, then room 2 a few
+/// seconds later: room 3, which did not fail, takes over within the cooldown, with the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"].map(String::from).to_vec();
+    let mut lab = lab_with(roomguard::lab::LabSpec { base_port: 24010, room_ips: ips, ..Default::default() }).await;
+    let c = Controller::start_with(long_cooldown(&lab)).await;
+    let chains: Vec<Vec<String>> =
+        (24011..=24012).map(|head| (1..=3).flat_map(|room| [at(room, head), at(room, head + 2)]).collect()).collect();
+    for chain in &chains {
+        write_keys(&chain[0], 1000).await;
+        assert!(wait_until(Duration::from_secs(5), || async { all_hold(chain, 1000).await }).await);
+    }
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24010).await }).await,
+        "{}",
+        report(&c)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(3, 24010).await }).await,
+        "room 3 did not take over: {}",
+        report(&c)
+    );
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    assert!(c.wait_one_failover_to("3", Duration::from_secs(5)).await, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"auto\"", "outcome=\"ok\""]), 1.0);
+    for chain in &chains {
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                all_hold(&chain[4..], 1000).await && replicates(&chain[5], &chain[4]).await
+            })
+            .await,
+            "room 3 lost data or its chain: {}",
+            report(&c)
+        );
+    }
+    c.stop().await;
+}
+
+/// The ping-pong the cooldown exists for: room 1 is lost (room 2 takes over), returns, and
+/// room 2 is lost within the cooldown. Room 1 failed within it: the failover back is held,
+/// reported once (no countdown in the text), counted in `roomguard_failover_held`, and still
+/// held after a controller restart (the state file keeps when each room failed). An
+/// operator's `failover --room 1` overrides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
+    let mut lab = lab(24020).await;
+    let c = Controller::start_with(long_cooldown(&lab)).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(c.wait_one_failover_to("2", Duration::from_secs(10)).await, "{}", report(&c));
+    for id in lab.room(0) {
+        lab.servers[id].restart(None).unwrap();
+    }
+    for head in [24021, 24022] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async { replicates(&at(1, head), &at(2, head + 2)).await }).await,
+            "room 1 not re-chained: {}",
+            report(&c)
+        );
+    }
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    let held = |c: &Controller| c.metric("roomguard_failover_held", &["room=\"2\"", "reason=\"cooldown\""]);
+    assert!(wait_until(Duration::from_secs(10), || async { held(&c) == 2.0 }).await, "{}", report(&c));
+    let held_text = |c: &Controller| c.shared.report.read().unwrap().as_ref().unwrap().held.clone();
+    let first = held_text(&c);
+    assert!(first[0].contains("room 1, the next to take over, itself failed at"), "{first:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(held_text(&c), first, "the held text is stable (logged once)");
+    assert!(!is_master(&at(1, 24021)).await && !is_master(&at(1, 24022)).await, "{}", report(&c));
+    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\""]), 0.0);
+    c.stop().await;
+
+    // A restarted controller still holds it: the failure times come from the state file.
+    let c = Controller::start_with(long_cooldown(&lab)).await;
+    assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 2.0 }).await, "{}", report(&c));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!is_master(&at(1, 24021)).await, "{}", report(&c));
+    assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
+
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(room_heads_are_masters(1, 24020).await);
+    assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 0.0 }).await, "{}", c.metrics());
+    c.stop().await;
+}
