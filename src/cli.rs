@@ -113,6 +113,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(arg) => {
             let config = load(&arg)?;
+            // A controller that cannot write its state file can never act on a decision.
+            let path = &config.controller.state_file;
+            crate::state::check_writable(path)?;
+            State::load(path, &config.topology)?;
             print!("{}: OK\n{}", config.origin, config.describe());
             Ok(ExitCode::SUCCESS)
         }

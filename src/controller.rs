@@ -242,7 +242,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     // until the file can be written, and says so (log, metric, alert).
     if let Err(e) = state::check_writable(&shared.config.controller.state_file) {
         error!(error = %e, "the state file cannot be written: no failover can be decided until it can");
-        shared.metrics.state_save_errors.inc();
+        shared.metrics.record_state_save(false);
     }
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -567,6 +567,7 @@ impl Controller {
         let error = match written {
             Ok(Ok(identity)) => {
                 self.state_seen = identity;
+                self.shared.metrics.record_state_save(true);
                 if self.last_save_error.take().is_some() {
                     info!(path = %self.shared.config.controller.state_file.display(), "the state file is written again");
                 }
@@ -575,7 +576,7 @@ impl Controller {
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the write task failed: {e}"),
         };
-        self.shared.metrics.state_save_errors.inc();
+        self.shared.metrics.record_state_save(false);
         if self.last_save_error.as_ref() != Some(&error) {
             error!(error = %error, "cannot write the state file: no new decision is acted on until it can be written");
             self.last_save_error = Some(error);

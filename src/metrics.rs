@@ -152,6 +152,7 @@ pub struct Metrics {
     /// The series of `failover_held` set last round, to remove those no longer held.
     held_now: Mutex<Vec<HeldLabels>>,
     pub state_save_errors: Counter,
+    pub state_save_failing: Gauge,
     pub probe_duration: Family<ProbeLabels, Histogram>,
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
@@ -199,6 +200,7 @@ impl Metrics {
             failover_held: Family::default(),
             held_now: Mutex::new(Vec::new()),
             state_save_errors: Counter::default(),
+            state_save_failing: Gauge::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
             }),
@@ -277,6 +279,11 @@ impl Metrics {
             "state_save_errors",
             "Failed writes of the state file; a decision that cannot be saved is not acted on",
             m.state_save_errors.clone(),
+        );
+        r.register(
+            "state_save_failing",
+            "1 while the state file cannot be written (the last write failed): no new decision is acted on",
+            m.state_save_failing.clone(),
         );
         r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
         r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
@@ -383,6 +390,14 @@ impl Metrics {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.last_failover_timestamp.set(now.as_secs_f64());
         self.last_failover_duration.set(duration.as_secs_f64());
+    }
+
+    /// Counts a failed write of the state file, or marks it written again.
+    pub fn record_state_save(&self, ok: bool) {
+        if !ok {
+            self.state_save_errors.inc();
+        }
+        self.state_save_failing.set(i64::from(!ok));
     }
 
     /// Restores the last-failover gauges from the state file at start: `at` is when it was

@@ -836,3 +836,54 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 0.0 }).await, "{}", c.metrics());
     c.stop().await;
 }
+
+/// Issue 12, item 4: no action before its decision is saved. The state file's directory
+/// disappears after start; room 1 is lost: the failover is held (nothing promoted), the failed
+/// writes are counted; once the directory is back, the decision is saved and carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_file_that_cannot_be_written_holds_the_failover() {
+    let mut lab = lab(24030).await;
+    let state_dir = lab.dir().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let mut config = lab.config.clone();
+    config.controller.state_file = state_dir.join("state.json");
+    let c = Controller::start_with(config.clone()).await;
+    assert!(wait_until(Duration::from_secs(5), || async { state_dir.join("state.json").exists() }).await);
+    assert_eq!(c.metric("roomguard_state_save_errors_total", &[]), 0.0);
+    std::fs::remove_dir_all(&state_dir).unwrap();
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { c.metric("roomguard_state_save_errors_total", &[]) >= 3.0 })
+            .await,
+        "{}",
+        c.metrics()
+    );
+    assert_eq!(c.metric("roomguard_state_save_failing", &[]), 1.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!is_master(&at(2, 24031)).await && !is_master(&at(2, 24032)).await, "{}", report(&c));
+    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
+
+    std::fs::create_dir(&state_dir).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24030).await }).await,
+        "{}",
+        report(&c)
+    );
+    assert!(c.wait_one_failover_to("2", Duration::from_secs(5)).await, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_state_save_failing", &[]), 0.0);
+    let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
+    assert!(state.contains("\"shard-24031\": \"127.0.0.12:24031\""), "{state}");
+    c.stop().await;
+
+    // The last failover's time and duration survive a restart.
+    let c = Controller::start_with(config).await;
+    let at = c.metric("roomguard_last_failover_timestamp_seconds", &[]);
+    assert!(at > 1.7e9, "{}", c.metrics());
+    let took = c.metric("roomguard_last_failover_duration_seconds", &[]);
+    assert!(took > 0.0 && took < 10.0, "{took}");
+    c.stop().await;
+}

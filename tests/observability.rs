@@ -133,6 +133,11 @@ fn exported_names() -> BTreeSet<String> {
     m.sentinel_closed("idle");
     m.record_hook("failover", "ok");
     m.set_config_warning(0, "empty_restart", true);
+    m.set_held(vec![roomguard::metrics::HeldLabels {
+        shard: "shard-6401".into(),
+        room: "1".into(),
+        reason: "cooldown".into(),
+    }]);
     let mut observation = roomguard::observe::Observation::new(topology.instances.len());
     let master =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/info/redis7-master.txt"))
