@@ -181,6 +181,12 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         plan: &plan,
         epoch: state.as_ref().map_or(0, |s| s.epoch),
         last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
+        cooling: &plan::cooling(
+            state.as_ref().map_or(&[][..], |s| &s.room_failures),
+            t.rooms.len(),
+            c.cooldown,
+            crate::state::unix_ms(std::time::SystemTime::now()),
+        ),
     }))
 }
 

@@ -412,6 +412,7 @@ impl Controller {
             plan: &plan,
             epoch: state.epoch,
             last_failover: state.last_failover.as_ref(),
+            cooling: &policy.cooling,
         });
         *self.shared.report.write().expect("report lock") = Some(report);
         self.shared.ready.store(true, Ordering::Release);

@@ -11,7 +11,7 @@ use crate::{
     detect::{Hearing, RoomStatus, SilenceRule, SilenceSource, Verdict},
     info::Role,
     observe::{Observation, PingPeriod},
-    plan::{Decision, Masters, Plan},
+    plan::{Cooling, Decision, Masters, Plan},
     state::FailoverRecord,
     topology::{Parent, Topology},
 };
@@ -43,6 +43,10 @@ pub struct RoomReport {
     pub instances: usize,
     /// Replicas in other rooms that replicate from this room, and whether they hear it.
     pub witnesses: Vec<WitnessReport>,
+    /// While the room is in its cooldown: when it failed (lost, or failed away from) and until
+    /// when no automatic failover goes toward it (Unix ms).
+    pub failed_at_unix_ms: Option<u64>,
+    pub cooldown_until_unix_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -126,11 +130,14 @@ pub struct ReportInput<'a> {
     pub plan: &'a Plan,
     pub epoch: u64,
     pub last_failover: Option<&'a FailoverRecord>,
+    /// By room: its cooldown, if it is in one ([`crate::plan::cooling`]).
+    pub cooling: &'a [Option<Cooling>],
 }
 
 impl Report {
     pub fn build(input: ReportInput<'_>) -> Report {
-        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover } = input;
+        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover, cooling } =
+            input;
         let mut primary_rooms: Vec<usize> = masters.iter().flatten().map(|&m| t.instance(m).room).collect();
         primary_rooms.dedup();
         let primary_room = match (primary_rooms.as_slice(), masters.iter().all(Option::is_some)) {
@@ -155,6 +162,8 @@ impl Report {
                         evidence: verdict.hearing[w.instance],
                     })
                     .collect(),
+                failed_at_unix_ms: cooling.get(room).copied().flatten().map(|c| c.failed_at_unix_ms),
+                cooldown_until_unix_ms: cooling.get(room).copied().flatten().map(|c| c.until_unix_ms),
             })
             .collect();
         let shards: Vec<ShardReport> = t
@@ -311,6 +320,9 @@ impl Report {
                 ));
             }
         }
+        for line in self.cooldown_notes() {
+            out.push_str(&format!("{line}\n"));
+        }
         if let Some(f) = &self.last_failover {
             out.push_str(&format!(
                 "last failover: to room {} ({}), epoch {}, shards {}\n",
@@ -329,6 +341,27 @@ impl Report {
             out.push_str(&format!("- {line}\n"));
         }
         out
+    }
+}
+
+impl Report {
+    /// One line per room in its cooldown.
+    fn cooldown_notes(&self) -> Vec<String> {
+        let time = |ms: u64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+        };
+        self.rooms
+            .iter()
+            .filter_map(|r| {
+                let (failed, until) = r.failed_at_unix_ms.zip(r.cooldown_until_unix_ms)?;
+                Some(format!(
+                    "cooldown: room {} failed at {}; no automatic failover toward it before {}",
+                    r.name,
+                    time(failed),
+                    time(until)
+                ))
+            })
+            .collect()
     }
 }
 
@@ -384,6 +417,7 @@ impl Report {
                 )
             })
             .collect();
+        notes.extend(self.cooldown_notes().iter().map(|n| esc(n)));
         notes.extend(self.held.iter().chain(&self.pending).chain(&self.vetoed).map(|n| esc(n)));
         if !notes.is_empty() {
             h.push_str("<ul class=warn>");

@@ -828,8 +828,22 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!is_master(&at(1, 24021)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
-
+    // `status` and `/topology` show the cooldown, from the state file.
     let config = config_path(&lab);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\""),
+    )
+    .unwrap();
+    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("cooldown: room 1 failed at "), "{stdout}");
+    assert!(stdout.contains("cooldown: room 2 failed at "), "{stdout}");
+    let (_, body) = http_get(c.http, "/topology").await;
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(topology["rooms"][0]["cooldown_until_unix_ms"].as_u64().is_some(), "{body}");
+    assert!(topology["held"][0].as_str().unwrap().contains("itself failed at"), "{body}");
+
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(room_heads_are_masters(1, 24020).await);
