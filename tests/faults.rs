@@ -704,13 +704,13 @@ async fn room_heads_are_masters(room: u8, base: u16) -> bool {
 /// happens at once, with the data written in room 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
-    let mut lab = lab(24000).await;
+    let mut lab = lab(24800).await;
     let c = Controller::start_with(long_cooldown(&lab)).await;
     let config = config_path(&lab);
     let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", report(&c));
-    let chain = [at(2, 24001), at(2, 24003), at(1, 24001), at(1, 24003)];
+    let chain = [at(2, 24801), at(2, 24803), at(1, 24801), at(1, 24803)];
     write_keys(&chain[0], 1000).await;
     assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
 
@@ -719,15 +719,20 @@ async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
     }
     let killed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(1, 24000).await }).await,
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(1, 24800).await }).await,
         "no failover back to room 1 (cooldown 5 min): {}",
         report(&c)
     );
     assert!(killed.elapsed() < Duration::from_secs(10), "{:?}", killed.elapsed());
     assert!(c.wait_one_failover_to("1", Duration::from_secs(5)).await, "{}", c.metrics());
-    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\"", "trigger=\"auto\"", "outcome=\"ok\""]), 1.0);
+    assert_eq!(
+        c.metric("roomguard_failovers_total", &["room=\"1\"", "trigger=\"auto\"", "outcome=\"ok\""]),
+        1.0,
+        "{}",
+        c.metrics().lines().filter(|l| l.contains("failovers_total")).collect::<Vec<_>>().join("\n")
+    );
     assert!(all_hold(&chain[2..], 1000).await, "room 1 holds the data written in room 2");
-    assert!(replicates(&at(1, 24003), &at(1, 24001)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    assert!(replicates(&at(1, 24803), &at(1, 24801)).await || lab.wait_linked(Duration::from_secs(3)).await);
     assert_eq!(c.metric("roomguard_failover_held", &[]), 0.0, "{}", c.metrics());
     // Room 2 was lost: that is recorded (and survives a restart) for the anti-flap rule.
     let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
@@ -742,10 +747,10 @@ async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"].map(String::from).to_vec();
-    let mut lab = lab_with(roomguard::lab::LabSpec { base_port: 24010, room_ips: ips, ..Default::default() }).await;
+    let mut lab = lab_with(roomguard::lab::LabSpec { base_port: 24810, room_ips: ips, ..Default::default() }).await;
     let c = Controller::start_with(long_cooldown(&lab)).await;
     let chains: Vec<Vec<String>> =
-        (24011..=24012).map(|head| (1..=3).flat_map(|room| [at(room, head), at(room, head + 2)]).collect()).collect();
+        (24811..=24812).map(|head| (1..=3).flat_map(|room| [at(room, head), at(room, head + 2)]).collect()).collect();
     for chain in &chains {
         write_keys(&chain[0], 1000).await;
         assert!(wait_until(Duration::from_secs(5), || async { all_hold(chain, 1000).await }).await);
@@ -755,7 +760,7 @@ async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
         lab.servers[id].kill();
     }
     assert!(
-        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24010).await }).await,
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24810).await }).await,
         "{}",
         report(&c)
     );
@@ -765,7 +770,7 @@ async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
     }
     let killed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(3, 24010).await }).await,
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(3, 24810).await }).await,
         "room 3 did not take over: {}",
         report(&c)
     );
@@ -792,7 +797,7 @@ async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
 /// operator's `failover --room 1` overrides it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
-    let mut lab = lab(24020).await;
+    let mut lab = lab(24820).await;
     let c = Controller::start_with(long_cooldown(&lab)).await;
     for id in lab.room(0) {
         lab.servers[id].kill();
@@ -801,7 +806,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     for id in lab.room(0) {
         lab.servers[id].restart(None).unwrap();
     }
-    for head in [24021, 24022] {
+    for head in [24821, 24822] {
         assert!(
             wait_until(Duration::from_secs(15), || async { replicates(&at(1, head), &at(2, head + 2)).await }).await,
             "room 1 not re-chained: {}",
@@ -818,7 +823,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(first[0].contains("room 1, the next to take over, itself failed at"), "{first:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(held_text(&c), first, "the held text is stable (logged once)");
-    assert!(!is_master(&at(1, 24021)).await && !is_master(&at(1, 24022)).await, "{}", report(&c));
+    assert!(!is_master(&at(1, 24821)).await && !is_master(&at(1, 24822)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\""]), 0.0);
     c.stop().await;
 
@@ -826,7 +831,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     let c = Controller::start_with(long_cooldown(&lab)).await;
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 2.0 }).await, "{}", report(&c));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(1, 24021)).await, "{}", report(&c));
+    assert!(!is_master(&at(1, 24821)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
     // `status` and `/topology` show the cooldown, from the state file.
     let config = config_path(&lab);
@@ -846,7 +851,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
 
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(room_heads_are_masters(1, 24020).await);
+    assert!(room_heads_are_masters(1, 24820).await);
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 0.0 }).await, "{}", c.metrics());
     c.stop().await;
 }
@@ -856,7 +861,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
 /// writes are counted; once the directory is back, the decision is saved and carried out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_file_that_cannot_be_written_holds_the_failover() {
-    let mut lab = lab(24030).await;
+    let mut lab = lab(24830).await;
     let state_dir = lab.dir().join("state");
     std::fs::create_dir(&state_dir).unwrap();
     let mut config = lab.config.clone();
@@ -877,20 +882,20 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     );
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 1.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(2, 24031)).await && !is_master(&at(2, 24032)).await, "{}", report(&c));
+    assert!(!is_master(&at(2, 24831)).await && !is_master(&at(2, 24832)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
 
     std::fs::create_dir(&state_dir).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24030).await }).await,
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24830).await }).await,
         "{}",
         report(&c)
     );
     assert!(c.wait_one_failover_to("2", Duration::from_secs(5)).await, "{}", c.metrics());
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 0.0);
     let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
-    assert!(state.contains("\"shard-24031\": \"127.0.0.12:24031\""), "{state}");
+    assert!(state.contains("\"shard-24831\": \"127.0.0.12:24831\""), "{state}");
     c.stop().await;
 
     // The last failover's time and duration survive a restart.
