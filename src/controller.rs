@@ -64,6 +64,9 @@ pub struct Shared {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// The masters and replicas the Sentinel endpoint reports, replaced every round.
     pub discovery: tokio::sync::watch::Sender<Discovery>,
+    /// The process's tasks, waited for at shutdown. Work that must not be cancelled with the
+    /// request that started it (a failover through the admin API) runs here.
+    pub tasks: TaskTracker,
 }
 
 /// Events buffered per subscriber; a subscriber that falls further behind is told so
@@ -225,7 +228,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         &state.as_ref().map(|s| s.masters.clone()).unwrap_or_default(),
         config.controller.down_after,
     );
+    let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
+        tasks: tracker.clone(),
         config,
         action_lock: tokio::sync::Mutex::new(()),
         metrics: Arc::new(Metrics::new(&topology)),
@@ -245,7 +250,6 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         shared.metrics.record_state_save(false);
     }
     let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let store = ObservationStore::new(topology.instances.len());
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
