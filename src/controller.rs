@@ -166,7 +166,9 @@ struct Controller {
     last_rooms: Vec<RoomStatus>,
     /// Instances flagged as restarted empty last round (to log and count each restart once).
     restarted_empty: Vec<bool>,
-    last_held: Vec<String>,
+    /// The failovers held when a decision was last taken (logged on change). A round that
+    /// takes none (an action or a manual failover in progress) keeps reporting them.
+    held: Vec<plan::Held>,
     last_vetoed: Vec<String>,
     /// When we last sent a command to an instance. Its observation is stale until a probe
     /// that started after that comes back, and no further action is planned on it until then.
@@ -284,7 +286,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         last_unsaved: Vec::new(),
         last_rooms: vec![],
         restarted_empty: vec![],
-        last_held: vec![],
+        held: vec![],
         last_vetoed: vec![],
         acted_at: HashMap::new(),
         last_failed: HashMap::new(),
@@ -382,7 +384,7 @@ impl Controller {
             ),
         };
         let decision = if action_guard.is_none() || !self.acted_at.is_empty() {
-            Decision::default()
+            Decision { held: self.held.clone(), ..Decision::default() }
         } else {
             plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
         };
@@ -592,18 +594,15 @@ impl Controller {
     /// Logs each held failover once (its text has no countdown) and sets the held metric.
     fn log_held(&mut self, decision: &Decision) {
         let t = &self.shared.config.topology;
-        let lines: Vec<String> = decision.held.iter().map(|h| format!("{}:{}", h.shard, h.why)).collect();
-        for (held, line) in decision.held.iter().zip(&lines) {
-            if !self.last_held.contains(line) {
-                warn!(
-                    shard = %t.shards[held.shard].name,
-                    room = t.room_name(held.room),
-                    reason = held.kind.label(),
-                    "room lost but no failover: {}", held.why
-                );
-            }
+        for held in decision.held.iter().filter(|h| !self.held.contains(h)) {
+            warn!(
+                shard = %t.shards[held.shard].name,
+                room = t.room_name(held.room),
+                reason = held.kind.label(),
+                "room lost but no failover: {}", held.why
+            );
         }
-        self.last_held = lines;
+        self.held = decision.held.clone();
         self.shared.metrics.set_held(
             decision
                 .held
