@@ -263,8 +263,8 @@ pub fn decide(
             decision.held.push(held(
                 HeldKind::Cooldown { toward },
                 format!(
-                    "room {name}, the next to take over, itself failed at {} and every other room that could \
-                     has too: no automatic failover toward it before {} (the cooldown); \
+                    "room {name} would take over, but it failed itself at {} and no room that has not failed \
+                     can: no automatic failover toward it before {} (the cooldown); \
                      `roomguard failover --room {name}` overrides",
                     rfc3339(c.failed_at_unix_ms),
                     rfc3339(c.until_unix_ms)
@@ -824,7 +824,7 @@ mod tests {
                     // Stable text (no countdown), naming the room and when it may take over.
                     let why = &decision.held[0].why;
                     assert!(
-                        why.contains("room 2, the next to take over, itself failed at 1970-01-01T00:00:01Z"),
+                        why.contains("room 2 would take over, but it failed itself at 1970-01-01T00:00:01Z"),
                         "{why}"
                     );
                     assert!(why.contains("before 1970-01-01T00:05:01Z"), "{why}");

@@ -820,7 +820,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(wait_until(Duration::from_secs(10), || async { held(&c) == 2.0 }).await, "{}", report(&c));
     let held_text = |c: &Controller| c.shared.report.read().unwrap().as_ref().unwrap().held.clone();
     let first = held_text(&c);
-    assert!(first[0].contains("room 1, the next to take over, itself failed at"), "{first:?}");
+    assert!(first[0].contains("room 1 would take over, but it failed itself at"), "{first:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(held_text(&c), first, "the held text is stable (logged once)");
     assert!(!is_master(&at(1, 24821)).await && !is_master(&at(1, 24822)).await, "{}", report(&c));
@@ -847,7 +847,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     let (_, body) = http_get(c.http, "/topology").await;
     let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(topology["rooms"][0]["cooldown_until_unix_ms"].as_u64().is_some(), "{body}");
-    assert!(topology["held"][0].as_str().unwrap().contains("itself failed at"), "{body}");
+    assert!(topology["held"][0].as_str().unwrap().contains("failed itself at"), "{body}");
 
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -905,4 +905,52 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     let took = c.metric("roomguard_last_failover_duration_seconds", &[]);
     assert!(took > 0.0 && took < 10.0, "{took}");
     c.stop().await;
+}
+
+/// The ping-pong of [`antiflap_ping_pong_back_to_a_room_that_just_failed_is_held`], run by
+/// `roomguard run` as a process, for its log: the held failover is logged once per shard
+/// (it was once a line per shard every round, with a countdown in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn antiflap_held_failover_is_logged_once() {
+    let spec =
+        roomguard::lab::LabSpec { base_port: 24870, http_listen: "127.0.0.1:24879".into(), ..Default::default() };
+    let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
+    let config = lab.dir().join("daemon.toml");
+    std::fs::write(&config, spec.config_toml().replace("cooldown = \"10s\"", "cooldown = \"5m\"")).unwrap();
+    let d = Daemon::start(&config, "127.0.0.1:24879".parse().unwrap()).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { room_heads_are_masters(2, 24870).await }).await,
+        "{}",
+        d.log_text()
+    );
+    for id in lab.room(0) {
+        lab.servers[id].restart(None).unwrap();
+    }
+    for head in [24871, 24872] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async { replicates(&at(1, head), &at(2, head + 2)).await }).await,
+            "{}",
+            d.log_text()
+        );
+    }
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            d.metric("roomguard_failover_held", &["reason=\"cooldown\""]).await == 2.0
+        })
+        .await,
+        "{}",
+        d.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = d.log_text();
+    let held: Vec<&str> = log.lines().filter(|l| l.contains("room lost but no failover")).collect();
+    assert_eq!(held.len(), 2, "{}", held.join("\n"));
+    assert!(held.iter().all(|l| l.contains("room 1 would take over, but it failed itself at")), "{held:?}");
+    assert!(!is_master(&at(1, 24871)).await);
 }
