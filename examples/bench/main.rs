@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 const BASE: u16 = 24000; // labs of up to 64 shards: 24001..24256
 const BASE_BIG: u16 = 24300; // the cost lab (its HTTP listener on 24299)
-const SENTINEL_BASE: u16 = 30001;
+pub const SENTINEL_BASE: u16 = 30001;
 
 /// How room 1 is lost.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -632,6 +632,13 @@ async fn main() {
             );
         }
         "switchover" => println!("{}", switchover(&o).await),
+        "cost" if o.system == System::Sentinel => {
+            let c = cost::measure_sentinels(o.shards, o.seconds, o.cost_base, o.down_after).await;
+            println!(
+                "| {} | 3 sentinels | {:.1} % (sum) | {:.1} MiB (sum), {:.1} MiB (largest) |",
+                c.instances, c.cpu_pct_total, c.rss_mib_total, c.rss_mib_max
+            );
+        }
         "cost" => print!("{}", cost_row(o.shards, o.seconds, o.cost_base).await),
         other => panic!("unknown command {other}: suite, recovery, dataloss, switchover or cost"),
     }
