@@ -32,7 +32,11 @@ use crate::{
 pub const ENV_PREFIX: &str = "ROOMGUARD_";
 
 /// Variables under [`ENV_PREFIX`] that belong to the command line, not to the config file.
-const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format"];
+/// `ROOMGUARD_*` variables that are not configuration: the CLI's own (`--config`, `--log`,
+/// `--log-format`, `failover --token`) and the test harness' log filter. Without this list a
+/// `secrets.env` holding `ROOMGUARD_ADMIN_TOKEN` would stop the service from starting
+/// (unknown field `admin_token`).
+const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format", "admin_token", "test_log"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -70,6 +70,13 @@ async fn bad_configs_are_rejected_naming_the_culprit() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out);
     assert!(err.to_lowercase().contains("controller.timeout") && err.contains("ROOMGUARD_"), "{err}");
+
+    // The CLI's own variables are not configuration: a secrets file holding the admin token
+    // for `failover --token` must not stop `check-config` (or the service).
+    let mut cmd = roomguard(&["check-config", "--config", path.to_str().unwrap()]);
+    cmd.env("ROOMGUARD_ADMIN_TOKEN", "a-long-enough-admin-token").env("ROOMGUARD_TEST_LOG", "debug");
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@
 //! Subcommands: `suite [--quick]`, `recovery`, `compare` (roomguard and Sentinel, trials
 //! interleaved, with the ratio), `dataloss`, `switchover`, `cost`; flags: `--trials N
 //! --system roomguard|sentinel --topology chained|flat --fault kill|hang|blackhole
-//! --down-after D --shards N --rate R|max --writers N --seconds S`. `blackhole` drops every
+//! --down-after D --shards N --rate R|max --writers N --seconds S --ping-period SECONDS`. `blackhole` drops every
 //! packet to and from room 1 with iptables (root).
 
 mod cost;
@@ -70,6 +70,8 @@ struct Opts {
     flat: bool,
     fault: Fault,
     down_after: Duration,
+    /// `repl-ping-replica-period` of every instance (the lab's is 1 s).
+    ping_period: Option<u64>,
     shards: u16,
     rate: Option<f64>,
     writers: usize,
@@ -87,6 +89,7 @@ impl Default for Opts {
             system: System::Roomguard,
             flat: false,
             fault: Fault::Kill,
+            ping_period: None,
             down_after: Duration::from_secs(1),
             shards: 2,
             rate: None,
@@ -122,6 +125,7 @@ fn parse() -> (String, Opts) {
                     v => panic!("--fault kill|hang|blackhole, not {v}"),
                 }
             }
+            "--ping-period" => o.ping_period = Some(value().parse().expect("--ping-period SECONDS")),
             "--down-after" => o.down_after = humantime::parse_duration(&value()).expect("--down-after DURATION"),
             "--shards" => o.shards = value().parse().expect("--shards N"),
             "--rate" => o.rate = Some(value()).filter(|v| v != "max").map(|v| v.parse().expect("--rate R|max")),
@@ -152,8 +156,15 @@ struct Deployment {
 
 async fn deploy(o: &Opts) -> Deployment {
     let base_port = if o.shards > 2 { BASE + 100 } else { BASE };
-    let spec =
-        LabSpec { base_port, shards: o.shards, http_listen: "127.0.0.1:0".into(), flat: o.flat, ..LabSpec::default() };
+    let redis_args = o.ping_period.map(|p| vec!["--repl-ping-replica-period".to_string(), p.to_string()]);
+    let spec = LabSpec {
+        base_port,
+        shards: o.shards,
+        http_listen: "127.0.0.1:0".into(),
+        flat: o.flat,
+        redis_args: redis_args.unwrap_or_default(),
+        ..LabSpec::default()
+    };
     let lab = Lab::start(&spec).await.expect("lab");
     let guard = match o.system {
         System::Roomguard => {
@@ -413,7 +424,14 @@ fn label(o: &Opts) -> String {
         (System::Sentinel, true) => "Sentinel (flat)",
         (System::Sentinel, false) => "Sentinel (chained)",
     };
-    format!("{} | {} | {} | {}", o.fault.label(), humantime::format_duration(o.down_after), o.shards, sys)
+    format!(
+        "{}{} | {} | {} | {}",
+        o.fault.label(),
+        o.ping_period.map(|p| format!(" (ping period {p}s)")).unwrap_or_default(),
+        humantime::format_duration(o.down_after),
+        o.shards,
+        sys
+    )
 }
 
 async fn recovery(o: &Opts, writers: usize) -> Stats {
@@ -496,6 +514,11 @@ async fn suite(quick: bool) {
             ratios.push_str(&ratio);
         }
     }
+    // A silent room with Redis' default ping period: roomguard's threshold is 10.4 s.
+    let default_period =
+        Opts { fault: Fault::BlackHole, ping_period: Some(10), trials: if quick { 2 } else { 10 }, ..base.clone() };
+    let st = recovery(&default_period, 0).await;
+    out.push_str(&format!("| {} | {}\n", label(&default_period), st.cells()));
     // Sentinel on the seed's chained topology: it only knows the masters' direct replicas.
     let chained = Opts { system: System::Sentinel, flat: false, trials: if quick { 1 } else { 3 }, ..base.clone() };
     let st = recovery(&chained, 0).await;
