@@ -26,6 +26,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::{
     config::{RedisConfig, RedisSettings},
+    detect::Hearing,
     info::{self, ReplicationInfo, Role},
     observe::{ProbeError, ProbeErrorKind},
     plan::Action,
@@ -278,16 +279,24 @@ impl Node {
         ActError::Changed { addr: self.addr.clone(), why: why.into() }
     }
 
-    /// Promotes a replica that no longer hears its master (the controller's guard, re-checked
-    /// on a fresh read), then verifies the new role.
-    pub async fn promote_if_orphaned(&mut self, link_silence: Duration) -> Result<Applied, ActError> {
+    /// Promotes a replica that no longer hears its master, then verifies the new role. The
+    /// evidence the plan was made on is re-checked on a fresh read: a link that is down must
+    /// still be down, an offset that stood still must not have moved, a whole-second silence
+    /// must not have shrunk.
+    pub async fn promote_if_orphaned(&mut self, because: Hearing) -> Result<Applied, ActError> {
         let before = self.info().await?;
-        match before.role {
-            Role::Master => return Ok(Applied::AlreadyDone),
-            Role::Replica if !before.master_silent(link_silence.as_secs()) => {
-                return Err(self.changed("it hears its master again"));
-            }
-            Role::Replica => {}
+        let link = match (&before.role, &before.master) {
+            (Role::Master, _) | (_, None) => return Ok(Applied::AlreadyDone),
+            (Role::Replica, Some(link)) => link,
+        };
+        let still_deaf = !link.link_up
+            || match because {
+                Hearing::Hears | Hearing::LinkDown => false,
+                Hearing::Stalled { offset, .. } => link.progress_offset() == offset,
+                Hearing::Quiet { seconds } => link.last_io_seconds_ago.is_none_or(|s| s < 0 || s >= seconds),
+            };
+        if !still_deaf {
+            return Err(self.changed("it hears its master again"));
         }
         self.promote().await.map(|()| Applied::Done)
     }
@@ -308,13 +317,12 @@ pub async fn execute(
     topology: &Topology,
     redis: &RedisConfig,
     timeout: Duration,
-    link_silence: Duration,
     action: &Action,
 ) -> Result<Applied, ActError> {
     let id = action.instance();
     let mut node = Node::connect(topology.addr(id), redis.instance(id), timeout).await?;
     match *action {
-        Action::Promote { .. } => node.promote_if_orphaned(link_silence).await,
+        Action::Promote { because, .. } => node.promote_if_orphaned(because).await,
         Action::Demote { to, .. } => {
             let target = topology.addr(to);
             match node.info().await?.master {
@@ -342,8 +350,7 @@ pub async fn execute_all(
     topology: &Topology,
     redis: &RedisConfig,
     timeout: Duration,
-    link_silence: Duration,
     actions: &[Action],
 ) -> Vec<Result<Applied, ActError>> {
-    futures::future::join_all(actions.iter().map(|a| execute(topology, redis, timeout, link_silence, a))).await
+    futures::future::join_all(actions.iter().map(|a| execute(topology, redis, timeout, a))).await
 }

@@ -3,30 +3,51 @@
 //! roomguard never changes them: they belong in the instances' config files, which an
 //! operator owns (a `CONFIG SET` would be lost at the next restart anyway).
 //!
+//! The ping period is also *used*: it sets how long a link may be silent before a replica
+//! counts as no longer hearing its master ([`crate::detect::SilenceRule`]), so it is passed to
+//! the observation store, and read again soon while some instance's period is not known.
+//!
 //! Two checks:
-//! - `repl_ping_replica_period`: an idle master pings its replicas this often, and the
-//!   cross-room evidence ("room 2 no longer hears room 1") counts a link as silent after
-//!   `link_silence`. A period that is not clearly shorter makes a healthy idle link look
-//!   silent: a controller cut off from room 1 would then fail over (a split brain).
+//! - `repl_ping_replica_period`: an idle master pings its replicas this often. A long period
+//!   makes a silent room (power or fibre loss) slow to detect: the warning states the detection
+//!   time it implies. With `link_silence` configured, a period that is not clearly shorter
+//!   makes a healthy idle link look silent: a controller cut off from room 1 would then fail
+//!   over (a split brain).
 //! - `empty_restart`: no persistence, and a full sync that starts streaming at once. If such a
 //!   master is restarted (by systemd, say) faster than `down_after`, its replicas full-sync the
 //!   empty dataset before roomguard can promote one of them (README, fault-matrix row 10).
 //!
-//! An instance that refuses `CONFIG` (a minimal ACL user) is simply not audited.
+//! An instance that refuses `CONFIG` (a minimal ACL user) is not audited, and its shard falls
+//! back to the whole-second silence rule (logged once).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{act::Node, config::Config, controller::Shared, metrics::Metrics, topology::InstanceId};
+use crate::{
+    act::{ActError, Node},
+    config::Config,
+    controller::Shared,
+    detect::SilenceSettings,
+    metrics::Metrics,
+    observe::{ObservationStore, PingPeriod, ProbeErrorKind},
+    topology::InstanceId,
+};
 
-pub const AUDIT_PERIOD: Duration = Duration::from_secs(600);
+pub const AUDIT_PERIOD: Duration = Duration::from_secs(60);
+
+/// How soon an instance whose settings could not be read is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The period Redis recommends against nothing and roomguard recommends for production: one
+/// PING per second per replica, detection of a silent room in about a second.
+pub const RECOMMENDED_PING_PERIOD_SECS: u64 = 1;
 
 /// The settings read from one instance (`None`: not readable).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
-    pub ping_period_secs: Option<u64>,
+    pub ping_period: PingPeriod,
     pub diskless_sync: Option<bool>,
     pub diskless_sync_delay_secs: Option<u64>,
     /// RDB snapshots (`save` not empty) or AOF (`appendonly yes`).
@@ -35,8 +56,20 @@ pub struct Seen {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
-    PingPeriodTooLong { period_secs: u64, link_silence_secs: u64 },
-    EmptyRestartUnprotected { diskless_sync: bool, delay_secs: u64 },
+    /// `link_silence` is configured and not clearly above the period.
+    PingPeriodTooLong {
+        period_secs: u64,
+        link_silence_secs: u64,
+    },
+    /// The period makes a silent room slow to detect: about `detection` at worst.
+    PingPeriodSlow {
+        period_secs: u64,
+        detection: Duration,
+    },
+    EmptyRestartUnprotected {
+        diskless_sync: bool,
+        delay_secs: u64,
+    },
 }
 
 /// Every check, for the metric's label set.
@@ -45,7 +78,7 @@ pub const CHECKS: [&str; 2] = ["repl_ping_replica_period", "empty_restart"];
 impl Finding {
     pub fn check(&self) -> &'static str {
         match self {
-            Finding::PingPeriodTooLong { .. } => CHECKS[0],
+            Finding::PingPeriodTooLong { .. } | Finding::PingPeriodSlow { .. } => CHECKS[0],
             Finding::EmptyRestartUnprotected { .. } => CHECKS[1],
         }
     }
@@ -55,7 +88,14 @@ impl Finding {
             Finding::PingPeriodTooLong { period_secs, link_silence_secs } => format!(
                 "repl-ping-replica-period is {period_secs}s but link_silence is {link_silence_secs}s: a healthy idle \
                  link can look silent, and a controller cut off from this room could fail over; set the period \
-                 at least 2s below link_silence (the lab uses 1s with link_silence 3s)"
+                 at least 2s below link_silence, or remove link_silence to derive it from the period"
+            ),
+            Finding::PingPeriodSlow { period_secs, detection } => format!(
+                "repl-ping-replica-period is {period_secs}s: a room that goes silent (power or fibre loss, a frozen \
+                 host) is detected only after up to {} of silence; set repl-ping-replica-period {} in redis.conf \
+                 (one PING per second per replica) to detect it in about a second",
+                humantime::format_duration(*detection),
+                RECOMMENDED_PING_PERIOD_SECS
             ),
             Finding::EmptyRestartUnprotected { diskless_sync, delay_secs } => format!(
                 "no persistence (save \"\", appendonly no) and a full sync that streams at once ({}): if this \
@@ -73,14 +113,22 @@ impl Finding {
 }
 
 /// What is wrong with one instance's settings, given the controller's.
-pub fn findings(seen: &Seen, link_silence: Duration, poll_interval: Duration) -> Vec<Finding> {
+pub fn findings(seen: &Seen, silence: SilenceSettings, poll_interval: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
-    let link_silence_secs = link_silence.as_secs();
-    if let Some(period_secs) = seen.ping_period_secs {
-        // `master_last_io_seconds_ago` is whole seconds and a busy server pings late: keep a
-        // margin of 2 s.
-        if period_secs + 2 > link_silence_secs {
-            out.push(Finding::PingPeriodTooLong { period_secs, link_silence_secs });
+    if let PingPeriod::Known(period_secs) = seen.ping_period {
+        match silence.configured {
+            // `master_last_io_seconds_ago` is whole seconds and a busy server pings late: keep
+            // a margin of 2 s.
+            Some(link_silence) if period_secs + 2 > link_silence.as_secs() => {
+                let link_silence_secs = link_silence.as_secs();
+                out.push(Finding::PingPeriodTooLong { period_secs, link_silence_secs });
+            }
+            Some(_) => {}
+            None if period_secs > RECOMMENDED_PING_PERIOD_SECS => {
+                let detection = Duration::from_secs(period_secs) + silence.margin;
+                out.push(Finding::PingPeriodSlow { period_secs, detection });
+            }
+            None => {}
         }
     }
     if let (Some(false), Some(diskless_sync)) = (seen.persistent, seen.diskless_sync) {
@@ -93,14 +141,30 @@ pub fn findings(seen: &Seen, link_silence: Duration, poll_interval: Duration) ->
     out
 }
 
-/// Reads the audited settings of one instance.
-pub async fn read(node: &mut Node) -> Result<Seen, crate::act::ActError> {
-    let number = |v: Option<String>| v.and_then(|v| v.trim().parse().ok());
+/// Reads the audited settings of one instance. The ping period first: an instance that
+/// refuses `CONFIG GET` (`NOPERM`, a renamed or disabled `CONFIG`) has it [`PingPeriod::Refused`]
+/// and nothing else read.
+pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
+    let number = |v: Option<String>| v.and_then(|v| v.trim().parse::<u64>().ok());
     let yes = |v: Option<String>| v.map(|v| v.trim() == "yes");
+    let period = match node.config_get("repl-ping-replica-period").await {
+        // Before Redis 5 the parameter had only its old name.
+        Ok(None) => node.config_get("repl-ping-slave-period").await,
+        other => other,
+    };
+    let ping_period = match period {
+        Ok(value) => number(value).map_or(PingPeriod::Unknown, PingPeriod::Known),
+        Err(ActError::Command { error, .. })
+            if matches!(error.kind, ProbeErrorKind::Auth | ProbeErrorKind::UnknownCommand | ProbeErrorKind::Redis) =>
+        {
+            return Ok(Seen { ping_period: PingPeriod::Refused, ..Seen::default() });
+        }
+        Err(e) => return Err(e),
+    };
     let save = node.config_get("save").await?;
     let appendonly = yes(node.config_get("appendonly").await?);
     Ok(Seen {
-        ping_period_secs: number(node.config_get("repl-ping-replica-period").await?),
+        ping_period,
         diskless_sync: yes(node.config_get("repl-diskless-sync").await?),
         diskless_sync_delay_secs: number(node.config_get("repl-diskless-sync-delay").await?),
         persistent: match (save, appendonly) {
@@ -110,13 +174,15 @@ pub async fn read(node: &mut Node) -> Result<Seen, crate::act::ActError> {
     })
 }
 
-/// Audits every instance now and every [`AUDIT_PERIOD`]; logs a finding when it appears and
+/// Audits every instance now and every [`AUDIT_PERIOD`] (every [`RETRY`] while some instance
+/// could not be read); passes the ping periods to `store`, logs a finding when it appears and
 /// exports `roomguard_config_warning{check}` (1 while it holds).
-pub async fn run(shared: std::sync::Arc<Shared>, token: CancellationToken) {
+pub async fn run(shared: std::sync::Arc<Shared>, store: ObservationStore, token: CancellationToken) {
     let config: &Config = &shared.config;
     let metrics: &Metrics = &shared.metrics;
     let c = &config.controller;
     let mut known: Vec<Vec<Finding>> = vec![Vec::new(); config.topology.instances.len()];
+    let mut refused = vec![false; config.topology.instances.len()];
     loop {
         let audits = (0..config.topology.instances.len()).map(|id| async move {
             let addr = config.topology.addr(id);
@@ -126,16 +192,33 @@ pub async fn run(shared: std::sync::Arc<Shared>, token: CancellationToken) {
             };
             (id, tokio::time::timeout(c.timeout * 10, seen).await)
         });
+        let mut incomplete = false;
         for (id, result) in futures::future::join_all(audits).await {
             let addr = config.topology.addr(id);
             let found = match result {
-                Ok(Ok(seen)) => findings(&seen, c.link_silence, c.poll_interval),
+                Ok(Ok(seen)) => {
+                    store.record_ping_period(id, seen.ping_period);
+                    let now_refused = seen.ping_period == PingPeriod::Refused;
+                    if now_refused && !refused[id] {
+                        warn!(
+                            instance = %addr,
+                            "CONFIG GET repl-ping-replica-period refused: its shard's silence evidence falls back to \
+                             master_last_io_seconds_ago above {} (grant +config|get for detection at the ping period)",
+                            humantime::format_duration(crate::detect::FALLBACK_LINK_SILENCE)
+                        );
+                    }
+                    refused[id] = now_refused;
+                    incomplete |= seen.ping_period == PingPeriod::Unknown;
+                    findings(&seen, c.silence(), c.poll_interval)
+                }
                 Ok(Err(e)) => {
                     debug!(instance = %addr, error = %e, "settings not audited");
+                    incomplete = true;
                     continue;
                 }
                 Err(_) => {
                     debug!(instance = %addr, "settings not audited: no answer");
+                    incomplete = true;
                     continue;
                 }
             };
@@ -149,7 +232,7 @@ pub async fn run(shared: std::sync::Arc<Shared>, token: CancellationToken) {
         }
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(AUDIT_PERIOD) => {}
+            _ = tokio::time::sleep(if incomplete { RETRY } else { AUDIT_PERIOD }) => {}
         }
     }
 }
@@ -169,24 +252,25 @@ mod tests {
         let ms = Duration::from_millis;
         let secs = Duration::from_secs;
         let redis_default = Seen {
-            ping_period_secs: Some(10),
+            ping_period: PingPeriod::Known(10),
             diskless_sync: Some(true),
             diskless_sync_delay_secs: Some(5),
             persistent: Some(true),
         };
         let lab = Seen {
-            ping_period_secs: Some(1),
+            ping_period: PingPeriod::Known(1),
             diskless_sync_delay_secs: Some(0),
             persistent: Some(false),
             ..redis_default.clone()
         };
+        let configured = |silence: Duration| SilenceSettings { configured: Some(silence), margin: ms(400) };
         let checks = |seen: &Seen, silence: Duration| -> Vec<&str> {
-            findings(seen, silence, ms(100)).iter().map(Finding::check).collect()
+            findings(seen, configured(silence), ms(100)).iter().map(Finding::check).collect()
         };
         assert!(checks(&redis_default, secs(12)).is_empty(), "Redis' defaults with roomguard's");
         assert_eq!(checks(&redis_default, secs(3)), ["repl_ping_replica_period"]);
         assert_eq!(
-            checks(&Seen { ping_period_secs: Some(11), ..redis_default.clone() }, secs(12)),
+            checks(&Seen { ping_period: PingPeriod::Known(11), ..redis_default.clone() }, secs(12)),
             ["repl_ping_replica_period"]
         );
         assert_eq!(checks(&lab, secs(3)), ["empty_restart"], "the lab runs without persistence and with no delay");
@@ -196,7 +280,14 @@ mod tests {
             ["empty_restart"]
         );
         assert!(checks(&Seen::default(), secs(3)).is_empty(), "nothing readable, nothing claimed");
-        let advice = findings(&lab, secs(3), ms(100))[0].advice();
+        let advice = findings(&lab, configured(secs(3)), ms(100))[0].advice();
         assert!(advice.contains("repl-diskless-sync-delay 0"), "{advice}");
+
+        // Derived thresholds: a period above 1s is flagged with the detection time it implies.
+        let derived = SilenceSettings { configured: None, margin: ms(400) };
+        let slow = findings(&redis_default, derived, ms(100));
+        assert_eq!(slow, [Finding::PingPeriodSlow { period_secs: 10, detection: ms(10_400) }]);
+        assert!(slow[0].advice().contains("10s 400ms"), "{}", slow[0].advice());
+        assert_eq!(findings(&lab, derived, ms(100)).iter().map(Finding::check).collect::<Vec<_>>(), ["empty_restart"]);
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::{
     config::Config,
     controller, detect,
-    lab::{Lab, LabSpec},
+    lab::{BlackHole, Lab, LabSpec},
     plan::{self, Decision},
     probe,
     report::{Report, ReportInput},
@@ -117,6 +117,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(arg) => {
             let config = load(&arg)?;
+            // A controller that cannot write its state file can never act on a decision.
+            let path = &config.controller.state_file;
+            crate::state::check_writable(path)?;
+            State::load(path, &config.topology)?;
             print!("{}: OK\n{}", config.origin, config.describe());
             Ok(ExitCode::SUCCESS)
         }
@@ -168,11 +172,10 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         Some(s) => s.masters.iter().zip(&inferred).map(|(s, i)| s.or(*i)).collect(),
         None => inferred,
     };
-    let settings = detect::DetectSettings { down_after: Duration::ZERO, link_silence: c.link_silence };
+    let settings = detect::DetectSettings { down_after: Duration::ZERO, silence: c.silence() };
     let verdict = detect::assess(t, &observation, Instant::now(), settings);
     let decision = Decision::default();
-    let settings =
-        plan::PlanSettings { link_silence: c.link_silence, newer_master_grace: c.down_after, now: Instant::now() };
+    let settings = plan::PlanSettings { newer_master_grace: c.down_after, now: Instant::now() };
     let plan = plan::plan(t, &observation, &verdict, &masters, &settings);
     Ok(Report::build(ReportInput {
         topology: t,
@@ -183,6 +186,12 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         plan: &plan,
         epoch: state.as_ref().map_or(0, |s| s.epoch),
         last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
+        cooling: &plan::cooling(
+            state.as_ref().map_or(&[][..], |s| &s.room_failures),
+            t.rooms.len(),
+            c.cooldown,
+            crate::state::unix_ms(std::time::SystemTime::now()),
+        ),
     }))
 }
 
@@ -254,6 +263,7 @@ const LAB_HELP: &str = "lab commands (type and press Enter):
   status            print the topology table
   kill ROOM         SIGKILL every instance of ROOM (a lost room)
   hang ROOM         SIGSTOP every instance of ROOM (a silent hang); `resume ROOM` undoes it
+  blackhole ROOM    drop every packet to and from ROOM (iptables; power or fibre loss); `heal ROOM` undoes it
   restart ROOM      start ROOM's killed instances again, empty, as masters (a returning room)
   failover ROOM     manual failover to ROOM (graceful when the old room answers)
   help              this text
@@ -290,6 +300,7 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
         running.run_until(async move { stop.cancelled().await })
     });
 
+    let mut holes = std::collections::HashMap::new();
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut last_shown = String::new();
@@ -314,7 +325,7 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
             }
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
-                    if !lab_command(&mut lab, &shared, line.trim()).await {
+                    if !lab_command(&mut lab, &mut holes, &shared, line.trim()).await {
                         break;
                     }
                 }
@@ -325,12 +336,18 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     eprintln!("stopping the controller and the lab instances");
     stop.cancel();
     let _ = controller_task.await;
+    drop(holes);
     drop(lab);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs one typed lab command; returns false on `quit`.
-async fn lab_command(lab: &mut Lab, shared: &controller::Shared, line: &str) -> bool {
+async fn lab_command(
+    lab: &mut Lab,
+    holes: &mut std::collections::HashMap<usize, BlackHole>,
+    shared: &controller::Shared,
+    line: &str,
+) -> bool {
     let mut words = line.split_whitespace();
     let (cmd, arg) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let room = lab.topology().room_id(arg);
@@ -359,11 +376,25 @@ async fn lab_command(lab: &mut Lab, shared: &controller::Shared, line: &str) -> 
             }
             println!("{cmd}: room {arg} done");
         }
+        ("blackhole", Some(room)) => match lab.black_hole(room) {
+            Ok(hole) => {
+                holes.insert(room, hole);
+                println!("blackhole: every packet to and from room {arg} is dropped; `heal {arg}` undoes it");
+            }
+            Err(e) => println!("blackhole failed: {e}"),
+        },
+        ("heal", Some(room)) => {
+            holes.remove(&room);
+            println!("heal: room {arg} reachable again");
+        }
         ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false).await {
             Ok(report) => print!("{}", report.render()),
             Err(e) => println!("failover failed: {e}"),
         },
-        (_, None) if !arg.is_empty() || matches!(cmd, "kill" | "hang" | "resume" | "restart" | "failover") => {
+        (_, None)
+            if !arg.is_empty()
+                || matches!(cmd, "kill" | "hang" | "resume" | "restart" | "failover" | "blackhole" | "heal") =>
+        {
             println!("unknown room \"{arg}\": rooms are {}", lab.topology().rooms.join(", "))
         }
         _ => println!("unknown command \"{cmd}\"; type `help`"),

@@ -31,9 +31,15 @@ use crate::{
 /// `ROOMGUARD_CONTROLLER__DOWN_AFTER=2s`.
 pub const ENV_PREFIX: &str = "ROOMGUARD_";
 
-/// Variables under [`ENV_PREFIX`] that belong to the command line (or the lab, tests and
-/// scripts), not to the config file.
-const CLI_ENV_KEYS: &[&str] = &["config", "log", "log_format", "redis_server", "server_cache", "test_log"];
+/// Variables under [`ENV_PREFIX`] that belong to the command line, not to the config file.
+/// `ROOMGUARD_*` variables that are not configuration: the CLI's own (`--config`, `--log`,
+/// `--log-format`, `failover --token`) and the test harness' log filter. Without this list a
+/// `secrets.env` holding `ROOMGUARD_ADMIN_TOKEN` would stop the service from starting
+/// (unknown field `admin_token`).
+/// The lab's server and scripts/servers' cache (`ROOMGUARD_REDIS_SERVER`,
+/// `ROOMGUARD_SERVER_CACHE`) are not configuration either.
+const CLI_ENV_KEYS: &[&str] =
+    &["config", "log", "log_format", "admin_token", "test_log", "redis_server", "server_cache"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -97,8 +103,8 @@ pub struct RawController {
     pub down_after: Duration,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub link_silence: Duration,
+    #[serde(with = "humantime_serde::option")]
+    pub link_silence: Option<Duration>,
     pub auto_failover: bool,
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
@@ -113,7 +119,7 @@ impl Default for RawController {
             poll_interval: Duration::from_millis(100),
             down_after: Duration::from_secs(1),
             timeout: Duration::from_millis(250),
-            link_silence: Duration::from_secs(12),
+            link_silence: None,
             auto_failover: true,
             cooldown: Duration::from_secs(300),
             switchover_timeout: Duration::from_secs(5),
@@ -266,6 +272,16 @@ pub struct RawShard {
 
 // === validated ===
 
+impl ControllerSettings {
+    pub fn silence(&self) -> crate::detect::SilenceSettings {
+        crate::detect::SilenceSettings::new(self.link_silence, self.poll_interval)
+    }
+
+    pub fn detect(&self) -> crate::detect::DetectSettings {
+        crate::detect::DetectSettings { down_after: self.down_after, silence: self.silence() }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ControllerSettings {
     /// How often every instance is probed.
@@ -274,13 +290,14 @@ pub struct ControllerSettings {
     pub down_after: Duration,
     /// Connect timeout and per-command timeout of one probe or action.
     pub timeout: Duration,
-    /// A replica whose `master_last_io_seconds_ago` exceeds this no longer hears its master.
-    /// Must exceed the masters' `repl-ping-replica-period` (Redis default 10 s): an idle
-    /// master is silent for that long between pings, and counting that as evidence would
-    /// fail over a healthy deployment whenever the controller alone is cut off.
-    pub link_silence: Duration,
+    /// A fixed silence threshold instead of each shard's `repl-ping-replica-period` plus a
+    /// margin ([`crate::detect::SilenceRule`]). Must exceed the masters' period: an idle master
+    /// is silent for that long between pings, and counting that as evidence would fail over a
+    /// healthy deployment whenever the controller alone is cut off.
+    pub link_silence: Option<Duration>,
     pub auto_failover: bool,
-    /// No second automatic failover within this window after any failover.
+    /// Anti-flap: no automatic failover toward a room that itself failed (was judged lost, or
+    /// failed away from) within this window ([`crate::plan::cooling`]).
     pub cooldown: Duration,
     /// How long a graceful switchover waits for the new heads to catch up.
     pub switchover_timeout: Duration,
@@ -363,7 +380,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         ("controller.poll_interval", c.poll_interval),
         ("controller.down_after", c.down_after),
         ("controller.timeout", c.timeout),
-        ("controller.link_silence", c.link_silence),
+        ("controller.link_silence", c.link_silence.unwrap_or(Duration::MAX)),
         ("controller.switchover_timeout", c.switchover_timeout),
     ];
     for (key, value) in positive {
@@ -379,7 +396,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
             humantime::format_duration(c.poll_interval)
         ));
     }
-    if c.link_silence < Duration::from_secs(1) {
+    if c.link_silence.is_some_and(|s| s < Duration::from_secs(1)) {
         return Err("`controller.link_silence` must be at least 1s: Redis reports \
                     `master_last_io_seconds_ago` in whole seconds"
             .into());
@@ -550,7 +567,13 @@ impl Config {
             humantime::format_duration(c.poll_interval),
             humantime::format_duration(c.down_after),
             humantime::format_duration(c.timeout),
-            humantime::format_duration(c.link_silence),
+            match c.link_silence {
+                Some(s) => humantime::format_duration(s).to_string(),
+                None => format!(
+                    "each shard's repl-ping-replica-period + {}",
+                    humantime::format_duration(self.controller.silence().margin)
+                ),
+            },
             if c.auto_failover { "on" } else { "off" },
             humantime::format_duration(c.cooldown),
         ));

@@ -8,6 +8,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    os::unix::fs::MetadataExt,
     path::Path,
     sync::{
         Arc, RwLock,
@@ -24,18 +25,18 @@ use crate::{
     act::{self, Applied},
     audit,
     config::Config,
-    detect::{self, DetectSettings, RoomStatus, Verdict},
+    detect::{self, RoomStatus, Verdict},
     events::{Event, Snapshot},
     hooks, http,
     info::Role,
     metrics::Metrics,
     observe::{Observation, ObservationStore},
-    plan::{self, Action, Decision, Masters, Policy, Reason},
+    plan::{self, Action, Decision, MasterChange, Masters, Policy, Reason},
     probe::{self, PollSettings},
     report::{Report, ReportInput},
     sentinel::{self, Discovery},
-    state::{FailoverRecord, State, StateError, Trigger},
-    topology::{InstanceId, RoomId, Topology},
+    state::{self, FailoverRecord, State, StateError, Trigger, unix_ms},
+    topology::{InstanceId, RoomId, ShardId, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,33 +64,111 @@ pub struct Shared {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// The masters and replicas the Sentinel endpoint reports, replaced every round.
     pub discovery: tokio::sync::watch::Sender<Discovery>,
+    /// The process's tasks, waited for at shutdown. Work that must not be cancelled with the
+    /// request that started it (a failover through the admin API) runs here.
+    pub tasks: TaskTracker,
 }
 
 /// Events buffered per subscriber; a subscriber that falls further behind is told so
 /// (the Sentinel endpoint then closes that client's connection).
 const EVENT_BUFFER: usize = 1024;
 
-/// A failover decided and not yet verified.
+/// A failover decided and not yet verified: one per (trigger, target room) of a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct InFlight {
     started: Instant,
     room: RoomId,
     trigger: Trigger,
-    shards: Vec<usize>,
+    shards: Vec<ShardId>,
+    /// Its record in the state file (`last_failover.at_unix_ms`), to store its duration.
+    at_unix_ms: u64,
+}
+
+/// One round's master changes grouped by trigger and target room, in decision order: each
+/// group is one failover to count and verify.
+fn group_changes(t: &Topology, changes: &[MasterChange]) -> Vec<(Trigger, RoomId, Vec<ShardId>)> {
+    let mut groups: Vec<(Trigger, RoomId, Vec<ShardId>)> = Vec::new();
+    for change in changes {
+        let trigger = match change.reason {
+            Reason::Adopted { .. } => Trigger::Adopted,
+            Reason::RoomLost { .. } | Reason::MasterLost { .. } | Reason::RestartedEmpty { .. } => Trigger::Auto,
+        };
+        let room = t.instance(change.to).room;
+        match groups.iter_mut().find(|(tr, r, _)| *tr == trigger && *r == room) {
+            Some((_, _, shards)) => shards.push(change.shard),
+            None => groups.push((trigger, room, vec![change.shard])),
+        }
+    }
+    groups
+}
+
+/// How an in-flight failover ended, when it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settled {
+    Verified,
+    /// Not verified within [`FAILOVER_VERIFY_BOUND`].
+    TimedOut,
+}
+
+/// Splits the in-flight failovers into those still running and those that ended: verified
+/// when `done(shard)` holds for every shard they moved, timed out past the bound.
+fn settle(
+    flights: Vec<InFlight>,
+    done: impl Fn(ShardId) -> bool,
+    now: Instant,
+) -> (Vec<InFlight>, Vec<(InFlight, Settled)>) {
+    let mut running = Vec::new();
+    let mut ended = Vec::new();
+    for f in flights {
+        if f.shards.iter().all(|&s| done(s)) {
+            ended.push((f, Settled::Verified));
+        } else if now.saturating_duration_since(f.started) > FAILOVER_VERIFY_BOUND {
+            ended.push((f, Settled::TimedOut));
+        } else {
+            running.push(f);
+        }
+    }
+    (running, ended)
+}
+
+/// What tells that the state file was replaced under us. Every writer (this controller, a
+/// `roomguard failover` beside it) renames a new file into place, so the inode changes even
+/// when the write lands in the same mtime tick as the previous one; what the file then says
+/// is judged by its content (a newer epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    mtime: Option<SystemTime>,
+    len: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileIdentity { dev: m.dev(), ino: m.ino(), mtime: m.modified().ok(), len: m.len() })
+    }
 }
 
 struct Controller {
     /// The configuration lives in `shared` (the admin API needs it too).
     shared: Arc<Shared>,
     state: Option<State>,
-    /// Modification time of the state file when we last read or wrote it, to notice a
-    /// `roomguard failover` run beside us.
-    state_mtime: Option<SystemTime>,
-    in_flight: Option<InFlight>,
+    /// The state file as we last read or wrote it, to notice a `roomguard failover` run
+    /// beside us.
+    state_seen: Option<FileIdentity>,
+    in_flight: Vec<InFlight>,
+    /// The last state-file write error, logged once until it changes or the file is written.
+    last_save_error: Option<String>,
+    /// The decision last held because it could not be saved (logged once).
+    last_unsaved: Vec<MasterChange>,
     /// Last logged room statuses and held reasons, so that warnings are logged on change.
     last_rooms: Vec<RoomStatus>,
     /// Instances flagged as restarted empty last round (to log and count each restart once).
     restarted_empty: Vec<bool>,
-    last_held: Vec<String>,
+    /// The failovers held when a decision was last taken (logged on change). A round that
+    /// takes none (an action or a manual failover in progress) keeps reporting them.
+    held: Vec<plan::Held>,
     last_vetoed: Vec<String>,
     /// When we last sent a command to an instance. Its observation is stale until a probe
     /// that started after that comes back, and no further action is planned on it until then.
@@ -145,13 +224,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         timeout: config.controller.timeout,
         interval: config.controller.poll_interval,
     };
-    let state_mtime = mtime(&config.controller.state_file);
+    let state_seen = FileIdentity::of(&config.controller.state_file);
     let initial = Discovery::initial(
         &topology,
         &state.as_ref().map(|s| s.masters.clone()).unwrap_or_default(),
         config.controller.down_after,
     );
+    let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
+        tasks: tracker.clone(),
         config,
         action_lock: tokio::sync::Mutex::new(()),
         metrics: Arc::new(Metrics::new(&topology)),
@@ -160,12 +241,21 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         discovery: tokio::sync::watch::channel(initial).0,
     });
+    if let Some(f) = state.as_ref().and_then(|s| s.last_failover.as_ref()) {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(f.at_unix_ms);
+        shared.metrics.restore_last_failover(at, f.took_ms.map(Duration::from_millis));
+    }
+    // Not fatal: the controller still observes and reports; it cannot take a new decision
+    // until the file can be written, and says so (log, metric, alert).
+    if let Err(e) = state::check_writable(&shared.config.controller.state_file) {
+        error!(error = %e, "the state file cannot be written: no failover can be decided until it can");
+        shared.metrics.record_state_save(false);
+    }
     let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let store = ObservationStore::new(topology.instances.len());
     probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
     tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
-    tracker.spawn(audit::run(shared.clone(), token.clone()));
+    tracker.spawn(audit::run(shared.clone(), store.clone(), token.clone()));
     let nofile = sentinel::raise_nofile_limit();
     if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
         tracker.spawn(sentinel::serve(
@@ -188,13 +278,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
 
     let controller = Controller {
-        state_mtime,
+        state_seen,
         shared,
         state,
-        in_flight: None,
+        in_flight: Vec::new(),
+        last_save_error: None,
+        last_unsaved: Vec::new(),
         last_rooms: vec![],
         restarted_empty: vec![],
-        last_held: vec![],
+        held: vec![],
         last_vetoed: vec![],
         acted_at: HashMap::new(),
         last_failed: HashMap::new(),
@@ -246,10 +338,6 @@ impl Running {
     }
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 impl Controller {
     fn topology(&self) -> &Topology {
         &self.shared.config.topology
@@ -262,16 +350,17 @@ impl Controller {
         let started = Instant::now();
         let settings = self.shared.config.controller.clone();
         let now = Instant::now();
-        let verdict = detect::assess(
-            self.topology(),
-            observation,
-            now,
-            DetectSettings { down_after: settings.down_after, link_silence: settings.link_silence },
-        );
+        let verdict = detect::assess(self.topology(), observation, now, settings.detect());
+        let newly_lost: Vec<RoomId> = (0..verdict.rooms.len())
+            .filter(|&r| {
+                verdict.room(r).status == RoomStatus::Lost && self.last_rooms.get(r) != Some(&RoomStatus::Lost)
+            })
+            .collect();
         self.log_rooms(&verdict);
         self.log_restarted_empty(observation);
-        self.reload_state_if_changed();
-        self.fill_unknown_masters(observation);
+        self.reload_state_if_changed().await;
+        self.fill_unknown_masters(observation).await;
+        self.record_room_failures(&newly_lost).await;
 
         // A manual failover run by this process (the admin API) holds the lock until it has
         // converged: decide and act on nothing meanwhile, it is deciding. Otherwise the round
@@ -287,22 +376,22 @@ impl Controller {
         let policy = Policy {
             auto_failover: settings.auto_failover,
             adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
-            cooldown_left: state
-                .last_failover
-                .as_ref()
-                .and_then(|f| f.cooldown_left(settings.cooldown, SystemTime::now())),
-            link_silence: settings.link_silence,
+            cooling: plan::cooling(
+                &state.room_failures,
+                self.topology().rooms.len(),
+                settings.cooldown,
+                unix_ms(SystemTime::now()),
+            ),
         };
         let decision = if action_guard.is_none() || !self.acted_at.is_empty() {
-            Decision::default()
+            Decision { held: self.held.clone(), ..Decision::default() }
         } else {
             plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
         };
-        self.apply_decision(&decision, observation);
+        self.apply_decision(&decision, observation).await;
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
-        let plan_settings =
-            plan::PlanSettings { link_silence: settings.link_silence, newer_master_grace: settings.down_after, now };
+        let plan_settings = plan::PlanSettings { newer_master_grace: settings.down_after, now };
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
         let actions: Vec<Action> =
@@ -312,7 +401,7 @@ impl Controller {
             None if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             None => {}
         }
-        self.verify_in_flight(observation, &masters);
+        self.verify_in_flight(observation, &masters).await;
         self.publish(observation, &verdict, &masters, now);
 
         let metrics = &self.shared.metrics;
@@ -329,6 +418,7 @@ impl Controller {
             plan: &plan,
             epoch: state.epoch,
             last_failover: state.last_failover.as_ref(),
+            cooling: &policy.cooling,
         });
         *self.shared.report.write().expect("report lock") = Some(report);
         self.shared.ready.store(true, Ordering::Release);
@@ -396,14 +486,20 @@ impl Controller {
 
     /// Takes the state file's masters when someone else (the `failover` command) wrote a
     /// newer epoch since we last looked.
-    fn reload_state_if_changed(&mut self) {
-        let path = &self.shared.config.controller.state_file;
-        let current = mtime(path);
-        if current == self.state_mtime {
-            return;
-        }
-        self.state_mtime = current;
-        match State::load(path, self.topology()) {
+    async fn reload_state_if_changed(&mut self) {
+        let shared = self.shared.clone();
+        let seen = self.state_seen;
+        // File I/O runs off the async workers (a slow disk must not stall the pollers).
+        let read = tokio::task::spawn_blocking(move || {
+            let path = &shared.config.controller.state_file;
+            let current = FileIdentity::of(path);
+            let file = (current != seen).then(|| State::load(path, &shared.config.topology));
+            (current, file)
+        })
+        .await;
+        let Ok((current, Some(file))) = read else { return };
+        self.state_seen = current;
+        match file {
             Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
                 info!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
                 self.followed_at = Some(Instant::now());
@@ -428,7 +524,7 @@ impl Controller {
 
     /// Shards with no designated master yet (first start, no state file) take the one Redis
     /// reports.
-    fn fill_unknown_masters(&mut self, observation: &Observation) {
+    async fn fill_unknown_masters(&mut self, observation: &Observation) {
         // Reading masters from Redis is only needed until every shard has one: not every round.
         if self.state.as_ref().is_some_and(|s| s.masters.iter().all(Option::is_some)) {
             return;
@@ -443,114 +539,142 @@ impl Controller {
                 changed = true;
             }
         }
+        // Kept even if it cannot be saved: it is what Redis says, and implies no action.
         if changed {
-            self.save_state();
+            let state = self.state.clone().expect("filled");
+            self.save(&state).await;
         }
     }
 
-    fn save_state(&mut self) {
-        let state = self.state.as_ref().expect("state");
-        if let Err(e) = state.save(&self.shared.config.controller.state_file, &self.shared.config.topology) {
-            error!(error = %e, "cannot persist state; decisions are kept in memory only");
-        }
-        self.state_mtime = mtime(&self.shared.config.controller.state_file);
-    }
-
-    /// Records new masters and persists them *before* anything is sent to Redis.
-    fn apply_decision(&mut self, decision: &Decision, observation: &Observation) {
-        for held in &decision.held {
-            let line = format!("{}:{}", held.shard, held.why);
-            if !self.last_held.contains(&line) {
-                warn!(
-                    shard = %self.topology().shards[held.shard].name,
-                    room = self.topology().room_name(held.room),
-                    "room lost but no failover: {}", held.why
-                );
-            }
-        }
-        self.last_held = decision.held.iter().map(|h| format!("{}:{}", h.shard, h.why)).collect();
-        if decision.changes.is_empty() {
+    /// Records the rooms judged lost this round (the anti-flap rule reads it). Kept in memory
+    /// even when it cannot be saved: it only ever holds failovers back.
+    async fn record_room_failures(&mut self, newly_lost: &[RoomId]) {
+        if newly_lost.is_empty() {
             return;
         }
-        let t = self.shared.config.topology.clone();
-        let state = self.state.as_mut().expect("state");
-        let mut by_trigger: Vec<(Trigger, RoomId, Vec<usize>)> = Vec::new();
+        let now = unix_ms(SystemTime::now());
+        let state = self.state.as_mut().expect("filled");
+        for &room in newly_lost {
+            state.record_room_failure(room, now);
+        }
+        let state = state.clone();
+        self.save(&state).await;
+    }
+
+    /// Writes `state` to the state file (off the async workers). A failure is counted, and
+    /// logged once until it changes or a write succeeds again.
+    async fn save(&mut self, state: &State) -> bool {
+        let shared = self.shared.clone();
+        let state = state.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let path = &shared.config.controller.state_file;
+            state.save(path, &shared.config.topology).map(|()| FileIdentity::of(path))
+        })
+        .await;
+        let error = match written {
+            Ok(Ok(identity)) => {
+                self.state_seen = identity;
+                self.shared.metrics.record_state_save(true);
+                if self.last_save_error.take().is_some() {
+                    info!(path = %self.shared.config.controller.state_file.display(), "the state file is written again");
+                }
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the write task failed: {e}"),
+        };
+        self.shared.metrics.record_state_save(false);
+        if self.last_save_error.as_ref() != Some(&error) {
+            error!(error = %error, "cannot write the state file: no new decision is acted on until it can be written");
+            self.last_save_error = Some(error);
+        }
+        false
+    }
+
+    /// Logs each held failover once (its text has no countdown) and sets the held metric.
+    fn log_held(&mut self, decision: &Decision) {
+        let t = &self.shared.config.topology;
+        for held in decision.held.iter().filter(|h| !self.held.contains(h)) {
+            warn!(
+                shard = %t.shards[held.shard].name,
+                room = t.room_name(held.room),
+                reason = held.kind.label(),
+                "room lost but no failover: {}", held.why
+            );
+        }
+        self.held = decision.held.clone();
+        self.shared.metrics.set_held(
+            decision
+                .held
+                .iter()
+                .map(|h| crate::metrics::HeldLabels {
+                    shard: t.shards[h.shard].name.clone(),
+                    room: t.room_name(h.room).to_string(),
+                    reason: h.kind.label().to_string(),
+                })
+                .collect(),
+        );
+    }
+
+    /// Records new masters and persists them *before* anything is sent to Redis. A decision
+    /// that cannot be saved is not taken: the masters stay as they were (so nothing is
+    /// promoted), and the next round decides again.
+    async fn apply_decision(&mut self, decision: &Decision, observation: &Observation) {
+        self.log_held(decision);
+        if decision.changes.is_empty() {
+            self.last_unsaved.clear();
+            return;
+        }
+        let shared = self.shared.clone();
+        let t = &shared.config.topology;
+        let mut next = self.state.clone().expect("state");
+        let now = unix_ms(SystemTime::now());
         for change in &decision.changes {
-            let trigger = match &change.reason {
-                Reason::RoomLost { room } => {
-                    let witnesses: Vec<String> = t
-                        .instances
-                        .iter()
-                        .enumerate()
-                        .filter(|(id, i)| i.room != *room && observation.live(*id).is_some())
-                        .map(|(_, i)| i.addr.to_string())
-                        .collect();
-                    warn!(
-                        shard = %t.shards[change.shard].name,
-                        from = %change.from.map(|m| t.addr(m).to_string()).unwrap_or_default(),
-                        to = %t.addr(change.to),
-                        lost_room = t.room_name(*room),
-                        reachable_elsewhere = ?witnesses,
-                        "FAILOVER: room {} is lost; promoting {}", t.room_name(*room), t.addr(change.to)
-                    );
-                    Trigger::Auto
-                }
-                Reason::MasterLost { instance } => {
-                    warn!(
-                        shard = %t.shards[change.shard].name,
-                        from = %t.addr(*instance),
-                        to = %t.addr(change.to),
-                        "FAILOVER: master {} is lost and its replicas agree; promoting {} in the same room",
-                        t.addr(*instance), t.addr(change.to)
-                    );
-                    Trigger::Auto
-                }
-                Reason::RestartedEmpty { instance } => {
-                    let lost = observation.get(*instance).lost_history.as_ref();
-                    error!(
-                        shard = %t.shards[change.shard].name,
-                        from = %t.addr(*instance),
-                        to = %t.addr(change.to),
-                        lost_replid = lost.and_then(|l| l.replid.as_deref()).unwrap_or_default(),
-                        lost_offset = lost.map(|l| l.offset).unwrap_or_default(),
-                        "FAILOVER: master {} restarted EMPTY (new replication history, offset went back); \
-                         promoting {}, which still holds the data, before it full-syncs the empty dataset",
-                        t.addr(*instance), t.addr(change.to)
-                    );
-                    Trigger::Auto
-                }
-                Reason::Adopted { why } => {
-                    info!(
-                        shard = %t.shards[change.shard].name,
-                        to = %t.addr(change.to),
-                        "adopting a master change made elsewhere: {why}"
-                    );
-                    Trigger::Adopted
-                }
-            };
-            state.masters[change.shard] = Some(change.to);
+            next.masters[change.shard] = Some(change.to);
+            // Failed away from: the anti-flap rule holds failovers back toward this room.
+            if let Reason::RoomLost { room } = change.reason {
+                next.record_room_failure(room, now);
+            }
+        }
+        next.epoch += 1;
+        let groups = group_changes(t, &decision.changes);
+        let names = |shards: &[ShardId]| shards.iter().map(|&s| t.shards[s].name.clone()).collect();
+        // One record in the file: the round's last failover this controller made, else the
+        // last one it adopted. Every group is counted and verified below.
+        let recorded = groups.iter().rev().find(|g| g.0 != Trigger::Adopted).or(groups.last());
+        let record =
+            recorded.map(|(trigger, room, shards)| FailoverRecord::now(*trigger, t.room_name(*room), names(shards)));
+        next.last_failover = record.clone().or(next.last_failover);
+        if !self.save(&next).await {
+            if self.last_unsaved != decision.changes {
+                let what: Vec<String> = decision
+                    .changes
+                    .iter()
+                    .map(|c| format!("{} -> {}", t.shards[c.shard].name, t.addr(c.to)))
+                    .collect();
+                error!(decided = ?what, "FAILOVER HELD: decided, but the decision cannot be saved; not acting on it");
+                self.last_unsaved = decision.changes.clone();
+            }
+            return;
+        }
+        self.last_unsaved.clear();
+        self.state = Some(next);
+        for change in &decision.changes {
+            let trigger = log_change(t, change, observation);
             // An adoption does not replace a more specific reason still pending: following a
             // `roomguard failover` that is half-way through is still that manual failover.
             if trigger != Trigger::Adopted || self.triggers[change.shard].is_none() {
                 self.triggers[change.shard] = Some(trigger);
             }
-            let room = t.instance(change.to).room;
-            match by_trigger.iter_mut().find(|(tr, r, _)| *tr == trigger && *r == room) {
-                Some((_, _, shards)) => shards.push(change.shard),
-                None => by_trigger.push((trigger, room, vec![change.shard])),
-            }
         }
-        state.epoch += 1;
-        for (trigger, room, shards) in by_trigger {
-            let names = shards.iter().map(|&s| t.shards[s].name.clone()).collect();
-            state.last_failover = Some(FailoverRecord::now(trigger, t.room_name(room), names));
+        let at_unix_ms = record.map_or(0, |r| r.at_unix_ms);
+        for (trigger, room, shards) in groups {
             if trigger == Trigger::Adopted {
                 self.shared.metrics.record_failover(t.room_name(room), trigger, true, Duration::ZERO);
             } else {
-                self.in_flight = Some(InFlight { started: Instant::now(), room, trigger, shards });
+                self.in_flight.push(InFlight { started: Instant::now(), room, trigger, shards, at_unix_ms });
             }
         }
-        self.save_state();
     }
 
     fn log_vetoes(&mut self, plan: &plan::Plan) {
@@ -592,7 +716,7 @@ impl Controller {
                 }
             }
         }
-        let results = act::execute_all(t, &self.shared.config.redis, c.timeout, c.link_silence, actions).await;
+        let results = act::execute_all(t, &self.shared.config.redis, c.timeout, actions).await;
         // Only a probe started after the commands landed shows their effect.
         let done = Instant::now();
         let mut demoted = Vec::new();
@@ -632,26 +756,96 @@ impl Controller {
     }
 
     /// A failover is complete once every shard it moved has its new master answering as a
-    /// master; it has failed if that takes longer than the bound below.
-    fn verify_in_flight(&mut self, observation: &Observation, masters: &Masters) {
-        let Some(f) = &self.in_flight else { return };
-        let t = &self.shared.config.topology;
-        let done = f
-            .shards
-            .iter()
-            .all(|&s| masters[s].and_then(|m| observation.live(m)).is_some_and(|i| i.role == Role::Master));
-        let elapsed = f.started.elapsed();
-        let room = t.room_name(f.room).to_string();
-        if done {
-            info!(room, trigger = f.trigger.label(), took = ?elapsed, "failover complete: room {room} holds the masters");
-            self.shared.metrics.record_failover(&room, f.trigger, true, elapsed);
-            self.in_flight = None;
-        } else if elapsed > FAILOVER_VERIFY_BOUND {
-            error!(room, took = ?elapsed, "failover NOT verified: the new masters still do not answer as masters; will keep trying");
-            self.shared.metrics.record_failover(&room, f.trigger, false, elapsed);
-            self.in_flight = None;
-        } else {
-            debug!(room, "failover in progress");
+    /// master; it has failed if that takes longer than [`FAILOVER_VERIFY_BOUND`]. Every
+    /// failover of a round is verified on its own.
+    async fn verify_in_flight(&mut self, observation: &Observation, masters: &Masters) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let done = |s: ShardId| masters[s].and_then(|m| observation.live(m)).is_some_and(|i| i.role == Role::Master);
+        let (running, ended) = settle(std::mem::take(&mut self.in_flight), done, Instant::now());
+        self.in_flight = running;
+        let shared = self.shared.clone();
+        let t = &shared.config.topology;
+        for (f, how) in ended {
+            let elapsed = f.started.elapsed();
+            let room = t.room_name(f.room);
+            match how {
+                Settled::Verified => {
+                    info!(room, trigger = f.trigger.label(), took = ?elapsed, "failover complete: room {room} holds the masters");
+                    self.shared.metrics.record_failover(room, f.trigger, true, elapsed);
+                    // Its duration goes to the state file, so the metric survives a restart.
+                    let state = self.state.as_mut().expect("state");
+                    if let Some(record) = state.last_failover.as_mut().filter(|r| r.at_unix_ms == f.at_unix_ms) {
+                        record.took_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+                        let state = state.clone();
+                        self.save(&state).await;
+                    }
+                }
+                Settled::TimedOut => {
+                    error!(room, took = ?elapsed, "failover NOT verified: the new masters still do not answer as masters; will keep trying");
+                    self.shared.metrics.record_failover(room, f.trigger, false, elapsed);
+                }
+            }
+        }
+        if !self.in_flight.is_empty() {
+            debug!(failovers = self.in_flight.len(), "failover in progress");
+        }
+    }
+}
+
+/// Logs one master change; returns its trigger.
+fn log_change(t: &Topology, change: &MasterChange, observation: &Observation) -> Trigger {
+    match &change.reason {
+        Reason::RoomLost { room } => {
+            let witnesses: Vec<String> = t
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(id, i)| i.room != *room && observation.live(*id).is_some())
+                .map(|(_, i)| i.addr.to_string())
+                .collect();
+            warn!(
+                shard = %t.shards[change.shard].name,
+                from = %change.from.map(|m| t.addr(m).to_string()).unwrap_or_default(),
+                to = %t.addr(change.to),
+                lost_room = t.room_name(*room),
+                reachable_elsewhere = ?witnesses,
+                "FAILOVER: room {} is lost; promoting {}", t.room_name(*room), t.addr(change.to)
+            );
+            Trigger::Auto
+        }
+        Reason::MasterLost { instance } => {
+            warn!(
+                shard = %t.shards[change.shard].name,
+                from = %t.addr(*instance),
+                to = %t.addr(change.to),
+                "FAILOVER: master {} is lost and its replicas agree; promoting {} in the same room",
+                t.addr(*instance), t.addr(change.to)
+            );
+            Trigger::Auto
+        }
+        Reason::RestartedEmpty { instance } => {
+            let lost = observation.get(*instance).lost_history.as_ref();
+            error!(
+                shard = %t.shards[change.shard].name,
+                from = %t.addr(*instance),
+                to = %t.addr(change.to),
+                lost_replid = lost.and_then(|l| l.replid.as_deref()).unwrap_or_default(),
+                lost_offset = lost.map(|l| l.offset).unwrap_or_default(),
+                "FAILOVER: master {} restarted EMPTY (new replication history, offset went back); \
+                 promoting {}, which still holds the data, before it full-syncs the empty dataset",
+                t.addr(*instance), t.addr(change.to)
+            );
+            Trigger::Auto
+        }
+        Reason::Adopted { why } => {
+            info!(
+                shard = %t.shards[change.shard].name,
+                to = %t.addr(change.to),
+                "adopting a master change made elsewhere: {why}"
+            );
+            Trigger::Adopted
         }
     }
 }
@@ -663,8 +857,7 @@ impl Controller {
     /// verified masters, not from the decision.
     fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
         let t = &self.shared.config.topology;
-        let link_silence = self.shared.config.controller.link_silence;
-        let snapshot = Snapshot::take(t, observation, verdict, masters, link_silence, self.snapshot.as_ref());
+        let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
         if let Some(before) = &self.snapshot {
             let events = crate::events::diff(t, before, &snapshot, &self.triggers);
             for event in events {
@@ -707,3 +900,65 @@ pub async fn disconnect_clients(t: &Topology, redis: &crate::config::RedisConfig
 
 /// How long a decided failover may take before it is counted as failed.
 const FAILOVER_VERIFY_BOUND: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::fixtures::seed;
+
+    fn change(shard: ShardId, to: InstanceId, reason: Reason) -> MasterChange {
+        MasterChange { shard, from: None, to, reason }
+    }
+
+    /// One round, several failovers (item 5 of issue 12): each group is kept, counted and
+    /// verified on its own, not only the last one.
+    #[test]
+    fn every_group_of_a_round_is_kept_and_verified_on_its_own() {
+        let t = seed();
+        let (h2_6401, h1_6402, h2_6402) = (2, 4, 6);
+        assert_eq!((t.instance(h2_6401).room, t.instance(h1_6402).room), (1, 0));
+        let adopted = Reason::Adopted { why: String::new() };
+        let changes = [
+            change(0, h2_6401, Reason::RoomLost { room: 0 }),
+            change(1, h1_6402, adopted.clone()),
+            change(1, h2_6402, Reason::MasterLost { instance: 1 }),
+        ];
+        assert_eq!(
+            group_changes(&t, &changes),
+            vec![(Trigger::Auto, 1, vec![0, 1]), (Trigger::Adopted, 0, vec![1])],
+            "same trigger and room: one group"
+        );
+        let changes = [change(0, h2_6401, Reason::RoomLost { room: 0 }), change(1, h1_6402, adopted)];
+        let groups = group_changes(&t, &changes);
+        assert_eq!(groups.len(), 2);
+
+        let start = Instant::now();
+        let flight = |room, shards: Vec<ShardId>| InFlight {
+            started: start,
+            room,
+            trigger: Trigger::Auto,
+            shards,
+            at_unix_ms: 1,
+        };
+        let flights = vec![flight(1, vec![0]), flight(0, vec![1])];
+        // Shard 0's new master answers, shard 1's does not yet: one verified, one running.
+        let (running, ended) = settle(flights.clone(), |s| s == 0, start + Duration::from_secs(1));
+        assert_eq!(running, vec![flight(0, vec![1])]);
+        assert_eq!(ended, vec![(flight(1, vec![0]), Settled::Verified)]);
+        // Both answer: both verified in the same round.
+        let (running, ended) = settle(flights.clone(), |_| true, start);
+        assert!(running.is_empty());
+        assert_eq!(
+            ended.iter().map(|(f, how)| (f.room, *how)).collect::<Vec<_>>(),
+            [(1, Settled::Verified), (0, Settled::Verified)]
+        );
+        // Past the bound, the one still not verified has failed.
+        let late = start + FAILOVER_VERIFY_BOUND + Duration::from_secs(1);
+        let (running, ended) = settle(flights, |s| s == 0, late);
+        assert!(running.is_empty());
+        assert_eq!(
+            ended.iter().map(|(f, how)| (f.room, *how)).collect::<Vec<_>>(),
+            [(1, Settled::Verified), (0, Settled::TimedOut)]
+        );
+    }
+}

@@ -1,31 +1,185 @@
-//! Detection: which instances are down, and which rooms are lost.
+//! Detection: which instances are down, which replicas no longer hear their masters, and
+//! which rooms are lost.
 //!
 //! Pure: a function of the topology, one [`Observation`] and the current time.
 //!
 //! A room is **lost** only when both hold:
 //! - every one of its instances has been failing for `down_after` (the controller's view);
 //! - every reachable instance in another room that replicates from it (a *witness*) no
-//!   longer hears it: `master_link_status:down`, or `master_last_io_seconds_ago` above
-//!   `link_silence`.
+//!   longer hears it (see [`Hearing`]).
 //!
 //! When a witness still hears the room, the controller is the one cut off: the room is
 //! [`RoomStatus::CutOff`] and no failover may happen. When there is no witness at all the
 //! room is only [`RoomStatus::Down`]: there is no cross-room evidence, and nothing of the
 //! room's is replicated elsewhere that a failover could promote.
+//!
+//! ## Silence at poll resolution
+//!
+//! A crashed master closes its sockets and its replicas report `master_link_status:down` at
+//! once. A silent one (power or fibre loss, a frozen host, SIGSTOP) does not: the link stays
+//! "up" until `repl-timeout` (60 s), and `master_last_io_seconds_ago` counts whole seconds. But
+//! every byte a master sends advances its replicas' offsets, its PING every
+//! `repl-ping-replica-period` included, and a chained replica forwards its master's stream byte
+//! for byte (Redis >= 4.0; older versions ping their own replicas with their own period). So
+//! the controller times how long each witness's offset has stood still
+//! ([`crate::observe::OffsetProgress`]) and compares that with the shard's ping period plus a
+//! margin ([`SilenceRule`]): a healthy link, even an idle one, is never still for longer.
+//!
+//! The margin covers what separates a healthy link's longest stillness from the period:
+//! - the controller sees a new offset up to one `poll_interval` late (plus a probe's round trip);
+//! - Redis sends the PING from its 1 Hz replication cron, itself driven by `serverCron`
+//!   (every 100 ms at the default `hz 10`), so one ping may come a tick late;
+//! - scheduling on loaded hosts.
+//!
+//! Measured here (period 1 s, idle, two controllers' worth of CPU load): the longest stillness
+//! between offset changes, as seen by a 100 ms poller, was 1.10 s; with a 10 ms poller 1.01 s.
+//! [`SILENCE_MARGIN_BASE`] plus one `poll_interval` (400 ms by default) leaves 300 ms above that.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::{
-    observe::Observation,
-    topology::{InstanceId, RoomId, Topology},
+    observe::{Observation, PingPeriod},
+    topology::{InstanceId, RoomId, ShardId, Topology},
 };
+
+/// Today's whole-second rule, used while a shard's ping period is not known: Redis' default
+/// period (10 s) plus 2 s for whole-second rounding and a late ping.
+pub const FALLBACK_LINK_SILENCE: Duration = Duration::from_secs(12);
+
+/// The part of the silence margin that does not depend on the poll interval (see the module
+/// docs): one `serverCron` tick at the default `hz` plus 200 ms of scheduling slack.
+pub const SILENCE_MARGIN_BASE: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Copy, Debug)]
 pub struct DetectSettings {
     pub down_after: Duration,
-    pub link_silence: Duration,
+    pub silence: SilenceSettings,
+}
+
+/// How long a link may be silent before its replica counts as no longer hearing its master.
+#[derive(Clone, Copy, Debug)]
+pub struct SilenceSettings {
+    /// `controller.link_silence`: one threshold for every shard, instead of each shard's ping
+    /// period plus [`Self::margin`].
+    pub configured: Option<Duration>,
+    /// Added to the ping period: [`SILENCE_MARGIN_BASE`] plus one poll interval.
+    pub margin: Duration,
+}
+
+impl SilenceSettings {
+    pub fn new(configured: Option<Duration>, poll_interval: Duration) -> Self {
+        SilenceSettings { configured, margin: SILENCE_MARGIN_BASE + poll_interval }
+    }
+}
+
+/// A shard's silence threshold and where it comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SilenceRule {
+    /// A witness whose offset stood still longer than this no longer hears its master.
+    #[serde(rename = "threshold_ms", serialize_with = "millis")]
+    pub threshold: Duration,
+    pub source: SilenceSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SilenceSource {
+    /// `controller.link_silence` is set.
+    Configured,
+    /// The longest `repl-ping-replica-period` among the shard's instances, plus the margin.
+    PingPeriod { seconds: u64 },
+    /// Some instance's period is not known ([`FALLBACK_LINK_SILENCE`]).
+    Fallback { instance: InstanceId, period: PingPeriod },
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl SilenceRule {
+    /// The shard's rule. The period that matters for a witness is that of the instance whose
+    /// stream it receives (its shard's master on Redis >= 4.0, its direct master before); the
+    /// longest among all the shard's instances covers both and a master that moved rooms.
+    pub fn for_shard(
+        topology: &Topology,
+        observation: &Observation,
+        shard: ShardId,
+        settings: SilenceSettings,
+    ) -> Self {
+        if let Some(threshold) = settings.configured {
+            return SilenceRule { threshold, source: SilenceSource::Configured };
+        }
+        let mut longest = 0;
+        for id in topology.shard_members(shard) {
+            match observation.get(id).ping_period {
+                PingPeriod::Known(seconds) => longest = longest.max(seconds),
+                period => {
+                    let source = SilenceSource::Fallback { instance: id, period };
+                    return SilenceRule { threshold: FALLBACK_LINK_SILENCE, source };
+                }
+            }
+        }
+        // Redis treats a period of 0 as 1.
+        let seconds = longest.max(1);
+        SilenceRule {
+            threshold: Duration::from_secs(seconds) + settings.margin,
+            source: SilenceSource::PingPeriod { seconds },
+        }
+    }
+
+    /// The whole-second fallback: `master_last_io_seconds_ago` above this is silence. For a
+    /// derived threshold, rounded up and one more second (Redis rounds both timestamps down to
+    /// whole seconds, so a link pinged every second can read 2); a configured or fallback one
+    /// is taken as it is, as it always was.
+    pub fn quiet_seconds_limit(&self) -> i64 {
+        match self.source {
+            SilenceSource::PingPeriod { .. } => self.threshold.as_secs_f64().ceil() as i64 + 1,
+            _ => self.threshold.as_secs() as i64,
+        }
+    }
+}
+
+/// Whether a replica still hears its master, and if not, the evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hearing {
+    Hears,
+    /// `master_link_status:down`: the connection is gone (or was never made).
+    LinkDown,
+    /// Its offset has stood still longer than its shard's [`SilenceRule`] allows.
+    Stalled {
+        offset: i64,
+        still_ms: u64,
+    },
+    /// `master_last_io_seconds_ago` above [`SilenceRule::quiet_seconds_limit`]: Redis' own
+    /// whole-second count, the evidence while the controller has no offset history yet.
+    Quiet {
+        seconds: i64,
+    },
+}
+
+impl Hearing {
+    pub fn hears(self) -> bool {
+        self == Hearing::Hears
+    }
+
+    /// Judges one replica's link from what the controller has seen of it.
+    pub fn judge(observation: &Observation, id: InstanceId, rule: &SilenceRule) -> Option<Hearing> {
+        let link = observation.live(id)?.master.as_ref()?;
+        if !link.link_up {
+            return Some(Hearing::LinkDown);
+        }
+        if let Some(p) = observation.get(id).progress.filter(|p| p.still_for() > rule.threshold) {
+            return Some(Hearing::Stalled { offset: p.offset, still_ms: p.still_for().as_millis() as u64 });
+        }
+        match link.last_io_seconds_ago {
+            Some(seconds) if seconds >= 0 && seconds <= rule.quiet_seconds_limit() => Some(Hearing::Hears),
+            Some(seconds) => Some(Hearing::Quiet { seconds }),
+            None => Some(Hearing::Quiet { seconds: -1 }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,17 +232,31 @@ pub struct Verdict {
     pub down: Vec<bool>,
     /// `rooms[room]`.
     pub rooms: Vec<RoomVerdict>,
+    /// `hearing[instance]`, for every replica that answers.
+    pub hearing: Vec<Option<Hearing>>,
+    /// `silence[shard]`.
+    pub silence: Vec<SilenceRule>,
 }
 
 impl Verdict {
     pub fn room(&self, room: RoomId) -> &RoomVerdict {
         &self.rooms[room]
     }
+
+    /// A replica that answers and no longer hears its master.
+    pub fn deaf(&self, id: InstanceId) -> bool {
+        self.hearing[id].is_some_and(|h| !h.hears())
+    }
 }
 
 pub fn assess(topology: &Topology, observation: &Observation, now: Instant, settings: DetectSettings) -> Verdict {
     let down: Vec<bool> = observation.instances.iter().map(|i| i.is_down(now, settings.down_after)).collect();
-    let silence_secs = settings.link_silence.as_secs();
+    let silence: Vec<SilenceRule> = (0..topology.shards.len())
+        .map(|shard| SilenceRule::for_shard(topology, observation, shard, settings.silence))
+        .collect();
+    let hearing: Vec<Option<Hearing>> = (0..topology.instances.len())
+        .map(|id| Hearing::judge(observation, id, &silence[topology.instance(id).shard]))
+        .collect();
     let rooms = (0..topology.rooms.len())
         .map(|room| {
             let members: Vec<InstanceId> = topology.room_members(room).collect();
@@ -100,11 +268,10 @@ pub fn assess(topology: &Topology, observation: &Observation, now: Instant, sett
                 .enumerate()
                 .filter(|(_, inst)| inst.room != room)
                 .filter_map(|(id, _)| {
-                    let info = observation.live(id)?;
-                    let link = info.master.as_ref()?;
+                    let link = observation.live(id)?.master.as_ref()?;
                     let master = topology.find_any(&link.host, link.port)?;
                     (topology.instance(master).room == room)
-                        .then(|| Witness { instance: id, hears: !info.master_silent(silence_secs) })
+                        .then(|| Witness { instance: id, hears: hearing[id].is_some_and(Hearing::hears) })
                 })
                 .collect();
             let status = if down_count == members.len() {
@@ -123,7 +290,7 @@ pub fn assess(topology: &Topology, observation: &Observation, now: Instant, sett
             RoomVerdict { status, down: down_count, total: members.len(), witnesses }
         })
         .collect();
-    Verdict { down, rooms }
+    Verdict { down, rooms, hearing, silence }
 }
 
 #[cfg(test)]
@@ -197,6 +364,7 @@ pub(crate) mod scenario {
                 link_down_since_seconds: (!link_up).then_some(5),
                 sync_in_progress: false,
                 repl_offset: 1000,
+                read_offset: Some(1000),
             };
             let info = self.info(Role::Replica, Some(link), replid, "", 1000);
             self.observation.instances[id].record(self.now, Duration::from_millis(1), Ok(info));
@@ -212,6 +380,25 @@ pub(crate) mod scenario {
                     lost.replid = None;
                 }
             }
+        }
+
+        /// Every instance's `repl-ping-replica-period` is `seconds`.
+        pub fn ping_period(mut self, seconds: u64) -> Self {
+            for i in &mut self.observation.instances {
+                i.ping_period = crate::observe::PingPeriod::Known(seconds);
+            }
+            self
+        }
+
+        /// The replica's offset (as it is now) has been seen standing still for `for_`: a
+        /// first probe `for_` ago and one now, both showing it.
+        pub fn still(&mut self, id: InstanceId, for_: Duration) {
+            let obs = &mut self.observation.instances[id];
+            let info = obs.info.clone().expect("observed");
+            let latency = Duration::from_millis(1);
+            obs.progress = None;
+            obs.record(self.now - for_ - latency, latency, Ok(info.clone()));
+            obs.record(self.now, latency, Ok(info));
         }
 
         /// The instance has been failing for `for_` (refused connections).
@@ -250,8 +437,15 @@ pub(crate) mod scenario {
 mod tests {
     use super::{scenario::Scenario, *};
 
-    const SETTINGS: DetectSettings =
-        DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) };
+    const SETTINGS: DetectSettings = DetectSettings {
+        down_after: Duration::from_secs(1),
+        silence: SilenceSettings { configured: Some(Duration::from_secs(12)), margin: Duration::from_millis(400) },
+    };
+    /// The default: thresholds derived from the ping periods.
+    const DERIVED: DetectSettings = DetectSettings {
+        down_after: Duration::from_secs(1),
+        silence: SilenceSettings { configured: None, margin: Duration::from_millis(400) },
+    };
 
     fn statuses(s: &Scenario) -> Vec<RoomStatus> {
         assess(&s.topology, &s.observation, s.now, SETTINGS).rooms.iter().map(|r| r.status).collect()
@@ -325,5 +519,137 @@ mod tests {
         for (name, scenario, expected) in cases {
             assert_eq!(statuses(&scenario), expected, "{name}");
         }
+    }
+
+    /// Room 1 black-holed `for_` ago: every instance of it fails, and room 2's heads keep their
+    /// links "up" with whole-second I/O counters that say little.
+    fn room1_silent(for_: Duration, still: Duration, last_io: i64, period: u64) -> Scenario {
+        let mut s = Scenario::room1_killed(for_).ping_period(period);
+        for shard in 0..2 {
+            let (head2, tail1) = (s.topology.head(shard, 1), s.topology.shards[shard].chains[0][1]);
+            s.set_replica(head2, tail1, &format!("{:040}", shard + 1), true, last_io);
+            s.still(head2, still);
+        }
+        s
+    }
+
+    fn derived(s: &Scenario) -> Vec<RoomStatus> {
+        assess(&s.topology, &s.observation, s.now, DERIVED).rooms.iter().map(|r| r.status).collect()
+    }
+
+    #[test]
+    fn offset_silence_table() {
+        let ms = Duration::from_millis;
+        let cases: Vec<(&str, Scenario, [RoomStatus; 2])> = vec![
+            (
+                "period 1s: still 1.5s > 1.4s: lost",
+                room1_silent(ms(1500), ms(1500), 1, 1),
+                [RoomStatus::Lost, RoomStatus::Up],
+            ),
+            (
+                "period 1s: still 1.3s: still heard",
+                room1_silent(ms(1500), ms(1300), 1, 1),
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "period 10s: still 5s: heard",
+                room1_silent(ms(5000), ms(5000), 5, 10),
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "period 10s: still 10.5s: lost",
+                room1_silent(ms(10500), ms(10500), 10, 10),
+                [RoomStatus::Lost, RoomStatus::Up],
+            ),
+            (
+                "period 1s, no offset history yet (a controller just started): whole seconds decide",
+                {
+                    let mut s = room1_silent(ms(1500), ms(0), 1, 1);
+                    for id in 0..s.topology.instances.len() {
+                        s.observation.instances[id].progress = None;
+                    }
+                    s
+                },
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "period 1s, no offset history, but Redis' own counter says 4s: lost",
+                {
+                    let mut s = room1_silent(ms(1500), ms(0), 4, 1);
+                    for id in 0..s.topology.instances.len() {
+                        s.observation.instances[id].progress = None;
+                    }
+                    s
+                },
+                [RoomStatus::Lost, RoomStatus::Up],
+            ),
+            (
+                "one period unknown: today's 12s rule, 1.5s of stillness is not silence",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
+                    s.observation.instances[0].ping_period = PingPeriod::Unknown;
+                    s
+                },
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "one period refused (ACL): today's 12s rule",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
+                    s.observation.instances[3].ping_period = PingPeriod::Refused;
+                    s
+                },
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "the longest period of the shard counts (room 1 pings every 5s)",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
+                    for id in s.topology.room_members(0).collect::<Vec<_>>() {
+                        s.observation.instances[id].ping_period = PingPeriod::Known(5);
+                    }
+                    s
+                },
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "within down_after the room is not lost however silent",
+                room1_silent(ms(900), ms(3000), 3, 1),
+                [RoomStatus::Degraded, RoomStatus::Up],
+            ),
+        ];
+        for (name, scenario, expected) in cases {
+            assert_eq!(derived(&scenario), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn rules_say_where_the_threshold_comes_from() {
+        let s = Scenario::healthy().ping_period(1);
+        let v = assess(&s.topology, &s.observation, s.now, DERIVED);
+        assert_eq!(
+            v.silence[0],
+            SilenceRule { threshold: Duration::from_millis(1400), source: SilenceSource::PingPeriod { seconds: 1 } }
+        );
+        assert_eq!(v.silence[0].quiet_seconds_limit(), 3);
+        let s = Scenario::healthy();
+        let v = assess(&s.topology, &s.observation, s.now, DERIVED);
+        assert_eq!(v.silence[1].threshold, FALLBACK_LINK_SILENCE);
+        assert!(matches!(v.silence[1].source, SilenceSource::Fallback { period: PingPeriod::Unknown, .. }));
+        assert_eq!(v.silence[1].quiet_seconds_limit(), 12);
+        let v = assess(&s.topology, &s.observation, s.now, SETTINGS);
+        assert_eq!(v.silence[0].source, SilenceSource::Configured);
+    }
+
+    #[test]
+    fn a_stalled_witness_names_its_offset() {
+        let s = room1_silent(Duration::from_secs(2), Duration::from_secs(2), 1, 1);
+        let v = assess(&s.topology, &s.observation, s.now, DERIVED);
+        let head2 = s.topology.head(0, 1);
+        assert!(matches!(v.hearing[head2], Some(Hearing::Stalled { offset: 1000, still_ms }) if still_ms >= 2000));
+        assert!(v.deaf(head2));
+        // A healthy replica hears; a master has no hearing at all.
+        assert_eq!(v.hearing[s.topology.shards[0].chains[1][1]], Some(Hearing::Hears));
+        assert_eq!(v.hearing[s.topology.head(0, 0)], None);
     }
 }

@@ -11,8 +11,6 @@
 //! Events name instances by address and shards and rooms by name, so a subscriber needs no
 //! topology to use them.
 
-use std::time::Duration;
-
 use crate::{
     detect::{RoomStatus, Verdict},
     info::Role,
@@ -106,7 +104,6 @@ impl Snapshot {
         observation: &Observation,
         verdict: &Verdict,
         designated: &Masters,
-        link_silence: Duration,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let answers_as_master = |id: InstanceId| observation.live(id).is_some_and(|i| i.role == Role::Master);
@@ -137,7 +134,7 @@ impl Snapshot {
                 masters[i.shard] == Some(id)
                     && verdict.down[id]
                     && (rooms[i.room] == RoomStatus::Lost
-                        || crate::plan::master_lost(topology, observation, verdict, id, link_silence))
+                        || crate::plan::master_lost(topology, observation, verdict, id))
             })
             .collect();
         // A probe that fails between two answers (a demotion closes every client connection,
@@ -227,21 +224,28 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::topology::fixtures;
 
-    const SILENCE: Duration = Duration::from_secs(12);
+    const SETTINGS: crate::detect::DetectSettings = crate::detect::DetectSettings {
+        down_after: Duration::from_secs(1),
+        silence: crate::detect::SilenceSettings {
+            configured: Some(Duration::from_secs(12)),
+            margin: Duration::from_millis(400),
+        },
+    };
 
     /// A lone master down: `+odown` once its replica agrees it is gone, as for a lost room.
     #[test]
     fn a_lone_master_is_objectively_down_when_its_replicas_agree() {
-        use crate::detect::{DetectSettings, assess, scenario::Scenario};
+        use crate::detect::{assess, scenario::Scenario};
         let mut s = Scenario::healthy();
         let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
-        let settings = DetectSettings { down_after: Duration::from_secs(1), link_silence: SILENCE };
         let odown = |s: &Scenario| {
-            let verdict = assess(&s.topology, &s.observation, s.now, settings);
-            Snapshot::take(&s.topology, &s.observation, &verdict, &vec![Some(m), Some(4)], SILENCE, None).odown[m]
+            let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+            Snapshot::take(&s.topology, &s.observation, &verdict, &vec![Some(m), Some(4)], None).odown[m]
         };
         s.fail(m, Duration::from_secs(2));
         assert!(!odown(&s), "down from here only: subjectively");
@@ -379,7 +383,6 @@ mod tests {
         use std::time::Instant;
 
         use crate::{
-            detect::{RoomVerdict, Verdict},
             info,
             observe::{Observation, ProbeError, ProbeErrorKind},
         };
@@ -395,23 +398,22 @@ mod tests {
         }
         observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
         observation.instances[4].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
-        let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
-        let verdict = Verdict { down: vec![false; 8], rooms: vec![room.clone(), room] };
+        let verdict = crate::detect::assess(&t, &observation, now, SETTINGS);
 
-        let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], SILENCE, None);
+        let first = Snapshot::take(&t, &observation, &verdict, &vec![Some(0), Some(4)], None);
         assert_eq!(first.masters, [Some(0), Some(4)]);
         assert_eq!(first.verified, [true, true]);
         // Shard 0 is being moved to 12:6401 (instance 2), which still answers as a replica,
         // and the old master stops answering: clients keep being told the old master.
         observation.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
-        let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], SILENCE, Some(&first));
+        let moving = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&first));
         assert_eq!(moving.masters, [Some(0), Some(4)]);
         assert_eq!(moving.verified, [true, true], "the old master was verified; it is reported down by its flags");
         assert_eq!(moving.roles[0], Some(LiveRole::Master), "the last known role is kept");
         assert!(diff(&t, &first, &moving, &[None, None]).is_empty());
         // Promoted: one switch.
         observation.instances[2].record(now, Duration::ZERO, Ok(fixture("redis7-promoted.txt")));
-        let done = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], SILENCE, Some(&moving));
+        let done = Snapshot::take(&t, &observation, &verdict, &vec![Some(2), Some(4)], Some(&moving));
         assert_eq!(done.masters, [Some(2), Some(4)]);
         assert_eq!(
             names(&diff(&t, &moving, &done, &[Some(Trigger::Manual), None])),
@@ -419,20 +421,20 @@ mod tests {
         );
         // On a first round with no answer at all, the designated master is reported.
         let blind = Observation::new(8);
-        let unverified = Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], SILENCE, None);
+        let unverified = Snapshot::take(&t, &blind, &verdict, &vec![Some(0), None], None);
         assert_eq!(unverified.masters, [Some(0), None]);
         assert_eq!(unverified.verified, [false, false], "named by the state file only");
         // It answers, but as a replica (a stale state file): still not verified.
         let mut stale = Observation::new(8);
         stale.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
-        let still = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&unverified));
+        let still = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], Some(&unverified));
         assert_eq!((still.masters[0], still.verified[0]), (Some(0), false));
         // Once it answers as a master it is, and stays so while it is the one reported.
         stale.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
-        let verified = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&still));
+        let verified = Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], Some(&still));
         assert!(verified.verified[0]);
         stale.instances[0].record(now, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "x")));
-        assert!(Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], SILENCE, Some(&verified)).verified[0]);
+        assert!(Snapshot::take(&t, &stale, &verdict, &vec![Some(0), None], Some(&verified)).verified[0]);
     }
 
     #[test]

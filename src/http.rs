@@ -115,22 +115,34 @@ async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q
             .into_response();
     }
     info!(room = %q.room, force = q.force, "admin API: failover requested");
-    let _guard = shared.action_lock.lock().await;
-    let started = Instant::now();
-    let result = switchover::failover(&shared.config, &q.room, q.force).await;
-    match result {
-        Ok(report) => {
-            if report.shards.iter().any(|s| s.how != "already") {
-                shared.metrics.record_failover(&report.room, Trigger::Manual, true, started.elapsed());
+    // A task of its own: if the client goes away, hyper drops this handler, but the failover
+    // (pause, promote, converge, unpause) runs to its end and is counted all the same.
+    let task = shared.tasks.spawn({
+        let shared = shared.clone();
+        async move {
+            let _guard = shared.action_lock.lock().await;
+            let started = Instant::now();
+            let result = switchover::failover(&shared.config, &q.room, q.force).await;
+            match &result {
+                Ok(report) => {
+                    if report.shards.iter().any(|s| s.how != "already") {
+                        shared.metrics.record_failover(&report.room, Trigger::Manual, true, started.elapsed());
+                    }
+                    info!(room = %report.room, "admin API: failover done");
+                }
+                Err(FailoverError::UnknownRoom { .. }) => {}
+                Err(e) => {
+                    shared.metrics.record_failover(&q.room, Trigger::Manual, false, started.elapsed());
+                    warn!(error = %e, "admin API: failover did not complete");
+                }
             }
-            info!(room = %report.room, "admin API: failover done");
-            Json(report).into_response()
+            (q.room, result)
         }
-        Err(e @ FailoverError::UnknownRoom { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => {
-            shared.metrics.record_failover(&q.room, Trigger::Manual, false, started.elapsed());
-            warn!(error = %e, "admin API: failover did not complete");
-            error(StatusCode::CONFLICT, format!("failover to room {} did not complete: {e}", q.room))
-        }
+    });
+    match task.await {
+        Ok((_, Ok(report))) => Json(report).into_response(),
+        Ok((_, Err(e @ FailoverError::UnknownRoom { .. }))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok((room, Err(e))) => error(StatusCode::CONFLICT, format!("failover to room {room} did not complete: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the failover task failed: {e}")),
     }
 }

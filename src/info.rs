@@ -30,6 +30,9 @@ pub struct MasterLink {
     pub sync_in_progress: bool,
     /// `slave_repl_offset`: how much of the master's stream this replica has processed.
     pub repl_offset: i64,
+    /// `slave_read_repl_offset` (Redis >= 7.0, Valkey): how much it has *read*, which moves as
+    /// soon as bytes arrive, before they are applied.
+    pub read_offset: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -65,6 +68,13 @@ pub struct ReplicationInfo {
 }
 
 impl MasterLink {
+    /// The offset that shows the master's stream arriving: every byte the master sends, its
+    /// periodic PING included, advances it (see [`crate::detect`]). The read offset where the
+    /// version reports one, else the processed offset, which every version reports.
+    pub fn progress_offset(&self) -> i64 {
+        self.read_offset.unwrap_or(self.repl_offset)
+    }
+
     /// True when this link points at `host:port` (as given to `REPLICAOF`).
     pub fn points_to(&self, host: &str, port: u16) -> bool {
         self.host == host && self.port == port
@@ -158,6 +168,7 @@ pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
             link_down_since_seconds: optional(&fields, "master_link_down_since_seconds")?,
             sync_in_progress: optional::<i64>(&fields, "master_sync_in_progress")?.unwrap_or(0) != 0,
             repl_offset: optional(&fields, "slave_repl_offset")?.unwrap_or(0),
+            read_offset: optional(&fields, "slave_read_repl_offset")?,
         }),
     };
     let replicas = replica_lines.into_iter().filter_map(parse_replica).collect::<Result<_, _>>()?;
@@ -183,7 +194,7 @@ pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
 
 /// The fields the parser reads; every other key is ignored. A fixed table instead of a
 /// map: this runs on every probe (thousands per second in large deployments).
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "role",
     "master_host",
     "master_port",
@@ -192,6 +203,7 @@ const KEYS: [&str; 12] = [
     "master_link_down_since_seconds",
     "master_sync_in_progress",
     "slave_repl_offset",
+    "slave_read_repl_offset",
     "master_replid",
     "master_replid2",
     "master_repl_offset",

@@ -10,7 +10,8 @@
 //! the right address, as on real hosts), `--protected-mode no` so Redis 7 does not refuse
 //! peers from 127.0.0.12, `--repl-diskless-sync-delay 0` so a chain comes up in a second
 //! instead of 5 s per hop, and `--repl-ping-replica-period 1` so an idle master is never
-//! silent for more than a second (see `link_silence`).
+//! silent for more than a second: the production recommendation, with which a silent room is
+//! detected in about a second (see [`crate::detect`]).
 //!
 //! Any server from Redis 2.8 to 7.x or Valkey 8 will do (`--redis-server PATH`, or
 //! `ROOMGUARD_REDIS_SERVER`): the arguments follow its `--version`. Older versions lack some
@@ -52,6 +53,8 @@ pub enum LabError {
     NotReady { addr: Addr, secs: u64, log: PathBuf },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot black-hole {ip}: `iptables {rule}` failed: {why} (it needs root and iptables)")]
+    Iptables { ip: String, rule: String, why: String },
 }
 
 /// The Redis server binary: `$ROOMGUARD_REDIS_SERVER` or `redis-server` from `PATH`.
@@ -297,13 +300,13 @@ impl Default for LabSpec {
 }
 
 impl LabSpec {
-    /// The lab's `controller.toml`: the seed deployment on the lab's addresses. The masters
-    /// ping every second, so `link_silence` can be 3 s instead of 12 s; the cooldown is
-    /// 10 s instead of 5 min so that a demo can lose one room after the other.
+    /// The lab's `controller.toml`: the seed deployment on the lab's addresses. The silence
+    /// threshold is derived from the masters' 1 s ping period; the cooldown is 10 s instead of
+    /// 5 min so that a demo can lose one room after the other.
     pub fn config_toml(&self) -> String {
         let rooms: Vec<String> = (1..=self.room_ips.len()).map(|r| format!("\"{r}\"")).collect();
         let mut out = format!(
-            "rooms = [{}]\n\n[controller]\nlink_silence = \"3s\"\ncooldown = \"10s\"\nstate_file = \"roomguard-state.json\"\n\n\
+            "rooms = [{}]\n\n[controller]\ncooldown = \"10s\"\nstate_file = \"roomguard-state.json\"\n\n\
              [http]\nlisten = \"{}\"\n",
             rooms.join(", "),
             self.http_listen
@@ -403,6 +406,16 @@ impl Lab {
         self.topology().room_members(room).collect()
     }
 
+    /// Drops every packet to and from `room`'s address on the lab's ports until the returned
+    /// guard is dropped: a room gone silent (power or fibre loss), no RST.
+    pub fn black_hole(&self, room: usize) -> Result<BlackHole, LabError> {
+        let t = self.topology();
+        let ip = t.addr(t.room_members(room).next().expect("a room has instances")).host.clone();
+        let ports = t.instances.iter().map(|i| i.addr.port);
+        let (low, high) = (ports.clone().min().expect("instances"), ports.max().expect("instances"));
+        BlackHole::start(&ip, low..=high)
+    }
+
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }
@@ -420,4 +433,63 @@ fn seed_parent(t: &Topology, id: usize) -> Option<Addr> {
     let order = t.chain_order(t.head(shard, 0));
     let pos = order.iter().position(|&x| x == id)?;
     pos.checked_sub(1).map(|p| t.addr(order[p]).clone())
+}
+
+/// iptables rules that drop every TCP packet to and from one address on a port range, in both
+/// directions and whichever side opened the connection: the address's servers, and its
+/// instances as clients of other rooms (replication). Loopback packets pass `OUTPUT` once, so
+/// the rules live there. Removed when dropped; a rule left by a killed run is removed before it
+/// is added again, so rules never pile up.
+pub struct BlackHole {
+    rules: Vec<Vec<String>>,
+}
+
+impl BlackHole {
+    pub fn start(ip: &str, ports: std::ops::RangeInclusive<u16>) -> Result<BlackHole, LabError> {
+        let range = format!("{}:{}", ports.start(), ports.end());
+        let tag = format!("roomguard black hole {ip} {range}");
+        let rules: Vec<Vec<String>> = [("-d", "--dport"), ("-s", "--sport"), ("-s", "--dport"), ("-d", "--sport")]
+            .into_iter()
+            .map(|(side, port)| {
+                ["OUTPUT", side, ip, "-p", "tcp", port, &range, "-m", "comment", "--comment", &tag, "-j", "DROP"]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .collect();
+        let mut hole = BlackHole { rules: Vec::new() };
+        for rule in rules {
+            delete_all(&rule);
+            let out = Command::new("iptables").arg("-I").args(&rule).output();
+            let why = match out {
+                Ok(o) if o.status.success() => {
+                    hole.rules.push(rule);
+                    continue;
+                }
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            // `hole` is dropped here: the rules added so far are removed.
+            return Err(LabError::Iptables { ip: ip.to_string(), rule: format!("-I {}", rule.join(" ")), why });
+        }
+        Ok(hole)
+    }
+}
+
+/// Deletes every copy of `rule` (at most a few: one per killed run).
+fn delete_all(rule: &[String]) {
+    for _ in 0..16 {
+        let deleted =
+            Command::new("iptables").arg("-D").args(rule).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !deleted {
+            break;
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            delete_all(rule);
+        }
+    }
 }

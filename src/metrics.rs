@@ -61,6 +61,15 @@ pub struct FailoverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub shard: String,
+    /// The room holding the shard's master (lost, or holding the lost master).
+    pub room: String,
+    /// `cooldown`, `auto_failover_off` or `no_target`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub instance: String,
 }
@@ -80,6 +89,11 @@ pub struct ActionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,12 +161,18 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub last_failover_timestamp: FloatGauge,
     pub last_failover_duration: FloatGauge,
+    pub failover_held: Family<HeldLabels, Gauge>,
+    /// The series of `failover_held` set last round, to remove those no longer held.
+    held_now: Mutex<Vec<HeldLabels>>,
+    pub state_save_errors: Counter,
+    pub state_save_failing: Gauge,
     pub probe_duration: Family<ProbeLabels, Histogram>,
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
     pub diverged_bytes: Family<DivergedLabels, Counter>,
     pub restarted_empty: Family<InstanceLabels, Counter>,
     pub config_warning: Family<ConfigWarningLabels, Gauge>,
+    pub link_silence_threshold: Family<ShardLabels, FloatGauge>,
     pub rounds: Counter,
     pub round_duration: Histogram,
     pub sentinel_connections: Gauge,
@@ -192,6 +212,10 @@ impl Metrics {
             failovers: Family::default(),
             last_failover_timestamp: FloatGauge::default(),
             last_failover_duration: FloatGauge::default(),
+            failover_held: Family::default(),
+            held_now: Mutex::new(Vec::new()),
+            state_save_errors: Counter::default(),
+            state_save_failing: Gauge::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
             }),
@@ -200,6 +224,7 @@ impl Metrics {
             diverged_bytes: Family::default(),
             restarted_empty: Family::default(),
             config_warning: Family::default(),
+            link_silence_threshold: Family::default(),
             rounds: Counter::default(),
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
@@ -265,6 +290,21 @@ impl Metrics {
             Unit::Seconds,
             m.last_failover_duration.clone(),
         );
+        r.register(
+            "failover_held",
+            "1 while a shard's automatic failover is warranted but held (reason: cooldown, auto_failover_off, no_target)",
+            m.failover_held.clone(),
+        );
+        r.register(
+            "state_save_errors",
+            "Failed writes of the state file; a decision that cannot be saved is not acted on",
+            m.state_save_errors.clone(),
+        );
+        r.register(
+            "state_save_failing",
+            "1 while the state file cannot be written (the last write failed): no new decision is acted on",
+            m.state_save_failing.clone(),
+        );
         r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
         r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
         r.register("actions", "Commands that change Redis, by outcome", m.actions.clone());
@@ -273,6 +313,13 @@ impl Metrics {
             "Bytes a demoted stale master had written beyond its successor's promotion point (discarded)",
             Unit::Bytes,
             m.diverged_bytes.clone(),
+        );
+        r.register_with_unit(
+            "link_silence_threshold",
+            "How long a replica's offset may stand still before it no longer hears its master: the shard's \
+             repl-ping-replica-period plus a margin, link_silence when configured, 12 s while a period is unknown",
+            Unit::Seconds,
+            m.link_silence_threshold.clone(),
         );
         r.register(
             "restarted_empty",
@@ -365,6 +412,38 @@ impl Metrics {
         self.last_failover_duration.set(duration.as_secs_f64());
     }
 
+    /// Counts a failed write of the state file, or marks it written again.
+    pub fn record_state_save(&self, ok: bool) {
+        if !ok {
+            self.state_save_errors.inc();
+        }
+        self.state_save_failing.set(i64::from(!ok));
+    }
+
+    /// Restores the last-failover gauges from the state file at start: `at` is when it was
+    /// decided, `took` how long it took to verify (when known).
+    pub fn restore_last_failover(&self, at: SystemTime, took: Option<Duration>) {
+        let verified = at + took.unwrap_or_default();
+        self.last_failover_timestamp
+            .set(verified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        if let Some(took) = took {
+            self.last_failover_duration.set(took.as_secs_f64());
+        }
+    }
+
+    /// Sets `failover_held` to exactly `held`: 1 for each, and the series of failovers no
+    /// longer held removed.
+    pub fn set_held(&self, held: Vec<HeldLabels>) {
+        let mut now = self.held_now.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in now.iter().filter(|l| !held.contains(l)) {
+            self.failover_held.remove(gone);
+        }
+        for labels in &held {
+            self.failover_held.get_or_create(labels).set(1);
+        }
+        *now = held;
+    }
+
     pub fn sentinel_command(&self, command: &str) {
         let command = if SENTINEL_COMMANDS.contains(&command) { command } else { "other" };
         self.sentinel_commands.get_or_create(&CommandLabels { command: command.into() }).inc();
@@ -435,6 +514,10 @@ impl Metrics {
                     .get_or_create(labels)
                     .set((master_offset - info.repl_offset).max(0));
             }
+        }
+        for (shard, rule) in verdict.silence.iter().enumerate() {
+            let labels = ShardLabels { shard: topology.shards[shard].name.clone() };
+            self.link_silence_threshold.get_or_create(&labels).set(rule.threshold.as_secs_f64());
         }
         for (room, name) in self.room_names.iter().enumerate() {
             let labels = RoomLabels { room: name.clone() };

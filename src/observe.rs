@@ -101,8 +101,53 @@ pub struct InstanceObservation {
     pub lost_history: Option<LostHistory>,
     /// Start of the latest successful probe.
     pub answered_at: Option<Instant>,
+    /// How its master's stream has been arriving, while it is a replica that answers.
+    pub progress: Option<OffsetProgress>,
+    /// Its `repl-ping-replica-period`, read by the settings audit.
+    pub ping_period: PingPeriod,
     /// The server's version, read once per connection (kept while failing).
     pub version: Option<ServerVersion>,
+}
+
+/// The controller's record of one replica's offset: the value, when it was first seen, and
+/// when it was last seen unchanged. `first_seen` is the *end* of the first probe that showed
+/// the value and `last_seen` the *start* of the latest one: the instance's offset read happens
+/// between a probe's start and end, so `last_seen - first_seen` never exceeds the time the
+/// offset truly stood still, however late the probes ran. A controller that stalls (a loaded
+/// host) therefore sees less silence, never more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetProgress {
+    pub offset: i64,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+}
+
+impl OffsetProgress {
+    /// How long the offset has been seen standing still.
+    pub fn still_for(&self) -> Duration {
+        self.last_seen.saturating_duration_since(self.first_seen)
+    }
+
+    fn next(previous: Option<OffsetProgress>, offset: i64, started: Instant, finished: Instant) -> OffsetProgress {
+        match previous {
+            Some(p) if p.offset == offset => OffsetProgress { last_seen: started.max(p.last_seen), ..p },
+            _ => OffsetProgress { offset, first_seen: finished, last_seen: finished },
+        }
+    }
+}
+
+/// An instance's `repl-ping-replica-period` (`repl-ping-slave-period` before Redis 5), as far
+/// as the controller knows it. An idle master sends its replicas nothing but a PING this often,
+/// so it bounds how long a healthy link can be silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "seconds", rename_all = "snake_case")]
+pub enum PingPeriod {
+    /// Not read yet (not reachable since the controller started).
+    #[default]
+    Unknown,
+    /// `CONFIG GET` was refused (an ACL without `+config|get`, a renamed `CONFIG`).
+    Refused,
+    Known(u64),
 }
 
 /// How recent the previous answer must be for an offset that went back to count as a restart
@@ -173,6 +218,9 @@ impl InstanceObservation {
                     self.master_since = None;
                     self.lost_history = None;
                 }
+                self.progress = info.master.as_ref().map(|link| {
+                    OffsetProgress::next(self.progress, link.progress_offset(), started, started + latency)
+                });
                 self.info = Some(info);
                 self.answered_at = Some(started);
                 self.failing_since = None;
@@ -181,6 +229,8 @@ impl InstanceObservation {
             Err(error) => {
                 self.reachable = false;
                 self.master_since = None;
+                // Silence is measured over answers only: after a gap, start again.
+                self.progress = None;
                 if error.kind == ProbeErrorKind::Loading {
                     self.failing_since = None;
                 } else {
@@ -237,6 +287,15 @@ impl ObservationStore {
         outcome: Result<ReplicationInfo, ProbeError>,
     ) {
         self.inner.lock().expect("observation lock poisoned").instances[id].record(started, latency, outcome);
+    }
+
+    pub fn record_ping_period(&self, id: InstanceId, period: PingPeriod) {
+        let mut observation = self.inner.lock().expect("observation lock poisoned");
+        let known = &mut observation.instances[id].ping_period;
+        // A later failure to read (the instance went away) keeps what was learnt.
+        if period != PingPeriod::Unknown {
+            *known = period;
+        }
     }
 
     /// The version read on the instance's current connection (when one was read).

@@ -27,7 +27,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    detect::{RoomStatus, Verdict},
+    detect::{Hearing, RoomStatus, Verdict},
     info::{ReplicationInfo, Role},
     observe::Observation,
     topology::{InstanceId, Parent, RoomId, ShardId, Topology},
@@ -97,9 +97,47 @@ pub struct Policy {
     /// converging: its state file names the new master before it is promoted, and for that
     /// moment the old one looks like the shard's only master.
     pub adopt: bool,
-    /// Time left in the cooldown after the last failover, if any.
-    pub cooldown_left: Option<Duration>,
-    pub link_silence: Duration,
+    /// By room index: `Some` while the room is in its cooldown ([`cooling`]); no automatic
+    /// failover goes toward it meanwhile. A missing entry is `None`.
+    pub cooling: Vec<Option<Cooling>>,
+}
+
+/// A room that failed (was judged lost, or an automatic failover moved masters away from it)
+/// less than the cooldown ago.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cooling {
+    pub failed_at_unix_ms: u64,
+    pub until_unix_ms: u64,
+}
+
+/// The anti-flap rule's input: which rooms are in their cooldown at `now_unix_ms`, given when
+/// each last failed (the state file's `room_failures`).
+///
+/// Anti-flap exists to stop ping-pong between rooms, so it is scoped to the room a failover
+/// would go *to*: a room that failed recently is not trusted with the masters yet, but a room
+/// that has not failed takes them at once (a global hold, as Sentinel's failover-timeout and
+/// orchestrator's RecoveryPeriodBlockSeconds have, leaves every shard without a writable master
+/// when a second room is lost, although a healthy room holds the data). A manual switchover
+/// does not count as a failure of the room it leaves: the operator chose it, the room is
+/// healthy.
+pub fn cooling(
+    room_failures: &[Option<u64>],
+    rooms: usize,
+    cooldown: Duration,
+    now_unix_ms: u64,
+) -> Vec<Option<Cooling>> {
+    let cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX);
+    (0..rooms)
+        .map(|room| {
+            let failed_at_unix_ms = room_failures.get(room).copied().flatten()?;
+            let until_unix_ms = failed_at_unix_ms.saturating_add(cooldown_ms);
+            (now_unix_ms < until_unix_ms).then_some(Cooling { failed_at_unix_ms, until_unix_ms })
+        })
+        .collect()
+}
+
+fn rfc3339(unix_ms: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(unix_ms))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -126,12 +164,37 @@ pub struct MasterChange {
     pub reason: Reason,
 }
 
-/// A failover that is warranted but not done, and why.
+/// A failover that is warranted but not done, and why. Its text holds no countdown, so
+/// "log on change" logs it once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Held {
     pub shard: ShardId,
+    /// The room the shard's master is in (lost, or holding the lost master).
     pub room: RoomId,
+    pub kind: HeldKind,
     pub why: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HeldKind {
+    /// `auto_failover = false`.
+    AutoFailoverOff,
+    /// No answering instance to promote.
+    NoTarget,
+    /// Every room that could take over failed within the cooldown; `toward` is the first.
+    Cooldown { toward: RoomId },
+}
+
+impl HeldKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HeldKind::AutoFailoverOff => "auto_failover_off",
+            HeldKind::NoTarget => "no_target",
+            HeldKind::Cooldown { .. } => "cooldown",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -165,6 +228,7 @@ pub fn decide(
                 decision.held.push(Held {
                     shard,
                     room,
+                    kind: HeldKind::AutoFailoverOff,
                     why: format!(
                         "the master {} restarted empty and its replicas will full-sync the empty dataset; \
                          auto_failover is off",
@@ -174,31 +238,43 @@ pub fn decide(
             }
             continue;
         }
-        let (target, reason, what) = match verdict.room(room).status {
-            RoomStatus::Lost => (
-                failover_target(topology, observation, verdict, shard, room),
-                Reason::RoomLost { room },
-                "no reachable instance of this shard in a room that is up",
-            ),
-            RoomStatus::Degraded if master_lost(topology, observation, verdict, master, policy.link_silence) => (
-                successor_in_room(topology, observation, verdict, master),
+        let held = |kind: HeldKind, why: String| Held { shard, room, kind, why };
+        let (target, reason) = match verdict.room(room).status {
+            RoomStatus::Lost => {
+                let target = failover_target(topology, observation, verdict, shard, room, policy);
+                (target, Reason::RoomLost { room })
+            }
+            // Within the master's room: no room changes, so the cooldown does not apply.
+            RoomStatus::Degraded if master_lost(topology, observation, verdict, master) => (
+                successor_in_room(topology, observation, verdict, master).map(|to| (to, None)),
                 Reason::MasterLost { instance: master },
-                "no other instance of the master's room answers",
             ),
             _ => continue,
         };
-        let held = |why: String| Held { shard, room, why };
-        let Some(to) = target else {
-            decision.held.push(held(what.into()));
+        let Some((to, cooling)) = target else {
+            let what = match reason {
+                Reason::MasterLost { .. } => "no other instance of the master's room answers",
+                _ => "no reachable instance of this shard in a room that is up",
+            };
+            decision.held.push(held(HeldKind::NoTarget, what.into()));
             continue;
         };
         if !policy.auto_failover {
-            decision.held.push(held("auto_failover is off; run `roomguard failover --room ROOM`".into()));
-        } else if let Some(left) = policy.cooldown_left {
-            decision.held.push(held(format!(
-                "in cooldown after the last failover for {} more",
-                humantime::format_duration(Duration::from_secs(left.as_secs()))
-            )));
+            let why = "auto_failover is off; run `roomguard failover --room ROOM`".into();
+            decision.held.push(held(HeldKind::AutoFailoverOff, why));
+        } else if let Some(c) = cooling {
+            let toward = topology.instance(to).room;
+            let name = topology.room_name(toward);
+            decision.held.push(held(
+                HeldKind::Cooldown { toward },
+                format!(
+                    "room {name} would take over, but it failed itself at {} and no room that has not failed \
+                     can: no automatic failover toward it before {} (the cooldown); \
+                     `roomguard failover --room {name}` overrides",
+                    rfc3339(c.failed_at_unix_ms),
+                    rfc3339(c.until_unix_ms)
+                ),
+            ));
         } else {
             decision.changes.push(MasterChange { shard, from: Some(master), to, reason });
         }
@@ -208,23 +284,18 @@ pub fn decide(
 
 /// The master is down from here, and the instances that replicate from it — at least one —
 /// all agree that it is gone (the same cross-evidence rule as for a room, for one instance).
-pub fn master_lost(
-    topology: &Topology,
-    observation: &Observation,
-    verdict: &Verdict,
-    master: InstanceId,
-    link_silence: Duration,
-) -> bool {
+pub fn master_lost(topology: &Topology, observation: &Observation, verdict: &Verdict, master: InstanceId) -> bool {
     if !verdict.down[master] {
         return false;
     }
     let addr = topology.addr(master);
-    let witnesses: Vec<&ReplicationInfo> = topology
+    let witnesses: Vec<InstanceId> = topology
         .shard_members(topology.instance(master).shard)
-        .filter_map(|id| observation.live(id))
-        .filter(|i| i.master.as_ref().is_some_and(|l| l.points_to(&addr.host, addr.port)))
+        .filter(|&id| {
+            observation.live(id).and_then(|i| i.master.as_ref()).is_some_and(|l| l.points_to(&addr.host, addr.port))
+        })
         .collect();
-    !witnesses.is_empty() && witnesses.iter().all(|i| i.master_silent(link_silence.as_secs()))
+    !witnesses.is_empty() && witnesses.iter().all(|&id| verdict.deaf(id))
 }
 
 /// When `master` restarted without its data: the nearest instance of its room's chain that
@@ -349,17 +420,31 @@ fn adoption(
     }
 }
 
-/// The first reachable instance of the first other room (in preference order) that is up.
+/// The first reachable instance of the first other room (in preference order) that is up;
+/// when that room is in its cooldown, the first of a later room that is not and that can take
+/// over now: its instance no longer hears a master (only such a replica is ever promoted, and
+/// one that still hears a live room would be chained in a circle). Failing that, the first
+/// room's, with its cooldown (the failover is then held).
 fn failover_target(
     topology: &Topology,
     observation: &Observation,
     verdict: &Verdict,
     shard: ShardId,
     lost: RoomId,
-) -> Option<InstanceId> {
-    (0..topology.rooms.len())
+    policy: &Policy,
+) -> Option<(InstanceId, Option<Cooling>)> {
+    let mut candidates = (0..topology.rooms.len())
         .filter(|&room| room != lost && matches!(verdict.room(room).status, RoomStatus::Up | RoomStatus::Degraded))
-        .find_map(|room| topology.shards[shard].chains[room].iter().copied().find(|&id| observation.live(id).is_some()))
+        .filter_map(|room| {
+            let to = topology.shards[shard].chains[room].iter().copied().find(|&id| observation.live(id).is_some())?;
+            Some((to, policy.cooling.get(room).copied().flatten()))
+        });
+    let first = candidates.next()?;
+    if first.1.is_none() {
+        return Some(first);
+    }
+    let orphaned = |id: InstanceId| observation.live(id).is_some_and(|i| i.role == Role::Master) || verdict.deaf(id);
+    Some(candidates.find(|&(to, cooling)| cooling.is_none() && orphaned(to)).unwrap_or(first))
 }
 
 // === plan ===
@@ -367,8 +452,10 @@ fn failover_target(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    /// `REPLICAOF NO ONE` on a replica that should be its shard's master.
-    Promote { instance: InstanceId },
+    /// `REPLICAOF NO ONE` on a replica that should be its shard's master. `because` is the
+    /// evidence that it no longer hears its master, which [`crate::act`] re-checks on a fresh
+    /// read before sending anything.
+    Promote { instance: InstanceId, because: Hearing },
     /// `REPLICAOF to` on a master that must become a replica. `diverged_bytes` is how far
     /// it wrote beyond the point the new master was promoted from (those writes are
     /// discarded by the resync); `None` when the histories are unrelated.
@@ -380,7 +467,7 @@ pub enum Action {
 impl Action {
     pub fn instance(&self) -> InstanceId {
         match *self {
-            Action::Promote { instance } | Action::Demote { instance, .. } | Action::Repoint { instance, .. } => {
+            Action::Promote { instance, .. } | Action::Demote { instance, .. } | Action::Repoint { instance, .. } => {
                 instance
             }
         }
@@ -400,7 +487,7 @@ impl Action {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let t = self.1;
                 match *self.0 {
-                    Action::Promote { instance } => write!(f, "promote {} (REPLICAOF NO ONE)", t.addr(instance)),
+                    Action::Promote { instance, .. } => write!(f, "promote {} (REPLICAOF NO ONE)", t.addr(instance)),
                     Action::Demote { instance, to, .. } => {
                         write!(f, "demote {} to a replica of {}", t.addr(instance), t.addr(to))
                     }
@@ -430,7 +517,6 @@ pub struct Plan {
 /// What the plan's safety rules need besides the observation.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanSettings {
-    pub link_silence: Duration,
     /// How long a master that looks newer than the designated one (its `master_replid2` is
     /// the designated master's ID) is left alone before it is treated as stale: a switchover
     /// run elsewhere passes through that state for milliseconds, a replica restarted from its
@@ -461,7 +547,6 @@ fn plan_shard(
     settings: &PlanSettings,
     out: &mut Plan,
 ) {
-    let silence_secs = settings.link_silence.as_secs();
     // An instance that restarted empty is bridged like a dead one: a replica that full-syncs
     // from it is wiped, and so is everything below. It gets a parent of its own all the same.
     let desired: HashMap<InstanceId, Parent> = topology
@@ -491,11 +576,12 @@ fn plan_shard(
         match parent {
             Parent::None => {
                 if info.role == Role::Replica {
-                    let veto = (!info.master_silent(silence_secs)).then(|| {
+                    let because = verdict.hearing[instance].unwrap_or(Hearing::Hears);
+                    let veto = because.hears().then(|| {
                         let link = info.master.as_ref().expect("replica has a master");
                         format!("it still hears its master {}:{}", link.host, link.port)
                     });
-                    push(Action::Promote { instance }, veto);
+                    push(Action::Promote { instance, because }, veto);
                 }
             }
             Parent::Instance(to) => match &info.master {
@@ -571,10 +657,15 @@ mod tests {
     use super::*;
     use crate::detect::{DetectSettings, assess, scenario::Scenario};
 
-    const SETTINGS: DetectSettings =
-        DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) };
-    const POLICY: Policy =
-        Policy { auto_failover: true, adopt: true, cooldown_left: None, link_silence: Duration::from_secs(12) };
+    const SETTINGS: DetectSettings = DetectSettings {
+        down_after: Duration::from_secs(1),
+        silence: crate::detect::SilenceSettings {
+            configured: Some(Duration::from_secs(12)),
+            margin: Duration::from_millis(400),
+        },
+    };
+    const POLICY: Policy = Policy { auto_failover: true, adopt: true, cooling: Vec::new() };
+    const COOLING: Option<Cooling> = Some(Cooling { failed_at_unix_ms: 1_000, until_unix_ms: 301_000 });
 
     /// One control-loop round: decide, then plan with the new masters.
     fn round(s: &Scenario, masters: &Masters, policy: &Policy) -> (Decision, Masters, Plan) {
@@ -584,8 +675,7 @@ mod tests {
         for c in &decision.changes {
             masters[c.shard] = Some(c.to);
         }
-        let settings =
-            PlanSettings { link_silence: policy.link_silence, newer_master_grace: Duration::from_secs(1), now: s.now };
+        let settings = PlanSettings { newer_master_grace: Duration::from_secs(1), now: s.now };
         let plan = plan(&s.topology, &s.observation, &verdict, &masters, &settings);
         (decision, masters, plan)
     }
@@ -644,15 +734,157 @@ mod tests {
     fn held_when_auto_failover_is_off_or_in_cooldown() {
         let s = Scenario::room1_killed(Duration::from_secs(2));
         let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
-        for policy in [
-            Policy { auto_failover: false, ..POLICY },
-            Policy { cooldown_left: Some(Duration::from_secs(60)), ..POLICY },
-        ] {
+        for policy in [Policy { auto_failover: false, ..POLICY }, Policy { cooling: vec![None, COOLING], ..POLICY }] {
             let (decision, _, plan) = round(&s, &masters, &policy);
             assert!(decision.changes.is_empty());
             assert_eq!(decision.held.len(), 2);
             assert!(plan.actions.is_empty());
         }
+    }
+
+    #[test]
+    fn cooling_is_per_room_and_ends_with_the_cooldown() {
+        let cooldown = Duration::from_secs(300);
+        type Case = (&'static str, Vec<Option<u64>>, u64, Vec<Option<Cooling>>);
+        let cases: Vec<Case> = vec![
+            ("nothing failed", vec![], 1_000_000, vec![None, None, None]),
+            (
+                "room 2 failed 10 s ago",
+                vec![None, Some(990_000)],
+                1_000_000,
+                vec![None, Some(Cooling { failed_at_unix_ms: 990_000, until_unix_ms: 1_290_000 }), None],
+            ),
+            ("room 2 failed exactly a cooldown ago", vec![None, Some(700_000)], 1_000_000, vec![None, None, None]),
+            (
+                "room 1 failed just within, room 3 long ago",
+                vec![Some(700_001), None, Some(1)],
+                1_000_000,
+                vec![Some(Cooling { failed_at_unix_ms: 700_001, until_unix_ms: 1_000_001 }), None, None],
+            ),
+            // A clock that went back: still cooling, never longer than the cooldown past the failure.
+            (
+                "failure in the future",
+                vec![Some(2_000_000)],
+                1_000_000,
+                vec![Some(Cooling { failed_at_unix_ms: 2_000_000, until_unix_ms: 2_300_000 }), None, None],
+            ),
+        ];
+        for (name, failures, now, expected) in cases {
+            assert_eq!(cooling(&failures, 3, cooldown, now), expected, "{name}");
+        }
+    }
+
+    fn promoted(plan: &Plan) -> Vec<InstanceId> {
+        plan.actions.iter().filter(|a| matches!(a, Action::Promote { .. })).map(Action::instance).collect()
+    }
+
+    /// Three rooms, one shard, chained 1 -> 2 -> 3; room 1 is lost (its instances fail, room 2's
+    /// head hears nothing).
+    fn three_rooms_room_1_lost() -> Scenario {
+        let a = |s: &str| s.parse::<crate::topology::Addr>().unwrap();
+        let topology = Topology::new(
+            vec!["1".into(), "2".into(), "3".into()],
+            vec![(
+                "shard-1".into(),
+                vec![
+                    vec![a("10.0.0.1:1"), a("10.0.0.1:2")],
+                    vec![a("10.0.0.2:1"), a("10.0.0.2:2")],
+                    vec![a("10.0.0.3:1"), a("10.0.0.3:2")],
+                ],
+            )],
+        );
+        let now = std::time::Instant::now() + crate::detect::scenario::T0_AGO;
+        let mut s = Scenario { observation: Observation::new(topology.instances.len()), topology, now };
+        let replid = format!("{:040}", 1);
+        let order = s.topology.chain_order(0);
+        s.set_master(order[0], &replid, "", 1000);
+        for pair in order.windows(2) {
+            s.set_replica(pair[1], pair[0], &replid, true, 1);
+        }
+        s.fail(0, Duration::from_secs(2));
+        s.fail(1, Duration::from_secs(2));
+        s.set_replica(2, 1, &replid, false, -1);
+        s
+    }
+
+    /// Anti-flap holds a failover only toward a room that itself failed within the cooldown;
+    /// it goes to the next room that did not fail, and holds only when every candidate did.
+    #[test]
+    fn cooldown_holds_only_failovers_toward_rooms_that_failed() {
+        let (room2_head, room3_head) = (2, 4);
+        let c = COOLING;
+        type Case = (&'static str, Vec<Option<Cooling>>, Result<InstanceId, HeldKind>);
+        let cases: Vec<Case> = vec![
+            ("no room cooling", vec![], Ok(room2_head)),
+            ("the lost room itself cooling", vec![c, None, None], Ok(room2_head)),
+            ("room 3 cooling", vec![None, None, c], Ok(room2_head)),
+            // Room 3 still hears room 2 (alive): it cannot take over without a circle.
+            ("room 2 cooling", vec![None, c, None], Err(HeldKind::Cooldown { toward: 1 })),
+            ("rooms 2 and 3 cooling", vec![None, c, c], Err(HeldKind::Cooldown { toward: 1 })),
+        ];
+        for (name, cooling, expected) in cases {
+            let s = three_rooms_room_1_lost();
+            let policy = Policy { cooling, ..POLICY };
+            let (decision, _, plan) = round(&s, &vec![Some(0)], &policy);
+            match expected {
+                Ok(to) => {
+                    assert_eq!(decision.changes.len(), 1, "{name}: {decision:?}");
+                    assert_eq!(decision.changes[0].to, to, "{name}");
+                    assert_eq!(decision.changes[0].reason, Reason::RoomLost { room: 0 }, "{name}");
+                    assert_eq!(promoted(&plan), vec![to], "{name}");
+                    assert_eq!(plan.actions.len(), 1, "{name}");
+                    assert!(decision.held.is_empty(), "{name}");
+                }
+                Err(kind) => {
+                    assert!(decision.changes.is_empty(), "{name}: {decision:?}");
+                    assert_eq!(decision.held.len(), 1, "{name}");
+                    assert_eq!(decision.held[0].kind, kind, "{name}");
+                    // Stable text (no countdown), naming the room and when it may take over.
+                    let why = &decision.held[0].why;
+                    assert!(
+                        why.contains("room 2 would take over, but it failed itself at 1970-01-01T00:00:01Z"),
+                        "{why}"
+                    );
+                    assert!(why.contains("before 1970-01-01T00:05:01Z"), "{why}");
+                    assert!(plan.actions.is_empty(), "{name}");
+                }
+            }
+        }
+        // Room 3 no longer hears room 2 (it lost its link): it takes over from cooling room 2.
+        let mut s = three_rooms_room_1_lost();
+        s.set_replica(room3_head, 3, &format!("{:040}", 1), false, -1);
+        let (decision, _, plan) = round(&s, &vec![Some(0)], &Policy { cooling: vec![None, c, None], ..POLICY });
+        assert_eq!(decision.changes.iter().map(|c| c.to).collect::<Vec<_>>(), vec![room3_head], "{decision:?}");
+        assert_eq!(promoted(&plan), vec![room3_head], "{plan:?}");
+        // The cascade: room 2 took over, then was lost too. Room 3 takes over at once, whatever
+        // the cooldown of rooms 1 and 2.
+        let mut s = three_rooms_room_1_lost();
+        s.fail(2, Duration::from_secs(2));
+        s.fail(3, Duration::from_secs(2));
+        s.set_replica(room3_head, 3, &format!("{:040}", 1), false, -1);
+        for cooling in [vec![], vec![c, None, None], vec![c, c, None]] {
+            let (decision, _, plan) = round(&s, &vec![Some(room2_head)], &Policy { cooling, ..POLICY });
+            assert_eq!(decision.changes.iter().map(|c| c.to).collect::<Vec<_>>(), vec![room3_head], "{decision:?}");
+            assert_eq!(decision.changes[0].reason, Reason::RoomLost { room: 1 });
+            assert_eq!(promoted(&plan), vec![room3_head]);
+            assert_eq!(plan.actions.len(), 1);
+        }
+        // ... but not toward room 3 if it failed too.
+        let policy = Policy { cooling: vec![None, None, c], ..POLICY };
+        let (decision, _, _) = round(&s, &vec![Some(room2_head)], &policy);
+        assert_eq!(decision.held[0].kind, HeldKind::Cooldown { toward: 2 }, "{decision:?}");
+    }
+
+    #[test]
+    fn cooldown_never_holds_a_failover_within_the_masters_room() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.fail(m, Duration::from_secs(2));
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        let (decision, new_masters, _) = round(&s, &masters, &Policy { cooling: vec![COOLING, COOLING], ..POLICY });
+        assert_eq!(decision.changes[0].reason, Reason::MasterLost { instance: m });
+        assert_eq!(new_masters[0], Some(r));
     }
 
     #[test]
@@ -736,7 +968,7 @@ mod tests {
         let (decision, _, _) = round(&s, &new_masters, &POLICY);
         assert!(decision.changes.is_empty(), "{decision:?}");
         // Even in the cooldown; but not when automatic failover is off.
-        let cooling = Policy { cooldown_left: Some(Duration::from_secs(60)), ..POLICY };
+        let cooling = Policy { cooling: vec![COOLING, COOLING], ..POLICY };
         assert_eq!(round(&s, &masters, &cooling).1[0], Some(r));
         let (decision, _, plan) = round(&s, &masters, &Policy { auto_failover: false, ..POLICY });
         assert!(decision.changes.is_empty() && plan.actions.is_empty());
@@ -1019,7 +1251,7 @@ mod tests {
             let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
             let (_, _, plan) = round(&s, &masters, &POLICY);
             for action in &plan.actions {
-                if let Action::Promote { instance } = *action {
+                if let Action::Promote { instance, .. } = *action {
                     let shard = s.topology.instance(instance).shard;
                     let old = masters[shard].unwrap();
                     // Another room only when the master's room is lost; within the room only

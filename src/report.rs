@@ -8,10 +8,10 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
 use crate::{
-    detect::{RoomStatus, Verdict},
+    detect::{Hearing, RoomStatus, SilenceRule, SilenceSource, Verdict},
     info::Role,
-    observe::Observation,
-    plan::{Decision, Masters, Plan},
+    observe::{Observation, PingPeriod},
+    plan::{Cooling, Decision, Masters, Plan},
     state::FailoverRecord,
     topology::{Parent, Topology},
 };
@@ -43,19 +43,62 @@ pub struct RoomReport {
     pub instances: usize,
     /// Replicas in other rooms that replicate from this room, and whether they hear it.
     pub witnesses: Vec<WitnessReport>,
+    /// While the room is in its cooldown: when it failed (lost, or failed away from) and until
+    /// when no automatic failover goes toward it (Unix ms).
+    pub failed_at_unix_ms: Option<u64>,
+    pub cooldown_until_unix_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct WitnessReport {
     pub instance: String,
     pub hears: bool,
+    /// Why it does not hear (`link_down`, `stalled` with its offset and for how long,
+    /// `quiet` with Redis' whole-second count), or `hears`.
+    pub evidence: Option<Hearing>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardReport {
     pub name: String,
     pub master: Option<String>,
+    /// How long a link of this shard may be silent before its replica no longer hears its
+    /// master, and where that comes from (the ping period read from Redis, or a fallback).
+    pub silence: SilenceReport,
     pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SilenceReport {
+    pub threshold_ms: u64,
+    /// `ping_period`, `configured` or `fallback`.
+    pub basis: &'static str,
+    /// The same in words, for `status`.
+    pub why: String,
+}
+
+impl SilenceReport {
+    fn new(t: &Topology, rule: &SilenceRule) -> Self {
+        let threshold = humantime::format_duration(rule.threshold);
+        let (basis, why) = match rule.source {
+            SilenceSource::PingPeriod { seconds } => {
+                ("ping_period", format!("{threshold}: repl-ping-replica-period {seconds}s + margin"))
+            }
+            SilenceSource::Configured => ("configured", format!("{threshold}: controller.link_silence")),
+            SilenceSource::Fallback { instance, period } => (
+                "fallback",
+                format!(
+                    "{threshold} (fallback): the ping period of {} is {}",
+                    t.addr(instance),
+                    match period {
+                        PingPeriod::Refused => "not readable (CONFIG GET refused)",
+                        _ => "not known yet",
+                    }
+                ),
+            ),
+        };
+        SilenceReport { threshold_ms: rule.threshold.as_millis() as u64, basis, why }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -89,11 +132,14 @@ pub struct ReportInput<'a> {
     pub plan: &'a Plan,
     pub epoch: u64,
     pub last_failover: Option<&'a FailoverRecord>,
+    /// By room: its cooldown, if it is in one ([`crate::plan::cooling`]).
+    pub cooling: &'a [Option<Cooling>],
 }
 
 impl Report {
     pub fn build(input: ReportInput<'_>) -> Report {
-        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover } = input;
+        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover, cooling } =
+            input;
         let mut primary_rooms: Vec<usize> = masters.iter().flatten().map(|&m| t.instance(m).room).collect();
         primary_rooms.dedup();
         let primary_room = match (primary_rooms.as_slice(), masters.iter().all(Option::is_some)) {
@@ -112,8 +158,14 @@ impl Report {
                 witnesses: v
                     .witnesses
                     .iter()
-                    .map(|w| WitnessReport { instance: t.addr(w.instance).to_string(), hears: w.hears })
+                    .map(|w| WitnessReport {
+                        instance: t.addr(w.instance).to_string(),
+                        hears: w.hears,
+                        evidence: verdict.hearing[w.instance],
+                    })
                     .collect(),
+                failed_at_unix_ms: cooling.get(room).copied().flatten().map(|c| c.failed_at_unix_ms),
+                cooldown_until_unix_ms: cooling.get(room).copied().flatten().map(|c| c.until_unix_ms),
             })
             .collect();
         let shards: Vec<ShardReport> = t
@@ -163,7 +215,12 @@ impl Report {
                         }
                     })
                     .collect();
-                ShardReport { name: s.name.clone(), master: masters[shard].map(|m| t.addr(m).to_string()), instances }
+                ShardReport {
+                    name: s.name.clone(),
+                    master: masters[shard].map(|m| t.addr(m).to_string()),
+                    silence: SilenceReport::new(t, &verdict.silence[shard]),
+                    instances,
+                }
             })
             .collect();
 
@@ -247,6 +304,16 @@ impl Report {
             }
         }
         let mut out = format!("{table}\n{}\n", self.verdict);
+        let mut silence: Vec<(&str, Vec<&str>)> = Vec::new();
+        for s in &self.shards {
+            match silence.iter_mut().find(|(why, _)| *why == s.silence.why) {
+                Some((_, shards)) => shards.push(&s.name),
+                None => silence.push((&s.silence.why, vec![&s.name])),
+            }
+        }
+        for (why, shards) in silence {
+            out.push_str(&format!("silence evidence after {why} ({})\n", shards.join(", ")));
+        }
         for r in &self.rooms {
             if r.status == RoomStatus::CutOff {
                 let hearing: Vec<&str> = r.witnesses.iter().filter(|w| w.hears).map(|w| w.instance.as_str()).collect();
@@ -257,6 +324,9 @@ impl Report {
                     hearing.join(", ")
                 ));
             }
+        }
+        for line in self.cooldown_notes() {
+            out.push_str(&format!("{line}\n"));
         }
         if let Some(f) = &self.last_failover {
             out.push_str(&format!(
@@ -276,6 +346,27 @@ impl Report {
             out.push_str(&format!("- {line}\n"));
         }
         out
+    }
+}
+
+impl Report {
+    /// One line per room in its cooldown.
+    fn cooldown_notes(&self) -> Vec<String> {
+        let time = |ms: u64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+        };
+        self.rooms
+            .iter()
+            .filter_map(|r| {
+                let (failed, until) = r.failed_at_unix_ms.zip(r.cooldown_until_unix_ms)?;
+                Some(format!(
+                    "cooldown: room {} failed at {}; no automatic failover toward it before {}",
+                    r.name,
+                    time(failed),
+                    time(until)
+                ))
+            })
+            .collect()
     }
 }
 
@@ -331,6 +422,7 @@ impl Report {
                 )
             })
             .collect();
+        notes.extend(self.cooldown_notes().iter().map(|n| esc(n)));
         notes.extend(self.held.iter().chain(&self.pending).chain(&self.vetoed).map(|n| esc(n)));
         if !notes.is_empty() {
             h.push_str("<ul class=warn>");

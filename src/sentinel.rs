@@ -1376,7 +1376,6 @@ mod tests {
 
     #[test]
     fn a_master_only_the_state_file_names_is_reported_down_until_verified() {
-        use crate::detect::{RoomStatus, RoomVerdict, Verdict};
         let topology = crate::topology::fixtures::seed();
         let initial = seed_view();
         let s = &initial.shards[0];
@@ -1401,16 +1400,18 @@ mod tests {
         for id in 0..topology.instances.len() {
             observation.instances[id].record(now, Duration::ZERO, Ok(fixture("redis7-replica.txt")));
         }
-        let room = RoomVerdict { status: RoomStatus::Up, down: 0, total: 4, witnesses: vec![] };
-        let verdict = Verdict { down: vec![false; topology.instances.len()], rooms: vec![room.clone(), room] };
+        let settings = crate::detect::DetectSettings {
+            down_after: Duration::from_secs(1),
+            silence: crate::detect::SilenceSettings::new(None, Duration::from_millis(100)),
+        };
+        let verdict = crate::detect::assess(&topology, &observation, now, settings);
         let designated = vec![Some(0), Some(4)];
-        let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), None);
+        let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, None);
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
         assert!(flags_of(&master_state(&view.shards[0], &view)).contains("s_down"), "{view:?}");
         // Once it answers as a master it is reported up.
         observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
-        let snapshot =
-            Snapshot::take(&topology, &observation, &verdict, &designated, Duration::from_secs(5), Some(&snapshot));
+        let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Some(&snapshot));
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
         assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
     }

@@ -6,12 +6,17 @@
 //! The file names instances by address and shards by name, so it stays readable and
 //! survives reordering of the config; an entry that no longer matches the config is an
 //! error naming the file, the shard and the instance.
+//!
+//! It also keeps, per room, when the room last *failed* (was judged lost, or an automatic
+//! failover moved masters away from it): the anti-flap rule holds automatic failovers
+//! toward such a room for the cooldown, and that must survive a restart. Fields added after
+//! version 1 are `#[serde(default)]`, so older files still load.
 
 use std::{
     collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +37,8 @@ pub enum StateError {
     Mismatch { path: PathBuf, problem: String },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("state file {path}: its directory {dir} {problem}")]
+    Directory { path: PathBuf, dir: PathBuf, problem: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,17 +70,20 @@ pub struct FailoverRecord {
     /// The room the moved shards' masters are in now.
     pub to_room: String,
     pub shards: Vec<String>,
+    /// Decision to verified new masters, once verified (restores the duration metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
 }
 
 impl FailoverRecord {
     pub fn now(trigger: Trigger, to_room: &str, shards: Vec<String>) -> Self {
-        FailoverRecord { at_unix_ms: unix_ms(SystemTime::now()), trigger, to_room: to_room.to_string(), shards }
-    }
-
-    /// Time left in `cooldown` after this failover, if any.
-    pub fn cooldown_left(&self, cooldown: Duration, now: SystemTime) -> Option<Duration> {
-        let elapsed = Duration::from_millis(unix_ms(now).saturating_sub(self.at_unix_ms));
-        cooldown.checked_sub(elapsed).filter(|left| !left.is_zero())
+        FailoverRecord {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            trigger,
+            to_room: to_room.to_string(),
+            shards,
+            took_ms: None,
+        }
     }
 }
 
@@ -89,6 +99,9 @@ struct StateFile {
     /// shard name -> master address
     masters: BTreeMap<String, String>,
     last_failover: Option<FailoverRecord>,
+    /// room name -> when it last failed (Unix ms): judged lost, or failed away from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    room_failures: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,11 +110,23 @@ pub struct State {
     pub epoch: u64,
     pub masters: Masters,
     pub last_failover: Option<FailoverRecord>,
+    /// By room index: when it last failed (Unix ms); `None` (or no entry): not since the
+    /// file was created.
+    pub room_failures: Vec<Option<u64>>,
 }
 
 impl State {
     pub fn new(masters: Masters) -> Self {
-        State { epoch: 0, masters, last_failover: None }
+        State { epoch: 0, masters, last_failover: None, room_failures: Vec::new() }
+    }
+
+    /// Records that `room` failed at `at_unix_ms` (never moves the time back).
+    pub fn record_room_failure(&mut self, room: usize, at_unix_ms: u64) {
+        if self.room_failures.len() <= room {
+            self.room_failures.resize(room + 1, None);
+        }
+        let slot = &mut self.room_failures[room];
+        *slot = Some(slot.map_or(at_unix_ms, |t| t.max(at_unix_ms)));
     }
 
     /// Reads the state file; `Ok(None)` when it does not exist yet.
@@ -127,7 +152,9 @@ impl State {
                 })?;
             masters[shard] = Some(id);
         }
-        Ok(Some(State { epoch: file.epoch, masters, last_failover: file.last_failover }))
+        // A room removed from the config is simply forgotten, as a shard is.
+        let room_failures = topology.rooms.iter().map(|room| file.room_failures.get(room).copied()).collect();
+        Ok(Some(State { epoch: file.epoch, masters, last_failover: file.last_failover, room_failures }))
     }
 
     /// Writes the state file atomically.
@@ -144,17 +171,42 @@ impl State {
                 })
                 .collect(),
             last_failover: self.last_failover.clone(),
+            room_failures: self
+                .room_failures
+                .iter()
+                .zip(&topology.rooms)
+                .filter_map(|(at, room)| at.map(|at| (room.clone(), at)))
+                .collect(),
         };
         let text = serde_json::to_string_pretty(&file).expect("state serializes");
         write_atomically(path, text.as_bytes()).map_err(|source| StateError::Write { path: path.into(), source })
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+/// Checks that the state file can be written where it is configured: its directory exists,
+/// is a directory, and a file can be created in it (by trying: permission bits alone do not
+/// say what root, ACLs or a read-only mount allow).
+pub fn check_writable(path: &Path) -> Result<(), StateError> {
+    let dir = parent_dir(path);
+    let problem = |problem: String| StateError::Directory { path: path.into(), dir: dir.into(), problem };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(problem("does not exist".into())),
+        Err(e) => return Err(problem(format!("cannot be read: {e}"))),
+        Ok(m) if !m.is_dir() => return Err(problem("is not a directory".into())),
+        Ok(_) => {}
+    }
+    tempfile::NamedTempFile::new_in(dir).map(drop).map_err(|e| problem(format!("is not writable by this user: {e}")))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.write_all(b"\n")?;
@@ -179,6 +231,7 @@ mod tests {
             epoch: 3,
             masters: vec![Some(2), None],
             last_failover: Some(FailoverRecord::now(Trigger::Auto, "2", vec!["shard-6401".into()])),
+            room_failures: vec![Some(1_700_000_000_000), None],
         };
         state.save(&path, &t).unwrap();
         assert_eq!(State::load(&path, &t).unwrap(), Some(state));
@@ -192,11 +245,44 @@ mod tests {
         assert!(State::load(&path, &t).unwrap_err().to_string().contains("is not valid roomguard state"));
     }
 
+    /// A file written before the fields below existed still loads, with them empty.
     #[test]
-    fn cooldown() {
-        let rec = FailoverRecord::now(Trigger::Manual, "1", vec![]);
-        let now = SystemTime::now();
-        assert!(rec.cooldown_left(Duration::from_secs(300), now).unwrap() > Duration::from_secs(290));
-        assert_eq!(rec.cooldown_left(Duration::from_secs(300), now + Duration::from_secs(301)), None);
+    fn a_version_1_file_without_the_newer_fields_loads() {
+        let t = seed();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"version":1,"epoch":2,"masters":{"shard-6401":"192.168.99.12:6401"},
+            "last_failover":{"at_unix_ms":5,"trigger":"auto","to_room":"2","shards":["shard-6401"]}}"#;
+        std::fs::write(&path, old).unwrap();
+        let state = State::load(&path, &t).unwrap().unwrap();
+        assert_eq!(state.room_failures, vec![None, None]);
+        assert_eq!(state.last_failover.as_ref().unwrap().took_ms, None);
+        // Room failures round-trip by room name; an unknown room is forgotten.
+        let mut state = state;
+        state.record_room_failure(0, 10);
+        state.record_room_failure(0, 7);
+        assert_eq!(state.room_failures, vec![Some(10), None], "never moves back");
+        state.save(&path, &t).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"room_failures\": {\n    \"1\": 10\n  }"), "{text}");
+        std::fs::write(&path, text.replace("\"1\": 10", "\"1\": 10, \"9\": 3")).unwrap();
+        assert_eq!(State::load(&path, &t).unwrap().unwrap().room_failures, vec![Some(10), None]);
+    }
+
+    #[test]
+    fn check_writable_names_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("state.json")).is_ok());
+        let missing = dir.path().join("nope").join("state.json");
+        let err = check_writable(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}", dir.path().join("nope").display())) && err.contains("does not exist"),
+            "{err}"
+        );
+        // A parent that is a regular file: not writable even by root.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = check_writable(&file.join("state.json")).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
     }
 }

@@ -14,6 +14,10 @@
 //!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
 //! 5. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
 //!
+//! Every outcome after the pause unpauses (steps 3–4 never return early): a failed save
+//! changes nothing, a refused promotion gives that shard its old master back (every shard
+//! is promoted, none is cancelled mid-command by another's failure), and the error says why.
+//!
 //! When a shard's master does not answer, its room R head is promoted without waiting
 //! (**forced**), but only if that head no longer hears its master either — otherwise the
 //! controller is probably the one cut off, and `--force` is needed.
@@ -66,6 +70,13 @@ pub enum FailoverError {
     Act(#[from] ActError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("{source}; nothing changed and writes were unpaused")]
+    NotSaved { source: StateError },
+    #[error(
+        "shard \"{shard}\": promoting {head} failed: {error}; the shard keeps its old master {master} \
+         and writes were unpaused{moved}"
+    )]
+    PromotionFailed { shard: String, head: String, master: String, error: ActError, moved: String },
     #[error("the new topology was not verified within {timeout}: {details}")]
     NotVerified { timeout: String, details: String },
 }
@@ -159,7 +170,9 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
             .ok_or_else(|| FailoverError::NoTarget { shard: name.clone(), room: room.to_string() })?;
         if !from_live && !force {
             let info = observation.live(to).expect("found live");
-            if let Some(link) = info.master.as_ref().filter(|_| !info.master_silent(c.link_silence.as_secs())) {
+            let rule = detect::SilenceRule::for_shard(t, &observation, shard, c.silence());
+            let hears = detect::Hearing::judge(&observation, to, &rule).is_some_and(detect::Hearing::hears);
+            if let Some(link) = info.master.as_ref().filter(|_| hears) {
                 return Err(FailoverError::StillHeard {
                     shard: name,
                     master: t.addr(from).to_string(),
@@ -179,38 +192,19 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         let mut paused = pause_and_catch_up(config, &graceful).await?;
         let pause_started = Instant::now();
         writes_refused = paused.iter().any(|(_, f)| matches!(f, WriteFence::MinReplicas { .. }));
-
-        for m in &moves {
-            state.masters[m.shard] = Some(m.to);
-        }
-        state.epoch += 1;
-        state.last_failover = Some(FailoverRecord::now(
-            Trigger::Manual,
-            room,
-            moves.iter().map(|m| t.shards[m.shard].name.clone()).collect(),
-        ));
-        state.save(&c.state_file, t)?;
-
-        let promotions = moves.iter().map(|m| async move {
-            let mut node = Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?;
-            node.promote().await?;
-            info!(shard = %t.shards[m.shard].name, new_master = %t.addr(m.to), "promoted");
-            Ok::<_, ActError>(())
-        });
-        futures::future::try_join_all(promotions).await?;
-
-        let converged = converge(config, &state.masters, c.switchover_timeout).await;
+        // No early return until every paused master is unpaused.
+        let committed = commit(config, &mut state, &moves, room).await;
         unpause_all(&mut paused).await;
         if !paused.is_empty() {
             writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
         }
         // Only now (unpaused, demoted): the old masters' clients reconnect and rediscover.
-        if converged.is_ok() {
+        if committed.is_ok() {
             for m in moves.iter().filter(|m| m.graceful) {
                 crate::controller::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
             }
         }
-        converged?;
+        committed?;
         for m in &moves {
             outcomes.push(ShardOutcome {
                 shard: t.shards[m.shard].name.clone(),
@@ -232,14 +226,83 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
     })
 }
 
+/// The part of a failover that runs while writes are paused: save the decision, promote every
+/// target head, converge. It does what it can and never returns early; the caller unpauses.
+/// A shard whose promotion failed keeps its old master (in the state file too), so that after
+/// the unpause every shard has one writable master.
+async fn commit(config: &Config, state: &mut State, moves: &[Move], room: &str) -> Result<(), FailoverError> {
+    let t = &config.topology;
+    let c = &config.controller;
+    let before = state.clone();
+    for m in moves {
+        state.masters[m.shard] = Some(m.to);
+    }
+    state.epoch += 1;
+    let names = moves.iter().map(|m| t.shards[m.shard].name.clone()).collect();
+    state.last_failover = Some(FailoverRecord::now(Trigger::Manual, room, names));
+    if let Err(source) = state.save(&c.state_file, t) {
+        *state = before;
+        return Err(FailoverError::NotSaved { source });
+    }
+
+    // Every promotion runs to its end: one shard's failure must not cancel another's mid-command.
+    let promotions = moves.iter().map(|m| async move {
+        let mut node = Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?;
+        node.promote().await?;
+        info!(shard = %t.shards[m.shard].name, new_master = %t.addr(m.to), "promoted");
+        Ok::<_, ActError>(())
+    });
+    let results = futures::future::join_all(promotions).await;
+    let mut failed = Vec::new();
+    for (m, result) in moves.iter().zip(results) {
+        if let Err(error) = result {
+            warn!(shard = %t.shards[m.shard].name, head = %t.addr(m.to), %error, "promotion failed; the shard keeps its old master");
+            state.masters[m.shard] = Some(m.from);
+            failed.push((m, error));
+        }
+    }
+    if !failed.is_empty() {
+        let moved: Vec<String> = moves
+            .iter()
+            .filter(|m| state.masters[m.shard] == Some(m.to))
+            .map(|m| t.shards[m.shard].name.clone())
+            .collect();
+        state.last_failover = if moved.is_empty() {
+            before.last_failover.clone()
+        } else {
+            Some(FailoverRecord::now(Trigger::Manual, room, moved.clone()))
+        };
+        if let Err(e) = state.save(&c.state_file, t) {
+            warn!(error = %e, "could not write the old masters back to the state file");
+        }
+        // Converge what moved, and leave what did not where it was, before the unpause.
+        if let Err(e) = converge(config, &state.masters, c.switchover_timeout).await {
+            warn!(error = %e, "after a failed promotion");
+        }
+        let (m, error) = failed.swap_remove(0);
+        let moved = if moved.is_empty() { String::new() } else { format!("; moved: {}", moved.join(", ")) };
+        return Err(FailoverError::PromotionFailed {
+            shard: t.shards[m.shard].name.clone(),
+            head: t.addr(m.to).to_string(),
+            master: t.addr(m.from).to_string(),
+            error,
+            moved,
+        });
+    }
+    converge(config, &state.masters, c.switchover_timeout).await
+}
+
 /// Pauses (or fences) writes on the graceful shards' masters and waits until every target
 /// head has their full offset. On failure everything is unpaused and the error says who lagged.
 async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Node, WriteFence)>, FailoverError> {
     let t = &config.topology;
     let c = &config.controller;
     let mut masters = Vec::new();
+    let mut heads = Vec::new();
+    // Every connection is made before the pause: a failure then changes nothing.
     for m in moves {
         masters.push(Node::connect(t.addr(m.from), config.redis.instance(m.from), c.timeout).await?);
+        heads.push(Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?);
     }
     // The pause outlives our wait by a margin, and expires by itself if we crash.
     let pause_for = c.switchover_timeout * 2 + Duration::from_secs(5);
@@ -258,10 +321,6 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Nod
         }
     }
     let deadline = Instant::now() + c.switchover_timeout;
-    let mut heads = Vec::new();
-    for m in moves {
-        heads.push(Node::connect(t.addr(m.to), config.redis.instance(m.to), c.timeout).await?);
-    }
     for (i, m) in moves.iter().enumerate() {
         let master_info = match paused[i].0.info().await {
             Ok(info) => info,
@@ -396,7 +455,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     loop {
         let observation = probe::probe_all(t, &config.redis, c.timeout).await;
-        let remaining = outstanding(t, &observation, masters, c.link_silence, c.down_after);
+        let remaining = outstanding(t, &observation, masters, c.silence(), c.down_after);
         let (actions, problems) = match remaining {
             Ok(()) => return Ok(()),
             Err(x) => x,
@@ -407,9 +466,7 @@ pub async fn converge(config: &Config, masters: &Masters, timeout: Duration) -> 
                 details: problems.join("; "),
             });
         }
-        for (action, result) in
-            actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, c.link_silence, &actions).await)
-        {
+        for (action, result) in actions.iter().zip(act::execute_all(t, &config.redis, c.timeout, &actions).await) {
             match result {
                 Ok(_) => info!("{}", action.describe(t)),
                 Err(e) => warn!(error = %e, "{}", action.describe(t)),
@@ -426,12 +483,12 @@ fn outstanding(
     t: &Topology,
     observation: &Observation,
     masters: &Masters,
-    link_silence: Duration,
+    silence: detect::SilenceSettings,
     grace: Duration,
 ) -> Result<(), Outstanding> {
     let verdict =
-        detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, link_silence });
-    let settings = plan::PlanSettings { link_silence, newer_master_grace: grace, now: Instant::now() };
+        detect::assess(t, observation, Instant::now(), DetectSettings { down_after: Duration::ZERO, silence });
+    let settings = plan::PlanSettings { newer_master_grace: grace, now: Instant::now() };
     let plan = plan::plan(t, observation, &verdict, masters, &settings);
     let mut problems: Vec<String> = plan.actions.iter().map(|a| a.describe(t).to_string()).collect();
     problems.extend(plan.vetoed.iter().map(|v| format!("{} ({})", v.action.describe(t), v.why)));

@@ -70,6 +70,13 @@ async fn bad_configs_are_rejected_naming_the_culprit() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out);
     assert!(err.to_lowercase().contains("controller.timeout") && err.contains("ROOMGUARD_"), "{err}");
+
+    // The CLI's own variables are not configuration: a secrets file holding the admin token
+    // for `failover --token` must not stop `check-config` (or the service).
+    let mut cmd = roomguard(&["check-config", "--config", path.to_str().unwrap()]);
+    cmd.env("ROOMGUARD_ADMIN_TOKEN", "a-long-enough-admin-token").env("ROOMGUARD_TEST_LOG", "debug");
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,4 +259,37 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     let mut con = connect(&at(1, 21231)).await;
     let () = redis::cmd("SET").arg("after").arg(1).query_async(&mut con).await.unwrap();
     drop(rules);
+}
+
+/// Issue 12, item 4: `check-config` fails, naming the path, when the state file cannot be
+/// written where it is configured (a controller there could never act on a decision).
+#[tokio::test]
+async fn check_config_rejects_a_state_file_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("controller.toml");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let missing = dir.path().join("missing");
+    let cases = [
+        (missing.join("state.json"), format!("its directory {} does not exist", missing.display())),
+        // A parent that is a regular file: root cannot write there either.
+        (file.join("state.json"), format!("its directory {} is not a directory", file.display())),
+    ];
+    for (state, expected) in cases {
+        std::fs::write(&config, SEED.replace("\"roomguard-state.json\"", &format!("\"{}\"", state.display()))).unwrap();
+        let out = run(roomguard(&["check-config", "--config", config.to_str().unwrap()])).await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("state file {}", state.display())), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    // A state file that exists but does not match the config is caught too.
+    std::fs::write(&config, SEED).unwrap();
+    std::fs::write(dir.path().join("roomguard-state.json"), "{").unwrap();
+    let out = run(roomguard(&["check-config", "--config", config.to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not valid roomguard state"), "{}", text(&out));
+    std::fs::remove_file(dir.path().join("roomguard-state.json")).unwrap();
+    let out = run(roomguard(&["check-config", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
 }

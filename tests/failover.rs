@@ -186,6 +186,9 @@ async fn manual_switchover_loses_no_acknowledged_write_and_switches_back() {
     let followed = c.wait_healthy_primary("1", Duration::from_secs(5)).await;
     assert!(followed, "the controller did not follow the switch back: {}", c.report_text());
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0, "the controller promoted nothing");
+    // Writes paused on the old masters are no silence: their pings keep flowing (and the room
+    // answers the controller), so no room was ever judged lost.
+    assert_eq!(c.metric("roomguard_failovers_total", &["trigger=\"auto\""]), 0.0, "{}", c.metrics());
     c.stop().await;
 }
 
@@ -213,4 +216,119 @@ async fn manual_failover_when_the_old_room_is_dead_is_forced() {
     }
     let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
     assert!(state.contains("\"trigger\": \"manual\""), "{state}");
+}
+
+/// A `SET` on `a` answered within a second: writes are not paused.
+async fn accepts_writes(a: &str) -> bool {
+    let mut con = connect(a).await;
+    let mut set = redis::cmd("SET");
+    set.arg("after-failover").arg(1);
+    matches!(tokio::time::timeout(Duration::from_secs(1), set.query_async::<()>(&mut con)).await, Ok(Ok(())))
+}
+
+/// `chattr +i` on a directory: nothing can be created in it, not even by root. Undone on drop.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(dir: &std::path::Path) -> Immutable {
+        let status = std::process::Command::new("chattr").arg("+i").arg(dir).status().expect("chattr");
+        assert!(status.success(), "chattr +i {}", dir.display());
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Issue 12, item 1: the state file cannot be written once writes are paused. Nothing changes,
+/// the old masters take writes again at once (not when the pause expires), and the error says
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_whose_decision_cannot_be_saved_unpauses_at_once() {
+    let lab = lab(24840).await;
+    let state_dir = lab.dir().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let config = lab.dir().join("immutable-state.toml");
+    let toml = std::fs::read_to_string(config_path(&lab)).unwrap();
+    let state_file = state_dir.join("state.json");
+    std::fs::write(&config, toml.replace("\"roomguard-state.json\"", &format!("\"{}\"", state_file.display())))
+        .unwrap();
+    let _immutable = Immutable::set(&state_dir);
+
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot write state file {}", state_file.display())), "{stderr}");
+    assert!(stderr.contains("nothing changed and writes were unpaused"), "{stderr}");
+    for head in [24841, 24842] {
+        assert!(accepts_writes(&at(1, head)).await, "{} still paused", at(1, head));
+        assert!(!is_master(&at(2, head)).await);
+    }
+}
+
+/// Issue 12, item 1: one shard's promotion is refused (its room-2 head has `REPLICAOF` renamed
+/// away). The other shard's promotion is not cancelled and completes; the refused shard keeps
+/// its old master (state file included); every old master takes writes at once; the error
+/// names the shard, the head and what moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_with_a_refused_promotion_keeps_that_shard_and_unpauses() {
+    let mut lab = lab(24850).await;
+    let parent = addr(&at(1, 24853));
+    let renamed =
+        ["--rename-command", "REPLICAOF", "REPLICAOF-off-24851", "--rename-command", "SLAVEOF", "SLAVEOF-off-24851"];
+    lab.server(&at(2, 24851)).restart_with(Some(&parent), &renamed).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || async { replicates(&at(2, 24851), &at(1, 24853)).await }).await);
+    assert!(lab.wait_linked(Duration::from_secs(10)).await);
+
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shard \"shard-24851\": promoting 127.0.0.12:24851 failed"), "{stderr}");
+    assert!(stderr.contains("keeps its old master 127.0.0.11:24851"), "{stderr}");
+    assert!(stderr.contains("moved: shard-24852"), "{stderr}");
+    assert!(accepts_writes(&at(1, 24851)).await, "the refused shard's master is still paused");
+    assert!(is_master(&at(2, 24852)).await, "the other shard's promotion was cancelled");
+    assert!(replicates(&at(1, 24852), &at(2, 24854)).await, "the other shard's old master was re-chained");
+    let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
+    assert!(state.contains("\"shard-24851\": \"127.0.0.11:24851\""), "{state}");
+    assert!(state.contains("\"shard-24852\": \"127.0.0.12:24852\""), "{state}");
+}
+
+/// Issue 12, item 1: the admin API's client goes away mid-failover. The failover is not
+/// cancelled with the request: it completes, writes are unpaused, and it is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_failover_survives_the_client_going_away() {
+    use tokio::io::AsyncWriteExt;
+    const TOKEN: &str = "a-long-enough-admin-token-24860";
+    let lab = lab(24860).await;
+    let mut config = lab.config.clone();
+    config.http.admin_token = Some(roomguard::config::Secret::new(TOKEN));
+    let c = Controller::start_with(config).await;
+
+    let mut stream = tokio::net::TcpStream::connect(c.http).await.unwrap();
+    let request = format!(
+        "POST /failover?room=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(stream);
+
+    assert!(c.wait_healthy_primary("2", Duration::from_secs(15)).await, "{}", c.report_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"manual\"", "outcome=\"ok\""]) == 1.0
+        })
+        .await,
+        "{}",
+        c.metrics()
+    );
+    for head in [24861, 24862] {
+        assert!(accepts_writes(&at(2, head)).await);
+        assert!(replicates(&at(1, head), &at(2, head + 2)).await);
+    }
+    c.stop().await;
 }

@@ -351,10 +351,8 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     drop(d);
 
     // The error itself: typed, naming the instance and the command.
-    let action = Action::Promote { instance: id };
-    let err = act::execute(lab.topology(), &lab.config.redis, Duration::from_secs(1), Duration::from_secs(3), &action)
-        .await
-        .unwrap_err();
+    let action = Action::Promote { instance: id, because: roomguard::detect::Hearing::LinkDown };
+    let err = act::execute(lab.topology(), &lab.config.redis, Duration::from_secs(1), &action).await.unwrap_err();
     match &err {
         ActError::Command { addr: a, command, error } => {
             assert_eq!(a.to_string(), head);

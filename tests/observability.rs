@@ -133,6 +133,11 @@ fn exported_names() -> BTreeSet<String> {
     m.sentinel_closed("idle");
     m.record_hook("failover", "ok");
     m.set_config_warning(0, "empty_restart", true);
+    m.set_held(vec![roomguard::metrics::HeldLabels {
+        shard: "shard-6401".into(),
+        room: "1".into(),
+        reason: "cooldown".into(),
+    }]);
     let mut observation = roomguard::observe::Observation::new(topology.instances.len());
     let master =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/info/redis7-master.txt"))
@@ -143,7 +148,10 @@ fn exported_names() -> BTreeSet<String> {
         &topology,
         &observation,
         std::time::Instant::now(),
-        roomguard::detect::DetectSettings { down_after: Duration::from_secs(1), link_silence: Duration::from_secs(12) },
+        roomguard::detect::DetectSettings {
+            down_after: Duration::from_secs(1),
+            silence: roomguard::detect::SilenceSettings::new(None, Duration::from_millis(100)),
+        },
     );
     m.update(&topology, &observation, &verdict, &vec![Some(0), Some(4)]);
     let mut names = BTreeSet::new();

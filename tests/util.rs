@@ -29,6 +29,14 @@ pub async fn lab(base_port: u16) -> Lab {
     lab
 }
 
+/// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes.
+pub async fn lab_with(spec: LabSpec) -> Lab {
+    let spec = LabSpec { http_listen: "127.0.0.1:0".into(), ..spec };
+    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
+    lab
+}
+
 /// The lab's config written as a file (for the CLI); its state file is the lab's.
 pub fn config_path(lab: &Lab) -> PathBuf {
     lab.dir().join("controller.toml")

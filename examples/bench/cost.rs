@@ -12,6 +12,8 @@ use std::{
 
 use roomguard::lab::{Lab, LabSpec};
 
+use crate::sentinel::Sentinels;
+
 pub struct Cost {
     pub instances: usize,
     pub cpu_pct: f64,
@@ -92,6 +94,41 @@ fn quantile(before: &str, after: &str, name: &str, q: f64) -> f64 {
     f64::NAN
 }
 
+/// What three Redis Sentinels (`down-after-milliseconds` = `down_after`) cost watching the
+/// same number of instances, every shard flat (64 masters with 3 direct replicas each for 64
+/// shards: what Sentinel can watch), measured like roomguard: CPU over a window after a
+/// warm-up, RSS; summed over the three, and the largest one.
+pub struct SentinelCost {
+    pub instances: usize,
+    pub cpu_pct_total: f64,
+    pub rss_mib_total: f64,
+    pub rss_mib_max: f64,
+}
+
+pub async fn measure_sentinels(shards: u16, seconds: u64, base_port: u16, down_after: Duration) -> SentinelCost {
+    let spec = LabSpec { base_port, shards, http_listen: "127.0.0.1:0".into(), flat: true, ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.expect("lab");
+    let sentinels = Sentinels::start(&lab, crate::SENTINEL_BASE, down_after, lab.dir());
+    assert!(sentinels.wait_ready(3, Duration::from_secs(60)).await, "sentinels not ready in 60 s");
+    tokio::time::sleep(Duration::from_secs(5)).await; // warm-up
+    let pids = sentinels.pids();
+    let (t0, c0) = (Instant::now(), pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (elapsed, c1) = (t0.elapsed(), pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>());
+    let rss: Vec<f64> = pids.iter().map(|&p| status_kib(p, "VmRSS:") as f64 / 1024.0).collect();
+    SentinelCost {
+        instances: lab.servers.len(),
+        cpu_pct_total: (c1 - c0) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0,
+        rss_mib_total: rss.iter().sum(),
+        rss_mib_max: rss.iter().copied().fold(0.0, f64::max),
+    }
+}
+
+/// `poll_interval` of the measured controller: `BENCH_POLL_INTERVAL` (default the lab's 100 ms).
+fn poll_interval() -> Option<String> {
+    std::env::var("BENCH_POLL_INTERVAL").ok()
+}
+
 pub async fn measure(shards: u16, seconds: u64, base_port: u16) -> Cost {
     let http = format!("127.0.0.1:{}", base_port - 1);
     let spec = LabSpec { base_port, shards, http_listen: http.clone(), ..LabSpec::default() };
@@ -99,7 +136,11 @@ pub async fn measure(shards: u16, seconds: u64, base_port: u16) -> Cost {
     let lab = Lab::start(&spec).await.expect("lab");
     eprintln!("  {} instances up and chained in {:.1?}", lab.servers.len(), started.elapsed());
     let config = lab.dir().join("controller.toml");
-    std::fs::write(&config, spec.config_toml()).unwrap();
+    let mut toml = spec.config_toml();
+    if let Some(interval) = poll_interval() {
+        toml = toml.replace("[controller]\n", &format!("[controller]\npoll_interval = \"{interval}\"\n"));
+    }
+    std::fs::write(&config, toml).unwrap();
     // BENCH_ROOMGUARD=path measures another build (before/after comparisons).
     let roomguard = match std::env::var_os("BENCH_ROOMGUARD") {
         Some(path) => std::path::PathBuf::from(path),

@@ -5,10 +5,13 @@
 //!
 //!     scripts/bench [--quick]                  # everything, a Markdown report on stdout
 //!     cargo run --release --example bench -- recovery --system sentinel --fault hang --trials 5
+//!     cargo run --release --example bench -- compare --fault blackhole --down-after 1s --trials 10
 //!
-//! Subcommands: `suite [--quick]`, `recovery`, `dataloss`, `switchover`, `cost`; flags:
-//! `--trials N --system roomguard|sentinel --topology chained|flat --fault kill|hang
-//! --down-after D --shards N --rate R|max --writers N --seconds S`.
+//! Subcommands: `suite [--quick]`, `recovery`, `compare` (roomguard and Sentinel, trials
+//! interleaved, with the ratio), `dataloss`, `switchover`, `cost`; flags: `--trials N
+//! --system roomguard|sentinel --topology chained|flat --fault kill|hang|blackhole
+//! --down-after D --shards N --rate R|max --writers N --seconds S --ping-period SECONDS`. `blackhole` drops every
+//! packet to and from room 1 with iptables (root).
 
 mod cost;
 mod sentinel;
@@ -31,7 +34,28 @@ use tokio_util::sync::CancellationToken;
 
 const BASE: u16 = 24000; // labs of up to 64 shards: 24001..24256
 const BASE_BIG: u16 = 24300; // the cost lab (its HTTP listener on 24299)
-const SENTINEL_BASE: u16 = 30001;
+pub const SENTINEL_BASE: u16 = 30001;
+
+/// How room 1 is lost.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    /// SIGKILL: sockets close, replicas see their links drop at once.
+    Kill,
+    /// SIGSTOP: the processes freeze, connections stay open and silent.
+    Hang,
+    /// iptables DROP of everything to and from room 1: power or fibre loss.
+    BlackHole,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL",
+            Fault::Hang => "SIGSTOP",
+            Fault::BlackHole => "black hole",
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum System {
@@ -44,8 +68,10 @@ struct Opts {
     trials: usize,
     system: System,
     flat: bool,
-    hang: bool,
+    fault: Fault,
     down_after: Duration,
+    /// `repl-ping-replica-period` of every instance (the lab's is 1 s).
+    ping_period: Option<u64>,
     shards: u16,
     rate: Option<f64>,
     writers: usize,
@@ -62,7 +88,8 @@ impl Default for Opts {
             trials: 5,
             system: System::Roomguard,
             flat: false,
-            hang: false,
+            fault: Fault::Kill,
+            ping_period: None,
             down_after: Duration::from_secs(1),
             shards: 2,
             rate: None,
@@ -90,7 +117,15 @@ fn parse() -> (String, Opts) {
                 }
             }
             "--topology" => o.flat = value() == "flat",
-            "--fault" => o.hang = value() == "hang",
+            "--fault" => {
+                o.fault = match value().as_str() {
+                    "kill" => Fault::Kill,
+                    "hang" => Fault::Hang,
+                    "blackhole" => Fault::BlackHole,
+                    v => panic!("--fault kill|hang|blackhole, not {v}"),
+                }
+            }
+            "--ping-period" => o.ping_period = Some(value().parse().expect("--ping-period SECONDS")),
             "--down-after" => o.down_after = humantime::parse_duration(&value()).expect("--down-after DURATION"),
             "--shards" => o.shards = value().parse().expect("--shards N"),
             "--rate" => o.rate = Some(value()).filter(|v| v != "max").map(|v| v.parse().expect("--rate R|max")),
@@ -115,12 +150,21 @@ enum Guard {
 struct Deployment {
     guard: Guard,
     lab: Lab,
+    /// Room 1's black hole, while it lasts (its rules go with it).
+    hole: Option<roomguard::lab::BlackHole>,
 }
 
 async fn deploy(o: &Opts) -> Deployment {
     let base_port = if o.shards > 2 { BASE + 100 } else { BASE };
-    let spec =
-        LabSpec { base_port, shards: o.shards, http_listen: "127.0.0.1:0".into(), flat: o.flat, ..LabSpec::default() };
+    let redis_args = o.ping_period.map(|p| vec!["--repl-ping-replica-period".to_string(), p.to_string()]);
+    let spec = LabSpec {
+        base_port,
+        shards: o.shards,
+        http_listen: "127.0.0.1:0".into(),
+        flat: o.flat,
+        redis_args: redis_args.unwrap_or_default(),
+        ..LabSpec::default()
+    };
     let lab = Lab::start(&spec).await.expect("lab");
     let guard = match o.system {
         System::Roomguard => {
@@ -148,12 +192,18 @@ async fn deploy(o: &Opts) -> Deployment {
             Guard::Sentinel(sentinels)
         }
     };
-    Deployment { guard, lab }
+    Deployment { guard, lab, hole: None }
 }
 
 impl Deployment {
-    /// SIGKILL (or SIGSTOP) every room-1 instance with one `kill` call; returns right after.
-    fn fault_room1(&mut self, hang: bool) -> Instant {
+    /// SIGKILL (or SIGSTOP) every room-1 instance with one `kill` call, or black-holes room 1;
+    /// returns right after.
+    fn fault_room1(&mut self, fault: Fault) -> Instant {
+        if fault == Fault::BlackHole {
+            self.hole = Some(self.lab.black_hole(0).expect("iptables (run as root)"));
+            return Instant::now();
+        }
+        let hang = fault == Fault::Hang;
         let room1 = self.lab.room(0);
         let pids: Vec<String> =
             room1.iter().filter_map(|&id| self.lab.servers[id].pid()).map(|p| p.to_string()).collect();
@@ -246,7 +296,7 @@ async fn recovery_trial(o: &Opts, writers: usize) -> Recovery {
     if writers > 0 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
-    let t0 = d.fault_room1(o.hang);
+    let t0 = d.fault_room1(o.fault);
     let timeout = Duration::from_secs(if o.system == System::Sentinel && !o.flat { 20 } else { 60 });
     let result = wait_writable(d.room2_candidates(), t0, timeout).await;
     stop.cancel();
@@ -375,8 +425,9 @@ fn label(o: &Opts) -> String {
         (System::Sentinel, false) => "Sentinel (chained)",
     };
     format!(
-        "{} | {} | {} | {}",
-        if o.hang { "SIGSTOP" } else { "SIGKILL" },
+        "{}{} | {} | {} | {}",
+        o.fault.label(),
+        o.ping_period.map(|p| format!(" (ping period {p}s)")).unwrap_or_default(),
         humantime::format_duration(o.down_after),
         o.shards,
         sys
@@ -456,36 +507,18 @@ async fn suite(quick: bool) {
     out.push_str("### Room-loss recovery (fault → both new masters accept writes)\n\n");
     out.push_str("| fault | down_after | shards | system | trials | recovered | median | p90 | max | min |\n|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ratios = String::new();
-    for hang in [false, true] {
+    for fault in [Fault::Kill, Fault::Hang, Fault::BlackHole] {
         for down_after in [Duration::from_secs(1), Duration::from_millis(300)] {
-            let rg = Opts { hang, down_after, trials: 1, ..base.clone() };
-            let se = Opts { system: System::Sentinel, flat: true, ..rg.clone() };
-            let (mut a, mut b) = (Stats::default(), Stats::default());
-            for _ in 0..n {
-                a.add(recovery_trial(&rg, 0).await);
-                b.add(recovery_trial(&se, 0).await);
-                eprintln!(
-                    "  [{}] rg {:?} / sentinel {:?}",
-                    label(&rg),
-                    a.times.last().map(|t| ms(*t) as u64),
-                    b.times.last().map(|t| ms(*t) as u64)
-                );
-            }
-            out.push_str(&format!("| {} | {}\n| {} | {}\n", label(&rg), a.cells(), label(&se), b.cells()));
-            let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
-                (Some(x), Some(y)) => format!("{:.2}", x / y),
-                _ => "–".into(),
-            };
-            ratios.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                if hang { "SIGSTOP" } else { "SIGKILL" },
-                humantime::format_duration(down_after),
-                a.median().map_or("–".into(), |m| format!("{m:.0} / {:.0} ms", b.median().unwrap_or(f64::NAN))),
-                ratio(a.median(), b.median()),
-                ratio(a.p90(), b.p90()),
-            ));
+            let (rows, ratio) = compare(&Opts { fault, down_after, ..base.clone() }, n).await;
+            out.push_str(&rows);
+            ratios.push_str(&ratio);
         }
     }
+    // A silent room with Redis' default ping period: roomguard's threshold is 10.4 s.
+    let default_period =
+        Opts { fault: Fault::BlackHole, ping_period: Some(10), trials: if quick { 2 } else { 10 }, ..base.clone() };
+    let st = recovery(&default_period, 0).await;
+    out.push_str(&format!("| {} | {}\n", label(&default_period), st.cells()));
     // Sentinel on the seed's chained topology: it only knows the masters' direct replicas.
     let chained = Opts { system: System::Sentinel, flat: false, trials: if quick { 1 } else { 3 }, ..base.clone() };
     let st = recovery(&chained, 0).await;
@@ -541,6 +574,38 @@ async fn suite(quick: bool) {
     println!("{out}");
 }
 
+/// `n` trials of roomguard (chained) and of Sentinel (flat), interleaved so that both see the
+/// same noise: the two table rows, and the ratio row.
+async fn compare(o: &Opts, n: usize) -> (String, String) {
+    let rg = Opts { trials: 1, system: System::Roomguard, flat: false, ..o.clone() };
+    let se = Opts { system: System::Sentinel, flat: true, ..rg.clone() };
+    let (mut a, mut b) = (Stats::default(), Stats::default());
+    for _ in 0..n {
+        a.add(recovery_trial(&rg, 0).await);
+        b.add(recovery_trial(&se, 0).await);
+        eprintln!(
+            "  [{}] rg {:?} / sentinel {:?}",
+            label(&rg),
+            a.times.last().map(|t| ms(*t) as u64),
+            b.times.last().map(|t| ms(*t) as u64)
+        );
+    }
+    let rows = format!("| {} | {}\n| {} | {}\n", label(&rg), a.cells(), label(&se), b.cells());
+    let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => format!("{:.2}", x / y),
+        _ => "–".into(),
+    };
+    let ratios = format!(
+        "| {} | {} | {} | {} | {} |\n",
+        o.fault.label(),
+        humantime::format_duration(o.down_after),
+        a.median().map_or("–".into(), |m| format!("{m:.0} / {:.0} ms", b.median().unwrap_or(f64::NAN))),
+        ratio(a.median(), b.median()),
+        ratio(a.p90(), b.p90()),
+    );
+    (rows, ratios)
+}
+
 async fn st_events(st: &Stats, o: &Opts) -> String {
     if st.times.len() == st.trials {
         return format!("recovered in {} of {} trials", st.times.len(), o.trials);
@@ -583,7 +648,20 @@ async fn main() {
             let st = recovery(&o, o.writers).await;
             println!("| {} | acked {} | lost per trial {:?}", label(&o), st.acked, st.lost);
         }
+        "compare" => {
+            let (rows, ratio) = compare(&o, o.trials).await;
+            println!(
+                "{rows}\n| fault | down_after | median roomguard / Sentinel | ratio median | ratio p90 |\n|---|---|---|---|---|\n{ratio}"
+            );
+        }
         "switchover" => println!("{}", switchover(&o).await),
+        "cost" if o.system == System::Sentinel => {
+            let c = cost::measure_sentinels(o.shards, o.seconds, o.cost_base, o.down_after).await;
+            println!(
+                "| {} | 3 sentinels | {:.1} % (sum) | {:.1} MiB (sum), {:.1} MiB (largest) |",
+                c.instances, c.cpu_pct_total, c.rss_mib_total, c.rss_mib_max
+            );
+        }
         "cost" => print!("{}", cost_row(o.shards, o.seconds, o.cost_base).await),
         other => panic!("unknown command {other}: suite, recovery, dataloss, switchover or cost"),
     }

@@ -111,6 +111,11 @@ impl Sentinels {
         false
     }
 
+    /// The sentinels' process ids (for the cost comparison).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// The distinct Sentinel events (`+odown`, `+failover-end`, `-failover-abort-no-good-slave`,
     /// ...) its logs recorded.
     pub fn events(&self) -> BTreeSet<String> {
