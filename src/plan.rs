@@ -348,6 +348,16 @@ fn successor_in_room(
     room_successors(topology, master).find(|&id| !verdict.down[id] && observation.live(id).is_some())
 }
 
+/// The master someone else moved this shard to, if the adoption rules below say so.
+pub fn adopted(
+    topology: &Topology,
+    observation: &Observation,
+    shard: ShardId,
+    master: InstanceId,
+) -> Option<InstanceId> {
+    adoption(topology, observation, shard, master).map(|(to, _)| to)
+}
+
 /// Did someone else move this shard's master? Returns the new master and the evidence.
 fn adoption(
     topology: &Topology,

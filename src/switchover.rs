@@ -140,11 +140,14 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
     let observation = probe::probe_all(t, &config.redis, c.timeout).await;
     let mut state = State::load(&c.state_file, t)?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
     let inferred = plan::infer_masters(t, &observation);
-    for (slot, guess) in state.masters.iter_mut().zip(&inferred) {
-        // What Redis says wins over a stale file when Redis is unambiguous.
-        if guess.is_some() {
-            *slot = *guess;
-        }
+    for (shard, slot) in state.masters.iter_mut().enumerate() {
+        *slot = match *slot {
+            // Redis wins over the file only where the controller itself would follow it
+            // (someone else moved the master). A lone master that Redis shows is not enough: it
+            // may be an instance that restarted empty while the designated master is down.
+            Some(designated) => Some(plan::adopted(t, &observation, shard, designated).unwrap_or(designated)),
+            None => inferred[shard],
+        };
     }
 
     // Validate every shard before touching anything.

@@ -838,8 +838,9 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(topology["held"][0].as_str().unwrap().contains("failed itself at"), "{body}");
 
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(room_heads_are_masters(1, 24820).await);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(room_heads_are_masters(1, 24820).await, "{said}");
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 0.0 }).await, "{}", c.metrics());
     c.stop().await;
 }
