@@ -351,3 +351,23 @@ impl Daemon {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     Daemon::start(config).await?.run_until(shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn how_a_task_ended_is_told_apart() {
+        let panicked = tokio::spawn(async { panic!("the poller broke") }).await;
+        assert_eq!(Ended::of(panicked), Ended::Panicked("the poller broke".into()));
+        let code = 7;
+        let formatted = tokio::spawn(async move { panic!("code {code}") }).await;
+        assert_eq!(Ended::of(formatted), Ended::Panicked("code 7".into()));
+        assert_eq!(Ended::of(tokio::spawn(async {}).await), Ended::Returned);
+        let forever = tokio::spawn(std::future::pending::<()>());
+        forever.abort();
+        assert_eq!(Ended::of(forever.await), Ended::Aborted);
+        let e = DaemonError::TaskEnded { task: Task::Poller, how: Ended::Panicked("boom".into()) };
+        assert_eq!(e.to_string(), "the poller ended while the controller was running (panicked: boom)");
+    }
+}
