@@ -630,7 +630,7 @@ mod tests {
     fn a_stuck_pollers_last_picture_ages_into_failed_probes() {
         let ms = Duration::from_millis;
         let max_age = crate::observe::max_age(ms(100), ms(250));
-        assert_eq!(max_age, ms(800));
+        assert_eq!(max_age, ms(1300));
         let (up, degraded, down, lost) = (RoomStatus::Up, RoomStatus::Degraded, RoomStatus::Down, RoomStatus::Lost);
         let cases: Vec<(&str, Scenario, Duration, [RoomStatus; 2], usize)> = vec![
             ("healthy, fresh", Scenario::healthy(), ms(0), [up, up], 8),

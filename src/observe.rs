@@ -306,11 +306,13 @@ impl Observation {
     }
 }
 
-/// How old an instance's latest finished probe may be while the poller works: one probe takes
-/// at most two `timeout`s (connect and `AUTH`, then `INFO`), the next one starts within a
-/// `poll_interval`, and two more intervals absorb a late tick on a loaded host.
+/// How old an instance's latest finished probe may be while the poller works. `probed_at` is
+/// when that probe *started*, and it stays until the next probe finishes: one probe takes at
+/// most two `timeout`s (connect and `AUTH`, then `INFO`), the next starts within a
+/// `poll_interval` of it and takes as long again, so a live poller keeps every age below
+/// 4 × `timeout` + `poll_interval`; two more intervals absorb a late tick on a loaded host.
 pub fn max_age(poll_interval: Duration, timeout: Duration) -> Duration {
-    timeout * 2 + poll_interval * 3
+    timeout * 4 + poll_interval * 3
 }
 
 /// Shared between the pollers (writers) and the control loop (reader).
