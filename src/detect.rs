@@ -630,18 +630,18 @@ mod tests {
     fn a_stuck_pollers_last_picture_ages_into_failed_probes() {
         let ms = Duration::from_millis;
         let max_age = crate::observe::max_age(ms(100), ms(250));
-        assert_eq!(max_age, ms(1300));
+        assert_eq!(max_age, ms(1050));
         let (up, degraded, down, lost) = (RoomStatus::Up, RoomStatus::Degraded, RoomStatus::Down, RoomStatus::Lost);
         let cases: Vec<(&str, Scenario, Duration, [RoomStatus; 2], usize)> = vec![
             ("healthy, fresh", Scenario::healthy(), ms(0), [up, up], 8),
             ("healthy, as old as a live poller allows", Scenario::healthy(), max_age, [up, up], 8),
             ("healthy, stale: failing, not yet down", Scenario::healthy(), max_age + ms(500), [degraded, degraded], 0),
-            ("healthy, stale past down_after", Scenario::healthy(), max_age + ms(1000), [down, down], 0),
+            ("healthy, stale past down_after", Scenario::healthy(), max_age + ms(1100), [down, down], 0),
             ("room 1 lost, fresh", Scenario::room1_killed(ms(1000)), ms(0), [lost, up], 4),
             (
                 "room 1 lost, stale: no witness left",
                 Scenario::room1_killed(ms(1000)),
-                max_age + ms(1000),
+                max_age + ms(1100),
                 [down, down],
                 0,
             ),

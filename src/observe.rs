@@ -195,12 +195,12 @@ impl InstanceObservation {
         self.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= down_after)
     }
 
-    /// Treats a latest probe older than `max_age` at `now` as a failure that began once it
-    /// became that old: not reachable, not live, failing since then (or since an earlier
-    /// failure). `probed_at` is kept: no probe started after it has come back.
+    /// Treats a latest probe that finished more than `max_age` before `now` as a failure that
+    /// began once it became that old: not reachable, not live, failing since then (or since
+    /// an earlier failure). `probed_at` is kept: no probe started after it has come back.
     pub fn expire(&mut self, now: Instant, max_age: Duration) {
         let Some(probed_at) = self.probed_at else { return };
-        let stale_since = probed_at + max_age;
+        let stale_since = probed_at + self.last_latency.unwrap_or_default() + max_age;
         if now <= stale_since {
             return;
         }
@@ -306,13 +306,12 @@ impl Observation {
     }
 }
 
-/// How old an instance's latest finished probe may be while the poller works. `probed_at` is
-/// when that probe *started*, and it stays until the next probe finishes: one probe takes at
-/// most two `timeout`s (connect and `AUTH`, then `INFO`), the next starts within a
-/// `poll_interval` of it and takes as long again, so a live poller keeps every age below
-/// 4 × `timeout` + `poll_interval`; two more intervals absorb a late tick on a loaded host.
+/// How long after an instance's latest probe *finished* the next one must have finished while
+/// the poller works: it starts within a `poll_interval` and has at most three round trips, each
+/// bounded by `timeout` (connect and `AUTH`, `INFO server` on a new connection, `INFO
+/// replication`); two more intervals absorb a late tick on a loaded host.
 pub fn max_age(poll_interval: Duration, timeout: Duration) -> Duration {
-    timeout * 4 + poll_interval * 3
+    timeout * 3 + poll_interval * 3
 }
 
 /// Shared between the pollers (writers) and the control loop (reader).
