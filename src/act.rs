@@ -354,3 +354,19 @@ pub async fn execute_all(
 ) -> Vec<Result<Applied, ActError>> {
     futures::future::join_all(actions.iter().map(|a| execute(topology, redis, timeout, a))).await
 }
+
+/// Closes the client connections (normal and Pub/Sub) of a demoted instance, so that its
+/// clients reconnect and rediscover the master (best effort: a failure is logged, nothing else
+/// depends on it). Used by the loop and by the manual failover.
+pub async fn disconnect_clients(t: &Topology, redis: &RedisConfig, timeout: Duration, id: crate::topology::InstanceId) {
+    let addr = t.addr(id);
+    let result = async { Node::connect(addr, redis.instance(id), timeout).await?.kill_clients().await }.await;
+    match result {
+        Ok(n) => tracing::info!(
+            instance = %addr,
+            clients = n,
+            "disconnected the demoted instance's clients so they rediscover the master"
+        ),
+        Err(e) => tracing::warn!(instance = %addr, error = %e, "could not disconnect the demoted instance's clients"),
+    }
+}

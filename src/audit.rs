@@ -20,7 +20,7 @@
 //! An instance that refuses `CONFIG` (a minimal ACL user) is not audited, and its shard falls
 //! back to the whole-second silence rule (logged once).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -28,7 +28,6 @@ use tracing::{debug, warn};
 use crate::{
     act::{ActError, Node},
     config::Config,
-    controller::Shared,
     detect::SilenceSettings,
     metrics::Metrics,
     observe::{ObservationStore, PingPeriod, ProbeErrorKind},
@@ -177,9 +176,8 @@ pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
 /// Audits every instance now and every [`AUDIT_PERIOD`] (every [`RETRY`] while some instance
 /// could not be read); passes the ping periods to `store`, logs a finding when it appears and
 /// exports `roomguard_config_warning{check}` (1 while it holds).
-pub async fn run(shared: std::sync::Arc<Shared>, store: ObservationStore, token: CancellationToken) {
-    let config: &Config = &shared.config;
-    let metrics: &Metrics = &shared.metrics;
+pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore, token: CancellationToken) {
+    let (config, metrics): (&Config, &Metrics) = (&config, &metrics);
     let c = &config.controller;
     let mut known: Vec<Vec<Finding>> = vec![Vec::new(); config.topology.instances.len()];
     let mut refused = vec![false; config.topology.instances.len()];

@@ -2,7 +2,8 @@
 //! `anyhow` lives here and in `main.rs` only.
 //!
 //! Exit codes: 0 = done / healthy; 1 = the deployment is degraded or the failover did not
-//! complete; 2 = bad input (config, arguments) — in which case nothing was changed.
+//! complete; 2 = bad input (config, arguments) — in which case nothing was changed;
+//! 70 = `run` (or `lab`) stopped because one of its tasks ended ([`crate::daemon`]).
 
 use std::{
     path::PathBuf,
@@ -16,7 +17,9 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::{
     config::Config,
-    controller, detect,
+    controller,
+    daemon::{Daemon, DaemonError},
+    detect,
     lab::{BlackHole, Lab, LabSpec},
     plan::{self, Decision},
     probe,
@@ -27,6 +30,8 @@ use crate::{
 
 pub const EXIT_DEGRADED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// A supervised task ended (sysexits' `EX_SOFTWARE`): systemd restarts the controller.
+pub const EXIT_TASK_FAILED: u8 = 70;
 
 #[derive(Debug, Parser)]
 #[command(name = "roomguard", version, about = "Room-aware failover controller for chained Redis replication")]
@@ -126,8 +131,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(arg) => {
             let config = load(&arg)?;
-            controller::run(config, shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
+            let daemon = Daemon::start(config).await?;
+            Ok(exit_code(daemon.run_until(shutdown_signal()).await))
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
@@ -136,6 +141,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let spec =
                 LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, redis_server, ..LabSpec::default() };
             lab(spec, duration).await
+        }
+    }
+}
+
+/// A daemon that stopped because a task ended exits with [`EXIT_TASK_FAILED`] (already logged).
+fn exit_code(result: Result<(), DaemonError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_TASK_FAILED)
         }
     }
 }
@@ -282,9 +298,9 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     }
     eprintln!("lab directory (logs, state file): {}", lab.dir().display());
     eprintln!("config:\n{}", spec.config_toml());
-    let running = controller::start(lab.config.clone()).await?;
-    eprintln!("controller: http://{}/topology  http://{}/metrics", running.http_addr(), running.http_addr());
-    if let Some(s) = running.sentinel_addr() {
+    let daemon = Daemon::start(lab.config.clone()).await?;
+    eprintln!("controller: http://{}/topology  http://{}/metrics", daemon.http_addr(), daemon.http_addr());
+    if let Some(s) = daemon.sentinel_addr() {
         eprintln!(
             "sentinel endpoint: redis-cli -h {} -p {} SENTINEL get-master-addr-by-name {}",
             s.ip(),
@@ -293,12 +309,13 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
         );
     }
     eprintln!("{LAB_HELP}");
-    let shared = running.shared();
+    let shared = daemon.shared();
     let stop = tokio_util::sync::CancellationToken::new();
-    let controller_task = tokio::spawn({
+    let mut controller_task = tokio::spawn({
         let stop = stop.clone();
-        running.run_until(async move { stop.cancelled().await })
+        daemon.run_until(async move { stop.cancelled().await })
     });
+    let mut ended = None;
 
     let mut holes = std::collections::HashMap::new();
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -311,6 +328,10 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     loop {
         tokio::select! {
             _ = &mut ctrl_c => break,
+            result = &mut controller_task => {
+                ended = Some(result);
+                break;
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
             _ = tick.tick() => {
                 // Show the table whenever the picture changes.
@@ -335,10 +356,13 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     }
     eprintln!("stopping the controller and the lab instances");
     stop.cancel();
-    let _ = controller_task.await;
+    let result = match ended {
+        Some(result) => result,
+        None => controller_task.await,
+    };
     drop(holes);
     drop(lab);
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(result.context("the controller task")?))
 }
 
 /// Runs one typed lab command; returns false on `quit`.

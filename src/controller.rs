@@ -1,13 +1,14 @@
 //! The control loop: every `poll_interval`, take the pollers' observation, judge it, decide,
-//! plan, act, and publish what happened (logs, metrics, the `/topology` report).
+//! plan, act, and publish what happened (logs, metrics, the `/topology` report, the events).
 //!
-//! Entry point [`run`] takes a shutdown future, as in tokio's mini-redis, so tests run the
-//! whole controller in-process. Shutdown never interrupts a round: actions in flight finish
-//! and the state file stays consistent; only then do the pollers and the HTTP server stop.
+//! This module only decides and acts; [`crate::daemon`] assembles the process around it
+//! (pollers, HTTP, Sentinel endpoint, hooks, audit) and supervises every task. What the loop
+//! publishes lives in [`Shared`], which the HTTP server reads: the web layer depends on the
+//! loop, never the reverse (as in kube-rs' controller-rs). Shutdown never interrupts a
+//! round: actions in flight finish and the state file stays consistent.
 
 use std::{
     collections::HashMap,
-    future::Future,
     os::unix::fs::MetadataExt,
     path::Path,
     sync::{
@@ -17,39 +18,26 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, error, info, warn};
 
 use crate::{
     act::{self, Applied},
-    audit,
     config::Config,
     detect::{self, RoomStatus, Verdict},
     events::{Event, Snapshot},
-    hooks, http,
+    health::Heartbeat,
     info::Role,
     metrics::Metrics,
-    observe::{Observation, ObservationStore},
+    observe::{self, Observation, ObservationStore},
     plan::{self, Action, Decision, MasterChange, Masters, Policy, Reason},
-    probe::{self, PollSettings},
     report::{Report, ReportInput},
-    sentinel::{self, Discovery},
-    state::{self, FailoverRecord, State, StateError, Trigger, unix_ms},
+    sentinel::Discovery,
+    state::{FailoverRecord, State, Trigger, unix_ms},
     topology::{InstanceId, RoomId, ShardId, Topology},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("cannot listen on {addr} ([http] listen): {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot listen on {addr} ([sentinel] listen): {source}")]
-    SentinelBind { addr: std::net::SocketAddr, source: std::io::Error },
-}
-
-/// What the loop shares with the HTTP server.
+/// What the loop shares with the HTTP server (and the other tasks [`crate::daemon`] starts).
 pub struct Shared {
     pub config: Config,
     pub metrics: Arc<Metrics>,
@@ -67,11 +55,15 @@ pub struct Shared {
     /// The process's tasks, waited for at shutdown. Work that must not be cancelled with the
     /// request that started it (a failover through the admin API) runs here.
     pub tasks: TaskTracker,
+    /// Beaten by the loop after every round ([`crate::health`]).
+    pub rounds: Heartbeat,
+    /// The poller's heartbeat ([`ObservationStore::ticks`]).
+    pub polls: Heartbeat,
 }
 
 /// Events buffered per subscriber; a subscriber that falls further behind is told so
 /// (the Sentinel endpoint then closes that client's connection).
-const EVENT_BUFFER: usize = 1024;
+pub const EVENT_BUFFER: usize = 1024;
 
 /// A failover decided and not yet verified: one per (trigger, target room) of a round.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +142,7 @@ impl FileIdentity {
     }
 }
 
-struct Controller {
+pub struct Controller {
     /// The configuration lives in `shared` (the admin API needs it too).
     shared: Arc<Shared>,
     state: Option<State>,
@@ -184,161 +176,59 @@ struct Controller {
     triggers: Vec<Option<Trigger>>,
 }
 
-/// A controller that is bound and polling, ready to run its loop.
-pub struct Running {
-    controller: Controller,
-    store: ObservationStore,
-    token: CancellationToken,
-    tracker: TaskTracker,
-    http_addr: std::net::SocketAddr,
-    sentinel_addr: Option<std::net::SocketAddr>,
-}
-
-/// Loads the state file, binds the HTTP listener (so a port clash is a start-up error) and
-/// starts the pollers and the HTTP server. The loop itself runs in [`Running::run_until`].
-pub async fn start(config: Config) -> Result<Running, RunError> {
-    let topology = config.topology.clone();
-    let state = State::load(&config.controller.state_file, &topology)?;
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
-    let http_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: config.http.listen, source })?;
-    let sentinel_listener = match &config.sentinel {
-        Some(s) => Some(sentinel::bind(s).await.map_err(|source| RunError::SentinelBind { addr: s.listen, source })?),
-        None => None,
-    };
-    let sentinel_addr = sentinel_listener.as_ref().and_then(|l| l.local_addr().ok());
-    info!(
-        config = %config.origin,
-        http = %http_addr,
-        instances = topology.instances.len(),
-        state_epoch = ?state.as_ref().map(|s| s.epoch),
-        "roomguard controller starting"
-    );
-
-    if config.http.admin_token.is_some() && !http_addr.ip().is_loopback() {
-        warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
-    }
-    let poll = PollSettings {
-        redis: config.redis.clone(),
-        timeout: config.controller.timeout,
-        interval: config.controller.poll_interval,
-    };
-    let state_seen = FileIdentity::of(&config.controller.state_file);
-    let initial = Discovery::initial(
-        &topology,
-        &state.as_ref().map(|s| s.masters.clone()).unwrap_or_default(),
-        config.controller.down_after,
-    );
-    let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared {
-        tasks: tracker.clone(),
-        config,
-        action_lock: tokio::sync::Mutex::new(()),
-        metrics: Arc::new(Metrics::new(&topology)),
-        ready: AtomicBool::new(false),
-        report: RwLock::new(None),
-        events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
-        discovery: tokio::sync::watch::channel(initial).0,
-    });
-    if let Some(f) = state.as_ref().and_then(|s| s.last_failover.as_ref()) {
-        let at = std::time::UNIX_EPOCH + Duration::from_millis(f.at_unix_ms);
-        shared.metrics.restore_last_failover(at, f.took_ms.map(Duration::from_millis));
-    }
-    // Not fatal: the controller still observes and reports; it cannot take a new decision
-    // until the file can be written, and says so (log, metric, alert).
-    if let Err(e) = state::check_writable(&shared.config.controller.state_file) {
-        error!(error = %e, "the state file cannot be written: no failover can be decided until it can");
-        shared.metrics.record_state_save(false);
-    }
-    let token = CancellationToken::new();
-    let store = ObservationStore::new(topology.instances.len());
-    probe::spawn_pollers(&topology, &poll, &store, &shared.metrics, &tracker, &token);
-    tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
-    tracker.spawn(audit::run(shared.clone(), store.clone(), token.clone()));
-    let nofile = sentinel::raise_nofile_limit();
-    if let (Some(listener), Some(settings)) = (sentinel_listener, &shared.config.sentinel) {
-        tracker.spawn(sentinel::serve(
-            listener,
-            settings.clone().fitted(nofile, topology.instances.len()),
-            shared.discovery.subscribe(),
-            shared.events.clone(),
-            shared.metrics.clone(),
-            token.clone(),
-        ));
-    }
-    if !shared.config.hooks.is_empty() {
-        tracker.spawn(hooks::run(
-            shared.config.hooks.clone(),
-            shared.events.subscribe(),
-            shared.metrics.clone(),
-            tracker.clone(),
-            token.clone(),
-        ));
+impl Controller {
+    /// The loop's state, from the state file as loaded at start (`None`: no file yet).
+    pub fn new(shared: Arc<Shared>, state: Option<State>) -> Controller {
+        let shards = shared.config.topology.shards.len();
+        Controller {
+            state_seen: FileIdentity::of(&shared.config.controller.state_file),
+            shared,
+            state,
+            in_flight: Vec::new(),
+            last_save_error: None,
+            last_unsaved: Vec::new(),
+            last_rooms: vec![],
+            restarted_empty: vec![],
+            held: vec![],
+            last_vetoed: vec![],
+            acted_at: HashMap::new(),
+            last_failed: HashMap::new(),
+            followed_at: None,
+            snapshot: None,
+            triggers: vec![None; shards],
+        }
     }
 
-    let controller = Controller {
-        state_seen,
-        shared,
-        state,
-        in_flight: Vec::new(),
-        last_save_error: None,
-        last_unsaved: Vec::new(),
-        last_rooms: vec![],
-        restarted_empty: vec![],
-        held: vec![],
-        last_vetoed: vec![],
-        acted_at: HashMap::new(),
-        last_failed: HashMap::new(),
-        followed_at: None,
-        snapshot: None,
-        triggers: vec![None; topology.shards.len()],
-    };
-    Ok(Running { controller, store, token, tracker, http_addr, sentinel_addr })
-}
-
-/// Runs the controller until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    start(config).await?.run_until(shutdown).await;
-    Ok(())
-}
-
-impl Running {
-    pub fn shared(&self) -> Arc<Shared> {
-        self.controller.shared.clone()
-    }
-
-    pub fn http_addr(&self) -> std::net::SocketAddr {
-        self.http_addr
-    }
-
-    /// Where the Sentinel-compatible endpoint listens, when `[sentinel]` is configured.
-    pub fn sentinel_addr(&self) -> Option<std::net::SocketAddr> {
-        self.sentinel_addr
-    }
-
-    /// Runs rounds every `poll_interval` until `shutdown` completes.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let Running { mut controller, store, token, tracker, .. } = self;
-        let mut ticker = tokio::time::interval(controller.shared.config.controller.poll_interval);
+    /// Runs a round every `poll_interval` until `stop` is cancelled; a round in progress is
+    /// never interrupted. Each round reads the observation as aged at its start
+    /// ([`Observation::aged`]): a stuck poller's last picture stops counting as evidence.
+    pub async fn run(mut self, store: ObservationStore, stop: CancellationToken) {
+        let c = &self.shared.config.controller;
+        let max_age = observe::max_age(c.poll_interval, c.timeout);
+        let mut ticker = tokio::time::interval(c.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            // A round is never interrupted: its actions finish before shutdown is looked at.
-            controller.round(&store.snapshot()).await;
+            let observation = store.snapshot().aged(Instant::now(), max_age);
+            self.round(&observation).await;
+            self.beat();
         }
-        info!("shutting down: no new actions; stopping pollers and the HTTP server");
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
+        info!("control loop stopped: no new actions");
     }
-}
 
-impl Controller {
+    /// Records that a round completed (for `/healthz` and the stall alert), with the poller's
+    /// last tick as the loop saw it.
+    fn beat(&self) {
+        let shared = &self.shared;
+        shared.rounds.beat();
+        let now = (Instant::now(), SystemTime::now());
+        let poll = shared.polls.age(now.0).map(|age| now.1 - age);
+        shared.metrics.record_liveness(now.1, poll);
+    }
+
     fn topology(&self) -> &Topology {
         &self.shared.config.topology
     }
@@ -750,7 +640,7 @@ impl Controller {
         }
         // After every action of the round (promotions first), concurrently.
         futures::future::join_all(
-            demoted.into_iter().map(|id| disconnect_clients(t, &self.shared.config.redis, c.timeout, id)),
+            demoted.into_iter().map(|id| act::disconnect_clients(t, &self.shared.config.redis, c.timeout, id)),
         )
         .await;
     }
@@ -882,19 +772,6 @@ impl Controller {
             changed
         });
         self.snapshot = Some(snapshot);
-    }
-}
-
-/// Closes the client connections (normal and Pub/Sub) of a demoted instance, so that its clients reconnect
-/// and rediscover the master (best effort: a failure is logged, nothing else depends on it).
-pub async fn disconnect_clients(t: &Topology, redis: &crate::config::RedisConfig, timeout: Duration, id: InstanceId) {
-    let addr = t.addr(id);
-    let result = async { act::Node::connect(addr, redis.instance(id), timeout).await?.kill_clients().await }.await;
-    match result {
-        Ok(n) => {
-            info!(instance = %addr, clients = n, "disconnected the demoted instance's clients so they rediscover the master")
-        }
-        Err(e) => warn!(instance = %addr, error = %e, "could not disconnect the demoted instance's clients"),
     }
 }
 

@@ -623,6 +623,46 @@ mod tests {
         }
     }
 
+    /// A stuck poller (issue 12): the last picture it left, however healthy, ages into failed
+    /// probes. Rooms then go down, but with no live witness none is ever judged lost, so
+    /// nothing fails over on the strength of a frozen picture, in either direction.
+    #[test]
+    fn a_stuck_pollers_last_picture_ages_into_failed_probes() {
+        let ms = Duration::from_millis;
+        let max_age = crate::observe::max_age(ms(100), ms(250));
+        assert_eq!(max_age, ms(1050));
+        let (up, degraded, down, lost) = (RoomStatus::Up, RoomStatus::Degraded, RoomStatus::Down, RoomStatus::Lost);
+        let cases: Vec<(&str, Scenario, Duration, [RoomStatus; 2], usize)> = vec![
+            ("healthy, fresh", Scenario::healthy(), ms(0), [up, up], 8),
+            ("healthy, as old as a live poller allows", Scenario::healthy(), max_age, [up, up], 8),
+            ("healthy, stale: failing, not yet down", Scenario::healthy(), max_age + ms(500), [degraded, degraded], 0),
+            ("healthy, stale past down_after", Scenario::healthy(), max_age + ms(1100), [down, down], 0),
+            ("room 1 lost, fresh", Scenario::room1_killed(ms(1000)), ms(0), [lost, up], 4),
+            (
+                "room 1 lost, stale: no witness left",
+                Scenario::room1_killed(ms(1000)),
+                max_age + ms(1100),
+                [down, down],
+                0,
+            ),
+        ];
+        for (name, s, later, expected, live) in cases {
+            let now = s.now + later;
+            let aged = s.observation.clone().aged(now, max_age);
+            let v = assess(&s.topology, &aged, now, SETTINGS);
+            assert_eq!(v.rooms.iter().map(|r| r.status).collect::<Vec<_>>(), expected, "{name}");
+            assert_eq!((0..8).filter(|&id| aged.live(id).is_some()).count(), live, "{name}: live instances");
+            if live == 0 {
+                let e = aged.get(0).last_error.as_ref().expect("an error");
+                assert_eq!(e.kind, crate::observe::ProbeErrorKind::Stale, "{name}");
+            }
+        }
+        // An instance already failing keeps the start of its failure.
+        let s = Scenario::room1_killed(ms(3000));
+        let aged = s.observation.clone().aged(s.now + max_age * 2, max_age);
+        assert_eq!(aged.get(0).failing_since, s.observation.get(0).failing_since);
+    }
+
     #[test]
     fn rules_say_where_the_threshold_comes_from() {
         let s = Scenario::healthy().ping_period(1);

@@ -125,6 +125,10 @@ type Run = (&'static str, Vec<(&'static str, String)>);
 /// timeout): a hook's runs happen one at a time, in event order — two quick switchovers
 /// never race to rewrite the same proxy configuration. Queuing never waits: when a hook's
 /// queue is full the run is dropped, logged and counted.
+///
+/// A worker that ends before `token` is cancelled (a panic) ends the runner too, with the
+/// same panic: the supervisor ([`crate::daemon`]) then stops the process, instead of that
+/// hook silently never running again.
 pub async fn run(
     hooks: Vec<HookSettings>,
     mut events: broadcast::Receiver<Event>,
@@ -132,17 +136,30 @@ pub async fn run(
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
+    let mut workers = futures::stream::FuturesUnordered::new();
     let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
         .into_iter()
         .map(|hook| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone()));
+            workers.push(tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone())));
             (hook, tx)
         })
         .collect();
     loop {
         let event = tokio::select! {
             _ = token.cancelled() => return,
+            Some(ended) = futures::StreamExt::next(&mut workers) => {
+                if token.is_cancelled() {
+                    return;
+                }
+                match ended {
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    _ => {
+                        warn!("hooks: a hook worker ended early; stopping the hook runner");
+                        return;
+                    }
+                }
+            }
             event = events.recv() => event,
         };
         let event = match event {

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::{
     controller::Shared,
+    health::{self, Health},
     metrics::Metrics,
     state::Trigger,
     switchover::{self, FailoverError},
@@ -47,13 +48,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Cancellati
 
 const STARTING: &str = "starting: first probe round not complete\n";
 
-/// 200 once every instance has been probed and a first round has been judged; 503 before.
+/// 200 once every instance has been probed and a first round has been judged, while the loop
+/// completes rounds and the poller ticks; 503 before, and while either has stalled for longer
+/// than [`health::stall_limit`] (no failover can happen then). The body gives both ages.
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, STARTING).into_response()
-    }
+    let now = Instant::now();
+    let limit = health::stall_limit(shared.config.controller.poll_interval);
+    let (round, poll) = (shared.rounds.age(now), shared.polls.age(now));
+    let verdict = health::judge(shared.ready.load(Ordering::Acquire), round, poll, limit);
+    let status = if verdict == Health::Ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, health::render(&verdict, round, poll, limit)).into_response()
 }
 
 async fn topology(State(shared): State<Arc<Shared>>) -> Response {

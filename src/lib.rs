@@ -18,6 +18,10 @@
 //!   endpoint ([`sentinel`]) and the [`hooks`] follow; [`audit`] reports Redis settings that
 //!   undermine the guarantees; [`version`] tells which server (Redis 2.8 to 7.x, Valkey 8) an
 //!   instance runs and what it can do.
+//!
+//! [`daemon`] is where the process is assembled: it starts every task above, supervises them
+//! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
+//! catches the tasks that hang instead (`/healthz`).
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -25,8 +29,10 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod detect;
 pub mod events;
+pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod info;

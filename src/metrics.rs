@@ -175,6 +175,10 @@ pub struct Metrics {
     pub link_silence_threshold: Family<ShardLabels, FloatGauge>,
     pub rounds: Counter,
     pub round_duration: Histogram,
+    /// Liveness ([`crate::health`]): when the loop last completed a round, and the poller's
+    /// last tick as that round saw it.
+    pub last_round_timestamp: FloatGauge,
+    pub last_poll_timestamp: FloatGauge,
     pub sentinel_connections: Gauge,
     pub sentinel_rejected: Counter,
     pub sentinel_closed: Family<ReasonLabels, Counter>,
@@ -226,6 +230,8 @@ impl Metrics {
             config_warning: Family::default(),
             link_silence_threshold: Family::default(),
             rounds: Counter::default(),
+            last_round_timestamp: FloatGauge::default(),
+            last_poll_timestamp: FloatGauge::default(),
             round_duration: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
             ]),
@@ -333,6 +339,18 @@ impl Metrics {
         );
         r.register("rounds", "Control loop rounds", m.rounds.clone());
         r.register_with_unit(
+            "last_round_timestamp",
+            "Unix time the control loop last completed a round (stalled: alert RoomguardLoopStalled)",
+            Unit::Seconds,
+            m.last_round_timestamp.clone(),
+        );
+        r.register_with_unit(
+            "last_poll_timestamp",
+            "Unix time of the poller's last tick, as the last round saw it",
+            Unit::Seconds,
+            m.last_poll_timestamp.clone(),
+        );
+        r.register_with_unit(
             "round_duration",
             "Time to decide and act in one control loop round (probes excluded)",
             Unit::Seconds,
@@ -428,6 +446,15 @@ impl Metrics {
             .set(verified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
         if let Some(took) = took {
             self.last_failover_duration.set(took.as_secs_f64());
+        }
+    }
+
+    /// Records a completed round at `round` and the poller's last tick at `poll` (wall clock).
+    pub fn record_liveness(&self, round: SystemTime, poll: Option<SystemTime>) {
+        let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        self.last_round_timestamp.set(unix(round));
+        if let Some(poll) = poll {
+            self.last_poll_timestamp.set(unix(poll));
         }
     }
 

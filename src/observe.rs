@@ -14,6 +14,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    health::Heartbeat,
     info::{ReplicationInfo, Role},
     topology::InstanceId,
     version::ServerVersion,
@@ -46,6 +47,9 @@ pub enum ProbeErrorKind {
     Io,
     /// Another error reply from Redis.
     Redis,
+    /// No probe of the instance finished for longer than [`max_age`]: the controller's own
+    /// poller is stuck, so what it last saw is history, not evidence (see [`Observation::aged`]).
+    Stale,
 }
 
 impl ProbeErrorKind {
@@ -62,6 +66,7 @@ impl ProbeErrorKind {
             ProbeErrorKind::Info => "info",
             ProbeErrorKind::Io => "io",
             ProbeErrorKind::Redis => "redis",
+            ProbeErrorKind::Stale => "stale",
         }
     }
 }
@@ -190,6 +195,26 @@ impl InstanceObservation {
         self.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= down_after)
     }
 
+    /// Treats a latest probe that finished more than `max_age` before `now` as a failure that
+    /// began once it became that old: not reachable, not live, failing since then (or since
+    /// an earlier failure). `probed_at` is kept: no probe started after it has come back.
+    pub fn expire(&mut self, now: Instant, max_age: Duration) {
+        let Some(probed_at) = self.probed_at else { return };
+        let stale_since = probed_at + self.last_latency.unwrap_or_default() + max_age;
+        if now <= stale_since {
+            return;
+        }
+        self.reachable = false;
+        self.master_since = None;
+        self.progress = None;
+        self.failing_since.get_or_insert(stale_since);
+        let age = now.saturating_duration_since(probed_at);
+        self.last_error = Some(ProbeError::new(
+            ProbeErrorKind::Stale,
+            format!("no probe finished for {}: the controller's poller is stuck", humantime::format_duration(age)),
+        ));
+    }
+
     /// Records one finished probe that started at `started`.
     ///
     /// An instance answering `-LOADING` is alive, as Redis Sentinel also counts it: a master
@@ -266,17 +291,45 @@ impl Observation {
     pub fn complete(&self) -> bool {
         self.instances.iter().all(|i| i.probed_at.is_some())
     }
+
+    /// The observation as the decisions must read it at `now`: an instance whose latest
+    /// finished probe started more than `max_age` ago counts as failing since then
+    /// ([`InstanceObservation::expire`]). A live poller never lets that happen, so this only
+    /// matters when the poller is stuck: its last picture, however healthy, then stops being
+    /// evidence, and every instance goes down `down_after` later. With no instance live, no
+    /// witness hears anything and nothing is promoted (rooms are `Down`, never `Lost`).
+    pub fn aged(mut self, now: Instant, max_age: Duration) -> Observation {
+        for instance in &mut self.instances {
+            instance.expire(now, max_age);
+        }
+        self
+    }
+}
+
+/// How long after an instance's latest probe *finished* the next one must have finished while
+/// the poller works: it starts within a `poll_interval` and has at most three round trips, each
+/// bounded by `timeout` (connect and `AUTH`, `INFO server` on a new connection, `INFO
+/// replication`); two more intervals absorb a late tick on a loaded host.
+pub fn max_age(poll_interval: Duration, timeout: Duration) -> Duration {
+    timeout * 3 + poll_interval * 3
 }
 
 /// Shared between the pollers (writers) and the control loop (reader).
 #[derive(Clone, Debug)]
 pub struct ObservationStore {
     inner: Arc<Mutex<Observation>>,
+    /// Beaten by the poller at every tick ([`crate::health`]).
+    ticks: Heartbeat,
 }
 
 impl ObservationStore {
     pub fn new(count: usize) -> Self {
-        ObservationStore { inner: Arc::new(Mutex::new(Observation::new(count))) }
+        ObservationStore { inner: Arc::new(Mutex::new(Observation::new(count))), ticks: Heartbeat::default() }
+    }
+
+    /// The poller's heartbeat: it beats at every tick, whatever the probes return.
+    pub fn ticks(&self) -> &Heartbeat {
+        &self.ticks
     }
 
     pub fn record(

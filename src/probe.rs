@@ -12,7 +12,7 @@ use std::{
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, aio::MultiplexedConnection};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
@@ -147,10 +147,12 @@ pub struct PollSettings {
     pub interval: Duration,
 }
 
-/// Instances probed together at one tick of the poller (see [`spawn_pollers`]).
+/// Instances probed together at one tick of the poller (see [`poller`]).
 const PROBE_GROUP: usize = 32;
 
-/// Spawns the poller on `tracker`; it stops when `token` is cancelled. The instances are
+/// The poller, to be spawned (and supervised) by [`crate::daemon`]; it returns when `token` is
+/// cancelled, and beats the store's heartbeat ([`ObservationStore::ticks`]) at every tick. The
+/// instances are
 /// split into groups of at most [`PROBE_GROUP`], spread evenly over the poll interval: at each
 /// tick the group whose turn it is probes every member whose previous probe has finished, so
 /// every instance is probed once per interval.
@@ -162,14 +164,13 @@ const PROBE_GROUP: usize = 32;
 /// within a burst (replies handled one after the other) small next to the probe timeout. A hung
 /// instance still delays no other: its probe stays in flight (bounded by the timeout) and it
 /// misses its turns meanwhile.
-pub fn spawn_pollers(
+pub fn poller(
     topology: &Topology,
     settings: &PollSettings,
     store: &ObservationStore,
     metrics: &Arc<Metrics>,
-    tracker: &TaskTracker,
     token: &CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let mut idle: Vec<Option<Prober>> = topology
         .instances
         .iter()
@@ -184,7 +185,7 @@ pub fn spawn_pollers(
     let metrics = metrics.clone();
     let token = token.clone();
     let addrs: Vec<_> = topology.instances.iter().map(|i| i.addr.clone()).collect();
-    tracker.spawn(async move {
+    async move {
         // The kind of the last failure per instance: a change is logged once.
         let mut last_kind: Vec<Option<ProbeErrorKind>> = vec![None; addrs.len()];
         let mut ticks = tokio::time::interval(period);
@@ -195,6 +196,7 @@ pub fn spawn_pollers(
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = ticks.tick() => {
+                    store.ticks().beat();
                     let group = idle.iter_mut().enumerate().skip(turn).step_by(groups);
                     turn = (turn + 1) % groups;
                     for (id, slot) in group {
@@ -226,7 +228,7 @@ pub fn spawn_pollers(
                 }
             }
         }
-    });
+    }
 }
 
 /// Probes every instance once, concurrently (for `status`, `failover` and verification).

@@ -15,7 +15,8 @@
 //!
 //! The request parser is hand-written: requests are only arrays of bulk strings (or inline
 //! commands), and it must refuse an oversized length (`$2147483647`, `*2147483647`) from its
-//! header, before buffering or allocating anything. Connections are capped
+//! header, before buffering or allocating anything; `scripts/fuzz` fuzzes it
+//! (`fuzz/fuzz_targets/sentinel_request.rs`). Connections are capped
 //! (`max_connections`), requests are capped (`max_request_bytes`), idle connections that are
 //! not subscribed are closed after `idle_timeout`, and a client that does not read its
 //! replies is dropped after a write timeout; each is counted in a metric.
@@ -770,9 +771,27 @@ impl<'a> Connection<'a> {
     /// holds [`OUTPUT_CHUNK`] bytes (or at `QUIT`); `Ok(true)` when it stopped there with
     /// requests possibly left, to be answered after `out` is written. So a client that
     /// pipelines many requests and never reads holds at most one chunk of replies.
+    ///
+    /// The requests are parsed with a cursor and the answered bytes are removed from `buf` once,
+    /// at the end: removing them request by request would move the rest of a pipelined buffer
+    /// once per request (quadratic, on the runtime that runs the control loop).
     fn answer(&mut self, buf: &mut Vec<u8>, max: usize, out: &mut Vec<u8>) -> Result<bool, ProtocolError> {
-        while let Some((args, used)) = parse_request(buf, max)? {
-            buf.drain(..used);
+        let mut cursor = 0;
+        let answered = self.answer_from(buf, &mut cursor, max, out);
+        buf.drain(..cursor);
+        answered
+    }
+
+    /// [`Self::answer`] from `buf[*cursor..]`, moving `cursor` past each request answered.
+    fn answer_from(
+        &mut self,
+        buf: &[u8],
+        cursor: &mut usize,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ProtocolError> {
+        while let Some((args, used)) = parse_request(&buf[*cursor..], max)? {
+            *cursor += used;
             if !args.is_empty() {
                 self.handle(&args, out);
             }
@@ -1344,6 +1363,28 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(total, one.len() * requests, "every request answered");
         assert!(chunks > 1);
+    }
+
+    /// Complete requests are answered and removed; a partial one stays, whole, for the next
+    /// read, wherever the read cut it.
+    #[test]
+    fn a_partial_request_stays_in_the_buffer_for_the_next_read() {
+        let endpoint = endpoint(seed_view());
+        let mut connection = Connection::new(&endpoint);
+        let pipeline = b"PING\r\n*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n".to_vec();
+        let mut whole = Vec::new();
+        connection.answer(&mut pipeline.clone(), DEFAULT_MAX_REQUEST_BYTES, &mut whole).unwrap();
+        assert_eq!(String::from_utf8_lossy(&whole), "+PONG\r\n+PONG\r\n$5\r\nhello\r\n");
+        for cut in 0..=pipeline.len() {
+            let (mut buf, mut out) = (pipeline[..cut].to_vec(), Vec::new());
+            connection.answer(&mut buf, DEFAULT_MAX_REQUEST_BYTES, &mut out).unwrap();
+            let answered = cut - buf.len();
+            assert!(pipeline[answered..cut] == buf[..], "cut at {cut}: the unanswered rest stays as it was");
+            buf.extend_from_slice(&pipeline[cut..]);
+            connection.answer(&mut buf, DEFAULT_MAX_REQUEST_BYTES, &mut out).unwrap();
+            assert!(buf.is_empty(), "cut at {cut}");
+            assert_eq!(out, whole, "cut at {cut}: the same answers, in order");
+        }
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         // Only now (unpaused, demoted): the old masters' clients reconnect and rediscover.
         if committed.is_ok() {
             for m in moves.iter().filter(|m| m.graceful) {
-                crate::controller::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
+                act::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
             }
         }
         committed?;

@@ -10,4 +10,5 @@ mod hostile;
 mod observability;
 mod security;
 mod sentinel;
+mod supervision;
 mod versions;

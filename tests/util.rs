@@ -12,7 +12,8 @@ use std::{
 use redis::aio::MultiplexedConnection;
 use roomguard::{
     config::RedisSettings,
-    controller::{self, Shared},
+    controller::Shared,
+    daemon::{self, DaemonError},
     info::{ReplicationInfo, Role},
     lab::{Lab, LabSpec},
     probe,
@@ -48,7 +49,7 @@ pub struct Controller {
     /// The Sentinel-compatible endpoint, when the config has `[sentinel]`.
     pub sentinel: Option<SocketAddr>,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
 
 impl Controller {
@@ -61,12 +62,12 @@ impl Controller {
         let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMGUARD_TEST_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-        let running = controller::start(config).await.expect("controller starts");
-        let (shared, http, sentinel) = (running.shared(), running.http_addr(), running.sentinel_addr());
+        let daemon = daemon::Daemon::start(config).await.expect("controller starts");
+        let (shared, http, sentinel) = (daemon.shared(), daemon.http_addr(), daemon.sentinel_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
-            running.run_until(async move { stop.cancelled().await })
+            daemon.run_until(async move { stop.cancelled().await })
         });
         let c = Controller { shared, http, sentinel, stop, task };
         assert!(wait_until(Duration::from_secs(5), || async { c.ready() }).await, "controller never ready");
@@ -111,9 +112,10 @@ impl Controller {
             .await
     }
 
+    /// Stops the controller; every one of its tasks must have run until then.
     pub async fn stop(self) {
         self.stop.cancel();
-        self.task.await.unwrap();
+        self.task.await.unwrap().expect("no task of the controller ended early");
     }
 }
 

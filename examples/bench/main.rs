@@ -24,7 +24,8 @@ use std::{
 
 use roomguard::{
     config::RedisSettings,
-    controller::{self, Shared},
+    controller::Shared,
+    daemon::{Daemon, DaemonError},
     lab::{Lab, LabSpec},
     probe,
     topology::Addr,
@@ -143,7 +144,7 @@ fn parse() -> (String, Opts) {
 // A deployment under test: the lab plus either roomguard (in-process) or three Sentinels.
 
 enum Guard {
-    Roomguard { shared: Arc<Shared>, stop: CancellationToken, task: JoinHandle<()> },
+    Roomguard { shared: Arc<Shared>, stop: CancellationToken, task: JoinHandle<Result<(), DaemonError>> },
     Sentinel(sentinel::Sentinels),
 }
 
@@ -170,12 +171,12 @@ async fn deploy(o: &Opts) -> Deployment {
         System::Roomguard => {
             let mut config = lab.config.clone();
             config.controller.down_after = o.down_after;
-            let running = controller::start(config).await.expect("controller");
-            let shared = running.shared();
+            let daemon = Daemon::start(config).await.expect("controller");
+            let shared = daemon.shared();
             let stop = CancellationToken::new();
             let task = tokio::spawn({
                 let stop = stop.clone();
-                running.run_until(async move { stop.cancelled().await })
+                daemon.run_until(async move { stop.cancelled().await })
             });
             while !shared.ready.load(Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -236,7 +237,9 @@ impl Deployment {
     async fn stop(self) {
         if let Guard::Roomguard { stop, task, .. } = self.guard {
             stop.cancel();
-            let _ = task.await;
+            if let Ok(Err(e)) = task.await {
+                eprintln!("  the controller failed during the trial: {e}");
+            }
         }
     }
 }

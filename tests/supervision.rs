@@ -1,0 +1,79 @@
+//! Supervision (issue 12): a task of the controller that ends is noticed and stops the whole
+//! controller, naming the task; a loop that is alive but stuck turns `/healthz` to 503.
+
+use std::time::Duration;
+
+use roomguard::{
+    daemon::{Daemon, DaemonError, Ended, Task},
+    sentinel,
+};
+
+use crate::util::*;
+
+/// Every task, one at a time, dies (aborted through its handle, as a panic or an early
+/// return would end it): `run_until` returns the error naming it, having stopped the rest
+/// (the HTTP port is closed), instead of running on blind or mute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_dies_stops_the_controller_and_is_named() {
+    let lab = lab(26000).await;
+    let mut config = with_recording_hook(&lab);
+    config.sentinel = Some(sentinel::SentinelSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: None,
+        max_connections: sentinel::DEFAULT_MAX_CONNECTIONS,
+        max_request_bytes: sentinel::DEFAULT_MAX_REQUEST_BYTES,
+        idle_timeout: sentinel::DEFAULT_IDLE_TIMEOUT,
+    });
+    for task in [Task::Poller, Task::Loop, Task::Http, Task::Sentinel, Task::Hooks, Task::Audit] {
+        let daemon = Daemon::start(config.clone()).await.unwrap();
+        let (http, shared) = (daemon.http_addr(), daemon.shared());
+        let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
+        let run = tokio::spawn(daemon.run_until(std::future::pending()));
+        assert!(
+            wait_until(Duration::from_secs(5), || async { shared.ready.load(std::sync::atomic::Ordering::Acquire) })
+                .await,
+            "{task}: controller never ready"
+        );
+        abort.abort();
+        let result = tokio::time::timeout(Duration::from_secs(15), run)
+            .await
+            .unwrap_or_else(|_| panic!("the death of the {task} went unnoticed"))
+            .unwrap();
+        match result {
+            Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(ended, task),
+            other => panic!("{task}: {other:?}"),
+        }
+        assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
+    }
+}
+
+/// A loop that blocks (here on the report lock, as a deadlock would) completes no round:
+/// `/healthz` turns 503 within the stall limit and says so, and the round timestamp stops;
+/// once the loop runs again, 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock, reason = "holding the lock across awaits is the stall under test")]
+async fn healthz_turns_503_while_the_loop_stalls() {
+    let lab = lab(26010).await;
+    let c = Controller::start(&lab).await;
+    let (status, body) = http_get(c.http, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nlast_poll_age_seconds 0."), "{body}");
+    {
+        // The loop writes the report at the end of every round: it blocks there.
+        let _stall = c.shared.report.read().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || async { http_get(c.http, "/healthz").await.0 == 503 }).await,
+            "/healthz stayed 200 with the loop stalled"
+        );
+        let (_, body) = http_get(c.http, "/healthz").await;
+        assert!(body.starts_with("stalled: loop made no progress for more than 3s"), "{body}");
+        let stamp = c.metric("roomguard_last_round_timestamp_seconds", &[]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(c.metric("roomguard_last_round_timestamp_seconds", &[]), stamp, "no round completes");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async { http_get(c.http, "/healthz").await.0 == 200 }).await,
+        "/healthz did not recover"
+    );
+    c.stop().await;
+}
