@@ -1,0 +1,508 @@
+//! A randomized fault soak, in the manner of Jepsen's nemesis and checker: real Redis on
+//! loopback (the lab), K controllers with their own state files and Sentinel endpoints, one
+//! writer per shard that finds its master through a Sentinel endpoint as a client would, and a
+//! nemesis that injects random faults, some overlapping. After each episode every fault is
+//! healed and the harness waits for a quiet point, where it checks the invariants:
+//!
+//! - the deployment settles within [`SETTLE`]: every instance answers, exactly one master per
+//!   shard, every chain as the desired topology says, every link up (`status`'s "healthy");
+//! - every controller's view agrees with Redis (`/topology`'s masters) and every Sentinel
+//!   endpoint names that master;
+//! - no controller task ended (a crash or a panic);
+//! - every acknowledged write is still there, except in a documented window: a master that was
+//!   SIGKILLed or restarted empty may lose what it acknowledged but had not yet replicated.
+//!   Those losses are counted per cause; any other loss is a violation.
+//!
+//! A run is reproducible from its seed (the choice and timing of faults; not the timing of
+//! Redis and the controllers). On a violation it prints the seed and the timeline and exits 1.
+//!
+//!     scripts/chaos [--minutes N] [--seed S] [--rooms 2|3] [--controllers K]
+//!
+//! Ports: 29001-29004 on 127.0.0.11-13 (Redis), 29100.. (the controllers' Sentinel endpoints).
+//! Needs root (iptables, for the black hole).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use roomguard::{
+    config::{Config, RedisSettings},
+    daemon::Daemon,
+    lab::{BlackHole, Lab, LabSpec},
+    probe,
+    topology::{Addr, InstanceId},
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const BASE_PORT: u16 = 29000;
+/// Controller k's Sentinel endpoint listens on 127.0.0.1:`SENTINEL_PORT + k`.
+const SENTINEL_PORT: u16 = 29100;
+/// How long the deployment may take to settle after every fault is healed: a failover
+/// (about a second), a returning room's full syncs, and the chain re-linking one hop at a time.
+const SETTLE: Duration = Duration::from_secs(40);
+
+/// A small deterministic generator (xorshift64*): the run's choices follow from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.below(high - low))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// SIGKILL a room; healed by restarting it, empty.
+    KillRoom(usize),
+    /// SIGSTOP a room; healed by SIGCONT.
+    HangRoom(usize),
+    /// Every packet to and from a room dropped; healed by removing the rules.
+    BlackHoleRoom(usize),
+    /// SIGKILL one instance; healed by restarting it, empty.
+    KillInstance(InstanceId),
+    /// SIGSTOP one instance.
+    HangInstance(InstanceId),
+    /// A shard's master restarts at once, empty (no persistence).
+    RestartMasterEmpty(usize),
+    /// A controller is stopped and started again from its state file.
+    RestartController(usize),
+    /// `failover --room R` (graceful when the masters answer), during whatever else happens.
+    ManualFailover(usize),
+}
+
+impl Fault {
+    /// Whether acknowledged writes may be lost: a master that dies or restarts empty loses what
+    /// it had not replicated yet (asynchronous replication).
+    fn may_lose_writes(self) -> bool {
+        matches!(self, Fault::KillRoom(_) | Fault::KillInstance(_) | Fault::RestartMasterEmpty(_))
+    }
+    fn kind(self) -> &'static str {
+        match self {
+            Fault::KillRoom(_) => "kill room",
+            Fault::HangRoom(_) => "hang room",
+            Fault::BlackHoleRoom(_) => "black hole room",
+            Fault::KillInstance(_) => "kill instance",
+            Fault::HangInstance(_) => "hang instance",
+            Fault::RestartMasterEmpty(_) => "restart master empty",
+            Fault::RestartController(_) => "restart controller",
+            Fault::ManualFailover(_) => "manual failover",
+        }
+    }
+}
+
+struct Controller {
+    daemon_task: JoinHandle<Result<(), roomguard::daemon::DaemonError>>,
+    stop: CancellationToken,
+    sentinel: Addr,
+    shared: Arc<roomguard::controller::Shared>,
+}
+
+async fn start_controller(config: Config) -> Controller {
+    let daemon = Daemon::start(config).await.expect("controller starts");
+    let shared = daemon.shared();
+    let sentinel = daemon.sentinel_addr().expect("the chaos config has a Sentinel endpoint");
+    let stop = CancellationToken::new();
+    let daemon_task = tokio::spawn({
+        let stop = stop.clone();
+        daemon.run_until(async move { stop.cancelled().await })
+    });
+    Controller { daemon_task, stop, sentinel: Addr::new(&sentinel.ip().to_string(), sentinel.port()), shared }
+}
+
+/// What a writer has been told OK: key sequence numbers per shard.
+type Acked = Arc<Mutex<Vec<u64>>>;
+
+/// Writes `chaos:<shard>:<n>` to the master a Sentinel endpoint names, rediscovering after any
+/// error, as a client library does.
+async fn writer(shard: String, sentinel: Addr, acked: Acked, stop: CancellationToken) {
+    let settings = RedisSettings::default();
+    let timeout = Duration::from_millis(500);
+    let mut n = 0u64;
+    let mut master: Option<(Addr, redis::aio::MultiplexedConnection)> = None;
+    while !stop.is_cancelled() {
+        if master.is_none() {
+            let found = async {
+                let mut s = probe::connect(&sentinel, &settings, timeout).await.ok()?;
+                let reply: Vec<String> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&shard)
+                    .query_async(&mut s)
+                    .await
+                    .ok()?;
+                let addr = Addr::new(reply.first()?, reply.get(1)?.parse().ok()?);
+                let con = probe::connect(&addr, &settings, timeout).await.ok()?;
+                Some((addr, con))
+            };
+            master = tokio::time::timeout(Duration::from_secs(2), found).await.ok().flatten();
+            if master.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let (_, con) = master.as_mut().expect("set above");
+        n += 1;
+        let mut set = redis::cmd("SET");
+        set.arg(format!("chaos:{shard}:{n}")).arg(n);
+        match tokio::time::timeout(timeout, set.query_async::<()>(con)).await {
+            Ok(Ok(())) => acked.lock().expect("acked").push(n),
+            _ => master = None,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The keys of `acked` that `master` does not hold.
+async fn missing(master: &Addr, shard: &str, acked: &[u64]) -> Option<Vec<u64>> {
+    let mut con = probe::connect(master, &RedisSettings::default(), Duration::from_secs(1)).await.ok()?;
+    let mut out = Vec::new();
+    for chunk in acked.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(|n| format!("chaos:{shard}:{n}")).collect();
+        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.ok()?;
+        out.extend(chunk.iter().zip(values).filter(|(_, v)| v.is_none()).map(|(n, _)| *n));
+    }
+    Some(out)
+}
+
+struct Run {
+    started: Instant,
+    timeline: Vec<String>,
+    violations: Vec<String>,
+}
+
+impl Run {
+    fn log(&mut self, what: String) {
+        let line = format!("{:>8.1}s  {what}", self.started.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        self.timeline.push(line);
+    }
+    fn violation(&mut self, what: String) {
+        self.log(format!("VIOLATION: {what}"));
+        self.violations.push(what);
+    }
+}
+
+struct Opts {
+    minutes: f64,
+    seed: u64,
+    rooms: usize,
+    controllers: usize,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts { minutes: 2.0, seed: 1, rooms: 2, controllers: 2 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--minutes" => o.minutes = value().parse().expect("--minutes N"),
+            "--seed" => o.seed = value().parse().expect("--seed S"),
+            "--rooms" => o.rooms = value().parse().expect("--rooms 2|3"),
+            "--controllers" => o.controllers = value().parse().expect("--controllers K"),
+            other => panic!("unknown argument {other}: --minutes N --seed S --rooms 2|3 --controllers K"),
+        }
+    }
+    assert!((2..=3).contains(&o.rooms) && o.controllers >= 1, "--rooms 2|3, --controllers >= 1");
+    o
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let o = parse();
+    let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let room_ips: Vec<String> = (0..o.rooms).map(|r| format!("127.0.0.{}", 11 + r)).collect();
+    let spec = LabSpec {
+        room_ips,
+        base_port: BASE_PORT,
+        http_listen: "127.0.0.1:0".into(),
+        sentinel_listen: Some("127.0.0.1:0".into()),
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::start(&spec).await.expect("lab (is redis-server installed? are ports 29001-29004 free?)");
+    let t = lab.topology().clone();
+    // Each controller: its own state file, and its own endpoint on a fixed port, so that a
+    // restarted controller is found where clients knew it.
+    let (base_config, dir) = (lab.config.clone(), lab.dir().to_path_buf());
+    let config_of = |k: usize| {
+        let mut c = base_config.clone();
+        c.controller.state_file = dir.join(format!("state-{k}.json"));
+        if let Some(s) = c.sentinel.as_mut() {
+            s.listen = format!("127.0.0.1:{}", SENTINEL_PORT + k as u16).parse().expect("address");
+        }
+        c
+    };
+    let mut controllers = Vec::new();
+    for k in 0..o.controllers {
+        controllers.push(start_controller(config_of(k)).await);
+    }
+    let mut run = Run { started: Instant::now(), timeline: vec![], violations: vec![] };
+    run.log(format!(
+        "seed {}, {} rooms, {} shards, {} controllers, {} minutes",
+        o.seed,
+        o.rooms,
+        t.shards.len(),
+        o.controllers,
+        o.minutes
+    ));
+    let stop_writers = CancellationToken::new();
+    let acked: Vec<Acked> = t.shards.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let writers: Vec<JoinHandle<()>> = t
+        .shards
+        .iter()
+        .zip(&acked)
+        .map(|(s, a)| tokio::spawn(writer(s.name.clone(), controllers[0].sentinel.clone(), a.clone(), stop_writers.clone())))
+        .collect();
+    // Keys known present at the last quiet point, per shard; and losses by cause.
+    let mut verified: Vec<usize> = vec![0; t.shards.len()];
+    let mut lost_by_cause: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut faults_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut recovery: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+
+    let deadline = Instant::now() + Duration::from_secs_f64(o.minutes * 60.0);
+    let mut episode = 0;
+    while Instant::now() < deadline && run.violations.is_empty() {
+        episode += 1;
+        // One room fault at most (losing every room loses the data), plus sometimes another.
+        let mut faults = vec![];
+        let room = rng.below(o.rooms as u64) as usize;
+        let instance = rng.below(t.instances.len() as u64) as usize;
+        let shard = rng.below(t.shards.len() as u64) as usize;
+        let first = match rng.below(8) {
+            0 => Fault::KillRoom(room),
+            1 => Fault::HangRoom(room),
+            2 => Fault::BlackHoleRoom(room),
+            3 => Fault::KillInstance(instance),
+            4 => Fault::HangInstance(instance),
+            5 => Fault::RestartMasterEmpty(shard),
+            6 => Fault::RestartController(rng.below(o.controllers as u64) as usize),
+            _ => Fault::ManualFailover(room),
+        };
+        faults.push(first);
+        if rng.below(3) == 0 {
+            let second = match rng.below(3) {
+                0 => Fault::RestartController(rng.below(o.controllers as u64) as usize),
+                1 => Fault::ManualFailover(rng.below(o.rooms as u64) as usize),
+                _ => Fault::HangInstance(rng.below(t.instances.len() as u64) as usize),
+            };
+            if second != first {
+                faults.push(second);
+            }
+        }
+        let duration = rng.millis(500, 8000);
+        let gap = rng.millis(0, 1500);
+        let mut holes: Vec<BlackHole> = vec![];
+        let mut hung: Vec<InstanceId> = vec![];
+        let mut killed: Vec<InstanceId> = vec![];
+        for (i, &fault) in faults.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            *faults_by_kind.entry(fault.kind()).or_default() += 1;
+            run.log(format!("episode {episode}: {fault:?} for {duration:?}"));
+            match fault {
+                Fault::KillRoom(r) => {
+                    for id in lab.room(r) {
+                        lab.servers[id].kill();
+                        killed.push(id);
+                    }
+                }
+                Fault::HangRoom(r) => {
+                    for id in lab.room(r) {
+                        lab.servers[id].hang();
+                        hung.push(id);
+                    }
+                }
+                Fault::BlackHoleRoom(r) => holes.push(lab.black_hole(r).expect("iptables (run as root)")),
+                Fault::KillInstance(id) => {
+                    lab.servers[id].kill();
+                    killed.push(id);
+                }
+                Fault::HangInstance(id) => {
+                    lab.servers[id].hang();
+                    hung.push(id);
+                }
+                Fault::RestartMasterEmpty(s) => {
+                    let report = roomguard::cli::snapshot(&lab.config).await.ok();
+                    let master = report.and_then(|r| r.shards[s].master.clone());
+                    if let Some(id) = master.and_then(|m| t.instances.iter().position(|i| i.addr.to_string() == m)) {
+                        if lab.servers[id].is_running() {
+                            let _ = lab.servers[id].restart(None);
+                        }
+                    }
+                }
+                Fault::RestartController(k) => {
+                    controllers[k].stop.cancel();
+                    let ended = (&mut controllers[k].daemon_task).await;
+                    if !matches!(ended, Ok(Ok(()))) {
+                        run.violation(format!("controller {k} ended badly when stopped: {ended:?}"));
+                    }
+                    controllers[k] = start_controller(config_of(k)).await;
+                }
+                Fault::ManualFailover(r) => {
+                    let config = config_of(0);
+                    let room_name = t.rooms[r].clone();
+                    let outcome = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        roomguard::switchover::failover(&config, &room_name, false),
+                    )
+                    .await;
+                    run.log(match outcome {
+                        Ok(Ok(report)) => format!("manual failover to room {room_name}: ok (epoch {})", report.epoch),
+                        Ok(Err(e)) => format!("manual failover to room {room_name} refused: {e}"),
+                        Err(_) => format!("manual failover to room {room_name}: no answer in 30 s"),
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(duration).await;
+        drop(holes);
+        for id in hung {
+            lab.servers[id].resume();
+        }
+        for id in killed {
+            if !lab.servers[id].is_running() {
+                let _ = lab.servers[id].restart(None);
+            }
+        }
+        run.log(format!("episode {episode}: healed"));
+
+        // The quiet point.
+        let healed = Instant::now();
+        let mut settled = false;
+        while healed.elapsed() < SETTLE {
+            let redis_ok = roomguard::cli::snapshot(&lab.config).await.is_ok_and(|r| r.healthy);
+            let views_ok = controllers.iter().all(|c| {
+                c.shared.report.read().expect("report").as_ref().is_some_and(|r| r.healthy)
+            });
+            if redis_ok && views_ok {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let took = healed.elapsed().as_secs_f64();
+        for f in &faults {
+            recovery.entry(f.kind()).or_default().push(took);
+        }
+        if !settled {
+            let report = roomguard::cli::snapshot(&lab.config).await.map(|r| r.render()).unwrap_or_default();
+            run.violation(format!("episode {episode}: not settled {SETTLE:?} after healing:\n{report}"));
+            break;
+        }
+        let report = roomguard::cli::snapshot(&lab.config).await.expect("snapshot");
+        for (s, shard) in report.shards.iter().enumerate() {
+            let masters: Vec<&str> = shard
+                .instances
+                .iter()
+                .filter(|i| i.role == Some(roomguard::info::Role::Master))
+                .map(|i| i.instance.as_str())
+                .collect();
+            if masters.len() != 1 {
+                run.violation(format!("episode {episode}: shard {} has masters {masters:?}", shard.name));
+                continue;
+            }
+            for (k, c) in controllers.iter().enumerate() {
+                let named = sentinel_master(&c.sentinel, &shard.name).await;
+                if named.as_deref() != Some(masters[0]) {
+                    run.violation(format!(
+                        "episode {episode}: controller {k}'s endpoint names {named:?} for {}, Redis {}",
+                        shard.name, masters[0]
+                    ));
+                }
+            }
+            // Writes: everything acknowledged so far must be on the master, but for what a
+            // killed or emptied master had not replicated.
+            let acked_now: Vec<u64> = acked[s].lock().expect("acked").clone();
+            let master: Addr = masters[0].parse().expect("address");
+            let Some(gone) = missing(&master, &shard.name, &acked_now).await else {
+                run.violation(format!("episode {episode}: cannot read back {}", shard.name));
+                continue;
+            };
+            let earlier: std::collections::HashSet<u64> = acked_now[..verified[s].min(acked_now.len())].iter().copied().collect();
+            let newly: Vec<u64> = gone.iter().copied().filter(|n| earlier.contains(n)).collect();
+            let fresh = gone.len() - newly.len();
+            if !gone.is_empty() {
+                let allowed = faults.iter().any(|f| f.may_lose_writes());
+                let cause = faults.iter().find(|f| f.may_lose_writes()).map_or("none", |f| f.kind());
+                run.log(format!(
+                    "episode {episode}: {} of {} acknowledged writes of {} missing ({} verified earlier), cause {cause}",
+                    gone.len(),
+                    acked_now.len(),
+                    shard.name,
+                    newly.len()
+                ));
+                if allowed && newly.is_empty() {
+                    *lost_by_cause.entry(cause).or_default() += fresh;
+                } else if allowed {
+                    // A key seen on every instance at an earlier quiet point is lost only if
+                    // every copy went: count it, but it is a violation of the chain's promise.
+                    run.violation(format!(
+                        "episode {episode}: {} writes verified at an earlier quiet point are gone from {}: {:?}",
+                        newly.len(),
+                        shard.name,
+                        &newly[..newly.len().min(10)]
+                    ));
+                } else {
+                    run.violation(format!(
+                        "episode {episode}: {} acknowledged writes lost from {} with no crash: {:?}",
+                        gone.len(),
+                        shard.name,
+                        &gone[..gone.len().min(10)]
+                    ));
+                }
+                // Forget the lost ones: they are accounted for.
+                acked[s].lock().expect("acked").retain(|n| !gone.contains(n));
+            }
+            verified[s] = acked[s].lock().expect("acked").len();
+        }
+        for (k, c) in controllers.iter().enumerate() {
+            if c.daemon_task.is_finished() {
+                run.violation(format!("episode {episode}: controller {k} stopped on its own"));
+            }
+        }
+        run.log(format!("episode {episode}: quiet after {took:.1}s, invariants hold"));
+    }
+
+    stop_writers.cancel();
+    for w in writers {
+        let _ = w.await;
+    }
+    let total_acked: usize = acked.iter().map(|a| a.lock().expect("acked").len()).sum();
+    println!("\nchaos: seed {}, {} rooms, {} controllers, {episode} episodes in {:.0?}", o.seed, o.rooms, o.controllers, run.started.elapsed());
+    println!("faults injected: {faults_by_kind:?}");
+    for (kind, times) in &recovery {
+        let mut v = times.clone();
+        v.sort_by(f64::total_cmp);
+        println!("settled after healing, {kind}: median {:.1}s, max {:.1}s ({} episodes)", v[v.len() / 2], v[v.len() - 1], v.len());
+    }
+    println!("acknowledged writes kept: {total_acked}; lost by cause: {lost_by_cause:?}");
+    for c in controllers {
+        c.stop.cancel();
+        let _ = c.daemon_task.await;
+    }
+    if run.violations.is_empty() {
+        println!("violations: 0");
+        std::process::ExitCode::SUCCESS
+    } else {
+        println!("violations: {} (seed {})\ntimeline:\n{}", run.violations.len(), o.seed, run.timeline.join("\n"));
+        std::process::ExitCode::FAILURE
+    }
+}
+
+async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
+    let mut s = probe::connect(sentinel, &RedisSettings::default(), Duration::from_secs(1)).await.ok()?;
+    let reply: Vec<String> =
+        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(shard).query_async(&mut s).await.ok()?;
+    Some(format!("{}:{}", reply.first()?, reply.get(1)?))
+}
