@@ -183,43 +183,29 @@ async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     use roomguard::lab::{Lab, LabSpec};
-    let spec = LabSpec { base_port: 21230, http_listen: "127.0.0.1:21239".into(), ..LabSpec::default() };
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(21239)).parse().unwrap();
+    clean_stale_iptables(21230);
+    let spec = LabSpec { base_port: port(21230), http_listen: http.to_string(), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
     let token = "shutdown-test-token-0123456789";
     let config = lab.dir().join("controller.toml");
     let toml = spec.config_toml().replace("[http]\n", &format!("[http]\nadmin_token = \"{token}\"\n"));
     std::fs::write(&config, toml).unwrap();
-    let http: std::net::SocketAddr = "127.0.0.1:21239".parse().unwrap();
     // Room 2's head of the first shard stops receiving from room 1 (both directions dropped),
     // then the master takes writes: a graceful failover to room 2 waits `switchover_timeout`
     // (5 s) for it to catch up, then gives up, unpauses and changes nothing.
+    let replica_port = port(21233).to_string();
     let rules = [
-        IptablesRule::add(&[
-            "OUTPUT",
-            "-s",
-            "127.0.0.11",
-            "-d",
-            "127.0.0.12",
-            "-p",
-            "tcp",
-            "--sport",
-            "21233",
-            "-j",
-            "DROP",
-        ]),
-        IptablesRule::add(&[
-            "OUTPUT",
-            "-s",
-            "127.0.0.12",
-            "-d",
-            "127.0.0.11",
-            "-p",
-            "tcp",
-            "--dport",
-            "21233",
-            "-j",
-            "DROP",
-        ]),
+        IptablesRule::add(
+            21230,
+            "filter",
+            &["-s", "127.0.0.11", "-d", "127.0.0.12", "-p", "tcp", "--sport", &replica_port, "-j", "DROP"],
+        ),
+        IptablesRule::add(
+            21230,
+            "filter",
+            &["-s", "127.0.0.12", "-d", "127.0.0.11", "-p", "tcp", "--dport", &replica_port, "-j", "DROP"],
+        ),
     ];
 
     let mut con = connect(&at(1, 21231)).await;
@@ -227,7 +213,8 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     // First run: aborted by the second signal mid-switchover (its CLIENT PAUSE stays until it
     // expires). Second run: the first signal alone lets the failover run to its end.
     for abort in [true, false] {
-        let mut running = Running(roomguard(&["run", "--config", config.to_str().unwrap()]).spawn().unwrap());
+        let cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
+        let mut running = Running(roomguard::lab::spawn_child(cmd).unwrap());
         let child = &mut running.0;
         assert!(
             wait_until(Duration::from_secs(5), || async {

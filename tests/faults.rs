@@ -64,24 +64,16 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     c.stop().await;
 }
 
-/// Drops what the controller (127.0.0.1) sends to room 1's four ports from `first_port` on;
-/// room 2 replicates from 127.0.0.12 and still hears room 1. Returns once the controller says
-/// it is cut off.
+/// Drops what the controller (127.0.0.1) sends to room 1's four ports from logical
+/// `first_port` on (the lab at `first_port - 1`); room 2 replicates from 127.0.0.12 and still
+/// hears room 1. Returns once the controller says it is cut off.
 async fn cut_off_from_room_1(c: &Controller, first_port: u16) -> IptablesRule {
-    let ports = format!("{}:{}", first_port, first_port + 3);
-    let rule = IptablesRule::add(&[
-        "OUTPUT",
-        "-s",
-        "127.0.0.1",
-        "-d",
-        "127.0.0.11",
-        "-p",
-        "tcp",
-        "--dport",
-        &ports,
-        "-j",
-        "DROP",
-    ]);
+    let ports = format!("{}:{}", port(first_port), port(first_port + 3));
+    let rule = IptablesRule::add(
+        first_port - 1,
+        "filter",
+        &["-s", "127.0.0.1", "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports, "-j", "DROP"],
+    );
     assert!(
         wait_until(Duration::from_secs(5), || async {
             c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]) == 1.0
@@ -461,23 +453,11 @@ async fn row1_latency_jitter_causes_no_action() {
         let (port, task) = jitter_proxy(target, max_delay).await;
         proxies.push(task);
         let (ip, dport, to) = (instance.addr.host.clone(), instance.addr.port.to_string(), format!("127.0.0.1:{port}"));
-        rules.push(IptablesRule::add(&[
-            "OUTPUT",
-            "-t",
+        rules.push(IptablesRule::add(
+            21220,
             "nat",
-            "-s",
-            "127.0.0.1",
-            "-d",
-            &ip,
-            "-p",
-            "tcp",
-            "--dport",
-            &dport,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ]));
+            &["-s", "127.0.0.1", "-d", &ip, "-p", "tcp", "--dport", &dport, "-j", "DNAT", "--to-destination", &to],
+        ));
     }
     let c = Controller::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -901,12 +881,15 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
 /// (it was once a line per shard every round, with a countdown in it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antiflap_held_failover_is_logged_once() {
-    let spec =
-        roomguard::lab::LabSpec { base_port: 24870, http_listen: "127.0.0.1:24879".into(), ..Default::default() };
+    let spec = roomguard::lab::LabSpec {
+        base_port: port(24870),
+        http_listen: format!("127.0.0.1:{}", port(24879)),
+        ..Default::default()
+    };
     let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
     let config = lab.dir().join("daemon.toml");
     std::fs::write(&config, spec.config_toml().replace("cooldown = \"10s\"", "cooldown = \"5m\"")).unwrap();
-    let d = Daemon::start(&config, "127.0.0.1:24879".parse().unwrap()).await;
+    let d = Daemon::start(&config, spec.http_listen.parse().unwrap()).await;
     for id in lab.room(0) {
         lab.servers[id].kill();
     }

@@ -45,7 +45,7 @@ fn bulk(body: &str) -> Vec<u8> {
 
 /// Writes the lab's config with `[http] listen` on `http_port` and `[redis]` as given.
 fn daemon_config(lab: &Lab, spec: &LabSpec, http_port: u16, redis: Option<&str>) -> (std::path::PathBuf, SocketAddr) {
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", port(http_port)).parse().unwrap();
     let spec = LabSpec { http_listen: http.to_string(), redis_section: redis.map(String::from), ..spec.clone() };
     let path = lab.dir().join("daemon.toml");
     std::fs::write(&path, spec.config_toml()).unwrap();
@@ -102,7 +102,7 @@ async fn row9_non_redis_services_give_typed_errors_and_no_action() {
 async fn row11_password_is_used_and_never_shown() {
     const PASSWORD: &str = "s3cret-pass-for-roomguard-tests";
     let spec = roomguard::lab::LabSpec {
-        base_port: 21180,
+        base_port: port(21180),
         http_listen: "127.0.0.1:0".into(),
         password: Some(PASSWORD.into()),
         ..Default::default()
@@ -149,7 +149,7 @@ async fn row11_password_is_used_and_never_shown() {
 /// response timeout (hundreds of MB on loopback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row9_endless_sender_is_cut_off_and_memory_stays_bounded() {
-    let spec = LabSpec { base_port: 22500, ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22500), ..LabSpec::default() };
     let mut lab = Lab::start(&spec).await.unwrap();
     let victim = at(2, 22503);
     lab.server(&victim).kill();
@@ -197,7 +197,7 @@ async fn row9_endless_sender_is_cut_off_and_memory_stays_bounded() {
 async fn row9_wrong_or_missing_password_is_auth_and_no_action() {
     const RIGHT: &str = "right-password-22510";
     const WRONG: &str = "wrong-password-22510";
-    let spec = LabSpec { base_port: 22510, password: Some(RIGHT.into()), ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22510), password: Some(RIGHT.into()), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
     // Room 1 gets a wrong password, room 2 none.
     let redis = format!("[redis.room.\"1\"]\npassword = \"{WRONG}\"");
@@ -325,7 +325,7 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     assert!(wait_until(Duration::from_secs(10), || replicates(&head, &parent)).await, "{head} never linked");
     assert!(lab.wait_linked(Duration::from_secs(10)).await);
 
-    let spec = LabSpec { base_port: 22540, ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22540), ..LabSpec::default() };
     let (config, http) = daemon_config(&lab, &spec, 22549, None);
     let mut d = Daemon::start(&config, http).await;
     for id in lab.room(0) {

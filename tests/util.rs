@@ -21,19 +21,40 @@ use roomguard::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12.
-/// Every test passes its own base port so tests run in parallel.
+/// Every port the suite's labs use goes through here: tests name ports as they are at offset 0
+/// (`lab(21100)`, `at(1, 21101)`) and get `port + $RG_TEST_PORT_OFFSET` (default 0), so
+/// two worktrees can run the suite at once (e.g. `RG_TEST_PORT_OFFSET=10000` in one). (Not
+/// `ROOMGUARD_...`: every `ROOMGUARD_` variable is a config override, and unknown keys are errors.)
+/// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
+/// base+9). Ranges in use at offset 0: 21000-21279, 22000-22589 and 24800-24879 (the scripted
+/// suite), 23000-23999 (the Redis version tests).
+pub fn port(logical: u16) -> u16 {
+    static OFFSET: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
+        Err(_) => 0,
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("RG_TEST_PORT_OFFSET={v:?} is not a port offset")),
+    });
+    logical.checked_add(offset).filter(|p| *p < 60000).unwrap_or_else(|| {
+        panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} beyond 60000 (the ephemeral range)")
+    })
+}
+
+/// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12
+/// (through [`port`]). Every test passes its own base port so tests run in parallel.
 pub async fn lab(base_port: u16) -> Lab {
-    let spec = LabSpec { base_port, http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
-    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    clean_stale_iptables(base_port);
+    let spec = LabSpec { base_port: port(base_port), http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
     std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
     lab
 }
 
-/// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes.
+/// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes;
+/// `spec.base_port` goes through [`port`].
 pub async fn lab_with(spec: LabSpec) -> Lab {
-    let spec = LabSpec { http_listen: "127.0.0.1:0".into(), ..spec };
-    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    clean_stale_iptables(spec.base_port);
+    let spec = LabSpec { base_port: port(spec.base_port), http_listen: "127.0.0.1:0".into(), ..spec };
+    let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
     std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
     lab
 }
@@ -166,13 +187,22 @@ pub async fn connect(a: &str) -> MultiplexedConnection {
     probe::connect(&addr(a), &RedisSettings::default(), Duration::from_secs(1)).await.unwrap()
 }
 
-/// The lab instance names for a base port: `at(1, 1)` is room 1's first port.
-pub fn at(room: u8, port: u16) -> String {
-    format!("127.0.0.1{room}:{port}")
+/// A lab instance's address: room `room`'s instance on logical port `p` (through [`port`]).
+pub fn at(room: u8, p: u16) -> String {
+    format!("127.0.0.1{room}:{}", port(p))
 }
 
 pub fn roomguard(args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roomguard"));
+    cmd.args(args).env_remove("ROOMGUARD_CONFIG").env("ROOMGUARD_LOG", "warn");
+    cmd
+}
+
+/// [`roomguard`] as a process killed when the test binary dies, even by SIGKILL (run through
+/// `setpriv --pdeathsig KILL`); spawn it with `roomguard::lab::spawn_child`, whose thread lives
+/// as long as the test binary (see `roomguard::lab`).
+pub fn roomguard_dying_with_us(args: &[&str]) -> std::process::Command {
+    let mut cmd = roomguard::lab::dies_with_parent(std::path::Path::new(env!("CARGO_BIN_EXE_roomguard")));
     cmd.args(args).env_remove("ROOMGUARD_CONFIG").env("ROOMGUARD_LOG", "warn");
     cmd
 }
@@ -225,22 +255,44 @@ pub fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// An iptables rule (`iptables -A <args>`), deleted when dropped so a failing test never leaves
-/// the machine cut off. scripts/test installs iptables.
+/// An iptables rule in the lab's own chain ([`roomguard::lab::IPTABLES_CHAIN`], jumped to from
+/// `OUTPUT`), deleted when dropped so a failing test never leaves the machine cut off. It is
+/// tagged with its lab's base port: the first rule a lab adds first deletes every rule a killed
+/// run left for that lab, so a leftover (a DNAT to a proxy long gone, a DROP) never breaks a
+/// later run. Restrict every rule to the lab's own ports: other tests run at the same time.
+/// scripts/test installs iptables.
 pub struct IptablesRule(Vec<String>);
 
 impl IptablesRule {
-    pub fn add(args: &[&str]) -> IptablesRule {
-        let rule: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let status = std::process::Command::new("iptables").arg("-A").args(&rule).status().expect("iptables");
-        assert!(status.success(), "iptables -A {rule:?} failed");
-        IptablesRule(rule)
+    /// `iptables -t <table> -A ROOMGUARD_LAB <rule>`, owned by the lab at logical `base`.
+    pub fn add(base: u16, table: &str, rule: &[&str]) -> IptablesRule {
+        clean_stale_iptables(base);
+        let owner = format!("roomguard test lab {}", port(base));
+        let full = roomguard::lab::add_iptables_rule(table, &owner, rule)
+            .unwrap_or_else(|e| panic!("iptables failed (root and iptables needed): {e}"));
+        IptablesRule(full)
     }
+}
+
+/// Deletes the [`IptablesRule`]s a killed run left for the lab at logical `base` (and the black
+/// holes of its ports), once per test binary: [`lab`] and [`lab_with`] do it before starting
+/// the servers (a leftover DROP would keep them from linking), the first rule of a lab too.
+pub fn clean_stale_iptables(base: u16) {
+    static CLEANED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut cleaned = CLEANED.lock().unwrap();
+    if cleaned.contains(&base) {
+        return;
+    }
+    let owner = format!("roomguard test lab {}", port(base));
+    for table in ["filter", "nat"] {
+        roomguard::lab::delete_iptables_owner(table, &owner);
+    }
+    cleaned.push(base);
 }
 
 impl Drop for IptablesRule {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables").arg("-D").args(&self.0).status();
+        roomguard::lab::delete_iptables_rule(&self.0);
     }
 }
 
@@ -256,12 +308,11 @@ impl Daemon {
     /// Runs `roomguard run --config <config>`; the config's `[http] listen` must be `http`.
     pub async fn start(config: &std::path::Path, http: SocketAddr) -> Daemon {
         let log = config.with_extension("log");
-        let child = roomguard(&["run", "--config", config.to_str().unwrap()])
-            .env("ROOMGUARD_LOG", "info")
+        let mut cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
+        cmd.env("ROOMGUARD_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        let child = roomguard::lab::spawn_child(cmd).unwrap();
         let d = Daemon { child, http, log };
         assert!(
             wait_until(Duration::from_secs(10), || async { d.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,

@@ -26,7 +26,7 @@ fn server_version() -> ServerVersion {
 
 async fn with_sentinel_lab(base_port: u16) -> Lab {
     let spec = LabSpec {
-        base_port,
+        base_port: port(base_port),
         http_listen: "127.0.0.1:0".into(),
         sentinel_listen: Some("127.0.0.1:0".into()),
         ..LabSpec::default()
@@ -143,8 +143,8 @@ impl NobodyController {
         let dir = lab.dir().join("nobody");
         std::fs::create_dir_all(&dir).unwrap();
         std::process::Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
-        let http: std::net::SocketAddr = format!("127.0.0.1:{}", base_port + 9).parse().unwrap();
-        let spec = LabSpec { base_port, http_listen: http.to_string(), ..LabSpec::default() };
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(base_port + 9)).parse().unwrap();
+        let spec = LabSpec { base_port: port(base_port), http_listen: http.to_string(), ..LabSpec::default() };
         let config = dir.join("controller.toml");
         std::fs::write(&config, spec.config_toml()).unwrap();
         let log = dir.join("controller.log");
@@ -192,21 +192,12 @@ impl Drop for NobodyController {
 async fn versions_controller_cut_off_never_fails_over() {
     let lab = lab(23520).await;
     let c = NobodyController::start(&lab, 23520).await;
-    let rule = IptablesRule::add(&[
-        "OUTPUT",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "65534",
-        "-d",
-        "127.0.0.11",
-        "-p",
-        "tcp",
-        "--dport",
-        "23521:23524",
-        "-j",
-        "DROP",
-    ]);
+    let ports = format!("{}:{}", port(23521), port(23524));
+    let rule = IptablesRule::add(
+        23520,
+        "filter",
+        &["-m", "owner", "--uid-owner", "65534", "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports, "-j", "DROP"],
+    );
     let noticed = wait_until(Duration::from_secs(10), || async {
         c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]).await == 1.0
     })
@@ -380,8 +371,12 @@ async fn mixed_servers_room_2_on_a_newer_redis_takes_over() {
     let new = redis_server_binary().unwrap();
     let (old_version, new_version) = (binary_version(&old).unwrap(), binary_version(&new).unwrap());
 
-    let spec =
-        LabSpec { base_port: 23550, http_listen: "127.0.0.1:0".into(), redis_server: Some(old), ..Default::default() };
+    let spec = LabSpec {
+        base_port: port(23550),
+        http_listen: "127.0.0.1:0".into(),
+        redis_server: Some(old),
+        ..Default::default()
+    };
     let mut lab = Lab::start(&spec).await.unwrap();
     for id in lab.room(1) {
         let parent = lab.seed_parent(id);
