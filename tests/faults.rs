@@ -174,25 +174,64 @@ async fn row5_middle_and_room_2_instances_die_and_return() {
     c.stop().await;
 }
 
-/// Row 6: room 1 hangs and returns within `down_after`: no failover.
+/// The seed's chains of the lab at logical `base`, room 1 primary (head first).
+fn seed_chains(base: u16) -> Vec<Vec<String>> {
+    (1..=2).map(|s| vec![at(1, base + s), at(1, base + s + 2), at(2, base + s), at(2, base + s + 2)]).collect()
+}
+
+/// Row 6: room 1 flaps three times for 600 ms, shorter than `down_after` (1 s), with
+/// immediate evidence: every connection to room 1's ports from the controller and from room 2
+/// is reset (`REJECT --reject-with tcp-reset`), so the controller's probes fail at once and
+/// room 2's heads see their links drop at once. Only `down_after` stands between this and a
+/// failover: room 1 is judged up throughout (sampled every 20 ms), nothing is sent to any
+/// instance, and the chains are the seed's afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row6_flapping_room_within_down_after_does_not_fail_over() {
     let lab = lab(21140).await;
     let c = Controller::start(&lab).await;
+    assert_eq!(lab.config.controller.down_after, Duration::from_secs(1), "the flaps must be shorter than down_after");
+    let room_up = || c.metric("roomguard_room_up", &["room=\"1\""]);
+    let ports = format!("{}:{}", port(21141), port(21144));
+    let (mut samples, mut room_2_heard_nothing) = (0, false);
     for _ in 0..3 {
-        for id in lab.room(0) {
-            lab.servers[id].hang();
+        let rules: Vec<IptablesRule> = ["127.0.0.1", "127.0.0.12"]
+            .iter()
+            .map(|from| {
+                let rule = ["-s", from, "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports];
+                IptablesRule::add(
+                    21140,
+                    "filter",
+                    &[&rule[..], &["-j", "REJECT", "--reject-with", "tcp-reset"]].concat(),
+                )
+            })
+            .collect();
+        let flap = Instant::now();
+        while flap.elapsed() < Duration::from_millis(600) {
+            assert_eq!(room_up(), 1.0, "room 1 judged down {:?} into a 600 ms flap: {}", flap.elapsed(), report(&c));
+            if info(&at(2, 21141)).await.and_then(|i| i.master).is_some_and(|l| !l.link_up) {
+                room_2_heard_nothing = true;
+            }
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        for id in lab.room(0) {
-            lab.servers[id].resume();
+        drop(rules);
+        let back = Instant::now();
+        while back.elapsed() < Duration::from_millis(700) {
+            assert_eq!(room_up(), 1.0, "room 1 judged down after a flap: {}", report(&c));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The faults were real: the controller's probes of room 1 failed, room 2's head lost its link.
+    let room_1_errors: f64 = (1..=4)
+        .map(|p| c.metric("roomguard_probe_errors_total", &[&format!("instance=\"{}\"", at(1, 21140 + p))]))
+        .sum();
+    assert!(room_1_errors > 0.0, "the controller never failed to reach room 1:\n{}", c.metrics());
+    assert!(room_2_heard_nothing, "room 2's head never lost its link to room 1");
+    assert!(samples > 40, "room_up sampled only {samples} times");
+    wait_chains(&seed_chains(21140), Duration::from_secs(10), &report(&c)).await;
+    assert_eq!(room_up(), 1.0);
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
-    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
-    assert!(is_master(&at(1, 21141)).await && !is_master(&at(2, 21141)).await);
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 

@@ -192,6 +192,84 @@ pub fn at(room: u8, p: u16) -> String {
     format!("127.0.0.1{room}:{}", port(p))
 }
 
+/// `REPLICAOF`/`SLAVEOF` calls `a` has served since it started (`INFO commandstats`, calls
+/// plus rejected calls): what any controller or CLI sent it, counted by Redis itself. `None`
+/// when it does not answer.
+pub async fn replicaof_calls(a: &str) -> Option<u64> {
+    let mut con = probe::connect(&addr(a), &RedisSettings::default(), Duration::from_secs(1)).await.ok()?;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.ok()?;
+    let mut calls = 0;
+    for line in stats.lines() {
+        let Some((name, fields)) = line.split_once(':') else { continue };
+        if name != "cmdstat_replicaof" && name != "cmdstat_slaveof" {
+            continue;
+        }
+        for field in fields.split(',') {
+            if let Some(("calls" | "rejected_calls", n)) = field.split_once('=') {
+                calls += n.parse::<u64>().unwrap();
+            }
+        }
+    }
+    Some(calls)
+}
+
+/// [`replicaof_calls`] of every instance of the lab; panics naming one that does not answer.
+pub async fn replicaof_calls_all(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    let mut calls = std::collections::BTreeMap::new();
+    for i in &lab.topology().instances {
+        let a = i.addr.to_string();
+        let n = replicaof_calls(&a).await.unwrap_or_else(|| panic!("{a} does not answer INFO commandstats"));
+        calls.insert(a, n);
+    }
+    calls
+}
+
+/// Asserts that no instance of the lab was sent `REPLICAOF`/`SLAVEOF` since it started.
+pub async fn assert_no_replicaof(lab: &Lab, context: &str) {
+    let calls = replicaof_calls_all(lab).await;
+    assert!(calls.values().all(|&n| n == 0), "REPLICAOF/SLAVEOF were sent: {calls:?}\n{context}");
+}
+
+/// The replication state of `a`, for failure messages: `master`, `replica of h:p (up|down)`,
+/// or `unreachable`.
+pub async fn describe(a: &str) -> String {
+    match info(a).await {
+        None => "unreachable".into(),
+        Some(i) => match i.master {
+            None => format!("{:?}", i.role).to_lowercase(),
+            Some(l) => format!("replica of {}:{} ({})", l.host, l.port, if l.link_up { "up" } else { "down" }),
+        },
+    }
+}
+
+/// True when every chain (head first) is exactly in place: the head a master, every next
+/// instance a replica of the one before it with its link up.
+pub async fn chains_are(chains: &[Vec<String>]) -> bool {
+    for chain in chains {
+        if !is_master(&chain[0]).await {
+            return false;
+        }
+        for pair in chain.windows(2) {
+            if !replicates(&pair[1], &pair[0]).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Waits until [`chains_are`]; on timeout, panics with every instance's state and `context`.
+pub async fn wait_chains(chains: &[Vec<String>], timeout: Duration, context: &str) {
+    if wait_until(timeout, || chains_are(chains)).await {
+        return;
+    }
+    let mut seen = String::new();
+    for a in chains.iter().flatten() {
+        seen.push_str(&format!("\n  {a}: {}", describe(a).await));
+    }
+    panic!("chains not in place within {timeout:?}: expected {chains:?}; seen:{seen}\n{context}");
+}
+
 pub fn roomguard(args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roomguard"));
     cmd.args(args).env_remove("ROOMGUARD_CONFIG").env("ROOMGUARD_LOG", "warn");
