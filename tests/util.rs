@@ -192,6 +192,11 @@ pub fn at(room: u8, p: u16) -> String {
     format!("127.0.0.1{room}:{}", port(p))
 }
 
+/// The name of the shard whose room-1 head is on logical port `head`.
+pub fn shard(head: u16) -> String {
+    format!("shard-{}", port(head))
+}
+
 /// `REPLICAOF`/`SLAVEOF` calls `a` has served since it started (`INFO commandstats`, calls
 /// plus rejected calls): what any controller or CLI sent it, counted by Redis itself. `None`
 /// when it does not answer.
