@@ -10,12 +10,16 @@ fn report(c: &Controller) -> String {
 }
 
 /// Rows 2, 3 and 6b: a silent hang of room 1 fails over (once room 2's heads' offsets have
-/// stood still for the ping period plus the margin, and room 1 is down); when room 1 resumes, its old masters are stale and re-chained under room 2 within a few rounds; a
-/// manual failover back works inside the cooldown.
+/// stood still for the ping period plus the margin, and room 1 is down); when room 1 resumes,
+/// its old masters are stale and re-chained under room 2 within a few rounds; a manual
+/// failover back works inside the cooldown (asserted running: `/topology`, `status`), moves
+/// both shards, and the running controller follows without a command of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row2_row3_hang_of_room_1_then_its_return() {
     let lab = lab(21100).await;
-    let c = Controller::start_with(with_recording_hook(&lab)).await;
+    let mut config = with_recording_hook(&lab);
+    config.controller.cooldown = Duration::from_secs(300);
+    let c = Controller::start_with(config).await;
     for id in lab.room(0) {
         lab.servers[id].hang();
     }
@@ -36,15 +40,8 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     for id in lab.room(0) {
         lab.servers[id].resume();
     }
-    for (head, tail) in [(21101, 21103), (21102, 21104)] {
-        assert!(
-            wait_until(Duration::from_secs(5), || async { replicates(&at(1, head), &at(2, tail)).await }).await,
-            "stale master {} not demoted: {}",
-            at(1, head),
-            report(&c)
-        );
-        assert!(replicates(&at(1, tail), &at(1, head)).await || lab.wait_linked(Duration::from_secs(3)).await);
-    }
+    // Within a few rounds the stale masters are demoted: exactly the mirror chains.
+    wait_chains(&mirror_chains(21100), Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
     // The hooks saw the room go and come back.
     assert!(
@@ -56,11 +53,40 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     let diverged_series = c.metrics().lines().filter(|l| l.starts_with("roomguard_diverged_bytes_total{")).count();
     assert_eq!(diverged_series, 2, "divergence of both stale masters is counted:\n{}", c.metrics());
 
-    // Manual failover back inside the cooldown (auto failovers would be held).
+    // Manual failover back inside the cooldown: room 1 failed, so an automatic failover to it
+    // would be held until the cooldown ends; the controller says it is running.
+    let (_, body) = http_get(c.http, "/topology").await;
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let until = topology["rooms"][0]["cooldown_until_unix_ms"].as_u64();
+    assert!(until.is_some_and(|u| u > now_ms + 60_000), "room 1's cooldown is not running: {body}");
     let config = config_path(&lab);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\""),
+    )
+    .unwrap();
+    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("cooldown: room 1 failed at "), "{stdout}");
+    let actions = c.metric("roomguard_actions_total", &[]);
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(is_master(&at(1, 21101)).await && replicates(&at(2, 21101), &at(1, 21103)).await);
+    // Both shards moved, chains and all.
+    wait_chains(&seed_chains(21100), Duration::from_secs(5), &report(&c)).await;
+    // The running controller follows without sending anything: no command on any instance
+    // after the CLI's, and none counted.
+    let after_cli = replicaof_calls_all(&lab).await;
+    assert!(c.wait_healthy_primary("1", Duration::from_secs(5)).await, "the controller did not follow: {}", report(&c));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        replicaof_calls_all(&lab).await,
+        after_cli,
+        "the controller sent commands after the switchover: {}",
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_actions_total", &[]), actions, "{}", report(&c));
+    assert!(chains_are(&seed_chains(21100)).await, "{}", report(&c));
     c.stop().await;
 }
 
