@@ -18,6 +18,7 @@ async fn healthy_topology_is_left_untouched() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", c.metrics());
+    assert_no_replicaof(&lab, &c.report_text()).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     assert_eq!(c.metric("roomguard_primary_room", &["room=\"1\""]), 1.0);
     assert_eq!(c.metric("roomguard_instance_up", &[]), 8.0);
@@ -231,7 +232,7 @@ async fn manual_failover_when_the_old_room_is_dead_is_forced() {
     let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("forced failover 127.0.0.11:21191 -> 127.0.0.12:21191"), "{stdout}");
+    assert!(stdout.contains(&format!("forced failover {} -> {}", at(1, 21191), at(2, 21191))), "{stdout}");
     for (head, tail) in [(21191, 21193), (21192, 21194)] {
         assert!(is_master(&at(2, head)).await);
         assert!(replicates(&at(2, tail), &at(2, head)).await);
@@ -287,8 +288,9 @@ async fn switchover_whose_decision_cannot_be_saved_unpauses_at_once() {
     assert!(stderr.contains("nothing changed and writes were unpaused"), "{stderr}");
     for head in [24841, 24842] {
         assert!(accepts_writes(&at(1, head)).await, "{} still paused", at(1, head));
-        assert!(!is_master(&at(2, head)).await);
+        assert!(is_master(&at(1, head)).await && replicates(&at(2, head), &at(1, head + 2)).await);
     }
+    assert_no_replicaof(&lab, "nothing changed").await;
 }
 
 /// Issue 12, item 1: one shard's promotion is refused (its room-2 head has `REPLICAOF` renamed
@@ -309,15 +311,15 @@ async fn switchover_with_a_refused_promotion_keeps_that_shard_and_unpauses() {
     let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("shard \"shard-24851\": promoting 127.0.0.12:24851 failed"), "{stderr}");
-    assert!(stderr.contains("keeps its old master 127.0.0.11:24851"), "{stderr}");
-    assert!(stderr.contains("moved: shard-24852"), "{stderr}");
+    assert!(stderr.contains(&format!("shard \"{}\": promoting {} failed", shard(24851), at(2, 24851))), "{stderr}");
+    assert!(stderr.contains(&format!("keeps its old master {}", at(1, 24851))), "{stderr}");
+    assert!(stderr.contains(&format!("moved: {}", shard(24852))), "{stderr}");
     assert!(accepts_writes(&at(1, 24851)).await, "the refused shard's master is still paused");
     assert!(is_master(&at(2, 24852)).await, "the other shard's promotion was cancelled");
     assert!(replicates(&at(1, 24852), &at(2, 24854)).await, "the other shard's old master was re-chained");
     let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
-    assert!(state.contains("\"shard-24851\": \"127.0.0.11:24851\""), "{state}");
-    assert!(state.contains("\"shard-24852\": \"127.0.0.12:24852\""), "{state}");
+    assert!(state.contains(&format!("\"{}\": \"{}\"", shard(24851), at(1, 24851))), "{state}");
+    assert!(state.contains(&format!("\"{}\": \"{}\"", shard(24852), at(2, 24852))), "{state}");
 }
 
 /// Issue 12, item 1: the admin API's client goes away mid-failover. The failover is not

@@ -135,6 +135,8 @@ async fn row4_controller_cut_off_from_room_1_never_fails_over() {
         })
         .await
     );
+    // Judged by Redis (readable from here again): nothing was sent to any instance.
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 
@@ -147,8 +149,11 @@ async fn row5_room_1_master_alone_dies_and_returns() {
     let c = Controller::start(&lab).await;
     lab.server(&at(1, 21121)).kill();
     assert!(wait_until(Duration::from_secs(5), || async { is_master(&at(1, 21123)).await }).await, "{}", report(&c));
-    assert!(replicates(&at(2, 21121), &at(1, 21123)).await, "room 2 stays attached");
-    assert!(!is_master(&at(2, 21121)).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || async { replicates(&at(2, 21121), &at(1, 21123)).await }).await,
+        "room 2 stays attached: {}",
+        report(&c)
+    );
     lab.server(&at(1, 21121)).restart(None).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -158,10 +163,18 @@ async fn row5_room_1_master_alone_dies_and_returns() {
         "{}",
         report(&c)
     );
-    assert!(is_master(&at(1, 21123)).await);
+    let chains = vec![
+        vec![at(1, 21123), at(1, 21121), at(2, 21121), at(2, 21123)],
+        vec![at(1, 21122), at(1, 21124), at(2, 21122), at(2, 21124)],
+    ];
+    wait_chains(&chains, Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 1.0);
     // The other shard was never touched.
-    assert!(is_master(&at(1, 21122)).await && replicates(&at(2, 21122), &at(1, 21124)).await);
+    for p in [21122, 21124] {
+        for room in [1, 2] {
+            assert_eq!(replicaof_calls(&at(room, p)).await, Some(0), "{}", at(room, p));
+        }
+    }
     c.stop().await;
 }
 
@@ -455,8 +468,9 @@ async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
         report(&c)
     );
     assert!(replicates(&chain[0], &chain[1]).await, "the restarted master follows its successor");
-    assert!(!is_master(&chain[2]).await, "no cross-room promotion");
-    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21201\""]), 1.0);
+    assert!(is_replica(&chain[2]).await && is_replica(&chain[3]).await, "no cross-room promotion");
+    assert_eq!(replicaof_calls(&chain[3]).await, Some(0), "room 2's tail untouched");
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21201))]), 1.0);
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 1.0);
     c.stop().await;
 }
@@ -490,7 +504,7 @@ async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
         report(&c)
     );
     assert!(is_master(&chain[0]).await, "no promotion");
-    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21213\""]), 1.0);
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21213))]), 1.0);
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     c.stop().await;
 }
@@ -574,6 +588,7 @@ async fn row1_latency_jitter_causes_no_action() {
             .sum::<f64>();
     assert!(slow > 10.0, "the proxy delayed almost nothing ({slow} probes over 100 ms):\n{metrics}");
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert_no_replicaof(&lab, &report(&c)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     assert_eq!(c.metric("roomguard_probe_errors_total", &[]), 0.0, "no probe timed out");
     assert!(c.report_text().contains("HEALTHY"), "{}", report(&c));
@@ -616,10 +631,10 @@ async fn row10_two_controllers_rescue_without_fighting() {
     let before = (actions(&a), actions(&b));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!((actions(&a), actions(&b)), before, "A: {}\nB: {}", report(&a), report(&b));
-    assert!(is_master(&chain[1]).await && !is_master(&chain[0]).await);
+    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
     for c in [&a, &b] {
         assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", report(c));
-        assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21251\""]), 1.0);
+        assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21251))]), 1.0);
     }
     a.stop().await;
     b.stop().await;
@@ -752,6 +767,8 @@ async fn row4b_cut_off_controller_with_the_fast_rule_and_idle_shards_never_fails
         assert_eq!(w["hears"], true, "{topology}");
     }
     drop(rule);
+    // Judged by Redis (readable from here again): nothing was sent to any instance.
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 
@@ -799,7 +816,8 @@ async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
         c.metrics().lines().filter(|l| l.contains("failovers_total")).collect::<Vec<_>>().join("\n")
     );
     assert!(all_hold(&chain[2..], 1000).await, "room 1 holds the data written in room 2");
-    assert!(replicates(&at(1, 24803), &at(1, 24801)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    let room_1_chains = vec![vec![at(1, 24801), at(1, 24803)], vec![at(1, 24802), at(1, 24804)]];
+    wait_chains(&room_1_chains, Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_failover_held", &[]), 0.0, "{}", c.metrics());
     // Room 2 was lost: that is recorded (and survives a restart) for the anti-flap rule.
     let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
@@ -890,7 +908,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(first[0].contains("room 1 would take over, but it failed itself at"), "{first:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(held_text(&c), first, "the held text is stable (logged once)");
-    assert!(!is_master(&at(1, 24821)).await && !is_master(&at(1, 24822)).await, "{}", report(&c));
+    assert!(is_replica(&at(1, 24821)).await && is_replica(&at(1, 24822)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\""]), 0.0);
     c.stop().await;
 
@@ -898,7 +916,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     let c = Controller::start_with(long_cooldown(&lab)).await;
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 2.0 }).await, "{}", report(&c));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(1, 24821)).await, "{}", report(&c));
+    assert!(is_replica(&at(1, 24821)).await && is_replica(&at(1, 24822)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
     // `status` and `/topology` show the cooldown, from the state file.
     let config = config_path(&lab);
@@ -950,8 +968,9 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     );
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 1.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(2, 24831)).await && !is_master(&at(2, 24832)).await, "{}", report(&c));
+    assert!(is_replica(&at(2, 24831)).await && is_replica(&at(2, 24832)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert_no_replicaof(&lab, &report(&c)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
 
     std::fs::create_dir(&state_dir).unwrap();
@@ -963,7 +982,7 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     assert!(c.wait_one_failover_to("2", Duration::from_secs(5)).await, "{}", c.metrics());
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 0.0);
     let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
-    assert!(state.contains("\"shard-24831\": \"127.0.0.12:24831\""), "{state}");
+    assert!(state.contains(&format!("\"{}\": \"{}\"", shard(24831), at(2, 24831))), "{state}");
     c.stop().await;
 
     // The last failover's time and duration survive a restart.
@@ -1023,5 +1042,5 @@ async fn antiflap_held_failover_is_logged_once() {
     let held: Vec<&str> = log.lines().filter(|l| l.contains("room lost but no failover")).collect();
     assert_eq!(held.len(), 2, "{}", held.join("\n"));
     assert!(held.iter().all(|l| l.contains("room 1 would take over, but it failed itself at")), "{held:?}");
-    assert!(!is_master(&at(1, 24871)).await);
+    assert!(is_replica(&at(1, 24871)).await && is_replica(&at(1, 24872)).await, "{}", d.log_text());
 }

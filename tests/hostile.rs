@@ -87,6 +87,7 @@ async fn row9_non_redis_services_give_typed_errors_and_no_action() {
         assert_eq!(c.metric("roomguard_instance_up", &[&instance]), 0.0);
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "no action on what was not understood");
+    assert_no_replicaof(&lab, &c.report_text()).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     let report = c.shared.report.read().unwrap().clone().unwrap();
     let shown = report.render();
@@ -263,8 +264,12 @@ async fn row9_loading_instance_is_alive_and_nothing_is_done() {
         "no action around a loading instance:\n{}",
         c.report_text()
     );
+    assert_no_replicaof(&lab, &c.report_text()).await;
     let tail = info(&at(2, 22523)).await.expect("room 2's tail answers");
-    assert!(tail.master.as_ref().is_some_and(|l| l.points_to("127.0.0.12", 22521)), "tail was re-pointed: {tail:?}");
+    assert!(
+        tail.master.as_ref().is_some_and(|l| l.points_to("127.0.0.12", port(22521))),
+        "tail was re-pointed: {tail:?}"
+    );
     let report = c.shared.report.read().unwrap().clone().unwrap();
     assert!(report.render().contains("loading"), "the status names the error: {}", report.render());
     assert_eq!(c.metric("roomguard_room_up", &["room=\"2\""]), 1.0);
@@ -295,6 +300,7 @@ async fn row9_info_with_missing_fields_is_typed_and_ignored() {
         assert_eq!(c.metric("roomguard_instance_up", &[&instance]), 0.0);
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0);
+    assert_no_replicaof(&lab, &c.report_text()).await;
     let shown = c.report_text();
     assert!(shown.contains("master_host") && shown.contains("role"), "the status says what is missing: {shown}");
     c.stop().await;
@@ -309,7 +315,7 @@ async fn row9_info_with_missing_fields_is_typed_and_ignored() {
 async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     let mut lab = lab(22540).await;
     let head = at(2, 22541);
-    let id = lab.topology().find_any("127.0.0.12", 22541).unwrap();
+    let id = lab.topology().find_any("127.0.0.12", port(22541)).unwrap();
     let disabled: Vec<String> =
         ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""].map(String::from).to_vec();
     lab.servers[id].kill(); // before the new one binds the port
@@ -340,7 +346,7 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
         "the disabled promotion fails (and is retried) and the other shard's proceeds:\n{}",
         d.metrics().await
     );
-    assert!(!is_master(&head).await, "{head} cannot have been promoted");
+    assert!(is_replica(&head).await, "{head} cannot have been promoted");
     assert!(d.running(), "the controller crashed");
     let log = d.log_text();
     let failures: Vec<&str> = log

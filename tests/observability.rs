@@ -71,7 +71,7 @@ async fn status_page_shows_every_instance_and_the_verdict() {
     assert!(page.contains("HEALTHY: primary room 1; room 1 up, room 2 up"), "{page}");
     assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
     assert!(!page.contains("<script") && !page.contains("src=\"http"), "self-contained: no script, no CDN");
-    assert!(page.contains("shard-21061") && page.contains("room 1 (primary)"));
+    assert!(page.contains(&shard(21061)) && page.contains("room 1 (primary)"));
     c.stop().await;
 }
 
@@ -93,7 +93,11 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
         assert_eq!(status, 401, "{body}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(is_master(&at(1, 21071)).await && !is_master(&at(2, 21071)).await, "a refused request changed nothing");
+    assert!(
+        is_master(&at(1, 21071)).await && replicates(&at(2, 21071), &at(1, 21073)).await,
+        "a refused request changed nothing"
+    );
+    assert_no_replicaof(&lab, "a refused request changed nothing").await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
 
     let (status, body) = http_post(c.http, "/failover?room=9", Some(TOKEN)).await;

@@ -259,6 +259,7 @@ async fn row11_tls_failover_and_wrong_ca() {
         assert!(c.metric("roomguard_probe_errors_total", &[&instance, "kind=\"tls\""]) > 0.0, "{}", c.metrics());
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0);
+    assert_no_replicaof(&lab, "a controller that trusts another CA").await;
     c.stop().await;
 
     // The right CA: healthy, then room 1 is killed and room 2 takes over, over TLS.

@@ -201,7 +201,11 @@ pub fn shard(head: u16) -> String {
 /// plus rejected calls): what any controller or CLI sent it, counted by Redis itself. `None`
 /// when it does not answer.
 pub async fn replicaof_calls(a: &str) -> Option<u64> {
-    let mut con = probe::connect(&addr(a), &RedisSettings::default(), Duration::from_secs(1)).await.ok()?;
+    replicaof_calls_with(a, &RedisSettings::default()).await
+}
+
+async fn replicaof_calls_with(a: &str, settings: &RedisSettings) -> Option<u64> {
+    let mut con = probe::connect(&addr(a), settings, Duration::from_secs(1)).await.ok()?;
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.ok()?;
     let mut calls = 0;
     for line in stats.lines() {
@@ -218,21 +222,44 @@ pub async fn replicaof_calls(a: &str) -> Option<u64> {
     Some(calls)
 }
 
-/// [`replicaof_calls`] of every instance of the lab; panics naming one that does not answer.
-pub async fn replicaof_calls_all(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+/// [`replicaof_calls`] of every instance of the lab that runs and is not in `skip` (each with
+/// the lab's credentials); panics naming one that does not answer.
+pub async fn replicaof_calls_except(lab: &Lab, skip: &[String]) -> std::collections::BTreeMap<String, u64> {
     let mut calls = std::collections::BTreeMap::new();
-    for i in &lab.topology().instances {
+    for (id, i) in lab.topology().instances.iter().enumerate() {
         let a = i.addr.to_string();
-        let n = replicaof_calls(&a).await.unwrap_or_else(|| panic!("{a} does not answer INFO commandstats"));
+        if skip.contains(&a) || !lab.servers[id].is_running() {
+            continue;
+        }
+        let n = replicaof_calls_with(&a, lab.config.redis.instance(id))
+            .await
+            .unwrap_or_else(|| panic!("{a} does not answer INFO commandstats"));
         calls.insert(a, n);
     }
     calls
 }
 
-/// Asserts that no instance of the lab was sent `REPLICAOF`/`SLAVEOF` since it started.
+/// [`replicaof_calls_except`] of every running instance.
+pub async fn replicaof_calls_all(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    replicaof_calls_except(lab, &[]).await
+}
+
+/// Asserts that no running instance of the lab was sent `REPLICAOF`/`SLAVEOF` since it
+/// started: no action, judged by Redis (the controller's own counter misses the switchover's
+/// commands and any it does not count).
 pub async fn assert_no_replicaof(lab: &Lab, context: &str) {
-    let calls = replicaof_calls_all(lab).await;
+    assert_no_replicaof_except(lab, &[], context).await
+}
+
+/// [`assert_no_replicaof`], skipping `skip` (instances replaced by fake servers).
+pub async fn assert_no_replicaof_except(lab: &Lab, skip: &[String], context: &str) {
+    let calls = replicaof_calls_except(lab, skip).await;
     assert!(calls.values().all(|&n| n == 0), "REPLICAOF/SLAVEOF were sent: {calls:?}\n{context}");
+}
+
+/// True when `a` answers and is a replica (of anything, link up or not).
+pub async fn is_replica(a: &str) -> bool {
+    info(a).await.is_some_and(|i| i.role == Role::Replica)
 }
 
 /// The replication state of `a`, for failure messages: `master`, `replica of h:p (up|down)`,
