@@ -163,6 +163,15 @@ fn sigterm(child: &std::process::Child) {
     assert!(status.success());
 }
 
+/// True when a `SET` on `a` gets no answer within 200 ms: `CLIENT PAUSE WRITE` is on. (The
+/// write runs when the pause ends.)
+async fn writes_paused(a: &str) -> bool {
+    let mut con = connect(a).await;
+    let mut set = redis::cmd("SET");
+    set.arg("paused-probe").arg(1);
+    tokio::time::timeout(Duration::from_millis(200), set.query_async::<()>(&mut con)).await.is_err()
+}
+
 /// Waits up to `timeout` for the process to exit.
 async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
@@ -182,6 +191,7 @@ async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Opti
 async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     use roomguard::lab::{Lab, LabSpec};
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(21239)).parse().unwrap();
+    deadline();
     clean_stale_iptables(21230);
     let spec = LabSpec { base_port: port(21230), http_listen: http.to_string(), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
@@ -222,7 +232,12 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
             "controller not healthy"
         );
         let request = tokio::spawn(async move { http_post(http, "/failover?room=2", Some(token)).await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The failover is in flight once room 1's master pauses writes (it then waits up to
+        // `switchover_timeout`, 5 s, for the room-2 head that cannot catch up).
+        assert!(
+            wait_until(Duration::from_secs(5), || async { writes_paused(&at(1, 21231)).await }).await,
+            "the failover never paused room 1's writes"
+        );
         sigterm(child);
         assert!(exit_within(child, Duration::from_secs(1)).await.is_none(), "exited with a failover in flight");
         if abort {

@@ -553,12 +553,15 @@ async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16
 }
 
 /// Row 1: no false positives. A healthy deployment polled for 30 s while a third of the
-/// controller's replies are held back for up to `timeout`/2 (the controller's connections are
-/// NATed through a jitter proxy; replication between the instances is untouched): no action.
+/// controller's replies are held back for up to 30 % of `timeout` (75 ms of 250 ms; the
+/// controller's connections are NATed through a jitter proxy; replication between the
+/// instances is untouched): no action, and not one probe error. The delay stays well below the
+/// timeout so that "zero probe errors" holds on a loaded 2-core machine too: at `timeout`/2 a
+/// scheduling stall of 125 ms on top of the longest delay was a (correct) timeout, not a bug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row1_latency_jitter_causes_no_action() {
     let lab = lab(21220).await;
-    let max_delay = lab.config.controller.timeout / 2;
+    let max_delay = lab.config.controller.timeout.mul_f64(0.3);
     let mut rules = Vec::new();
     let mut proxies = Vec::new();
     for instance in &lab.config.topology.instances {
@@ -575,7 +578,8 @@ async fn row1_latency_jitter_causes_no_action() {
     let c = Controller::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let metrics = c.metrics();
-    // The jitter really reached the probes: some took longer than a tenth of a second.
+    // The jitter really reached the probes: some took longer than 50 ms (a third of the replies
+    // wait 0-75 ms: about one probe in nine).
     let slow: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("roomguard_probe_duration_seconds_count{"))
@@ -583,10 +587,10 @@ async fn row1_latency_jitter_causes_no_action() {
         .sum::<f64>()
         - metrics
             .lines()
-            .filter(|l| l.starts_with("roomguard_probe_duration_seconds_bucket{") && l.contains("le=\"0.1\""))
+            .filter(|l| l.starts_with("roomguard_probe_duration_seconds_bucket{") && l.contains("le=\"0.05\""))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum::<f64>();
-    assert!(slow > 10.0, "the proxy delayed almost nothing ({slow} probes over 100 ms):\n{metrics}");
+    assert!(slow > 100.0, "the proxy delayed almost nothing ({slow} probes over 50 ms):\n{metrics}");
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
     assert_no_replicaof(&lab, &report(&c)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
@@ -729,8 +733,9 @@ async fn row2b_black_hole_of_room_1_fails_over_by_offsets_then_heals() {
     // The evidence was the offsets (room 2's links still report "up").
     let topology: serde_json::Value = serde_json::from_str(&http_get(c.http, "/topology").await.1).unwrap();
     assert_eq!(topology["rooms"][0]["status"], "lost", "{topology}");
-    assert!(replicates(&at(2, 21263), &at(2, 21261)).await, "room 2 keeps its chain");
-    assert!(replicates(&at(2, 21264), &at(2, 21262)).await, "room 2 keeps its chain");
+    // Room 2 keeps its chains (waited for: the promoted head's sub-replica relinks).
+    let room_2 = vec![vec![at(2, 21261), at(2, 21263)], vec![at(2, 21262), at(2, 21264)]];
+    wait_chains(&room_2, Duration::from_secs(5), &report(&c)).await;
     assert!(hook_log(&lab).contains("room_lost||1|"), "{}", hook_log(&lab));
 
     drop(hole);

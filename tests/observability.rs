@@ -107,8 +107,10 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
     let (status, body) = http_post(c.http, "/failover?room=2", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"how\":\"graceful\""), "{body}");
-    assert!(is_master(&at(2, 21071)).await && is_master(&at(2, 21072)).await);
-    assert!(replicates(&at(1, 21071), &at(2, 21073)).await);
+    let chains = |to: u8, from: u8| -> Vec<Vec<String>> {
+        [21071, 21072].iter().map(|&h| vec![at(to, h), at(to, h + 2), at(from, h), at(from, h + 2)]).collect()
+    };
+    wait_chains(&chains(2, 1), Duration::from_secs(5), &c.report_text()).await;
     assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"manual\"", "outcome=\"ok\""]), 1.0);
 
     // The CLI can go through the controller too.
@@ -116,7 +118,7 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
     let out = run(roomguard(&["failover", "--room", "1", "--via", &url, "--token", TOKEN])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("graceful failover"));
-    assert!(is_master(&at(1, 21071)).await && replicates(&at(2, 21071), &at(1, 21073)).await);
+    wait_chains(&chains(1, 2), Duration::from_secs(5), &c.report_text()).await;
     let out = run(roomguard(&["failover", "--room", "2", "--via", &url, "--token", "wrong-token-0123456789"])).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));

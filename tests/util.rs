@@ -39,9 +39,73 @@ pub fn port(logical: u16) -> u16 {
     })
 }
 
+/// Gives the calling test a deadline: `$RG_TEST_TIMEOUT_SECS` (default 300 s) from its first
+/// call. A test still running then makes a watchdog print its name and exit the test binary
+/// with code 101 (its redis-servers and daemons die with it, its iptables rules are removed),
+/// instead of hanging the suite. libtest runs every test on its own thread,
+/// named after the test; the deadline ends with that thread. Called by [`lab`], [`lab_with`],
+/// [`Controller::start_with`], [`Daemon::start`] and [`run`], so every test that starts
+/// Redis, a controller or a process has one.
+pub fn deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Running(Arc<AtomicBool>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    thread_local! {
+        static REGISTERED: std::cell::RefCell<Option<Running>> = const { std::cell::RefCell::new(None) };
+    }
+    type Tests = std::sync::Mutex<Vec<(String, Instant, Arc<AtomicBool>)>>;
+    static TESTS: std::sync::OnceLock<Tests> = std::sync::OnceLock::new();
+    let name = std::thread::current().name().unwrap_or("").to_string();
+    if name.is_empty() || name == "main" || name.starts_with("tokio-") {
+        return;
+    }
+    if REGISTERED.with(|r| r.borrow().is_some()) {
+        return;
+    }
+    let tests = TESTS.get_or_init(|| {
+        let limit =
+            Duration::from_secs(std::env::var("RG_TEST_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(300));
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let tests = TESTS.get().unwrap().lock().unwrap();
+                for (name, started, done) in tests.iter() {
+                    if !done.load(Ordering::Acquire) && started.elapsed() > limit {
+                        // Straight to the process's stderr: eprintln! is captured by libtest.
+                        use std::io::Write;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "\ntest {name} has run for more than {limit:?} (RG_TEST_TIMEOUT_SECS): \
+                             exiting the test binary"
+                        );
+                        if let Ok(labs) = LABS_WITH_RULES.try_lock() {
+                            for base in labs.iter() {
+                                for table in ["filter", "nat"] {
+                                    let owner = format!("roomguard test lab {}", port(*base));
+                                    roomguard::lab::delete_iptables_owner(table, &owner);
+                                }
+                            }
+                        }
+                        std::process::exit(101);
+                    }
+                }
+            }
+        });
+        std::sync::Mutex::new(Vec::new())
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    tests.lock().unwrap().push((name, Instant::now(), done.clone()));
+    REGISTERED.with(|r| *r.borrow_mut() = Some(Running(done)));
+}
+
 /// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12
 /// (through [`port`]). Every test passes its own base port so tests run in parallel.
 pub async fn lab(base_port: u16) -> Lab {
+    deadline();
     clean_stale_iptables(base_port);
     let spec = LabSpec { base_port: port(base_port), http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
@@ -52,6 +116,7 @@ pub async fn lab(base_port: u16) -> Lab {
 /// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes;
 /// `spec.base_port` goes through [`port`].
 pub async fn lab_with(spec: LabSpec) -> Lab {
+    deadline();
     clean_stale_iptables(spec.base_port);
     let spec = LabSpec { base_port: port(spec.base_port), http_listen: "127.0.0.1:0".into(), ..spec };
     let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
@@ -79,6 +144,7 @@ impl Controller {
     }
 
     pub async fn start_with(config: roomguard::config::Config) -> Controller {
+        deadline();
         // The controller's log, shown with a failing test's output (filter: ROOMGUARD_TEST_LOG).
         let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMGUARD_TEST_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
@@ -318,6 +384,7 @@ pub fn roomguard_dying_with_us(args: &[&str]) -> std::process::Command {
 }
 
 pub async fn run(mut cmd: std::process::Command) -> Output {
+    deadline();
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
@@ -384,12 +451,15 @@ impl IptablesRule {
     }
 }
 
+/// The labs (logical base ports) whose leftover rules this process has cleaned: the ones it
+/// may add rules for. The deadline watchdog removes their rules before it exits.
+static LABS_WITH_RULES: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// Deletes the [`IptablesRule`]s a killed run left for the lab at logical `base` (and the black
 /// holes of its ports), once per test binary: [`lab`] and [`lab_with`] do it before starting
 /// the servers (a leftover DROP would keep them from linking), the first rule of a lab too.
 pub fn clean_stale_iptables(base: u16) {
-    static CLEANED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut cleaned = CLEANED.lock().unwrap();
+    let mut cleaned = LABS_WITH_RULES.lock().unwrap();
     if cleaned.contains(&base) {
         return;
     }
@@ -417,6 +487,7 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `roomguard run --config <config>`; the config's `[http] listen` must be `http`.
     pub async fn start(config: &std::path::Path, http: SocketAddr) -> Daemon {
+        deadline();
         let log = config.with_extension("log");
         let mut cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
         cmd.env("ROOMGUARD_LOG", "info")
