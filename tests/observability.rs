@@ -220,6 +220,126 @@ fn alert_rules_pass_promtool() {
     }
 }
 
+/// `/metrics` scrapes as `promtool test rules` input series, one sample a minute per scrape and
+/// `minutes`, as Prometheus stores them with dashboards/README.md's scrape config: the
+/// controller is `instance="app1:9480", job="roomguard"`, and a sample's own `instance` label
+/// (a Redis instance) becomes `exported_instance`. A series missing from a scrape is absent
+/// (`_`) for those minutes, as a series the binary creates on its first increment is.
+fn promtool_series(scrapes: &[(&str, usize)], families: &[&str]) -> String {
+    let mut series: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    let total: usize = scrapes.iter().map(|(_, m)| m).sum();
+    let mut at = 0;
+    for (text, minutes) in scrapes {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            if !families.contains(&name) {
+                continue;
+            }
+            let mut all: Vec<String> = labels
+                .split("\",")
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let l = l.trim_end_matches('"');
+                    let l = l.strip_prefix("instance=").map(|v| format!("exported_instance={v}")).unwrap_or(l.into());
+                    format!("{l}\"")
+                })
+                .collect();
+            all.extend(["instance=\"app1:9480\"".to_string(), "job=\"roomguard\"".to_string()]);
+            let key = format!("{name}{{{}}}", all.join(", "));
+            let values = series.entry(key).or_insert_with(|| vec!["_".to_string(); total]);
+            for v in &mut values[at..at + minutes] {
+                *v = value.to_string();
+            }
+        }
+        at += minutes;
+    }
+    // Prometheus' own series for the scrape target.
+    series.insert("up{instance=\"app1:9480\", job=\"roomguard\"}".into(), vec!["1".to_string(); total]);
+    series.iter().map(|(k, v)| format!("  - series: '{k}'\n    values: '{}'\n", v.join(" "))).collect()
+}
+
+/// The alert rules on what the binary really exports (the rule unit tests in
+/// dashboards/roomguard-alerts.test.yml are hand-written series): a healthy controller scraped
+/// for 15 minutes, then room 1 killed and the failover done, scraped for 20 more. While
+/// healthy nothing fires; after it, exactly RoomguardRoomLost for room 1,
+/// RoomguardFailoverHappened for room 2 (the failover counters exist at 0 from the start, so
+/// the failover is an increment, not a new series) and RoomguardHookFailing for the hook that
+/// failed on it (a hook counter series is created by its first run, with value 1: increase()
+/// alone never saw it, and the hand-written test fed a series starting at 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_fire_on_series_from_a_real_scrape() {
+    let mut lab = lab(21280).await;
+    // A hook that fails on the failover: its counter series is created by that first run.
+    let mut config = lab.config.clone();
+    config.hooks = vec![roomguard::hooks::HookSettings {
+        events: vec!["failover".into()],
+        command: vec!["/bin/false".into()],
+        timeout: Duration::from_secs(10),
+    }];
+    let c = Controller::start_with(config).await;
+    let healthy = http_get(c.http, "/metrics").await.1;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(c.wait_one_failover_to("2", Duration::from_secs(10)).await, "{}", c.report_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_room_up", &["room=\"1\""]) == 0.0
+                && c.metric("roomguard_primary_room", &["room=\"2\""]) == 1.0
+                && c.metric("roomguard_hook_runs_total", &["outcome=\"failed\""]) >= 1.0
+        })
+        .await
+    );
+    let failed_over = http_get(c.http, "/metrics").await.1;
+    c.stop().await;
+    let families = [
+        "roomguard_failovers_total",
+        "roomguard_room_up",
+        "roomguard_instance_is_master",
+        "roomguard_primary_room",
+        "roomguard_build_info",
+        "roomguard_hook_runs_total",
+    ];
+    let series = promtool_series(&[(&healthy, 15), (&failed_over, 20)], &families);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/roomguard-alerts.yml");
+    // The firing alerts, by their labels besides alertname and alertstate.
+    let firing = |alerts: &[(&str, &str)]| -> String {
+        if alerts.is_empty() {
+            return "      exp_samples: []\n".into();
+        }
+        let mut out = "      exp_samples:\n".to_string();
+        for (name, labels) in alerts {
+            out.push_str(&format!(
+                "      - labels: 'ALERTS{{alertname=\"{name}\", alertstate=\"firing\", {labels}}}'\n        value: 1\n"
+            ));
+        }
+        out
+    };
+    let test = format!(
+        "rule_files:\n- {}\nevaluation_interval: 1m\ntests:\n- name: real scrape\n  interval: 1m\n  input_series:\n{series}  promql_expr_test:\n    - expr: ALERTS{{alertstate=\"firing\"}}\n      eval_time: 14m\n{}    - expr: ALERTS{{alertstate=\"firing\"}}\n      eval_time: 17m\n{}",
+        rules.display(),
+        firing(&[]),
+        firing(&[
+            ("RoomguardFailoverHappened", r#"room="2", severity="warning""#),
+            ("RoomguardHookFailing", r#"event="failover", instance="app1:9480", outcome="failed", severity="warning""#,),
+            ("RoomguardRoomLost", r#"room="1", severity="critical""#),
+        ]),
+    );
+    let path = lab.dir().join("real-scrape.test.yml");
+    std::fs::write(&path, &test).unwrap();
+    let out = promtool(&["test", "rules", path.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "promtool test rules on a real scrape:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The settings audit: what the lab's instances run with (no persistence, a full sync that
 /// streams at once) is reported per instance, and a ping period too long for `link_silence`
 /// too; an instance with persistence is not flagged.
