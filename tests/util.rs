@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// Every port the suite's labs use goes through here: tests name ports as they are at offset 0
 /// (`lab(21100)`, `at(1, 21101)`) and get `port + $RG_TEST_PORT_OFFSET` (default 0), so
 /// two worktrees can run the suite at once (e.g. `RG_TEST_PORT_OFFSET=10000` in one). (Not
-/// `ROOMGUARD_...`: every `ROOMGUARD_` variable is a config override, and unknown keys are errors.)
+/// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
 /// base+9). Ranges in use at offset 0: 21000-21279, 22000-22589 and 24800-24879 (the scripted
 /// suite), 23000-23999 (the Redis version tests).
