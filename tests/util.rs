@@ -102,6 +102,30 @@ pub fn deadline() {
     REGISTERED.with(|r| *r.borrow_mut() = Some(Running(done)));
 }
 
+/// `text` with every lab port in it (a 5-digit number from 21000 to 24999) through [`port`]:
+/// for expected strings that name instances and shards ("shard-22011 127.0.0.11 22011").
+pub fn ports_in(text: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        match digits.parse::<u16>() {
+            Ok(n) if digits.len() == 5 && (21000..25000).contains(&n) => out.push_str(&port(n).to_string()),
+            _ => out.push_str(digits),
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
 /// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12
 /// (through [`port`]). Every test passes its own base port so tests run in parallel.
 pub async fn lab(base_port: u16) -> Lab {
