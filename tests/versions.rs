@@ -148,17 +148,18 @@ impl NobodyController {
         let config = dir.join("controller.toml");
         std::fs::write(&config, spec.config_toml()).unwrap();
         let log = dir.join("controller.log");
-        let child = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        // Killed with the test binary, even by SIGKILL (spawned from the lab's long-lived
+        // spawner thread: the death signal fires when the forking thread exits).
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--pdeathsig", "KILL", "--"])
             .arg(env!("CARGO_BIN_EXE_roomguard"))
             .args(["run", "--config"])
             .arg(&config)
             .env_remove("ROOMGUARD_CONFIG")
             .env("ROOMGUARD_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        let child = roomguard::lab::spawn_child(cmd).unwrap();
         let c = NobodyController { child, http, log };
         assert!(
             wait_until(Duration::from_secs(10), || async { c.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,
