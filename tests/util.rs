@@ -407,9 +407,23 @@ pub fn roomguard_dying_with_us(args: &[&str]) -> std::process::Command {
     cmd
 }
 
-pub async fn run(mut cmd: std::process::Command) -> Output {
+/// Runs `cmd` to its end (its stdin empty; stdout and stderr captured), killed with the test
+/// binary: it runs under `setpriv --pdeathsig KILL`, forked from a blocking-pool thread that
+/// stays blocked in `output()` until it exits (the signal fires when that thread exits).
+pub async fn run(cmd: std::process::Command) -> Output {
     deadline();
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    let mut wrapped = roomguard::lab::dies_with_parent(std::path::Path::new(cmd.get_program()));
+    wrapped.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    tokio::task::spawn_blocking(move || wrapped.output().unwrap()).await.unwrap()
 }
 
 /// Sends one raw HTTP/1.1 request (with `Connection: close`) and returns (status, body).
