@@ -19,6 +19,12 @@
 //! `bind` address anyway; 2.8 does not, so masters list room 2's replicas as 127.0.0.1, which
 //! roomguard never relies on), `protected-mode` with 3.2, `repl-diskless-sync-delay` with
 //! 2.8.18, and before 5.0 the names are `slaveof` and `repl-ping-slave-period`.
+//!
+//! Nothing the lab starts outlives the process that started it: every `redis-server` is run
+//! through util-linux `setpriv --pdeathsig KILL` (when it is installed) from one long-lived
+//! thread (the death signal fires when the *thread* that forked exits), and every iptables
+//! rule lives in one chain, [`IPTABLES_CHAIN`], where a rule left by a killed run is removed
+//! before the same ports are used again.
 
 use std::{
     path::{Path, PathBuf},
@@ -51,6 +57,11 @@ pub enum LabError {
     Version { binary: PathBuf, source: VersionError },
     #[error("redis-server for {addr} did not become ready within {secs}s; see its log {log}")]
     NotReady { addr: Addr, secs: u64, log: PathBuf },
+    #[error(
+        "port {port} of {addr} is answered by another redis-server (pid {theirs}), not the one \
+         started here (pid {ours}): a leftover of a killed run? Stop it (`kill {theirs}`) and retry"
+    )]
+    NotOurs { addr: Addr, port: u16, theirs: u32, ours: u32 },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot black-hole {ip}: `iptables {rule}` failed: {why} (it needs root and iptables)")]
@@ -114,7 +125,7 @@ impl RedisServer {
 
     fn spawn(&mut self, replicaof: Option<&Addr>) -> Result<(), LabError> {
         let (a, v) = (&self.addr, &self.version);
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = dies_with_parent(&self.binary);
         cmd.args(["--port", &a.port.to_string(), "--bind", &a.host]);
         if v.has_bind_source_addr() {
             cmd.args(["--bind-source-addr", &a.host]);
@@ -140,7 +151,7 @@ impl RedisServer {
         if let Some(m) = replicaof {
             cmd.args([&format!("--{}", v.replicaof_directive()), &m.host, &m.port.to_string()]);
         }
-        let child = cmd.spawn().map_err(|source| LabError::Spawn { addr: a.clone(), source })?;
+        let child = spawn_child(cmd).map_err(|source| LabError::Spawn { addr: a.clone(), source })?;
         self.child = Some(child);
         Ok(())
     }
@@ -198,17 +209,79 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// Waits until the server answers `INFO replication`.
+    /// Waits until the server answers `INFO replication`, and checks that the server answering
+    /// is this child (`INFO server` `process_id`), not a leftover on the same port.
     pub async fn wait_ready(&self, auth: &RedisSettings, timeout: Duration) -> Result<(), LabError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if probe::probe_once(&self.addr, auth, Duration::from_millis(200)).await.is_ok() {
+            if probe::probe_once(&self.addr, auth, Duration::from_millis(200)).await.is_ok()
+                && let Some(theirs) = self.answering_pid(auth).await
+            {
+                let ours = self.pid().unwrap_or(0);
+                if theirs != ours {
+                    return Err(LabError::NotOurs { addr: self.addr.clone(), port: self.addr.port, theirs, ours });
+                }
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(LabError::NotReady { addr: self.addr.clone(), secs: timeout.as_secs(), log: self.log_path() })
     }
+}
+
+impl RedisServer {
+    /// The `process_id` of the server answering on this address (`INFO server`).
+    async fn answering_pid(&self, auth: &RedisSettings) -> Option<u32> {
+        let mut con = probe::connect(&self.addr, auth, Duration::from_millis(500)).await.ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await.ok()?;
+        info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|p| p.trim().parse().ok())
+    }
+}
+
+/// `binary` as a command that dies with this process: `setpriv --pdeathsig KILL -- binary`
+/// when util-linux' `setpriv` is installed (it sets `PR_SET_PDEATHSIG` and execs, so the pid
+/// is the server's), else `binary` alone. Spawn it with [`spawn_child`].
+pub fn dies_with_parent(binary: &Path) -> Command {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let setpriv = SETPRIV.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path).map(|dir| dir.join("setpriv")).find(|p| p.is_file())
+    });
+    match setpriv {
+        Some(setpriv) => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from one thread that lives as long as the process. `PR_SET_PDEATHSIG` fires
+/// when the thread that forked the child exits, not the process: a child forked from a
+/// short-lived thread (tokio's `spawn_blocking` pool retires idle threads after 10 s) would be
+/// killed under a running test.
+pub fn spawn_child(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("lab-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static: this loop ends only with the process.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("the lab's spawner thread starts");
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = std::sync::mpsc::channel();
+    spawner.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, reply)).map_err(std::io::Error::other)?;
+    answer.recv().map_err(std::io::Error::other)?
 }
 
 impl Drop for RedisServer {
@@ -352,6 +425,11 @@ impl Lab {
         let dir = tempfile::Builder::new().prefix("roomguard-lab-").tempdir().map_err(LabError::Dir)?;
         let config = spec.config(dir.path())?;
         let t = &config.topology;
+        // A black hole a killed run left on these ports would keep the servers from linking.
+        for room in 0..t.rooms.len() {
+            let (ip, ports) = black_hole_scope(t, room);
+            delete_iptables_owner("filter", &black_hole_owner(&ip, &ports));
+        }
         let mut args = spec.redis_args.clone();
         if let Some(password) = &spec.password {
             args.extend(["--requirepass", password, "--masterauth", password].map(String::from));
@@ -409,16 +487,25 @@ impl Lab {
     /// Drops every packet to and from `room`'s address on the lab's ports until the returned
     /// guard is dropped: a room gone silent (power or fibre loss), no RST.
     pub fn black_hole(&self, room: usize) -> Result<BlackHole, LabError> {
-        let t = self.topology();
-        let ip = t.addr(t.room_members(room).next().expect("a room has instances")).host.clone();
-        let ports = t.instances.iter().map(|i| i.addr.port);
-        let (low, high) = (ports.clone().min().expect("instances"), ports.max().expect("instances"));
-        BlackHole::start(&ip, low..=high)
+        let (ip, ports) = black_hole_scope(self.topology(), room);
+        BlackHole::start(&ip, ports)
     }
 
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }
+}
+
+/// What [`Lab::black_hole`] cuts off: the room's address on the lab's port range.
+fn black_hole_scope(t: &Topology, room: usize) -> (String, std::ops::RangeInclusive<u16>) {
+    let ip = t.addr(t.room_members(room).next().expect("a room has instances")).host.clone();
+    let ports = t.instances.iter().map(|i| i.addr.port);
+    let (low, high) = (ports.clone().min().expect("instances"), ports.max().expect("instances"));
+    (ip, low..=high)
+}
+
+fn black_hole_owner(ip: &str, ports: &std::ops::RangeInclusive<u16>) -> String {
+    format!("roomguard black hole {ip} {}:{}", ports.start(), ports.end())
 }
 
 /// The flat topology's parent of an instance: its shard's room-1 head (none for the head).
@@ -435,11 +522,112 @@ fn seed_parent(t: &Topology, id: usize) -> Option<Addr> {
     pos.checked_sub(1).map(|p| t.addr(order[p]).clone())
 }
 
+/// The iptables chain (in the `filter` and `nat` tables) that holds every rule the lab and the
+/// tests add, jumped to once from `OUTPUT`: nothing is added to `OUTPUT` itself, and
+/// `iptables -F ROOMGUARD_LAB; iptables -t nat -F ROOMGUARD_LAB` removes whatever a killed run
+/// left. Each rule carries a comment naming its owner (a black-holed room, a test's lab), and
+/// an owner's leftovers are deleted before it adds rules again.
+pub const IPTABLES_CHAIN: &str = "ROOMGUARD_LAB";
+
+/// `iptables -w -t <table> <args>`; the error is iptables' own message.
+fn iptables(table: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("iptables").args(["-w", "-t", table]).args(args).stdin(Stdio::null()).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates [`IPTABLES_CHAIN`] in `table` and its one jump from `OUTPUT` (loopback packets pass
+/// `OUTPUT` once), unless they exist.
+pub fn ensure_iptables_chain(table: &str) -> Result<(), String> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serialized = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if iptables(table, &["-S", IPTABLES_CHAIN]).is_err() {
+        // Another process may create it at the same moment: only its absence afterwards counts.
+        let _ = iptables(table, &["-N", IPTABLES_CHAIN]);
+        iptables(table, &["-S", IPTABLES_CHAIN])?;
+    }
+    if iptables(table, &["-C", "OUTPUT", "-j", IPTABLES_CHAIN]).is_err() {
+        iptables(table, &["-I", "OUTPUT", "1", "-j", IPTABLES_CHAIN])?;
+    }
+    // Two processes that both found no jump both added one: keep one.
+    let jump = format!("-A OUTPUT -j {IPTABLES_CHAIN}");
+    let jumps = iptables(table, &["-S", "OUTPUT"])?.lines().filter(|l| l.trim() == jump).count();
+    for _ in 1..jumps {
+        let _ = iptables(table, &["-D", "OUTPUT", "-j", IPTABLES_CHAIN]);
+    }
+    Ok(())
+}
+
+/// Appends `rule` (match and target, without chain) to [`IPTABLES_CHAIN`] in `table`, with
+/// the comment `owner`; returns the full rule, for [`delete_iptables_rule`].
+pub fn add_iptables_rule(table: &str, owner: &str, rule: &[&str]) -> Result<Vec<String>, String> {
+    ensure_iptables_chain(table)?;
+    let mut full: Vec<String> = vec!["-t".into(), table.into(), IPTABLES_CHAIN.into()];
+    full.extend(rule.iter().map(|s| s.to_string()));
+    full.extend(["-m", "comment", "--comment", owner].map(String::from));
+    let args: Vec<&str> = full[3..].iter().map(String::as_str).collect();
+    iptables(table, &[&["-A", IPTABLES_CHAIN][..], &args].concat())
+        .map_err(|e| format!("-A {}: {e}", full.join(" ")))?;
+    Ok(full)
+}
+
+/// Deletes one rule returned by [`add_iptables_rule`] (by its content: safe while others add
+/// and delete theirs).
+pub fn delete_iptables_rule(rule: &[String]) {
+    let args: Vec<&str> = rule[3..].iter().map(String::as_str).collect();
+    let _ = iptables(&rule[1], &[&["-D", IPTABLES_CHAIN][..], &args].concat());
+}
+
+/// Deletes every rule of [`IPTABLES_CHAIN`] in `table` whose comment is `owner`: what a killed
+/// run left.
+pub fn delete_iptables_owner(table: &str, owner: &str) {
+    let Ok(listing) = iptables(table, &["-S", IPTABLES_CHAIN]) else { return };
+    for line in listing.lines() {
+        let Some(spec) = line.strip_prefix(&format!("-A {IPTABLES_CHAIN} ")) else { continue };
+        let words = shell_words(spec);
+        if !words.windows(2).any(|w| w[0] == "--comment" && w[1] == owner) {
+            continue;
+        }
+        let args: Vec<&str> = words.iter().map(String::as_str).collect();
+        let _ = iptables(table, &[&["-D", IPTABLES_CHAIN][..], &args].concat());
+    }
+}
+
+/// Splits `iptables -S` output into words (double quotes group, as iptables prints comments).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
 /// iptables rules that drop every TCP packet to and from one address on a port range, in both
 /// directions and whichever side opened the connection: the address's servers, and its
-/// instances as clients of other rooms (replication). Loopback packets pass `OUTPUT` once, so
-/// the rules live there. Removed when dropped; a rule left by a killed run is removed before it
-/// is added again, so rules never pile up.
+/// instances as clients of other rooms (replication). They live in [`IPTABLES_CHAIN`]. Removed
+/// when dropped; rules left by a killed run for the same address and ports are removed before
+/// the new ones are added, so rules never pile up.
 pub struct BlackHole {
     rules: Vec<Vec<String>>,
 }
@@ -447,49 +635,27 @@ pub struct BlackHole {
 impl BlackHole {
     pub fn start(ip: &str, ports: std::ops::RangeInclusive<u16>) -> Result<BlackHole, LabError> {
         let range = format!("{}:{}", ports.start(), ports.end());
-        let tag = format!("roomguard black hole {ip} {range}");
-        let rules: Vec<Vec<String>> = [("-d", "--dport"), ("-s", "--sport"), ("-s", "--dport"), ("-d", "--sport")]
-            .into_iter()
-            .map(|(side, port)| {
-                ["OUTPUT", side, ip, "-p", "tcp", port, &range, "-m", "comment", "--comment", &tag, "-j", "DROP"]
-                    .map(String::from)
-                    .to_vec()
-            })
-            .collect();
+        let owner = black_hole_owner(ip, &ports);
+        delete_iptables_owner("filter", &owner);
         let mut hole = BlackHole { rules: Vec::new() };
-        for rule in rules {
-            delete_all(&rule);
-            let out = Command::new("iptables").arg("-I").args(&rule).output();
-            let why = match out {
-                Ok(o) if o.status.success() => {
-                    hole.rules.push(rule);
-                    continue;
+        for (side, port) in [("-d", "--dport"), ("-s", "--sport"), ("-s", "--dport"), ("-d", "--sport")] {
+            let rule = [side, ip, "-p", "tcp", port, &range, "-j", "DROP"];
+            match add_iptables_rule("filter", &owner, &rule) {
+                Ok(full) => hole.rules.push(full),
+                // `hole` is dropped here: the rules added so far are removed.
+                Err(why) => {
+                    return Err(LabError::Iptables { ip: ip.to_string(), rule: rule.join(" "), why });
                 }
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            // `hole` is dropped here: the rules added so far are removed.
-            return Err(LabError::Iptables { ip: ip.to_string(), rule: format!("-I {}", rule.join(" ")), why });
+            }
         }
         Ok(hole)
-    }
-}
-
-/// Deletes every copy of `rule` (at most a few: one per killed run).
-fn delete_all(rule: &[String]) {
-    for _ in 0..16 {
-        let deleted =
-            Command::new("iptables").arg("-D").args(rule).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-        if !deleted {
-            break;
-        }
     }
 }
 
 impl Drop for BlackHole {
     fn drop(&mut self) {
         for rule in &self.rules {
-            delete_all(rule);
+            delete_iptables_rule(rule);
         }
     }
 }

@@ -1244,33 +1244,69 @@ mod tests {
             }
         }
 
-        /// A cross-room promotion only happens when the master's room is lost.
+        /// A cross-room promotion happens exactly when the master's room is lost. The oracle is
+        /// independent of `detect::assess`: it is computed from the scenario's own inputs, by
+        /// the DESIGN rule (every instance of room 1 failing for longer than `down_after`, and
+        /// at least one reachable witness in room 2 (a room-2 head: it replicates room 1),
+        /// none of which hears room 1). Both directions are checked: no cross-room promotion
+        /// unless the room is lost, and when it is, every shard whose room-2 head answers
+        /// promotes exactly that head.
         #[test]
-        fn cross_room_promotion_only_on_room_loss(fail_mask in 0u8..=255, fail_secs in 0u64..5, hears in proptest::bool::ANY) {
+        fn cross_room_promotion_exactly_on_room_loss(
+            // Half the cases fail all of room 1 (else a loss would be one case in 16).
+            room_1_mask in prop_oneof![Just(0b1111u8), 0u8..=15],
+            room_2_mask in 0u8..=15,
+            fail_steps in 0u64..5,
+            hears in proptest::bool::ANY,
+        ) {
             let mut s = Scenario::healthy();
             let masters = infer_masters(&s.topology, &s.observation);
+            let failed_for = Duration::from_millis(fail_steps * 400);
+            let (r1, r2): (Vec<InstanceId>, Vec<InstanceId>) = (s.topology.room_members(0).collect(), s.topology.room_members(1).collect());
+            let failed = |id: InstanceId| {
+                r1.iter().position(|&x| x == id).is_some_and(|i| room_1_mask & (1 << i) != 0)
+                    || r2.iter().position(|&x| x == id).is_some_and(|i| room_2_mask & (1 << i) != 0)
+            };
+            let fail_mask = (0..8).filter(|&id| failed(id)).fold(0u8, |m, id| m | (1 << id));
             for id in 0..8 {
-                if fail_mask & (1 << id) != 0 { s.fail(id, Duration::from_millis(fail_secs * 400)); }
+                if failed(id) { s.fail(id, failed_for); }
             }
             if !hears {
                 for shard in 0..2 {
                     let (h2, t1) = (s.topology.head(shard, 1), s.topology.shards[shard].chains[0][1]);
-                    if s.observation.live(h2).is_some() { s.set_replica(h2, t1, &format!("{:040}", shard + 1), false, -1); }
+                    if !failed(h2) { s.set_replica(h2, t1, &format!("{:040}", shard + 1), false, -1); }
                 }
             }
-            let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+            // The oracle, from the inputs alone.
+            let room_1: Vec<InstanceId> = s.topology.room_members(0).collect();
+            let heads_2: Vec<InstanceId> = (0..2).map(|shard| s.topology.head(shard, 1)).collect();
+            let room_1_down = room_1.iter().all(|&id| failed(id)) && failed_for > SETTINGS.down_after;
+            let witness_answers = heads_2.iter().any(|&h2| !failed(h2));
+            let lost = room_1_down && witness_answers && !hears;
+            let master_down = |id: InstanceId| failed(id) && failed_for > SETTINGS.down_after;
+
             let (_, _, plan) = round(&s, &masters, &POLICY);
-            for action in &plan.actions {
-                if let Action::Promote { instance, .. } = *action {
-                    let shard = s.topology.instance(instance).shard;
-                    let old = masters[shard].unwrap();
-                    // Another room only when the master's room is lost; within the room only
-                    // when the master itself is down.
-                    if s.topology.instance(instance).room != 0 {
-                        prop_assert_eq!(verdict.room(0).status, RoomStatus::Lost);
-                    } else {
-                        prop_assert!(verdict.down[old]);
-                    }
+            let promoted: Vec<InstanceId> = plan
+                .actions
+                .iter()
+                .filter_map(|a| match *a { Action::Promote { instance, .. } => Some(instance), _ => None })
+                .collect();
+            for &instance in &promoted {
+                let shard = s.topology.instance(instance).shard;
+                let old = masters[shard].unwrap();
+                // Another room only when the master's room is lost; within the room only
+                // when the master itself is down.
+                if s.topology.instance(instance).room != 0 {
+                    prop_assert!(lost, "{} promoted, room 1 not lost: mask {:08b}, {:?}, hears {}",
+                        s.topology.addr(instance), fail_mask, failed_for, hears);
+                } else {
+                    prop_assert!(master_down(old), "{} promoted, {} not down", s.topology.addr(instance), s.topology.addr(old));
+                }
+            }
+            if lost {
+                for &h2 in heads_2.iter().filter(|&&h2| !failed(h2)) {
+                    prop_assert!(promoted.contains(&h2), "room 1 lost but {} not promoted: mask {:08b}, plan {:?}",
+                        s.topology.addr(h2), fail_mask, described(&s, &plan));
                 }
             }
         }

@@ -104,14 +104,12 @@ async fn bad_failover_input_changes_nothing_in_redis() {
     assert!(text(&out).contains("still hears"), "{}", text(&out));
 
     assert!(!lab.config.controller.state_file.exists(), "no state written by refused commands");
-    assert!(lab.wait_linked(Duration::from_secs(5)).await);
+    let seed: Vec<Vec<String>> =
+        [21031, 21032].iter().map(|&h| vec![at(1, h), at(1, h + 2), at(2, h), at(2, h + 2)]).collect();
+    wait_chains(&seed, Duration::from_secs(5), "").await;
     let after = roomguard::cli::snapshot(&lab.config).await.unwrap();
     assert!(after.healthy, "{}", after.render());
-    for (head, tail) in [(21031, 21033), (21032, 21034)] {
-        assert!(is_master(&at(1, head)).await);
-        assert!(replicates(&at(2, head), &at(1, tail)).await);
-        assert!(!is_master(&at(2, head)).await);
-    }
+    assert_no_replicaof(&lab, "refused commands sent REPLICAOF").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +163,15 @@ fn sigterm(child: &std::process::Child) {
     assert!(status.success());
 }
 
+/// True when a `SET` on `a` gets no answer within 200 ms: `CLIENT PAUSE WRITE` is on. (The
+/// write runs when the pause ends.)
+async fn writes_paused(a: &str) -> bool {
+    let mut con = connect(a).await;
+    let mut set = redis::cmd("SET");
+    set.arg("paused-probe").arg(1);
+    tokio::time::timeout(Duration::from_millis(200), set.query_async::<()>(&mut con)).await.is_err()
+}
+
 /// Waits up to `timeout` for the process to exit.
 async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
@@ -183,43 +190,30 @@ async fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     use roomguard::lab::{Lab, LabSpec};
-    let spec = LabSpec { base_port: 21230, http_listen: "127.0.0.1:21239".into(), ..LabSpec::default() };
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(21239)).parse().unwrap();
+    deadline();
+    clean_stale_iptables(21230);
+    let spec = LabSpec { base_port: port(21230), http_listen: http.to_string(), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
     let token = "shutdown-test-token-0123456789";
     let config = lab.dir().join("controller.toml");
     let toml = spec.config_toml().replace("[http]\n", &format!("[http]\nadmin_token = \"{token}\"\n"));
     std::fs::write(&config, toml).unwrap();
-    let http: std::net::SocketAddr = "127.0.0.1:21239".parse().unwrap();
     // Room 2's head of the first shard stops receiving from room 1 (both directions dropped),
     // then the master takes writes: a graceful failover to room 2 waits `switchover_timeout`
     // (5 s) for it to catch up, then gives up, unpauses and changes nothing.
+    let replica_port = port(21233).to_string();
     let rules = [
-        IptablesRule::add(&[
-            "OUTPUT",
-            "-s",
-            "127.0.0.11",
-            "-d",
-            "127.0.0.12",
-            "-p",
-            "tcp",
-            "--sport",
-            "21233",
-            "-j",
-            "DROP",
-        ]),
-        IptablesRule::add(&[
-            "OUTPUT",
-            "-s",
-            "127.0.0.12",
-            "-d",
-            "127.0.0.11",
-            "-p",
-            "tcp",
-            "--dport",
-            "21233",
-            "-j",
-            "DROP",
-        ]),
+        IptablesRule::add(
+            21230,
+            "filter",
+            &["-s", "127.0.0.11", "-d", "127.0.0.12", "-p", "tcp", "--sport", &replica_port, "-j", "DROP"],
+        ),
+        IptablesRule::add(
+            21230,
+            "filter",
+            &["-s", "127.0.0.12", "-d", "127.0.0.11", "-p", "tcp", "--dport", &replica_port, "-j", "DROP"],
+        ),
     ];
 
     let mut con = connect(&at(1, 21231)).await;
@@ -227,7 +221,8 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     // First run: aborted by the second signal mid-switchover (its CLIENT PAUSE stays until it
     // expires). Second run: the first signal alone lets the failover run to its end.
     for abort in [true, false] {
-        let mut running = Running(roomguard(&["run", "--config", config.to_str().unwrap()]).spawn().unwrap());
+        let cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
+        let mut running = Running(roomguard::lab::spawn_child(cmd).unwrap());
         let child = &mut running.0;
         assert!(
             wait_until(Duration::from_secs(5), || async {
@@ -237,7 +232,12 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
             "controller not healthy"
         );
         let request = tokio::spawn(async move { http_post(http, "/failover?room=2", Some(token)).await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The failover is in flight once room 1's master pauses writes (it then waits up to
+        // `switchover_timeout`, 5 s, for the room-2 head that cannot catch up).
+        assert!(
+            wait_until(Duration::from_secs(5), || async { writes_paused(&at(1, 21231)).await }).await,
+            "the failover never paused room 1's writes"
+        );
         sigterm(child);
         assert!(exit_within(child, Duration::from_secs(1)).await.is_none(), "exited with a failover in flight");
         if abort {
@@ -255,7 +255,8 @@ async fn first_sigterm_finishes_the_action_in_flight_a_second_aborts() {
     }
     // Whatever was interrupted, room 1 still holds the masters and takes writes (the second
     // run's unpause also lifted the first run's pause).
-    assert!(is_master(&at(1, 21231)).await && !is_master(&at(2, 21231)).await);
+    assert!(is_master(&at(1, 21231)).await && is_replica(&at(2, 21231)).await);
+    assert_no_replicaof(&lab, "a failover that gave up changed nothing").await;
     let mut con = connect(&at(1, 21231)).await;
     let () = redis::cmd("SET").arg("after").arg(1).query_async(&mut con).await.unwrap();
     drop(rules);

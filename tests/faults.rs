@@ -10,12 +10,16 @@ fn report(c: &Controller) -> String {
 }
 
 /// Rows 2, 3 and 6b: a silent hang of room 1 fails over (once room 2's heads' offsets have
-/// stood still for the ping period plus the margin, and room 1 is down); when room 1 resumes, its old masters are stale and re-chained under room 2 within a few rounds; a
-/// manual failover back works inside the cooldown.
+/// stood still for the ping period plus the margin, and room 1 is down); when room 1 resumes,
+/// its old masters are stale and re-chained under room 2 within a few rounds; a manual
+/// failover back works inside the cooldown (asserted running: `/topology`, `status`), moves
+/// both shards, and the running controller follows without a command of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row2_row3_hang_of_room_1_then_its_return() {
     let lab = lab(21100).await;
-    let c = Controller::start_with(with_recording_hook(&lab)).await;
+    let mut config = with_recording_hook(&lab);
+    config.controller.cooldown = Duration::from_secs(300);
+    let c = Controller::start_with(config).await;
     for id in lab.room(0) {
         lab.servers[id].hang();
     }
@@ -36,15 +40,8 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     for id in lab.room(0) {
         lab.servers[id].resume();
     }
-    for (head, tail) in [(21101, 21103), (21102, 21104)] {
-        assert!(
-            wait_until(Duration::from_secs(5), || async { replicates(&at(1, head), &at(2, tail)).await }).await,
-            "stale master {} not demoted: {}",
-            at(1, head),
-            report(&c)
-        );
-        assert!(replicates(&at(1, tail), &at(1, head)).await || lab.wait_linked(Duration::from_secs(3)).await);
-    }
+    // Within a few rounds the stale masters are demoted: exactly the mirror chains.
+    wait_chains(&mirror_chains(21100), Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
     // The hooks saw the room go and come back.
     assert!(
@@ -56,32 +53,53 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     let diverged_series = c.metrics().lines().filter(|l| l.starts_with("roomguard_diverged_bytes_total{")).count();
     assert_eq!(diverged_series, 2, "divergence of both stale masters is counted:\n{}", c.metrics());
 
-    // Manual failover back inside the cooldown (auto failovers would be held).
+    // Manual failover back inside the cooldown: room 1 failed, so an automatic failover to it
+    // would be held until the cooldown ends; the controller says it is running.
+    let (_, body) = http_get(c.http, "/topology").await;
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let until = topology["rooms"][0]["cooldown_until_unix_ms"].as_u64();
+    assert!(until.is_some_and(|u| u > now_ms + 60_000), "room 1's cooldown is not running: {body}");
     let config = config_path(&lab);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\""),
+    )
+    .unwrap();
+    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("cooldown: room 1 failed at "), "{stdout}");
+    let actions = c.metric("roomguard_actions_total", &[]);
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(is_master(&at(1, 21101)).await && replicates(&at(2, 21101), &at(1, 21103)).await);
+    // Both shards moved, chains and all.
+    wait_chains(&seed_chains(21100), Duration::from_secs(5), &report(&c)).await;
+    // The running controller follows without sending anything: no command on any instance
+    // after the CLI's, and none counted.
+    let after_cli = replicaof_calls_all(&lab).await;
+    assert!(c.wait_healthy_primary("1", Duration::from_secs(5)).await, "the controller did not follow: {}", report(&c));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        replicaof_calls_all(&lab).await,
+        after_cli,
+        "the controller sent commands after the switchover: {}",
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_actions_total", &[]), actions, "{}", report(&c));
+    assert!(chains_are(&seed_chains(21100)).await, "{}", report(&c));
     c.stop().await;
 }
 
-/// Drops what the controller (127.0.0.1) sends to room 1's four ports from `first_port` on;
-/// room 2 replicates from 127.0.0.12 and still hears room 1. Returns once the controller says
-/// it is cut off.
+/// Drops what the controller (127.0.0.1) sends to room 1's four ports from logical
+/// `first_port` on (the lab at `first_port - 1`); room 2 replicates from 127.0.0.12 and still
+/// hears room 1. Returns once the controller says it is cut off.
 async fn cut_off_from_room_1(c: &Controller, first_port: u16) -> IptablesRule {
-    let ports = format!("{}:{}", first_port, first_port + 3);
-    let rule = IptablesRule::add(&[
-        "OUTPUT",
-        "-s",
-        "127.0.0.1",
-        "-d",
-        "127.0.0.11",
-        "-p",
-        "tcp",
-        "--dport",
-        &ports,
-        "-j",
-        "DROP",
-    ]);
+    let ports = format!("{}:{}", port(first_port), port(first_port + 3));
+    let rule = IptablesRule::add(
+        first_port - 1,
+        "filter",
+        &["-s", "127.0.0.1", "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports, "-j", "DROP"],
+    );
     assert!(
         wait_until(Duration::from_secs(5), || async {
             c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]) == 1.0
@@ -117,6 +135,8 @@ async fn row4_controller_cut_off_from_room_1_never_fails_over() {
         })
         .await
     );
+    // Judged by Redis (readable from here again): nothing was sent to any instance.
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 
@@ -129,8 +149,11 @@ async fn row5_room_1_master_alone_dies_and_returns() {
     let c = Controller::start(&lab).await;
     lab.server(&at(1, 21121)).kill();
     assert!(wait_until(Duration::from_secs(5), || async { is_master(&at(1, 21123)).await }).await, "{}", report(&c));
-    assert!(replicates(&at(2, 21121), &at(1, 21123)).await, "room 2 stays attached");
-    assert!(!is_master(&at(2, 21121)).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || async { replicates(&at(2, 21121), &at(1, 21123)).await }).await,
+        "room 2 stays attached: {}",
+        report(&c)
+    );
     lab.server(&at(1, 21121)).restart(None).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -140,10 +163,18 @@ async fn row5_room_1_master_alone_dies_and_returns() {
         "{}",
         report(&c)
     );
-    assert!(is_master(&at(1, 21123)).await);
+    let chains = vec![
+        vec![at(1, 21123), at(1, 21121), at(2, 21121), at(2, 21123)],
+        vec![at(1, 21122), at(1, 21124), at(2, 21122), at(2, 21124)],
+    ];
+    wait_chains(&chains, Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 1.0);
     // The other shard was never touched.
-    assert!(is_master(&at(1, 21122)).await && replicates(&at(2, 21122), &at(1, 21124)).await);
+    for p in [21122, 21124] {
+        for room in [1, 2] {
+            assert_eq!(replicaof_calls(&at(room, p)).await, Some(0), "{}", at(room, p));
+        }
+    }
     c.stop().await;
 }
 
@@ -182,47 +213,120 @@ async fn row5_middle_and_room_2_instances_die_and_return() {
     c.stop().await;
 }
 
-/// Row 6: room 1 hangs and returns within `down_after`: no failover.
+/// The seed's chains of the lab at logical `base`, room 1 primary (head first).
+fn seed_chains(base: u16) -> Vec<Vec<String>> {
+    (1..=2).map(|s| vec![at(1, base + s), at(1, base + s + 2), at(2, base + s), at(2, base + s + 2)]).collect()
+}
+
+/// The mirror chains of the lab at logical `base`, room 2 primary (head first).
+fn mirror_chains(base: u16) -> Vec<Vec<String>> {
+    (1..=2).map(|s| vec![at(2, base + s), at(2, base + s + 2), at(1, base + s), at(1, base + s + 2)]).collect()
+}
+
+/// Row 6: room 1 flaps three times for 600 ms, shorter than `down_after` (1 s), with
+/// immediate evidence: every connection to room 1's ports from the controller and from room 2
+/// is reset (`REJECT --reject-with tcp-reset`), so the controller's probes fail at once and
+/// room 2's heads see their links drop at once. Only `down_after` stands between this and a
+/// failover: room 1 is judged up throughout (sampled every 20 ms), nothing is sent to any
+/// instance, and the chains are the seed's afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row6_flapping_room_within_down_after_does_not_fail_over() {
     let lab = lab(21140).await;
     let c = Controller::start(&lab).await;
+    assert_eq!(lab.config.controller.down_after, Duration::from_secs(1), "the flaps must be shorter than down_after");
+    let room_up = || c.metric("roomguard_room_up", &["room=\"1\""]);
+    let ports = format!("{}:{}", port(21141), port(21144));
+    let (mut samples, mut room_2_heard_nothing) = (0, false);
     for _ in 0..3 {
-        for id in lab.room(0) {
-            lab.servers[id].hang();
+        let rules: Vec<IptablesRule> = ["127.0.0.1", "127.0.0.12"]
+            .iter()
+            .map(|from| {
+                let rule = ["-s", from, "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports];
+                IptablesRule::add(
+                    21140,
+                    "filter",
+                    &[&rule[..], &["-j", "REJECT", "--reject-with", "tcp-reset"]].concat(),
+                )
+            })
+            .collect();
+        let flap = Instant::now();
+        while flap.elapsed() < Duration::from_millis(600) {
+            assert_eq!(room_up(), 1.0, "room 1 judged down {:?} into a 600 ms flap: {}", flap.elapsed(), report(&c));
+            if info(&at(2, 21141)).await.and_then(|i| i.master).is_some_and(|l| !l.link_up) {
+                room_2_heard_nothing = true;
+            }
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        for id in lab.room(0) {
-            lab.servers[id].resume();
+        drop(rules);
+        let back = Instant::now();
+        while back.elapsed() < Duration::from_millis(700) {
+            assert_eq!(room_up(), 1.0, "room 1 judged down after a flap: {}", report(&c));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The faults were real: the controller's probes of room 1 failed, room 2's head lost its link.
+    let room_1_errors: f64 = (1..=4)
+        .map(|p| c.metric("roomguard_probe_errors_total", &[&format!("instance=\"{}\"", at(1, 21140 + p))]))
+        .sum();
+    assert!(room_1_errors > 0.0, "the controller never failed to reach room 1:\n{}", c.metrics());
+    assert!(room_2_heard_nothing, "room 2's head never lost its link to room 1");
+    assert!(samples > 40, "room_up sampled only {samples} times");
+    wait_chains(&seed_chains(21140), Duration::from_secs(10), &report(&c)).await;
+    assert_eq!(room_up(), 1.0);
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
-    assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
-    assert!(is_master(&at(1, 21141)).await && !is_master(&at(2, 21141)).await);
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 
 /// Row 7: the controller died after promoting the first shard (its state file already names
-/// both new masters, as it is written before acting). On restart it finishes the job.
+/// both new masters, as it is written before acting), and room 1 came back, empty, before it
+/// restarted. Redis alone no longer says room 2 is primary (room 1's heads answer as masters
+/// again, the second shard's room-2 head still replicates room 1), and `down_after` is a
+/// minute, so nothing is judged down: only the state file gives the answer. On restart the
+/// controller promotes the second shard's head, never touches the first's, and re-chains room
+/// 1 under room 2: exactly one REPLICAOF per room-2 head (the first is the test's own),
+/// counted by Redis itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row7_restart_mid_failover_finishes_the_job() {
     let mut lab = lab(21150).await;
     for id in lab.room(0) {
         lab.servers[id].kill();
     }
-    let state = r#"{"version":1,"epoch":1,"masters":{"shard-21151":"127.0.0.12:21151","shard-21152":"127.0.0.12:21152"},"last_failover":null}"#;
+    let state = format!(
+        r#"{{"version":1,"epoch":1,"masters":{{"{}":"{}","{}":"{}"}},"last_failover":null}}"#,
+        shard(21151),
+        at(2, 21151),
+        shard(21152),
+        at(2, 21152)
+    );
     std::fs::write(&lab.config.controller.state_file, state).unwrap();
     let mut con = connect(&at(2, 21151)).await;
     let () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async(&mut con).await.unwrap();
+    for id in lab.room(0) {
+        lab.servers[id].restart(None).unwrap();
+    }
+    for id in lab.room(0) {
+        lab.servers[id].wait_ready(&Default::default(), Duration::from_secs(10)).await.unwrap();
+    }
+    assert!(is_master(&at(1, 21151)).await && is_master(&at(1, 21152)).await);
 
-    let c = Controller::start(&lab).await;
-    assert!(wait_until(Duration::from_secs(5), || async { is_master(&at(2, 21152)).await }).await, "{}", report(&c));
-    assert!(replicates(&at(2, 21154), &at(2, 21152)).await || lab.wait_linked(Duration::from_secs(3)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut config = lab.config.clone();
+    config.controller.down_after = Duration::from_secs(60);
+    let c = Controller::start_with(config).await;
+    wait_chains(&mirror_chains(21150), Duration::from_secs(15), &report(&c)).await;
+    // Settled: no further command.
+    let settled = replicaof_calls_all(&lab).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replicaof_calls_all(&lab).await, settled, "the controller keeps sending commands: {}", report(&c));
+    for (p, calls) in [(21151, 1), (21152, 1), (21153, 0), (21154, 0)] {
+        assert_eq!(settled[&at(2, p)], calls, "REPLICAOF calls on {}: {settled:?}", at(2, p));
+    }
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 1.0, "{}", c.metrics());
-    assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\""]), 0.0);
+    assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_primary_room", &["room=\"2\""]), 1.0, "{}", c.metrics());
+    // It finished a decision already taken (and saved); it did not take one of its own.
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0, "{}", c.metrics());
     c.stop().await;
 }
 
@@ -364,8 +468,9 @@ async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
         report(&c)
     );
     assert!(replicates(&chain[0], &chain[1]).await, "the restarted master follows its successor");
-    assert!(!is_master(&chain[2]).await, "no cross-room promotion");
-    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21201\""]), 1.0);
+    assert!(is_replica(&chain[2]).await && is_replica(&chain[3]).await, "no cross-room promotion");
+    assert_eq!(replicaof_calls(&chain[3]).await, Some(0), "room 2's tail untouched");
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21201))]), 1.0);
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\"", "outcome=\"ok\""]), 1.0);
     c.stop().await;
 }
@@ -399,7 +504,7 @@ async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
         report(&c)
     );
     assert!(is_master(&chain[0]).await, "no promotion");
-    assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21213\""]), 1.0);
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21213))]), 1.0);
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     c.stop().await;
 }
@@ -448,12 +553,15 @@ async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16
 }
 
 /// Row 1: no false positives. A healthy deployment polled for 30 s while a third of the
-/// controller's replies are held back for up to `timeout`/2 (the controller's connections are
-/// NATed through a jitter proxy; replication between the instances is untouched): no action.
+/// controller's replies are held back for up to 30 % of `timeout` (75 ms of 250 ms; the
+/// controller's connections are NATed through a jitter proxy; replication between the
+/// instances is untouched): no action, and not one probe error. The delay stays well below the
+/// timeout so that "zero probe errors" holds on a loaded 2-core machine too: at `timeout`/2 a
+/// scheduling stall of 125 ms on top of the longest delay was a (correct) timeout, not a bug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row1_latency_jitter_causes_no_action() {
     let lab = lab(21220).await;
-    let max_delay = lab.config.controller.timeout / 2;
+    let max_delay = lab.config.controller.timeout.mul_f64(0.3);
     let mut rules = Vec::new();
     let mut proxies = Vec::new();
     for instance in &lab.config.topology.instances {
@@ -461,28 +569,17 @@ async fn row1_latency_jitter_causes_no_action() {
         let (port, task) = jitter_proxy(target, max_delay).await;
         proxies.push(task);
         let (ip, dport, to) = (instance.addr.host.clone(), instance.addr.port.to_string(), format!("127.0.0.1:{port}"));
-        rules.push(IptablesRule::add(&[
-            "OUTPUT",
-            "-t",
+        rules.push(IptablesRule::add(
+            21220,
             "nat",
-            "-s",
-            "127.0.0.1",
-            "-d",
-            &ip,
-            "-p",
-            "tcp",
-            "--dport",
-            &dport,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ]));
+            &["-s", "127.0.0.1", "-d", &ip, "-p", "tcp", "--dport", &dport, "-j", "DNAT", "--to-destination", &to],
+        ));
     }
     let c = Controller::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let metrics = c.metrics();
-    // The jitter really reached the probes: some took longer than a tenth of a second.
+    // The jitter really reached the probes: some took longer than 50 ms (a third of the replies
+    // wait 0-75 ms: about one probe in nine).
     let slow: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("roomguard_probe_duration_seconds_count{"))
@@ -490,11 +587,12 @@ async fn row1_latency_jitter_causes_no_action() {
         .sum::<f64>()
         - metrics
             .lines()
-            .filter(|l| l.starts_with("roomguard_probe_duration_seconds_bucket{") && l.contains("le=\"0.1\""))
+            .filter(|l| l.starts_with("roomguard_probe_duration_seconds_bucket{") && l.contains("le=\"0.05\""))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum::<f64>();
-    assert!(slow > 10.0, "the proxy delayed almost nothing ({slow} probes over 100 ms):\n{metrics}");
+    assert!(slow > 100.0, "the proxy delayed almost nothing ({slow} probes over 50 ms):\n{metrics}");
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert_no_replicaof(&lab, &report(&c)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     assert_eq!(c.metric("roomguard_probe_errors_total", &[]), 0.0, "no probe timed out");
     assert!(c.report_text().contains("HEALTHY"), "{}", report(&c));
@@ -537,10 +635,10 @@ async fn row10_two_controllers_rescue_without_fighting() {
     let before = (actions(&a), actions(&b));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!((actions(&a), actions(&b)), before, "A: {}\nB: {}", report(&a), report(&b));
-    assert!(is_master(&chain[1]).await && !is_master(&chain[0]).await);
+    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
     for c in [&a, &b] {
         assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", report(c));
-        assert_eq!(c.metric("roomguard_restarted_empty_total", &["instance=\"127.0.0.11:21251\""]), 1.0);
+        assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21251))]), 1.0);
     }
     a.stop().await;
     b.stop().await;
@@ -635,8 +733,9 @@ async fn row2b_black_hole_of_room_1_fails_over_by_offsets_then_heals() {
     // The evidence was the offsets (room 2's links still report "up").
     let topology: serde_json::Value = serde_json::from_str(&http_get(c.http, "/topology").await.1).unwrap();
     assert_eq!(topology["rooms"][0]["status"], "lost", "{topology}");
-    assert!(replicates(&at(2, 21263), &at(2, 21261)).await, "room 2 keeps its chain");
-    assert!(replicates(&at(2, 21264), &at(2, 21262)).await, "room 2 keeps its chain");
+    // Room 2 keeps its chains (waited for: the promoted head's sub-replica relinks).
+    let room_2 = vec![vec![at(2, 21261), at(2, 21263)], vec![at(2, 21262), at(2, 21264)]];
+    wait_chains(&room_2, Duration::from_secs(5), &report(&c)).await;
     assert!(hook_log(&lab).contains("room_lost||1|"), "{}", hook_log(&lab));
 
     drop(hole);
@@ -673,6 +772,8 @@ async fn row4b_cut_off_controller_with_the_fast_rule_and_idle_shards_never_fails
         assert_eq!(w["hears"], true, "{topology}");
     }
     drop(rule);
+    // Judged by Redis (readable from here again): nothing was sent to any instance.
+    assert_no_replicaof(&lab, &report(&c)).await;
     c.stop().await;
 }
 
@@ -720,7 +821,8 @@ async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
         c.metrics().lines().filter(|l| l.contains("failovers_total")).collect::<Vec<_>>().join("\n")
     );
     assert!(all_hold(&chain[2..], 1000).await, "room 1 holds the data written in room 2");
-    assert!(replicates(&at(1, 24803), &at(1, 24801)).await || lab.wait_linked(Duration::from_secs(3)).await);
+    let room_1_chains = vec![vec![at(1, 24801), at(1, 24803)], vec![at(1, 24802), at(1, 24804)]];
+    wait_chains(&room_1_chains, Duration::from_secs(5), &report(&c)).await;
     assert_eq!(c.metric("roomguard_failover_held", &[]), 0.0, "{}", c.metrics());
     // Room 2 was lost: that is recorded (and survives a restart) for the anti-flap rule.
     let state = std::fs::read_to_string(&lab.config.controller.state_file).unwrap();
@@ -811,7 +913,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert!(first[0].contains("room 1 would take over, but it failed itself at"), "{first:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(held_text(&c), first, "the held text is stable (logged once)");
-    assert!(!is_master(&at(1, 24821)).await && !is_master(&at(1, 24822)).await, "{}", report(&c));
+    assert!(is_replica(&at(1, 24821)).await && is_replica(&at(1, 24822)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_failovers_total", &["room=\"1\""]), 0.0);
     c.stop().await;
 
@@ -819,7 +921,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     let c = Controller::start_with(long_cooldown(&lab)).await;
     assert!(wait_until(Duration::from_secs(5), || async { held(&c) == 2.0 }).await, "{}", report(&c));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(1, 24821)).await, "{}", report(&c));
+    assert!(is_replica(&at(1, 24821)).await && is_replica(&at(1, 24822)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
     // `status` and `/topology` show the cooldown, from the state file.
     let config = config_path(&lab);
@@ -871,8 +973,9 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     );
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 1.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!is_master(&at(2, 24831)).await && !is_master(&at(2, 24832)).await, "{}", report(&c));
+    assert!(is_replica(&at(2, 24831)).await && is_replica(&at(2, 24832)).await, "{}", report(&c));
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "{}", report(&c));
+    assert_no_replicaof(&lab, &report(&c)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
 
     std::fs::create_dir(&state_dir).unwrap();
@@ -884,7 +987,7 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
     assert!(c.wait_one_failover_to("2", Duration::from_secs(5)).await, "{}", c.metrics());
     assert_eq!(c.metric("roomguard_state_save_failing", &[]), 0.0);
     let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
-    assert!(state.contains("\"shard-24831\": \"127.0.0.12:24831\""), "{state}");
+    assert!(state.contains(&format!("\"{}\": \"{}\"", shard(24831), at(2, 24831))), "{state}");
     c.stop().await;
 
     // The last failover's time and duration survive a restart.
@@ -901,12 +1004,15 @@ async fn state_file_that_cannot_be_written_holds_the_failover() {
 /// (it was once a line per shard every round, with a countdown in it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antiflap_held_failover_is_logged_once() {
-    let spec =
-        roomguard::lab::LabSpec { base_port: 24870, http_listen: "127.0.0.1:24879".into(), ..Default::default() };
+    let spec = roomguard::lab::LabSpec {
+        base_port: port(24870),
+        http_listen: format!("127.0.0.1:{}", port(24879)),
+        ..Default::default()
+    };
     let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
     let config = lab.dir().join("daemon.toml");
     std::fs::write(&config, spec.config_toml().replace("cooldown = \"10s\"", "cooldown = \"5m\"")).unwrap();
-    let d = Daemon::start(&config, "127.0.0.1:24879".parse().unwrap()).await;
+    let d = Daemon::start(&config, spec.http_listen.parse().unwrap()).await;
     for id in lab.room(0) {
         lab.servers[id].kill();
     }
@@ -941,5 +1047,5 @@ async fn antiflap_held_failover_is_logged_once() {
     let held: Vec<&str> = log.lines().filter(|l| l.contains("room lost but no failover")).collect();
     assert_eq!(held.len(), 2, "{}", held.join("\n"));
     assert!(held.iter().all(|l| l.contains("room 1 would take over, but it failed itself at")), "{held:?}");
-    assert!(!is_master(&at(1, 24871)).await);
+    assert!(is_replica(&at(1, 24871)).await && is_replica(&at(1, 24872)).await, "{}", d.log_text());
 }

@@ -45,7 +45,7 @@ fn bulk(body: &str) -> Vec<u8> {
 
 /// Writes the lab's config with `[http] listen` on `http_port` and `[redis]` as given.
 fn daemon_config(lab: &Lab, spec: &LabSpec, http_port: u16, redis: Option<&str>) -> (std::path::PathBuf, SocketAddr) {
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", port(http_port)).parse().unwrap();
     let spec = LabSpec { http_listen: http.to_string(), redis_section: redis.map(String::from), ..spec.clone() };
     let path = lab.dir().join("daemon.toml");
     std::fs::write(&path, spec.config_toml()).unwrap();
@@ -87,6 +87,7 @@ async fn row9_non_redis_services_give_typed_errors_and_no_action() {
         assert_eq!(c.metric("roomguard_instance_up", &[&instance]), 0.0);
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0, "no action on what was not understood");
+    assert_no_replicaof(&lab, &c.report_text()).await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
     let report = c.shared.report.read().unwrap().clone().unwrap();
     let shown = report.render();
@@ -102,7 +103,7 @@ async fn row9_non_redis_services_give_typed_errors_and_no_action() {
 async fn row11_password_is_used_and_never_shown() {
     const PASSWORD: &str = "s3cret-pass-for-roomguard-tests";
     let spec = roomguard::lab::LabSpec {
-        base_port: 21180,
+        base_port: port(21180),
         http_listen: "127.0.0.1:0".into(),
         password: Some(PASSWORD.into()),
         ..Default::default()
@@ -149,7 +150,7 @@ async fn row11_password_is_used_and_never_shown() {
 /// response timeout (hundreds of MB on loopback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row9_endless_sender_is_cut_off_and_memory_stays_bounded() {
-    let spec = LabSpec { base_port: 22500, ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22500), ..LabSpec::default() };
     let mut lab = Lab::start(&spec).await.unwrap();
     let victim = at(2, 22503);
     lab.server(&victim).kill();
@@ -197,7 +198,7 @@ async fn row9_endless_sender_is_cut_off_and_memory_stays_bounded() {
 async fn row9_wrong_or_missing_password_is_auth_and_no_action() {
     const RIGHT: &str = "right-password-22510";
     const WRONG: &str = "wrong-password-22510";
-    let spec = LabSpec { base_port: 22510, password: Some(RIGHT.into()), ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22510), password: Some(RIGHT.into()), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
     // Room 1 gets a wrong password, room 2 none.
     let redis = format!("[redis.room.\"1\"]\npassword = \"{WRONG}\"");
@@ -263,8 +264,12 @@ async fn row9_loading_instance_is_alive_and_nothing_is_done() {
         "no action around a loading instance:\n{}",
         c.report_text()
     );
+    assert_no_replicaof(&lab, &c.report_text()).await;
     let tail = info(&at(2, 22523)).await.expect("room 2's tail answers");
-    assert!(tail.master.as_ref().is_some_and(|l| l.points_to("127.0.0.12", 22521)), "tail was re-pointed: {tail:?}");
+    assert!(
+        tail.master.as_ref().is_some_and(|l| l.points_to("127.0.0.12", port(22521))),
+        "tail was re-pointed: {tail:?}"
+    );
     let report = c.shared.report.read().unwrap().clone().unwrap();
     assert!(report.render().contains("loading"), "the status names the error: {}", report.render());
     assert_eq!(c.metric("roomguard_room_up", &["room=\"2\""]), 1.0);
@@ -295,6 +300,7 @@ async fn row9_info_with_missing_fields_is_typed_and_ignored() {
         assert_eq!(c.metric("roomguard_instance_up", &[&instance]), 0.0);
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0);
+    assert_no_replicaof(&lab, &c.report_text()).await;
     let shown = c.report_text();
     assert!(shown.contains("master_host") && shown.contains("role"), "the status says what is missing: {shown}");
     c.stop().await;
@@ -309,7 +315,7 @@ async fn row9_info_with_missing_fields_is_typed_and_ignored() {
 async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     let mut lab = lab(22540).await;
     let head = at(2, 22541);
-    let id = lab.topology().find_any("127.0.0.12", 22541).unwrap();
+    let id = lab.topology().find_any("127.0.0.12", port(22541)).unwrap();
     let disabled: Vec<String> =
         ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""].map(String::from).to_vec();
     lab.servers[id].kill(); // before the new one binds the port
@@ -325,7 +331,7 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
     assert!(wait_until(Duration::from_secs(10), || replicates(&head, &parent)).await, "{head} never linked");
     assert!(lab.wait_linked(Duration::from_secs(10)).await);
 
-    let spec = LabSpec { base_port: 22540, ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22540), ..LabSpec::default() };
     let (config, http) = daemon_config(&lab, &spec, 22549, None);
     let mut d = Daemon::start(&config, http).await;
     for id in lab.room(0) {
@@ -340,7 +346,7 @@ async fn row9_disabled_replicaof_fails_the_action_and_the_rest_proceeds() {
         "the disabled promotion fails (and is retried) and the other shard's proceeds:\n{}",
         d.metrics().await
     );
-    assert!(!is_master(&head).await, "{head} cannot have been promoted");
+    assert!(is_replica(&head).await, "{head} cannot have been promoted");
     assert!(d.running(), "the controller crashed");
     let log = d.log_text();
     let failures: Vec<&str> = log

@@ -71,7 +71,7 @@ async fn status_page_shows_every_instance_and_the_verdict() {
     assert!(page.contains("HEALTHY: primary room 1; room 1 up, room 2 up"), "{page}");
     assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
     assert!(!page.contains("<script") && !page.contains("src=\"http"), "self-contained: no script, no CDN");
-    assert!(page.contains("shard-21061") && page.contains("room 1 (primary)"));
+    assert!(page.contains(&shard(21061)) && page.contains("room 1 (primary)"));
     c.stop().await;
 }
 
@@ -93,7 +93,11 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
         assert_eq!(status, 401, "{body}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(is_master(&at(1, 21071)).await && !is_master(&at(2, 21071)).await, "a refused request changed nothing");
+    assert!(
+        is_master(&at(1, 21071)).await && replicates(&at(2, 21071), &at(1, 21073)).await,
+        "a refused request changed nothing"
+    );
+    assert_no_replicaof(&lab, "a refused request changed nothing").await;
     assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0);
 
     let (status, body) = http_post(c.http, "/failover?room=9", Some(TOKEN)).await;
@@ -103,8 +107,10 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
     let (status, body) = http_post(c.http, "/failover?room=2", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"how\":\"graceful\""), "{body}");
-    assert!(is_master(&at(2, 21071)).await && is_master(&at(2, 21072)).await);
-    assert!(replicates(&at(1, 21071), &at(2, 21073)).await);
+    let chains = |to: u8, from: u8| -> Vec<Vec<String>> {
+        [21071, 21072].iter().map(|&h| vec![at(to, h), at(to, h + 2), at(from, h), at(from, h + 2)]).collect()
+    };
+    wait_chains(&chains(2, 1), Duration::from_secs(5), &c.report_text()).await;
     assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "trigger=\"manual\"", "outcome=\"ok\""]), 1.0);
 
     // The CLI can go through the controller too.
@@ -112,7 +118,7 @@ async fn admin_api_requires_its_token_and_fails_over_through_the_controller() {
     let out = run(roomguard(&["failover", "--room", "1", "--via", &url, "--token", TOKEN])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("graceful failover"));
-    assert!(is_master(&at(1, 21071)).await && replicates(&at(2, 21071), &at(1, 21073)).await);
+    wait_chains(&chains(1, 2), Duration::from_secs(5), &c.report_text()).await;
     let out = run(roomguard(&["failover", "--room", "2", "--via", &url, "--token", "wrong-token-0123456789"])).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
@@ -212,6 +218,126 @@ fn alert_rules_pass_promtool() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `/metrics` scrapes as `promtool test rules` input series, one sample a minute per scrape and
+/// `minutes`, as Prometheus stores them with dashboards/README.md's scrape config: the
+/// controller is `instance="app1:9480", job="roomguard"`, and a sample's own `instance` label
+/// (a Redis instance) becomes `exported_instance`. A series missing from a scrape is absent
+/// (`_`) for those minutes, as a series the binary creates on its first increment is.
+fn promtool_series(scrapes: &[(&str, usize)], families: &[&str]) -> String {
+    let mut series: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    let total: usize = scrapes.iter().map(|(_, m)| m).sum();
+    let mut at = 0;
+    for (text, minutes) in scrapes {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            if !families.contains(&name) {
+                continue;
+            }
+            let mut all: Vec<String> = labels
+                .split("\",")
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let l = l.trim_end_matches('"');
+                    let l = l.strip_prefix("instance=").map(|v| format!("exported_instance={v}")).unwrap_or(l.into());
+                    format!("{l}\"")
+                })
+                .collect();
+            all.extend(["instance=\"app1:9480\"".to_string(), "job=\"roomguard\"".to_string()]);
+            let key = format!("{name}{{{}}}", all.join(", "));
+            let values = series.entry(key).or_insert_with(|| vec!["_".to_string(); total]);
+            for v in &mut values[at..at + minutes] {
+                *v = value.to_string();
+            }
+        }
+        at += minutes;
+    }
+    // Prometheus' own series for the scrape target.
+    series.insert("up{instance=\"app1:9480\", job=\"roomguard\"}".into(), vec!["1".to_string(); total]);
+    series.iter().map(|(k, v)| format!("  - series: '{k}'\n    values: '{}'\n", v.join(" "))).collect()
+}
+
+/// The alert rules on what the binary really exports (the rule unit tests in
+/// dashboards/roomguard-alerts.test.yml are hand-written series): a healthy controller scraped
+/// for 15 minutes, then room 1 killed and the failover done, scraped for 20 more. While
+/// healthy nothing fires; after it, exactly RoomguardRoomLost for room 1,
+/// RoomguardFailoverHappened for room 2 (the failover counters exist at 0 from the start, so
+/// the failover is an increment, not a new series) and RoomguardHookFailing for the hook that
+/// failed on it (a hook counter series is created by its first run, with value 1: increase()
+/// alone never saw it, and the hand-written test fed a series starting at 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_fire_on_series_from_a_real_scrape() {
+    let mut lab = lab(21280).await;
+    // A hook that fails on the failover: its counter series is created by that first run.
+    let mut config = lab.config.clone();
+    config.hooks = vec![roomguard::hooks::HookSettings {
+        events: vec!["failover".into()],
+        command: vec!["/bin/false".into()],
+        timeout: Duration::from_secs(10),
+    }];
+    let c = Controller::start_with(config).await;
+    let healthy = http_get(c.http, "/metrics").await.1;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(c.wait_one_failover_to("2", Duration::from_secs(10)).await, "{}", c.report_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            c.metric("roomguard_room_up", &["room=\"1\""]) == 0.0
+                && c.metric("roomguard_primary_room", &["room=\"2\""]) == 1.0
+                && c.metric("roomguard_hook_runs_total", &["outcome=\"failed\""]) >= 1.0
+        })
+        .await
+    );
+    let failed_over = http_get(c.http, "/metrics").await.1;
+    c.stop().await;
+    let families = [
+        "roomguard_failovers_total",
+        "roomguard_room_up",
+        "roomguard_instance_is_master",
+        "roomguard_primary_room",
+        "roomguard_build_info",
+        "roomguard_hook_runs_total",
+    ];
+    let series = promtool_series(&[(&healthy, 15), (&failed_over, 20)], &families);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/roomguard-alerts.yml");
+    // The firing alerts, by their labels besides alertname and alertstate.
+    let firing = |alerts: &[(&str, &str)]| -> String {
+        if alerts.is_empty() {
+            return "      exp_samples: []\n".into();
+        }
+        let mut out = "      exp_samples:\n".to_string();
+        for (name, labels) in alerts {
+            out.push_str(&format!(
+                "      - labels: 'ALERTS{{alertname=\"{name}\", alertstate=\"firing\", {labels}}}'\n        value: 1\n"
+            ));
+        }
+        out
+    };
+    let test = format!(
+        "rule_files:\n- {}\nevaluation_interval: 1m\ntests:\n- name: real scrape\n  interval: 1m\n  input_series:\n{series}  promql_expr_test:\n    - expr: ALERTS{{alertstate=\"firing\"}}\n      eval_time: 14m\n{}    - expr: ALERTS{{alertstate=\"firing\"}}\n      eval_time: 17m\n{}",
+        rules.display(),
+        firing(&[]),
+        firing(&[
+            ("RoomguardFailoverHappened", r#"room="2", severity="warning""#),
+            ("RoomguardHookFailing", r#"event="failover", instance="app1:9480", outcome="failed", severity="warning""#,),
+            ("RoomguardRoomLost", r#"room="1", severity="critical""#),
+        ]),
+    );
+    let path = lab.dir().join("real-scrape.test.yml");
+    std::fs::write(&path, &test).unwrap();
+    let out = promtool(&["test", "rules", path.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "promtool test rules on a real scrape:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The settings audit: what the lab's instances run with (no persistence, a full sync that

@@ -92,7 +92,7 @@ async fn row11_acl_user_with_minimal_permissions() {
     let mut redis_args: Vec<String> = ["--user", "roomguard", "on", &format!(">{PASSWORD}")].map(String::from).to_vec();
     redis_args.extend(MINIMAL_ACL.iter().map(|s| s.to_string()));
     let spec = LabSpec {
-        base_port: 22550,
+        base_port: port(22550),
         http_listen: "127.0.0.1:0".into(),
         password: Some("default-user-pass-22550".into()),
         redis_section: Some(format!("username = \"roomguard\"\npassword = \"{PASSWORD}\"")),
@@ -200,7 +200,7 @@ async fn row11_tls_failover_and_wrong_ca() {
     let files = tempfile::tempdir().unwrap();
     let pki = pki(files.path());
     let spec = LabSpec {
-        base_port: 22560,
+        base_port: port(22560),
         http_listen: "127.0.0.1:0".into(),
         redis_section: Some(tls_section(&pki.ca, &pki)),
         tls: Some(LabTls {
@@ -259,6 +259,7 @@ async fn row11_tls_failover_and_wrong_ca() {
         assert!(c.metric("roomguard_probe_errors_total", &[&instance, "kind=\"tls\""]) > 0.0, "{}", c.metrics());
     }
     assert_eq!(c.metric("roomguard_actions_total", &[]), 0.0);
+    assert_no_replicaof(&lab, "a controller that trusts another CA").await;
     c.stop().await;
 
     // The right CA: healthy, then room 1 is killed and room 2 takes over, over TLS.
@@ -323,7 +324,7 @@ async fn row11_per_room_and_per_instance_passwords() {
     }
     set(odd.clone(), "requirepass", ODD).await;
 
-    let spec = LabSpec { base_port: 22580, http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(22580), http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
     let redis = format!(
         "password = \"{ROOM1}\"\n[redis.room.\"2\"]\npassword = \"{ROOM2}\"\n[redis.instance.\"{odd}\"]\npassword = \"{ODD}\""
     );

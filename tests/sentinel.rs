@@ -60,7 +60,7 @@ async fn redis_py_sentinel_client_follows_a_room_loss() {
     let mut child = tokio::process::Command::new(venv_python())
         .arg(script)
         .args([endpoint.ip().to_string(), endpoint.port().to_string()])
-        .args(["shard-22001", "shard-22002"])
+        .args([shard(22001), shard(22002)])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -85,7 +85,7 @@ async fn redis_py_sentinel_client_follows_a_room_loss() {
         child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
         panic!("redis-py phase 1 failed: {seen:?}\n{stderr}");
     }
-    assert!(seen.contains(&"master shard-22001 127.0.0.11 22001".to_string()), "{seen:?}");
+    assert!(seen.contains(&ports_in("master shard-22001 127.0.0.11 22001")), "{seen:?}");
 
     for id in lab.room(0) {
         lab.servers[id].kill();
@@ -104,8 +104,8 @@ async fn redis_py_sentinel_client_follows_a_room_loss() {
     .expect("redis-py phase 2 did not finish");
     assert!(rest.success(), "redis-py phase 2 failed: {seen:?}\n{stderr}\n{}", c.report_text());
     assert_eq!(seen.last().map(String::as_str), Some("phase2 ok"));
-    for shard in [22001, 22002] {
-        assert!(seen.contains(&format!("master shard-{shard} 127.0.0.12 {shard}")), "{seen:?}");
+    for head in [22001, 22002] {
+        assert!(seen.contains(&ports_in(&format!("master shard-{head} 127.0.0.12 {head}"))), "{seen:?}");
     }
     c.stop().await;
 }
@@ -124,10 +124,8 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
     let c = Controller::start_with(config).await;
     let events = subscriber(c.sentinel.unwrap(), &[], &["*"]).await;
     let url = format!("redis://{}", c.sentinel.unwrap());
-    let mut master =
-        SentinelClient::build(vec![url.clone()], "shard-22011".into(), None, SentinelServerType::Master).unwrap();
-    let mut replica =
-        SentinelClient::build(vec![url], "shard-22011".into(), None, SentinelServerType::Replica).unwrap();
+    let mut master = SentinelClient::build(vec![url.clone()], shard(22011), None, SentinelServerType::Master).unwrap();
+    let mut replica = SentinelClient::build(vec![url], shard(22011), None, SentinelServerType::Replica).unwrap();
 
     let mut con = master.get_async_connection().await.unwrap();
     let () = redis::cmd("SET").arg("k").arg("before").query_async(&mut con).await.unwrap();
@@ -164,9 +162,9 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
     // Sentinel's events, in order: the master down (subjectively, then objectively: its room
     // is lost), then one switch per shard.
     let expected = [
-        "+sdown|master shard-22011 127.0.0.11 22011",
-        "+odown|master shard-22011 127.0.0.11 22011",
-        "+switch-master|shard-22011 127.0.0.11 22011 127.0.0.12 22011",
+        ports_in("+sdown|master shard-22011 127.0.0.11 22011"),
+        ports_in("+odown|master shard-22011 127.0.0.11 22011"),
+        ports_in("+switch-master|shard-22011 127.0.0.11 22011 127.0.0.12 22011"),
     ];
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -184,7 +182,7 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
             .lock()
             .unwrap()
             .iter()
-            .any(|m| m == "+sdown|slave 127.0.0.11:22013 127.0.0.11 22013 @ shard-22011 127.0.0.11 22011"),
+            .any(|m| *m == ports_in("+sdown|slave 127.0.0.11:22013 127.0.0.11 22013 @ shard-22011 127.0.0.11 22011")),
         "{:?}",
         events.lock().unwrap()
     );
@@ -194,8 +192,8 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
         wait_until(Duration::from_secs(10), || async {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             log.lines().any(|l| l == "room_lost||1||||")
-                && log.lines().any(|l| l == "failover|shard-22011|2|127.0.0.11:22011|127.0.0.12:22011|auto|")
-                && log.lines().any(|l| l == "failover|shard-22012|2|127.0.0.11:22012|127.0.0.12:22012|auto|")
+                && log.lines().any(|l| l == ports_in("failover|shard-22011|2|127.0.0.11:22011|127.0.0.12:22011|auto|"))
+                && log.lines().any(|l| l == ports_in("failover|shard-22012|2|127.0.0.11:22012|127.0.0.12:22012|auto|"))
         })
         .await,
         "{}",
@@ -270,8 +268,8 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
     let endpoint = c.sentinel.unwrap();
     let exact = subscriber(endpoint, &["+switch-master"], &[]).await;
     let pattern = subscriber(endpoint, &[], &["*"]).await;
-    assert_eq!(redis_cli_master(endpoint, "shard-22021").await, at(1, 22021));
-    assert_eq!(redis_cli_master(endpoint, "shard-22022").await, at(1, 22022));
+    assert_eq!(redis_cli_master(endpoint, &shard(22021)).await, at(1, 22021));
+    assert_eq!(redis_cli_master(endpoint, &shard(22022)).await, at(1, 22022));
     assert_eq!(redis_cli_master(endpoint, "no-such-shard").await, "");
 
     // A CLI failover in another process: the controller follows the state file.
@@ -289,11 +287,11 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
     assert_eq!(
         got,
         [
-            "+switch-master|shard-22021 127.0.0.11 22021 127.0.0.12 22021",
-            "+switch-master|shard-22022 127.0.0.11 22022 127.0.0.12 22022"
+            ports_in("+switch-master|shard-22021 127.0.0.11 22021 127.0.0.12 22021"),
+            ports_in("+switch-master|shard-22022 127.0.0.11 22022 127.0.0.12 22022")
         ]
     );
-    assert_eq!(redis_cli_master(endpoint, "shard-22021").await, at(2, 22021));
+    assert_eq!(redis_cli_master(endpoint, &shard(22021)).await, at(2, 22021));
 
     // POST /failover, in-process.
     let (status, body) = http_post(c.http, "/failover?room=1", Some("a-long-enough-admin-token")).await;
@@ -302,12 +300,15 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
     tokio::time::sleep(Duration::from_secs(2)).await;
     let got = switches(&exact);
     assert_eq!(got.len(), 4, "{got:?}");
-    assert!(got.contains(&"+switch-master|shard-22021 127.0.0.12 22021 127.0.0.11 22021".to_string()));
-    assert_eq!(redis_cli_master(endpoint, "shard-22022").await, at(1, 22022));
+    assert!(got.contains(&ports_in("+switch-master|shard-22021 127.0.0.12 22021 127.0.0.11 22021")));
+    assert_eq!(redis_cli_master(endpoint, &shard(22022)).await, at(1, 22022));
     // The pattern subscriber got the same switches (and the old masters' conversions).
     let by_pattern = pattern.lock().unwrap().clone();
     assert_eq!(by_pattern.iter().filter(|m| m.starts_with("+switch-master|")).count(), 4, "{by_pattern:?}");
-    assert!(by_pattern.iter().any(|m| m.starts_with("+convert-to-slave|slave 127.0.0.11:22021 ")), "{by_pattern:?}");
+    assert!(
+        by_pattern.iter().any(|m| m.starts_with(&ports_in("+convert-to-slave|slave 127.0.0.11:22021 "))),
+        "{by_pattern:?}"
+    );
 
     // Hooks: every switch and every demotion recorded, with the details; the hanging hook
     // was killed at its timeout, once per switchover.
@@ -332,10 +333,16 @@ async fn switch_master_is_published_once_per_shard_for_cli_and_http_failovers_an
     }
     let log = std::fs::read_to_string(dir.join("hooks.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
-    assert!(lines.contains(&"switchover|shard-22021|2|127.0.0.11:22021|127.0.0.12:22021|manual|"), "{log}");
-    assert!(lines.contains(&"switchover|shard-22022|1|127.0.0.12:22022|127.0.0.11:22022|manual|"), "{log}");
+    assert!(
+        lines.contains(&ports_in("switchover|shard-22021|2|127.0.0.11:22021|127.0.0.12:22021|manual|").as_str()),
+        "{log}"
+    );
+    assert!(
+        lines.contains(&ports_in("switchover|shard-22022|1|127.0.0.12:22022|127.0.0.11:22022|manual|").as_str()),
+        "{log}"
+    );
     assert_eq!(lines.iter().filter(|l| l.starts_with("switchover|")).count(), 4, "{log}");
-    assert!(lines.contains(&"demote|shard-22021|1||127.0.0.12:22023||127.0.0.11:22021"), "{log}");
+    assert!(lines.contains(&ports_in("demote|shard-22021|1||127.0.0.12:22023||127.0.0.11:22021").as_str()), "{log}");
     assert_eq!(c.metric("roomguard_hook_runs_total", &["event=\"switchover\"", "outcome=\"ok\""]), 4.0);
     assert!(c.metric("roomguard_hook_runs_total", &["event=\"demote\"", "outcome=\"ok\""]) >= 4.0);
     c.stop().await;

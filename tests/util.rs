@@ -21,19 +21,129 @@ use roomguard::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12.
-/// Every test passes its own base port so tests run in parallel.
+/// Every port the suite's labs use goes through here: tests name ports as they are at offset 0
+/// (`lab(21100)`, `at(1, 21101)`) and get `port + $RG_TEST_PORT_OFFSET` (default 0), so
+/// two worktrees can run the suite at once (e.g. `RG_TEST_PORT_OFFSET=10000` in one). (Not
+/// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
+/// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
+/// base+9). Ranges in use at offset 0: 21000-21289, 22000-22589 and 24800-24879 (the scripted
+/// suite), 23000-23999 (the Redis version tests), 26000-26019 (supervision).
+pub fn port(logical: u16) -> u16 {
+    static OFFSET: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
+        Err(_) => 0,
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("RG_TEST_PORT_OFFSET={v:?} is not a port offset")),
+    });
+    logical.checked_add(offset).filter(|p| *p < 60000).unwrap_or_else(|| {
+        panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} beyond 60000 (the ephemeral range)")
+    })
+}
+
+/// Gives the calling test a deadline: `$RG_TEST_TIMEOUT_SECS` (default 300 s) from its first
+/// call. A test still running then makes a watchdog print its name and exit the test binary
+/// with code 101 (its redis-servers and daemons die with it, its iptables rules are removed),
+/// instead of hanging the suite. libtest runs every test on its own thread,
+/// named after the test; the deadline ends with that thread. Called by [`lab`], [`lab_with`],
+/// [`Controller::start_with`], [`Daemon::start`] and [`run`], so every test that starts
+/// Redis, a controller or a process has one.
+pub fn deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Running(Arc<AtomicBool>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    thread_local! {
+        static REGISTERED: std::cell::RefCell<Option<Running>> = const { std::cell::RefCell::new(None) };
+    }
+    type Tests = std::sync::Mutex<Vec<(String, Instant, Arc<AtomicBool>)>>;
+    static TESTS: std::sync::OnceLock<Tests> = std::sync::OnceLock::new();
+    let name = std::thread::current().name().unwrap_or("").to_string();
+    if name.is_empty() || name == "main" || name.starts_with("tokio-") {
+        return;
+    }
+    if REGISTERED.with(|r| r.borrow().is_some()) {
+        return;
+    }
+    let tests = TESTS.get_or_init(|| {
+        let limit =
+            Duration::from_secs(std::env::var("RG_TEST_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(300));
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let tests = TESTS.get().unwrap().lock().unwrap();
+                for (name, started, done) in tests.iter() {
+                    if !done.load(Ordering::Acquire) && started.elapsed() > limit {
+                        // Straight to the process's stderr: eprintln! is captured by libtest.
+                        use std::io::Write;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "\ntest {name} has run for more than {limit:?} (RG_TEST_TIMEOUT_SECS): \
+                             exiting the test binary"
+                        );
+                        if let Ok(labs) = LABS_WITH_RULES.try_lock() {
+                            for base in labs.iter() {
+                                for table in ["filter", "nat"] {
+                                    let owner = format!("roomguard test lab {}", port(*base));
+                                    roomguard::lab::delete_iptables_owner(table, &owner);
+                                }
+                            }
+                        }
+                        std::process::exit(101);
+                    }
+                }
+            }
+        });
+        std::sync::Mutex::new(Vec::new())
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    tests.lock().unwrap().push((name, Instant::now(), done.clone()));
+    REGISTERED.with(|r| *r.borrow_mut() = Some(Running(done)));
+}
+
+/// `text` with every lab port in it (a 5-digit number from 21000 to 24999) through [`port`]:
+/// for expected strings that name instances and shards ("shard-22011 127.0.0.11 22011").
+pub fn ports_in(text: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        match digits.parse::<u16>() {
+            Ok(n) if digits.len() == 5 && (21000..25000).contains(&n) => out.push_str(&port(n).to_string()),
+            _ => out.push_str(digits),
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+/// Starts the seed deployment on `base_port + 1 ..= base_port + 4` of 127.0.0.11 / .12
+/// (through [`port`]). Every test passes its own base port so tests run in parallel.
 pub async fn lab(base_port: u16) -> Lab {
-    let spec = LabSpec { base_port, http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
-    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    deadline();
+    clean_stale_iptables(base_port);
+    let spec = LabSpec { base_port: port(base_port), http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
     std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
     lab
 }
 
-/// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes.
+/// [`lab`] with more rooms (one IP each, e.g. 127.0.0.13 for a third room) or other changes;
+/// `spec.base_port` goes through [`port`].
 pub async fn lab_with(spec: LabSpec) -> Lab {
-    let spec = LabSpec { http_listen: "127.0.0.1:0".into(), ..spec };
-    let lab = Lab::start(&spec).await.expect("lab starts (is redis-server installed?)");
+    deadline();
+    clean_stale_iptables(spec.base_port);
+    let spec = LabSpec { base_port: port(spec.base_port), http_listen: "127.0.0.1:0".into(), ..spec };
+    let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
     std::fs::write(config_path(&lab), spec.config_toml()).unwrap();
     lab
 }
@@ -58,6 +168,7 @@ impl Controller {
     }
 
     pub async fn start_with(config: roomguard::config::Config) -> Controller {
+        deadline();
         // The controller's log, shown with a failing test's output (filter: ROOMGUARD_TEST_LOG).
         let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMGUARD_TEST_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
@@ -166,9 +277,119 @@ pub async fn connect(a: &str) -> MultiplexedConnection {
     probe::connect(&addr(a), &RedisSettings::default(), Duration::from_secs(1)).await.unwrap()
 }
 
-/// The lab instance names for a base port: `at(1, 1)` is room 1's first port.
-pub fn at(room: u8, port: u16) -> String {
-    format!("127.0.0.1{room}:{port}")
+/// A lab instance's address: room `room`'s instance on logical port `p` (through [`port`]).
+pub fn at(room: u8, p: u16) -> String {
+    format!("127.0.0.1{room}:{}", port(p))
+}
+
+/// The name of the shard whose room-1 head is on logical port `head`.
+pub fn shard(head: u16) -> String {
+    format!("shard-{}", port(head))
+}
+
+/// `REPLICAOF`/`SLAVEOF` calls `a` has served since it started (`INFO commandstats`, calls
+/// plus rejected calls): what any controller or CLI sent it, counted by Redis itself. `None`
+/// when it does not answer.
+pub async fn replicaof_calls(a: &str) -> Option<u64> {
+    replicaof_calls_with(a, &RedisSettings::default()).await
+}
+
+async fn replicaof_calls_with(a: &str, settings: &RedisSettings) -> Option<u64> {
+    let mut con = probe::connect(&addr(a), settings, Duration::from_secs(1)).await.ok()?;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.ok()?;
+    let mut calls = 0;
+    for line in stats.lines() {
+        let Some((name, fields)) = line.split_once(':') else { continue };
+        if name != "cmdstat_replicaof" && name != "cmdstat_slaveof" {
+            continue;
+        }
+        for field in fields.split(',') {
+            if let Some(("calls" | "rejected_calls", n)) = field.split_once('=') {
+                calls += n.parse::<u64>().unwrap();
+            }
+        }
+    }
+    Some(calls)
+}
+
+/// [`replicaof_calls`] of every instance of the lab that runs and is not in `skip` (each with
+/// the lab's credentials); panics naming one that does not answer.
+pub async fn replicaof_calls_except(lab: &Lab, skip: &[String]) -> std::collections::BTreeMap<String, u64> {
+    let mut calls = std::collections::BTreeMap::new();
+    for (id, i) in lab.topology().instances.iter().enumerate() {
+        let a = i.addr.to_string();
+        if skip.contains(&a) || !lab.servers[id].is_running() {
+            continue;
+        }
+        let n = replicaof_calls_with(&a, lab.config.redis.instance(id))
+            .await
+            .unwrap_or_else(|| panic!("{a} does not answer INFO commandstats"));
+        calls.insert(a, n);
+    }
+    calls
+}
+
+/// [`replicaof_calls_except`] of every running instance.
+pub async fn replicaof_calls_all(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    replicaof_calls_except(lab, &[]).await
+}
+
+/// Asserts that no running instance of the lab was sent `REPLICAOF`/`SLAVEOF` since it
+/// started: no action, judged by Redis (the controller's own counter misses the switchover's
+/// commands and any it does not count).
+pub async fn assert_no_replicaof(lab: &Lab, context: &str) {
+    assert_no_replicaof_except(lab, &[], context).await
+}
+
+/// [`assert_no_replicaof`], skipping `skip` (instances replaced by fake servers).
+pub async fn assert_no_replicaof_except(lab: &Lab, skip: &[String], context: &str) {
+    let calls = replicaof_calls_except(lab, skip).await;
+    assert!(calls.values().all(|&n| n == 0), "REPLICAOF/SLAVEOF were sent: {calls:?}\n{context}");
+}
+
+/// True when `a` answers and is a replica (of anything, link up or not).
+pub async fn is_replica(a: &str) -> bool {
+    info(a).await.is_some_and(|i| i.role == Role::Replica)
+}
+
+/// The replication state of `a`, for failure messages: `master`, `replica of h:p (up|down)`,
+/// or `unreachable`.
+pub async fn describe(a: &str) -> String {
+    match info(a).await {
+        None => "unreachable".into(),
+        Some(i) => match i.master {
+            None => format!("{:?}", i.role).to_lowercase(),
+            Some(l) => format!("replica of {}:{} ({})", l.host, l.port, if l.link_up { "up" } else { "down" }),
+        },
+    }
+}
+
+/// True when every chain (head first) is exactly in place: the head a master, every next
+/// instance a replica of the one before it with its link up.
+pub async fn chains_are(chains: &[Vec<String>]) -> bool {
+    for chain in chains {
+        if !is_master(&chain[0]).await {
+            return false;
+        }
+        for pair in chain.windows(2) {
+            if !replicates(&pair[1], &pair[0]).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Waits until [`chains_are`]; on timeout, panics with every instance's state and `context`.
+pub async fn wait_chains(chains: &[Vec<String>], timeout: Duration, context: &str) {
+    if wait_until(timeout, || chains_are(chains)).await {
+        return;
+    }
+    let mut seen = String::new();
+    for a in chains.iter().flatten() {
+        seen.push_str(&format!("\n  {a}: {}", describe(a).await));
+    }
+    panic!("chains not in place within {timeout:?}: expected {chains:?}; seen:{seen}\n{context}");
 }
 
 pub fn roomguard(args: &[&str]) -> std::process::Command {
@@ -177,8 +398,32 @@ pub fn roomguard(args: &[&str]) -> std::process::Command {
     cmd
 }
 
-pub async fn run(mut cmd: std::process::Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+/// [`roomguard`] as a process killed when the test binary dies, even by SIGKILL (run through
+/// `setpriv --pdeathsig KILL`); spawn it with `roomguard::lab::spawn_child`, whose thread lives
+/// as long as the test binary (see `roomguard::lab`).
+pub fn roomguard_dying_with_us(args: &[&str]) -> std::process::Command {
+    let mut cmd = roomguard::lab::dies_with_parent(std::path::Path::new(env!("CARGO_BIN_EXE_roomguard")));
+    cmd.args(args).env_remove("ROOMGUARD_CONFIG").env("ROOMGUARD_LOG", "warn");
+    cmd
+}
+
+/// Runs `cmd` to its end (its stdin empty; stdout and stderr captured), killed with the test
+/// binary: it runs under `setpriv --pdeathsig KILL`, forked from a blocking-pool thread that
+/// stays blocked in `output()` until it exits (the signal fires when that thread exits).
+pub async fn run(cmd: std::process::Command) -> Output {
+    deadline();
+    let mut wrapped = roomguard::lab::dies_with_parent(std::path::Path::new(cmd.get_program()));
+    wrapped.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    tokio::task::spawn_blocking(move || wrapped.output().unwrap()).await.unwrap()
 }
 
 /// Sends one raw HTTP/1.1 request (with `Connection: close`) and returns (status, body).
@@ -225,22 +470,47 @@ pub fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// An iptables rule (`iptables -A <args>`), deleted when dropped so a failing test never leaves
-/// the machine cut off. scripts/test installs iptables.
+/// An iptables rule in the lab's own chain ([`roomguard::lab::IPTABLES_CHAIN`], jumped to from
+/// `OUTPUT`), deleted when dropped so a failing test never leaves the machine cut off. It is
+/// tagged with its lab's base port: the first rule a lab adds first deletes every rule a killed
+/// run left for that lab, so a leftover (a DNAT to a proxy long gone, a DROP) never breaks a
+/// later run. Restrict every rule to the lab's own ports: other tests run at the same time.
+/// scripts/test installs iptables.
 pub struct IptablesRule(Vec<String>);
 
 impl IptablesRule {
-    pub fn add(args: &[&str]) -> IptablesRule {
-        let rule: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let status = std::process::Command::new("iptables").arg("-A").args(&rule).status().expect("iptables");
-        assert!(status.success(), "iptables -A {rule:?} failed");
-        IptablesRule(rule)
+    /// `iptables -t <table> -A ROOMGUARD_LAB <rule>`, owned by the lab at logical `base`.
+    pub fn add(base: u16, table: &str, rule: &[&str]) -> IptablesRule {
+        clean_stale_iptables(base);
+        let owner = format!("roomguard test lab {}", port(base));
+        let full = roomguard::lab::add_iptables_rule(table, &owner, rule)
+            .unwrap_or_else(|e| panic!("iptables failed (root and iptables needed): {e}"));
+        IptablesRule(full)
     }
+}
+
+/// The labs (logical base ports) whose leftover rules this process has cleaned: the ones it
+/// may add rules for. The deadline watchdog removes their rules before it exits.
+static LABS_WITH_RULES: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes the [`IptablesRule`]s a killed run left for the lab at logical `base` (and the black
+/// holes of its ports), once per test binary: [`lab`] and [`lab_with`] do it before starting
+/// the servers (a leftover DROP would keep them from linking), the first rule of a lab too.
+pub fn clean_stale_iptables(base: u16) {
+    let mut cleaned = LABS_WITH_RULES.lock().unwrap();
+    if cleaned.contains(&base) {
+        return;
+    }
+    let owner = format!("roomguard test lab {}", port(base));
+    for table in ["filter", "nat"] {
+        roomguard::lab::delete_iptables_owner(table, &owner);
+    }
+    cleaned.push(base);
 }
 
 impl Drop for IptablesRule {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables").arg("-D").args(&self.0).status();
+        roomguard::lab::delete_iptables_rule(&self.0);
     }
 }
 
@@ -255,13 +525,13 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `roomguard run --config <config>`; the config's `[http] listen` must be `http`.
     pub async fn start(config: &std::path::Path, http: SocketAddr) -> Daemon {
+        deadline();
         let log = config.with_extension("log");
-        let child = roomguard(&["run", "--config", config.to_str().unwrap()])
-            .env("ROOMGUARD_LOG", "info")
+        let mut cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
+        cmd.env("ROOMGUARD_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        let child = roomguard::lab::spawn_child(cmd).unwrap();
         let d = Daemon { child, http, log };
         assert!(
             wait_until(Duration::from_secs(10), || async { d.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,

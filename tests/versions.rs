@@ -26,7 +26,7 @@ fn server_version() -> ServerVersion {
 
 async fn with_sentinel_lab(base_port: u16) -> Lab {
     let spec = LabSpec {
-        base_port,
+        base_port: port(base_port),
         http_listen: "127.0.0.1:0".into(),
         sentinel_listen: Some("127.0.0.1:0".into()),
         ..LabSpec::default()
@@ -89,7 +89,7 @@ async fn versions_room_loss_keeps_chains_and_sentinel_names_the_new_master() {
         let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else { return false };
         let Ok(mut con) = client.get_multiplexed_async_connection().await else { return false };
         let reply: redis::RedisResult<(String, u16)> =
-            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("shard-23501").query_async(&mut con).await;
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(shard(23501)).query_async(&mut con).await;
         reply.is_ok_and(|(host, port)| format!("{host}:{port}") == at(2, 23501))
     })
     .await;
@@ -143,22 +143,23 @@ impl NobodyController {
         let dir = lab.dir().join("nobody");
         std::fs::create_dir_all(&dir).unwrap();
         std::process::Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
-        let http: std::net::SocketAddr = format!("127.0.0.1:{}", base_port + 9).parse().unwrap();
-        let spec = LabSpec { base_port, http_listen: http.to_string(), ..LabSpec::default() };
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(base_port + 9)).parse().unwrap();
+        let spec = LabSpec { base_port: port(base_port), http_listen: http.to_string(), ..LabSpec::default() };
         let config = dir.join("controller.toml");
         std::fs::write(&config, spec.config_toml()).unwrap();
         let log = dir.join("controller.log");
-        let child = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        // Killed with the test binary, even by SIGKILL (spawned from the lab's long-lived
+        // spawner thread: the death signal fires when the forking thread exits).
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--pdeathsig", "KILL", "--"])
             .arg(env!("CARGO_BIN_EXE_roomguard"))
             .args(["run", "--config"])
             .arg(&config)
             .env_remove("ROOMGUARD_CONFIG")
             .env("ROOMGUARD_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        let child = roomguard::lab::spawn_child(cmd).unwrap();
         let c = NobodyController { child, http, log };
         assert!(
             wait_until(Duration::from_secs(10), || async { c.metric("roomguard_rounds_total", &[]).await > 0.0 }).await,
@@ -192,21 +193,12 @@ impl Drop for NobodyController {
 async fn versions_controller_cut_off_never_fails_over() {
     let lab = lab(23520).await;
     let c = NobodyController::start(&lab, 23520).await;
-    let rule = IptablesRule::add(&[
-        "OUTPUT",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "65534",
-        "-d",
-        "127.0.0.11",
-        "-p",
-        "tcp",
-        "--dport",
-        "23521:23524",
-        "-j",
-        "DROP",
-    ]);
+    let ports = format!("{}:{}", port(23521), port(23524));
+    let rule = IptablesRule::add(
+        23520,
+        "filter",
+        &["-m", "owner", "--uid-owner", "65534", "-d", "127.0.0.11", "-p", "tcp", "--dport", &ports, "-j", "DROP"],
+    );
     let noticed = wait_until(Duration::from_secs(10), || async {
         c.metric("roomguard_room_unreachable_only_from_controller", &["room=\"1\""]).await == 1.0
     })
@@ -359,7 +351,8 @@ async fn renamed_replicaof_falls_back_to_slaveof_and_both_disabled_is_named() {
     let mut node = Node::connect(&b, &RedisSettings::default(), Duration::from_secs(1)).await.unwrap();
     match node.replicaof(Some(&master)).await {
         Err(ActError::Command { command, error, .. }) => {
-            assert_eq!((command.as_str(), error.kind), ("REPLICAOF 127.0.0.11 23561", ProbeErrorKind::UnknownCommand));
+            let expected = ports_in("REPLICAOF 127.0.0.11 23561");
+            assert_eq!((command.as_str(), error.kind), (expected.as_str(), ProbeErrorKind::UnknownCommand));
         }
         other => panic!("expected REPLICAOF's unknown-command error, got {other:?}"),
     }
@@ -380,8 +373,12 @@ async fn mixed_servers_room_2_on_a_newer_redis_takes_over() {
     let new = redis_server_binary().unwrap();
     let (old_version, new_version) = (binary_version(&old).unwrap(), binary_version(&new).unwrap());
 
-    let spec =
-        LabSpec { base_port: 23550, http_listen: "127.0.0.1:0".into(), redis_server: Some(old), ..Default::default() };
+    let spec = LabSpec {
+        base_port: port(23550),
+        http_listen: "127.0.0.1:0".into(),
+        redis_server: Some(old),
+        ..Default::default()
+    };
     let mut lab = Lab::start(&spec).await.unwrap();
     for id in lab.room(1) {
         let parent = lab.seed_parent(id);
