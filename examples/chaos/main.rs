@@ -118,7 +118,7 @@ async fn start_controller(config: Config) -> Controller {
         let stop = stop.clone();
         daemon.run_until(async move { stop.cancelled().await })
     });
-    Controller { daemon_task, stop, sentinel: Addr::new(&sentinel.ip().to_string(), sentinel.port()), shared }
+    Controller { daemon_task, stop, sentinel: Addr::new(sentinel.ip().to_string(), sentinel.port()), shared }
 }
 
 /// What a writer has been told OK: key sequence numbers per shard.
@@ -135,12 +135,8 @@ async fn writer(shard: String, sentinel: Addr, acked: Acked, stop: CancellationT
         if master.is_none() {
             let found = async {
                 let mut s = probe::connect(&sentinel, &settings, timeout).await.ok()?;
-                let reply: Vec<String> = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&shard)
-                    .query_async(&mut s)
-                    .await
-                    .ok()?;
+                let reply: Vec<String> =
+                    redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&shard).query_async(&mut s).await.ok()?;
                 let addr = Addr::new(reply.first()?, reply.get(1)?.parse().ok()?);
                 let con = probe::connect(&addr, &settings, timeout).await.ok()?;
                 Some((addr, con))
@@ -261,7 +257,9 @@ async fn main() -> std::process::ExitCode {
         .shards
         .iter()
         .zip(&acked)
-        .map(|(s, a)| tokio::spawn(writer(s.name.clone(), controllers[0].sentinel.clone(), a.clone(), stop_writers.clone())))
+        .map(|(s, a)| {
+            tokio::spawn(writer(s.name.clone(), controllers[0].sentinel.clone(), a.clone(), stop_writers.clone()))
+        })
         .collect();
     // Keys known present at the last quiet point, per shard; and losses by cause.
     let mut verified: Vec<usize> = vec![0; t.shards.len()];
@@ -335,10 +333,9 @@ async fn main() -> std::process::ExitCode {
                 Fault::RestartMasterEmpty(s) => {
                     let report = roomguard::cli::snapshot(&lab.config).await.ok();
                     let master = report.and_then(|r| r.shards[s].master.clone());
-                    if let Some(id) = master.and_then(|m| t.instances.iter().position(|i| i.addr.to_string() == m)) {
-                        if lab.servers[id].is_running() {
-                            let _ = lab.servers[id].restart(None);
-                        }
+                    let id = master.and_then(|m| t.instances.iter().position(|i| i.addr.to_string() == m));
+                    if let Some(id) = id.filter(|&id| lab.servers[id].is_running()) {
+                        let _ = lab.servers[id].restart(None);
                     }
                 }
                 Fault::RestartController(k) => {
@@ -382,9 +379,8 @@ async fn main() -> std::process::ExitCode {
         let mut settled = false;
         while healed.elapsed() < SETTLE {
             let redis_ok = roomguard::cli::snapshot(&lab.config).await.is_ok_and(|r| r.healthy);
-            let views_ok = controllers.iter().all(|c| {
-                c.shared.report.read().expect("report").as_ref().is_some_and(|r| r.healthy)
-            });
+            let views_ok =
+                controllers.iter().all(|c| c.shared.report.read().expect("report").as_ref().is_some_and(|r| r.healthy));
             if redis_ok && views_ok {
                 settled = true;
                 break;
@@ -429,7 +425,8 @@ async fn main() -> std::process::ExitCode {
                 run.violation(format!("episode {episode}: cannot read back {}", shard.name));
                 continue;
             };
-            let earlier: std::collections::HashSet<u64> = acked_now[..verified[s].min(acked_now.len())].iter().copied().collect();
+            let earlier: std::collections::HashSet<u64> =
+                acked_now[..verified[s].min(acked_now.len())].iter().copied().collect();
             let newly: Vec<u64> = gone.iter().copied().filter(|n| earlier.contains(n)).collect();
             let fresh = gone.len() - newly.len();
             if !gone.is_empty() {
@@ -479,12 +476,23 @@ async fn main() -> std::process::ExitCode {
         let _ = w.await;
     }
     let total_acked: usize = acked.iter().map(|a| a.lock().expect("acked").len()).sum();
-    println!("\nchaos: seed {}, {} rooms, {} controllers, {episode} episodes in {:.0?}", o.seed, o.rooms, o.controllers, run.started.elapsed());
+    println!(
+        "\nchaos: seed {}, {} rooms, {} controllers, {episode} episodes in {:.0?}",
+        o.seed,
+        o.rooms,
+        o.controllers,
+        run.started.elapsed()
+    );
     println!("faults injected: {faults_by_kind:?}");
     for (kind, times) in &recovery {
         let mut v = times.clone();
         v.sort_by(f64::total_cmp);
-        println!("settled after healing, {kind}: median {:.1}s, max {:.1}s ({} episodes)", v[v.len() / 2], v[v.len() - 1], v.len());
+        println!(
+            "settled after healing, {kind}: median {:.1}s, max {:.1}s ({} episodes)",
+            v[v.len() / 2],
+            v[v.len() - 1],
+            v.len()
+        );
     }
     println!("acknowledged writes kept: {total_acked}; lost by cause: {lost_by_cause:?}");
     for c in controllers {
