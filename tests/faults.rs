@@ -303,8 +303,13 @@ async fn row7_restart_mid_failover_finishes_the_job() {
     std::fs::write(&lab.config.controller.state_file, state).unwrap();
     let mut con = connect(&at(2, 21151)).await;
     let () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async(&mut con).await.unwrap();
+    // With Redis' default sync delay, as room 1 would come back: the second shard's room-2
+    // head, which reconnects to the returned (empty) room-1 tail at once, is still waiting for
+    // its full sync (link down) when the controller starts. With a delay of 0 it could finish
+    // that sync first and hear the empty master; the controller then holds the promotion
+    // ("it still hears its master") and the test would measure the host's speed.
     for id in lab.room(0) {
-        lab.servers[id].restart(None).unwrap();
+        lab.servers[id].restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     }
     for id in lab.room(0) {
         lab.servers[id].wait_ready(&Default::default(), Duration::from_secs(10)).await.unwrap();
@@ -439,6 +444,27 @@ async fn shard_holding_keys(base: u16) -> [String; 4] {
     chain
 }
 
+/// Waits until controller `c` has seen every instance of `chain` at (at least) the offset it
+/// has now: a restart right after writes must be a restart *with less data than the controller
+/// saw*, whatever the host's load made the poller's timing.
+async fn wait_seen(c: &Controller, chain: &[String]) {
+    let mut now = Vec::new();
+    for a in chain {
+        now.push((a.clone(), info(a).await.expect("answers").repl_offset));
+    }
+    let seen = || {
+        let report = c.shared.report.read().unwrap().clone();
+        now.iter().all(|(a, offset)| {
+            report
+                .iter()
+                .flat_map(|r| &r.shards)
+                .flat_map(|s| &s.instances)
+                .any(|i| &i.instance == a && i.offset >= Some(*offset))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(5), || async { seen() }).await, "the controller never saw {now:?}");
+}
+
 /// The sync delay Redis ships with: a master waits this long before it streams a full sync.
 /// The lab uses 0 so chains come up fast; row 10 needs the default's window.
 const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
@@ -451,6 +477,7 @@ async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
     let mut lab = lab(21200).await;
     let c = Controller::start(&lab).await;
     let chain = shard_holding_keys(21200).await;
+    wait_seen(&c, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     assert!(
@@ -483,6 +510,7 @@ async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
     let mut lab = lab(21210).await;
     let c = Controller::start(&lab).await;
     let chain = shard_holding_keys(21210).await;
+    wait_seen(&c, &chain).await;
 
     lab.server(&chain[1]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     // Room 2 keeps its data the whole time, past the moment the empty instance would have
@@ -611,6 +639,8 @@ async fn row10_two_controllers_rescue_without_fighting() {
     config.controller.state_file = lab.dir().join("second-state.json");
     let b = Controller::start_with(config).await;
     let chain = shard_holding_keys(21250).await;
+    wait_seen(&a, &chain).await;
+    wait_seen(&b, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     assert!(
