@@ -320,6 +320,36 @@ pub async fn execute(
     action: &Action,
 ) -> Result<Applied, ActError> {
     let id = action.instance();
+    let result = execute_once(topology, redis, timeout, action).await;
+    let to = match *action {
+        Action::Demote { to, .. } | Action::Repoint { to, .. } => to,
+        Action::Promote { .. } => return result,
+    };
+    // Two controllers demoting the same returning master race: the first one's `CLIENT KILL`
+    // closes the second one's connection under its `REPLICAOF`. That command may have taken
+    // effect; read again on a new connection before calling it failed.
+    match &result {
+        Err(ActError::Command { error, .. }) if error.kind == ProbeErrorKind::Io => {
+            let target = topology.addr(to);
+            let again = async { Node::connect(topology.addr(id), redis.instance(id), timeout).await?.info().await };
+            match again.await {
+                Ok(info) if info.master.as_ref().is_some_and(|l| l.points_to(&target.host, target.port)) => {
+                    Ok(Applied::AlreadyDone)
+                }
+                _ => result,
+            }
+        }
+        _ => result,
+    }
+}
+
+async fn execute_once(
+    topology: &Topology,
+    redis: &RedisConfig,
+    timeout: Duration,
+    action: &Action,
+) -> Result<Applied, ActError> {
+    let id = action.instance();
     let mut node = Node::connect(topology.addr(id), redis.instance(id), timeout).await?;
     match *action {
         Action::Promote { because, .. } => node.promote_if_orphaned(because).await,
