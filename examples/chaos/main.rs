@@ -16,9 +16,10 @@
 //! A run is reproducible from its seed (the choice and timing of faults; not the timing of
 //! Redis and the controllers). On a violation it prints the seed and the timeline and exits 1.
 //!
-//!     scripts/chaos [--minutes N] [--seed S] [--rooms 2|3] [--controllers K]
+//!     scripts/chaos [--minutes N] [--seed S] [--rooms 2|3] [--controllers K] [--base-port P]
 //!
-//! Ports: 29001-29004 on 127.0.0.11-13 (Redis), 29100.. (the controllers' Sentinel endpoints).
+//! Ports: 29001-29004 on 127.0.0.11-13 (Redis), 29100.. (the controllers' Sentinel endpoints);
+//! another `--base-port` runs a second soak beside the first.
 //! Needs root (iptables, for the black hole).
 
 use std::{
@@ -37,9 +38,9 @@ use roomguard::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The lab's ports are `base + 1..=base + 4` (`--base-port`, default 29000); controller k's
+/// Sentinel endpoint listens on 127.0.0.1:`base + 100 + k`.
 const BASE_PORT: u16 = 29000;
-/// Controller k's Sentinel endpoint listens on 127.0.0.1:`SENTINEL_PORT + k`.
-const SENTINEL_PORT: u16 = 29100;
 /// How long the deployment may take to settle after every fault is healed: a failover
 /// (about a second), a returning room's full syncs, and the chain re-linking one hop at a time.
 const SETTLE: Duration = Duration::from_secs(40);
@@ -194,10 +195,11 @@ struct Opts {
     seed: u64,
     rooms: usize,
     controllers: usize,
+    base_port: u16,
 }
 
 fn parse() -> Opts {
-    let mut o = Opts { minutes: 2.0, seed: 1, rooms: 2, controllers: 2 };
+    let mut o = Opts { minutes: 2.0, seed: 1, rooms: 2, controllers: 2, base_port: BASE_PORT };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -206,7 +208,10 @@ fn parse() -> Opts {
             "--seed" => o.seed = value().parse().expect("--seed S"),
             "--rooms" => o.rooms = value().parse().expect("--rooms 2|3"),
             "--controllers" => o.controllers = value().parse().expect("--controllers K"),
-            other => panic!("unknown argument {other}: --minutes N --seed S --rooms 2|3 --controllers K"),
+            "--base-port" => o.base_port = value().parse().expect("--base-port P"),
+            other => {
+                panic!("unknown argument {other}: --minutes N --seed S --rooms 2|3 --controllers K --base-port P")
+            }
         }
     }
     assert!((2..=3).contains(&o.rooms) && o.controllers >= 1, "--rooms 2|3, --controllers >= 1");
@@ -220,7 +225,7 @@ async fn main() -> std::process::ExitCode {
     let room_ips: Vec<String> = (0..o.rooms).map(|r| format!("127.0.0.{}", 11 + r)).collect();
     let spec = LabSpec {
         room_ips,
-        base_port: BASE_PORT,
+        base_port: o.base_port,
         http_listen: "127.0.0.1:0".into(),
         sentinel_listen: Some("127.0.0.1:0".into()),
         ..LabSpec::default()
@@ -234,7 +239,7 @@ async fn main() -> std::process::ExitCode {
         let mut c = base_config.clone();
         c.controller.state_file = dir.join(format!("state-{k}.json"));
         if let Some(s) = c.sentinel.as_mut() {
-            s.listen = format!("127.0.0.1:{}", SENTINEL_PORT + k as u16).parse().expect("address");
+            s.listen = format!("127.0.0.1:{}", o.base_port + 100 + k as u16).parse().expect("address");
         }
         c
     };
