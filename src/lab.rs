@@ -491,6 +491,13 @@ impl Lab {
         BlackHole::start(&ip, ports)
     }
 
+    /// Drops every packet between two rooms on the lab's ports until the guard is dropped.
+    pub fn partition(&self, a: usize, b: usize) -> Result<BlackHole, LabError> {
+        let (ip_a, ports) = black_hole_scope(self.topology(), a);
+        let (ip_b, _) = black_hole_scope(self.topology(), b);
+        BlackHole::between(&ip_a, &ip_b, ports)
+    }
+
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }
@@ -635,12 +642,34 @@ pub struct BlackHole {
 impl BlackHole {
     pub fn start(ip: &str, ports: std::ops::RangeInclusive<u16>) -> Result<BlackHole, LabError> {
         let range = format!("{}:{}", ports.start(), ports.end());
-        let owner = black_hole_owner(ip, &ports);
-        delete_iptables_owner("filter", &owner);
+        let rules = [("-d", "--dport"), ("-s", "--sport"), ("-s", "--dport"), ("-d", "--sport")].map(|(side, port)| {
+            vec![side.to_string(), ip.to_string(), "-p".into(), "tcp".into(), port.into(), range.clone()]
+        });
+        Self::drop_all(ip, &black_hole_owner(ip, &ports), &rules)
+    }
+
+    /// Every packet between `a` and `b` on `ports` dropped, both ways: a partition between two
+    /// rooms (each still reachable from elsewhere, the controller's host included).
+    pub fn between(a: &str, b: &str, ports: std::ops::RangeInclusive<u16>) -> Result<BlackHole, LabError> {
+        let range = format!("{}:{}", ports.start(), ports.end());
+        let mut rules = Vec::new();
+        for (from, to) in [(a, b), (b, a)] {
+            for port in ["--dport", "--sport"] {
+                rules.push(["-s", from, "-d", to, "-p", "tcp", port, &range].map(String::from).to_vec());
+            }
+        }
+        Self::drop_all(a, &format!("roomguard partition {a} {b} {range}"), &rules)
+    }
+
+    /// Adds `rules` (matches; the target is DROP) under `owner`, after deleting what a killed
+    /// run left under the same owner.
+    fn drop_all(ip: &str, owner: &str, rules: &[Vec<String>]) -> Result<BlackHole, LabError> {
+        delete_iptables_owner("filter", owner);
         let mut hole = BlackHole { rules: Vec::new() };
-        for (side, port) in [("-d", "--dport"), ("-s", "--sport"), ("-s", "--dport"), ("-d", "--sport")] {
-            let rule = [side, ip, "-p", "tcp", port, &range, "-j", "DROP"];
-            match add_iptables_rule("filter", &owner, &rule) {
+        for rule in rules {
+            let mut rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            rule.extend(["-j", "DROP"]);
+            match add_iptables_rule("filter", owner, &rule) {
                 Ok(full) => hole.rules.push(full),
                 // `hole` is dropped here: the rules added so far are removed.
                 Err(why) => {

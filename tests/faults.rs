@@ -1079,3 +1079,34 @@ async fn antiflap_held_failover_is_logged_once() {
     assert!(held.iter().all(|l| l.contains("room 1 would take over, but it failed itself at")), "{held:?}");
     assert!(is_replica(&at(1, 24871)).await && is_replica(&at(1, 24872)).await, "{}", d.log_text());
 }
+
+/// Row 4c: a partition between the rooms while both live and the controller reaches both:
+/// room 2's heads stop hearing room 1 (their offsets stand still, or the link drops), but
+/// room 1 answers the controller, so it is not lost: no failover, no action. When the
+/// partition heals, the chains are whole again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row4c_partition_between_rooms_with_both_reachable_never_fails_over() {
+    let lab = lab(21290).await;
+    let c = Controller::start(&lab).await;
+    wait_derived_threshold(&c).await;
+    let before = replicaof_calls_all(&lab).await;
+    let partition = lab.partition(0, 1).expect("iptables");
+    // Room 2's heads go deaf (a few thresholds)...
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let report = c.shared.report.read().unwrap().clone();
+            report.is_some_and(|r| r.rooms[0].witnesses.iter().all(|w| !w.hears))
+        })
+        .await,
+        "room 2 never stopped hearing room 1: {}",
+        report(&c)
+    );
+    // ...yet room 1 answers the controller: it stays up and primary.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.metric("roomguard_room_up", &["room=\"1\""]), 1.0, "{}", report(&c));
+    assert_eq!(c.metric("roomguard_failovers_total", &[]), 0.0, "{}", report(&c));
+    drop(partition);
+    wait_chains(&seed_chains(21290), Duration::from_secs(15), &report(&c)).await;
+    assert_eq!(replicaof_calls_all(&lab).await, before, "Redis got REPLICAOF/SLAVEOF: {}", report(&c));
+    c.stop().await;
+}

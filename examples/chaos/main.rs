@@ -1,7 +1,9 @@
 //! A randomized fault soak, in the manner of Jepsen's nemesis and checker: real Redis on
 //! loopback (the lab), K controllers with their own state files and Sentinel endpoints, one
 //! writer per shard that finds its master through a Sentinel endpoint as a client would, and a
-//! nemesis that injects random faults, some overlapping. After each episode every fault is
+//! nemesis that injects random faults (SIGKILL, SIGSTOP and black holes of rooms and
+//! instances, partitions between rooms, masters restarted empty, controllers restarted, manual
+//! failovers), some overlapping. After each episode every fault is
 //! healed and the harness waits for a quiet point, where it checks the invariants:
 //!
 //! - the deployment settles within [`SETTLE`]: every instance answers, exactly one master per
@@ -71,6 +73,8 @@ enum Fault {
     HangRoom(usize),
     /// Every packet to and from a room dropped; healed by removing the rules.
     BlackHoleRoom(usize),
+    /// Every packet between two rooms dropped (both alive, the controllers reach both).
+    Partition(usize, usize),
     /// SIGKILL one instance; healed by restarting it, empty.
     KillInstance(InstanceId),
     /// SIGSTOP one instance.
@@ -94,6 +98,7 @@ impl Fault {
             Fault::KillRoom(_) => "kill room",
             Fault::HangRoom(_) => "hang room",
             Fault::BlackHoleRoom(_) => "black hole room",
+            Fault::Partition(..) => "partition between rooms",
             Fault::KillInstance(_) => "kill instance",
             Fault::HangInstance(_) => "hang instance",
             Fault::RestartMasterEmpty(_) => "restart master empty",
@@ -281,7 +286,9 @@ async fn main() -> std::process::ExitCode {
         let room = rng.below(o.rooms as u64) as usize;
         let instance = rng.below(t.instances.len() as u64) as usize;
         let shard = rng.below(t.shards.len() as u64) as usize;
-        let first = match rng.below(8) {
+        let other = (room + 1 + rng.below(o.rooms as u64 - 1) as usize) % o.rooms;
+        let first = match rng.below(9) {
+            8 => Fault::Partition(room, other),
             0 => Fault::KillRoom(room),
             1 => Fault::HangRoom(room),
             2 => Fault::BlackHoleRoom(room),
@@ -327,6 +334,7 @@ async fn main() -> std::process::ExitCode {
                     }
                 }
                 Fault::BlackHoleRoom(r) => holes.push(lab.black_hole(r).expect("iptables (run as root)")),
+                Fault::Partition(a, b) => holes.push(lab.partition(a, b).expect("iptables (run as root)")),
                 Fault::KillInstance(id) => {
                     lab.servers[id].kill();
                     killed.push(id);
