@@ -12,8 +12,10 @@
 //!   endpoint names that master;
 //! - no controller task ended (a crash or a panic);
 //! - every acknowledged write is still there, except in a documented window: a master that was
-//!   SIGKILLed or restarted empty may lose what it acknowledged but had not yet replicated.
-//!   Those losses are counted per cause; any other loss is a violation.
+//!   SIGKILLed or restarted empty may lose what it acknowledged but had not yet replicated; a
+//!   master that restarts empty with `repl-diskless-sync-delay 0` may wipe its replicas before
+//!   anyone can act (the restart-empty race, README row 10), losing everything. Those losses
+//!   are counted per cause; any other loss is a violation.
 //!
 //! A run is reproducible from its seed (the choice and timing of faults; not the timing of
 //! Redis and the controllers). On a violation it prints the seed and the timeline and exits 1.
@@ -79,8 +81,10 @@ enum Fault {
     KillInstance(InstanceId),
     /// SIGSTOP one instance.
     HangInstance(InstanceId),
-    /// A shard's master restarts at once, empty (no persistence).
-    RestartMasterEmpty(usize),
+    /// A shard's master restarts at once, empty (no persistence), with Redis' default
+    /// `repl-diskless-sync-delay` (5 s: roomguard promotes its replica first) or with 0 (its
+    /// replicas full-sync the empty dataset before anyone can act: README, row 10).
+    RestartMasterEmpty { shard: usize, sync_delay_secs: u8 },
     /// A controller is stopped and started again from its state file.
     RestartController(usize),
     /// `failover --room R` (graceful when the masters answer), during whatever else happens.
@@ -91,7 +95,12 @@ impl Fault {
     /// Whether acknowledged writes may be lost: a master that dies or restarts empty loses what
     /// it had not replicated yet (asynchronous replication).
     fn may_lose_writes(self) -> bool {
-        matches!(self, Fault::KillRoom(_) | Fault::KillInstance(_) | Fault::RestartMasterEmpty(_))
+        matches!(self, Fault::KillRoom(_) | Fault::KillInstance(_) | Fault::RestartMasterEmpty { .. })
+    }
+    /// Whether even writes that every instance held may be lost: the documented restart-empty
+    /// race, when the restarted master streams its empty dataset at once.
+    fn may_wipe(self) -> bool {
+        matches!(self, Fault::RestartMasterEmpty { sync_delay_secs: 0, .. })
     }
     fn kind(self) -> &'static str {
         match self {
@@ -101,7 +110,8 @@ impl Fault {
             Fault::Partition(..) => "partition between rooms",
             Fault::KillInstance(_) => "kill instance",
             Fault::HangInstance(_) => "hang instance",
-            Fault::RestartMasterEmpty(_) => "restart master empty",
+            Fault::RestartMasterEmpty { sync_delay_secs: 0, .. } => "restart master empty, sync delay 0",
+            Fault::RestartMasterEmpty { .. } => "restart master empty, sync delay 5s",
             Fault::RestartController(_) => "restart controller",
             Fault::ManualFailover(_) => "manual failover",
         }
@@ -294,7 +304,7 @@ async fn main() -> std::process::ExitCode {
             2 => Fault::BlackHoleRoom(room),
             3 => Fault::KillInstance(instance),
             4 => Fault::HangInstance(instance),
-            5 => Fault::RestartMasterEmpty(shard),
+            5 => Fault::RestartMasterEmpty { shard, sync_delay_secs: if rng.below(2) == 0 { 0 } else { 5 } },
             6 => Fault::RestartController(rng.below(o.controllers as u64) as usize),
             _ => Fault::ManualFailover(room),
         };
@@ -343,12 +353,13 @@ async fn main() -> std::process::ExitCode {
                     lab.servers[id].hang();
                     hung.push(id);
                 }
-                Fault::RestartMasterEmpty(s) => {
+                Fault::RestartMasterEmpty { shard: s, sync_delay_secs } => {
                     let report = roomguard::cli::snapshot(&lab.config).await.ok();
                     let master = report.and_then(|r| r.shards[s].master.clone());
                     let id = master.and_then(|m| t.instances.iter().position(|i| i.addr.to_string() == m));
                     if let Some(id) = id.filter(|&id| lab.servers[id].is_running()) {
-                        let _ = lab.servers[id].restart(None);
+                        let delay = sync_delay_secs.to_string();
+                        let _ = lab.servers[id].restart_with(None, &["--repl-diskless-sync-delay", &delay]);
                     }
                 }
                 Fault::RestartController(k) => {
@@ -454,6 +465,8 @@ async fn main() -> std::process::ExitCode {
                 ));
                 if allowed && newly.is_empty() {
                     *lost_by_cause.entry(cause).or_default() += fresh;
+                } else if let Some(wipe) = faults.iter().find(|f| f.may_wipe()) {
+                    *lost_by_cause.entry(wipe.kind()).or_default() += gone.len();
                 } else if allowed {
                     // A key seen on every instance at an earlier quiet point is lost only if
                     // every copy went: count it, but it is a violation of the chain's promise.
