@@ -61,13 +61,7 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
     let until = topology["rooms"][0]["cooldown_until_unix_ms"].as_u64();
     assert!(until.is_some_and(|u| u > now_ms + 60_000), "room 1's cooldown is not running: {body}");
     let config = config_path(&lab);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\""),
-    )
-    .unwrap();
-    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
-    let stdout = String::from_utf8_lossy(&status.stdout);
+    let stdout = status_with_long_cooldown(&config).await;
     assert!(stdout.contains("cooldown: room 1 failed at "), "{stdout}");
     let actions = c.metric("roomguard_actions_total", &[]);
     let out = run(roomguard(&["failover", "--room", "1", "--config", config.to_str().unwrap()])).await;
@@ -955,13 +949,7 @@ async fn antiflap_ping_pong_back_to_a_room_that_just_failed_is_held() {
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"promote\""]), 0.0);
     // `status` and `/topology` show the cooldown, from the state file.
     let config = config_path(&lab);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\""),
-    )
-    .unwrap();
-    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
-    let stdout = String::from_utf8_lossy(&status.stdout);
+    let stdout = status_with_long_cooldown(&config).await;
     assert!(stdout.contains("cooldown: room 1 failed at "), "{stdout}");
     assert!(stdout.contains("cooldown: room 2 failed at "), "{stdout}");
     let (_, body) = http_get(c.http, "/topology").await;
@@ -1109,4 +1097,13 @@ async fn row4c_partition_between_rooms_with_both_reachable_never_fails_over() {
     wait_chains(&seed_chains(21290), Duration::from_secs(15), &report(&c)).await;
     assert_eq!(replicaof_calls_all(&lab).await, before, "Redis got REPLICAOF/SLAVEOF: {}", report(&c));
     c.stop().await;
+}
+
+/// `roomguard status` on the lab's config file with a 5-minute cooldown (the lab's is 10 s),
+/// so that the cooldown a test provoked is still running when `status` reads the state file.
+async fn status_with_long_cooldown(config: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap().replace("cooldown = \"10s\"", "cooldown = \"5m\"");
+    std::fs::write(config, text).unwrap();
+    let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
+    String::from_utf8_lossy(&status.stdout).into_owned()
 }
