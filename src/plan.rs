@@ -298,8 +298,8 @@ pub fn master_lost(topology: &Topology, observation: &Observation, verdict: &Ver
     !witnesses.is_empty() && witnesses.iter().all(|&id| verdict.deaf(id))
 }
 
-/// When `master` restarted without its data: the nearest instance of its room's chain that
-/// still holds the lost history (it has not full-synced from the empty master yet).
+/// When `master` restarted without its data: the nearest instance of its chain (its room's
+/// first) that still holds the lost history (it has not full-synced from the empty master yet).
 fn rescuer(
     topology: &Topology,
     observation: &Observation,
@@ -310,7 +310,10 @@ fn rescuer(
     let now = observation.live(master).filter(|i| i.role == Role::Master)?;
     // Redis < 4.0 (no IDs): the offset alone. A replica that has full-synced from the restarted
     // master is never ahead of it, so being ahead means it still holds the lost history.
-    room_successors(topology, master).filter(|&id| !verdict.down[id]).find(|&id| {
+    // Its room's chain first; then the other rooms', in the chain's order: when the whole room
+    // came back empty (a power blip, restarts faster than `down_after`), the data lives on only
+    // there (the soak found roomguard re-pointing that last copy at the empty master).
+    topology.chain_order(master).into_iter().skip(1).filter(|&id| !verdict.down[id]).find(|&id| {
         observation.live(id).is_some_and(|i| {
             i.role == Role::Replica
                 && i.shares_history(lost.replid.as_deref()).unwrap_or(true)
@@ -983,9 +986,18 @@ mod tests {
         let (decision, _, plan) = round(&s, &masters, &Policy { auto_failover: false, ..POLICY });
         assert!(decision.changes.is_empty() && plan.actions.is_empty());
         assert!(decision.held[0].why.contains("restarted empty"), "{:?}", decision.held);
-        // Too late: the replica already full-synced the empty dataset. Nothing left to save.
+        // Too late for room 1: its replica already full-synced the empty dataset. Room 2's head
+        // has not yet (its link dropped and its sync waits): the data lives on there, and the
+        // rescue crosses rooms rather than let it be wiped too.
         s.set_replica(r, m, &fresh, true, 1);
         s.set_replica(h2, r, &format!("{:040}", 1), false, -1);
+        let (decision, new_masters, _) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(h2));
+        // Once room 2 has synced it as well (head and tail), nothing is left to save.
+        s.set_replica(h2, r, &fresh, true, 1);
+        let t2 = s.id("192.168.99.12:6403");
+        s.set_replica(t2, h2, &fresh, true, 1);
         let (decision, _, _) = round(&s, &masters, &POLICY);
         assert!(decision.changes.is_empty());
     }

@@ -1107,3 +1107,34 @@ async fn status_with_long_cooldown(config: &std::path::Path) -> String {
     let status = run(roomguard(&["status", "--config", config.to_str().unwrap()])).await;
     String::from_utf8_lossy(&status.stdout).into_owned()
 }
+
+/// Row 10b: the whole primary room restarts empty, faster than `down_after` (a power blip,
+/// no persistence), with Redis' default sync delay. No instance of room 1 holds the data any
+/// more; room 2's head still does, until the full sync from room 1's empty tail streams 5 s
+/// later. The rescue crosses rooms: room 2's head is promoted and every key survives (found by
+/// the randomized soak, which saw roomguard re-point that last copy at the empty master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10b_whole_room_restarted_empty_is_rescued_from_the_next_room() {
+    let mut lab = lab(21300).await;
+    let c = Controller::start(&lab).await;
+    let chain = shard_holding_keys(21300).await;
+    wait_seen(&c, &chain).await;
+    for id in lab.room(0) {
+        lab.servers[id].restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[2]).await }).await,
+        "room 2's head, the last copy, was not promoted: {}",
+        report(&c)
+    );
+    // Past the moment room 1's empty tail would have streamed its dataset.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async { all_hold(&chain, 1000).await }).await,
+        "data lost: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]), 1.0, "{}", c.metrics());
+    c.stop().await;
+}

@@ -48,8 +48,6 @@ const BASE_PORT: u16 = 29000;
 /// How long the deployment may take to settle after every fault is healed: a failover
 /// (about a second), a returning room's full syncs, and the chain re-linking one hop at a time.
 const SETTLE: Duration = Duration::from_secs(40);
-/// The lab's `down_after`.
-const DOWN_AFTER: Duration = Duration::from_secs(1);
 /// Redis' default `repl-diskless-sync-delay`: killed instances come back with it, as a real
 /// restart would (the lab runs with 0 so its chains come up fast).
 const RESTART_ARGS: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
@@ -103,16 +101,11 @@ impl Fault {
         matches!(self, Fault::KillRoom(_) | Fault::KillInstance(_) | Fault::RestartMasterEmpty { .. })
     }
     /// Why even writes that every instance held may be lost, if they may: the documented
-    /// restart-empty race (the restarted master streams its empty dataset at once), and a room
-    /// that comes back empty before it was judged down (`down_after`), which roomguard does not
-    /// rescue yet: the rescue looks for a successor holding the data within the master's room,
-    /// and the whole room restarted (a known gap, found by this soak; see RELIABILITY.md).
-    fn may_wipe(self, lasted: Duration) -> Option<&'static str> {
+    /// restart-empty race (the restarted master streams its empty dataset at once, before
+    /// anyone can act: README, row 10).
+    fn may_wipe(self) -> Option<&'static str> {
         match self {
             Fault::RestartMasterEmpty { sync_delay_secs: 0, .. } => Some("restart-empty race (sync delay 0)"),
-            Fault::KillRoom(_) if lasted < DOWN_AFTER => {
-                Some("room back empty within down_after (known gap: no rescue across rooms)")
-            }
             _ => None,
         }
     }
@@ -250,6 +243,17 @@ fn parse() -> Opts {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let o = parse();
+    // The controllers' log (every decision and action), for the timeline of a violation:
+    // $CHAOS_LOG, else chaos-<seed>.log in the temp directory.
+    let log_path = std::env::var_os("CHAOS_LOG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("chaos-{}.log", o.seed)));
+    let log_file = std::fs::File::create(&log_path).expect("chaos log file");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("roomguard=info"))
+        .with_writer(std::sync::Mutex::new(log_file))
+        .with_ansi(false)
+        .init();
     let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let room_ips: Vec<String> = (0..o.rooms).map(|r| format!("127.0.0.{}", 11 + r)).collect();
     let spec = LabSpec {
@@ -479,7 +483,7 @@ async fn main() -> std::process::ExitCode {
                 ));
                 if allowed && newly.is_empty() {
                     *lost_by_cause.entry(cause).or_default() += fresh;
-                } else if let Some(why) = faults.iter().find_map(|f| f.may_wipe(duration)) {
+                } else if let Some(why) = faults.iter().find_map(|f| f.may_wipe()) {
                     *lost_by_cause.entry(why).or_default() += gone.len();
                 } else if allowed {
                     // A key seen on every instance at an earlier quiet point is lost only if
@@ -543,7 +547,13 @@ async fn main() -> std::process::ExitCode {
         println!("violations: 0");
         std::process::ExitCode::SUCCESS
     } else {
-        println!("violations: {} (seed {})\ntimeline:\n{}", run.violations.len(), o.seed, run.timeline.join("\n"));
+        println!(
+            "violations: {} (seed {}; the controllers' log: {})\ntimeline:\n{}",
+            run.violations.len(),
+            o.seed,
+            log_path.display(),
+            run.timeline.join("\n")
+        );
         std::process::ExitCode::FAILURE
     }
 }
