@@ -54,9 +54,26 @@ pub enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
-    /// The controller configuration.
-    #[arg(long, short, env = "ROOMGUARD_CONFIG", default_value = "controller.toml")]
-    pub config: PathBuf,
+    /// The controller configuration [default: ./controller.toml when it exists, else
+    /// /etc/roomguard/controller.toml (the package's, which the service uses)].
+    #[arg(long, short, env = "ROOMGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration the package installs and its systemd unit runs with.
+pub const SYSTEM_CONFIG: &str = "/etc/roomguard/controller.toml";
+
+impl ConfigArg {
+    /// `--config`, or `./controller.toml` when it exists, or [`SYSTEM_CONFIG`]: an operator's
+    /// `roomguard failover` on a packaged host reads the service's configuration, hence acts
+    /// on the same state file.
+    pub fn path(&self) -> PathBuf {
+        match &self.config {
+            Some(path) => path.clone(),
+            None if std::path::Path::new("controller.toml").is_file() => PathBuf::from("controller.toml"),
+            None => PathBuf::from(SYSTEM_CONFIG),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,7 +131,7 @@ pub enum Command {
 }
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
-    Ok(Config::load(&arg.config)?)
+    Ok(Config::load(&arg.path())?)
 }
 
 /// Dispatches a parsed command line.

@@ -8,6 +8,7 @@ mod failover;
 mod faults;
 mod hostile;
 mod observability;
+mod package;
 mod security;
 mod sentinel;
 mod supervision;
