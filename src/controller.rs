@@ -172,6 +172,8 @@ pub struct Controller {
     followed_at: Option<Instant>,
     /// The last round's verified view, to derive events from.
     snapshot: Option<Snapshot>,
+    /// systemd: READY=1 after the first round, WATCHDOG=1 from the heartbeat.
+    notifier: crate::notify::Notifier,
     /// Why each shard's designated master last moved, until the move is verified.
     triggers: Vec<Option<Trigger>>,
 }
@@ -196,6 +198,7 @@ impl Controller {
             followed_at: None,
             snapshot: None,
             triggers: vec![None; shards],
+            notifier: crate::notify::Notifier::from_env(),
         }
     }
 
@@ -219,11 +222,12 @@ impl Controller {
         info!("control loop stopped: no new actions");
     }
 
-    /// Records that a round completed (for `/healthz` and the stall alert), with the poller's
-    /// last tick as the loop saw it.
-    fn beat(&self) {
+    /// Records that a round completed (for `/healthz`, the stall alert and systemd's
+    /// watchdog), with the poller's last tick as the loop saw it.
+    fn beat(&mut self) {
         let shared = &self.shared;
         shared.rounds.beat();
+        self.notifier.round_completed(shared.ready.load(Ordering::Acquire));
         let now = (Instant::now(), SystemTime::now());
         let poll = shared.polls.age(now.0).map(|age| now.1 - age);
         shared.metrics.record_liveness(now.1, poll);

@@ -23,7 +23,8 @@
 //! [`crate::cli::EXIT_TASK_FAILED`] and systemd (`Restart=always`) starts it again. That is
 //! safe because every decision is in the state file before it is acted on, and every action
 //! is conditioned on what Redis says now. A task that is alive but stuck does not end; the
-//! heartbeats of [`crate::health`] catch that (`/healthz` 503, alert `RoomguardLoopStalled`).
+//! heartbeats of [`crate::health`] catch that (`/healthz` 503, alert `RoomguardLoopStalled`;
+//! under systemd, the loop's stops the watchdog pings of [`crate::notify`]).
 //!
 //! Shutdown order: the loop first (no new action; the round in flight finishes), then
 //! everything else, then the work that must not be cut short (an admin-API failover, a hook
@@ -298,6 +299,7 @@ impl Daemon {
                 Err(e) => (self.task(e.id()), Ended::of(Err(e))),
             }),
         };
+        crate::notify::stopping();
         let loop_done = matches!(failure, Some((Task::Loop, _)));
         let failure = failure.map(|(task, how)| DaemonError::TaskEnded { task, how });
         match &failure {

@@ -204,6 +204,8 @@ pub fn hook_environment(
     parent
         .into_iter()
         .filter(|(k, _)| !k.as_encoded_bytes().starts_with(b"ROOMGUARD_"))
+        // systemd's notification variables are the controller's, not a hook's.
+        .filter(|(k, _)| !matches!(k.to_str(), Some("NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")))
         .chain(event.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
         .collect()
 }

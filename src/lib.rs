@@ -21,7 +21,7 @@
 //!
 //! [`daemon`] is where the process is assembled: it starts every task above, supervises them
 //! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
-//! catches the tasks that hang instead (`/healthz`).
+//! catches the tasks that hang instead (`/healthz`, and systemd's watchdog through [`notify`]).
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -38,6 +38,7 @@ pub mod http;
 pub mod info;
 pub mod lab;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod probe;

@@ -95,6 +95,8 @@ fn package_installs_a_hardened_unit_and_a_config_the_service_user_can_check() {
     let unit = std::fs::read_to_string(&unit_path).unwrap();
     assert_eq!(unit, include_str!("../deploy/roomguard.service"));
     for line in [
+        "Type=notify",
+        "WatchdogSec=10s",
         "DynamicUser=yes",
         "StateDirectory=roomguard",
         "ExecStart=/usr/bin/roomguard run --config /etc/roomguard/controller.toml",

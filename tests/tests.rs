@@ -11,5 +11,6 @@ mod observability;
 mod package;
 mod security;
 mod sentinel;
+mod service;
 mod supervision;
 mod versions;

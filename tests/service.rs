@@ -1,0 +1,124 @@
+//! `roomguard run` as systemd runs it: the notification protocol (`Type=notify`,
+//! `WatchdogSec=`) on a socket of the test's own, and signals (SIGHUP reloads, never kills).
+
+use std::{
+    os::unix::net::UnixDatagram,
+    path::Path,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use roomguard::lab::{Lab, LabSpec};
+
+use crate::util::*;
+
+/// `roomguard run` with its stderr in `<config>.log`; killed when dropped.
+struct Service {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Service {
+    fn start(config: &Path, env: &[(&str, &str)]) -> Service {
+        let log = config.with_extension("log");
+        let child = roomguard(&["run", "--config", config.to_str().unwrap()])
+            .env("ROOMGUARD_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Service { child, log }
+    }
+
+    fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The datagrams received on `socket` within `timeout`, until one equals `until`.
+fn receive_until(socket: &UnixDatagram, until: &str, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
+        let Ok(n) = socket.recv(&mut buf) else { break };
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            got.push(line.to_string());
+        }
+        if got.iter().any(|l| l == until) {
+            break;
+        }
+    }
+    got
+}
+
+/// `Type=notify`: READY=1 once the first round is done, WATCHDOG=1 while the loop runs (here
+/// every half of a 1 s watchdog), STOPPING=1 on SIGTERM, then a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_ready_watchdog_and_stopping() {
+    let spec = LabSpec { base_port: 28000, http_listen: "127.0.0.1:28009".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.unwrap();
+    let config = lab.dir().join("service.toml");
+    std::fs::write(&config, spec.config_toml()).unwrap();
+    let socket_path = lab.dir().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut service =
+        Service::start(&config, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")]);
+
+    let got = tokio::task::spawn_blocking({
+        let socket = socket.try_clone().unwrap();
+        move || receive_until(&socket, "READY=1", Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    assert!(got.iter().any(|l| l == "READY=1"), "no READY=1 (got {got:?}); log:\n{}", service.log_text());
+    let (status, body) = http_get("127.0.0.1:28009".parse().unwrap(), "/healthz").await;
+    assert_eq!(status, 200, "READY=1 comes after the first round: {body}");
+
+    // Pings keep coming: at least three in two seconds (one per half period).
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let got = receive_until(&socket, "WATCHDOG=1", Duration::from_secs(1));
+        pings += got.iter().filter(|l| *l == "WATCHDOG=1").count();
+    }
+    assert!(pings >= 3, "{pings} watchdog pings in 2 s; log:\n{}", service.log_text());
+
+    service.signal(Signal::SIGTERM);
+    let got = receive_until(&socket, "STOPPING=1", Duration::from_secs(10));
+    assert!(got.iter().any(|l| l == "STOPPING=1"), "no STOPPING=1 (got {got:?})");
+    assert_eq!(service.wait_exit(Duration::from_secs(10)), Some(0), "log:\n{}", service.log_text());
+    assert!(!service.running());
+}
