@@ -28,6 +28,9 @@ use crate::{
     switchover::{self, FailoverError},
 };
 
+/// The log filter when neither `--log` nor the config's `controller.log` sets one.
+pub const DEFAULT_LOG: &str = "info";
+
 pub const EXIT_DEGRADED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// A supervised task ended (sysexits' `EX_SOFTWARE`): systemd restarts the controller.
@@ -36,9 +39,10 @@ pub const EXIT_TASK_FAILED: u8 = 70;
 #[derive(Debug, Parser)]
 #[command(name = "roomguard", version, about = "Room-aware failover controller for chained Redis replication")]
 pub struct Cli {
-    /// Log filter (tracing directives, e.g. `info`, `roomguard=debug`).
-    #[arg(long, global = true, env = "ROOMGUARD_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing directives, e.g. `info`, `roomguard=debug,warn`) [default: the
+    /// config's `controller.log` for `run`, else `info`].
+    #[arg(long, global = true, env = "ROOMGUARD_LOG")]
+    pub log: Option<String>,
     /// Log format.
     #[arg(long, global = true, env = "ROOMGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,

@@ -37,6 +37,7 @@ pub mod hooks;
 pub mod http;
 pub mod info;
 pub mod lab;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

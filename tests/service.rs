@@ -121,4 +121,24 @@ async fn systemd_notify_ready_watchdog_and_stopping() {
     assert!(got.iter().any(|l| l == "STOPPING=1"), "no STOPPING=1 (got {got:?})");
     assert_eq!(service.wait_exit(Duration::from_secs(10)), Some(0), "log:\n{}", service.log_text());
     assert!(!service.running());
+    let log = service.log_text();
+    assert!(log.contains("roomguard controller starting"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
+}
+
+/// A bad log filter is an error naming it (exit 2), not a silent `info`.
+#[tokio::test]
+async fn bad_log_filter_is_rejected() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("controller.toml");
+    for (filter, needle) in [("inf", "`inf` is not a level"), ("roomguard=verbose", "roomguard=verbose")] {
+        let mut cmd = roomguard(&["check-config", "--config", config.to_str().unwrap()]);
+        cmd.env("ROOMGUARD_LOG", filter);
+        let out = run(cmd).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{filter}: {err}");
+        assert!(err.contains("bad log filter") && err.contains(needle), "{err}");
+    }
+    let out =
+        run(roomguard(&["--log", "roomguard=debug,warn", "check-config", "--config", config.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
