@@ -151,9 +151,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(arg) => {
-            let config = load(&arg)?;
+            let path = arg.path();
+            let config = Config::load(&path)?;
+            let log_from_cli = cli.log.is_some();
+            if let (false, Some(filter)) = (log_from_cli, &config.controller.log) {
+                crate::logging::set_filter(filter)?;
+            }
+            // Installed before anything else starts: from here on SIGHUP reloads, never kills.
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
             let daemon = Daemon::start(config).await?;
-            Ok(exit_code(daemon.run_until(shutdown_signal()).await))
+            let reloader = tokio::spawn(reload_on_sighup(hangups, path, daemon.shared(), log_from_cli));
+            let result = daemon.run_until(shutdown_signal()).await;
+            reloader.abort();
+            Ok(exit_code(result))
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
@@ -163,6 +174,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, redis_server, ..LabSpec::default() };
             lab(spec, duration).await
         }
+    }
+}
+
+/// Re-reads the config file at every SIGHUP and applies what can change
+/// ([`crate::reload`]); whatever happens is logged, and the process runs on.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    path: PathBuf,
+    shared: std::sync::Arc<controller::Shared>,
+    log_from_cli: bool,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        crate::reload::reload(&shared, Config::load(&path), log_from_cli);
     }
 }
 

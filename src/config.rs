@@ -111,6 +111,7 @@ pub struct RawController {
     #[serde(with = "humantime_serde")]
     pub switchover_timeout: Duration,
     pub state_file: PathBuf,
+    pub log: Option<String>,
 }
 
 impl Default for RawController {
@@ -124,6 +125,7 @@ impl Default for RawController {
             cooldown: Duration::from_secs(300),
             switchover_timeout: Duration::from_secs(5),
             state_file: PathBuf::from("roomguard-state.json"),
+            log: None,
         }
     }
 }
@@ -303,6 +305,9 @@ pub struct ControllerSettings {
     pub switchover_timeout: Duration,
     /// Absolute path of the state file.
     pub state_file: PathBuf,
+    /// The log filter of `roomguard run` when `--log`/`ROOMGUARD_LOG` does not set one;
+    /// SIGHUP re-reads it ([`crate::reload`]).
+    pub log: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -401,6 +406,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
                     `master_last_io_seconds_ago` in whole seconds"
             .into());
     }
+    if let Some(log) = &c.log {
+        crate::logging::parse(log).map_err(|e| format!("`controller.log`: {e}"))?;
+    }
     if c.state_file.as_os_str().is_empty() {
         return Err("`controller.state_file` is empty".into());
     }
@@ -479,6 +487,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
             cooldown: c.cooldown,
             switchover_timeout: c.switchover_timeout,
             state_file,
+            log: c.log.clone(),
         },
         http: HttpSettings { listen, admin_token },
         redis,

@@ -39,7 +39,10 @@ use crate::{
 
 /// What the loop shares with the HTTP server (and the other tasks [`crate::daemon`] starts).
 pub struct Shared {
+    /// The configuration the process started with; what SIGHUP may change is in `live`.
     pub config: Config,
+    /// Settings read at every use, replaced by SIGHUP ([`crate::reload`]).
+    pub live: tokio::sync::watch::Sender<crate::reload::Live>,
     pub metrics: Arc<Metrics>,
     /// Held while Redis is being changed: by the loop around its actions, and by a manual
     /// failover through the admin API for its whole duration, so the two never interleave.
@@ -267,13 +270,14 @@ impl Controller {
         // switchover and be "adopted" back).
         self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
         let state = self.state.as_ref().expect("filled above");
+        let live = self.shared.live.borrow().clone();
         let policy = Policy {
-            auto_failover: settings.auto_failover,
+            auto_failover: live.auto_failover,
             adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
             cooling: plan::cooling(
                 &state.room_failures,
                 self.topology().rooms.len(),
-                settings.cooldown,
+                live.cooldown,
                 unix_ms(SystemTime::now()),
             ),
         };

@@ -12,7 +12,7 @@
 //! | loop | decides and acts ([`crate::controller`]) | at shutdown, after its round |
 //! | http | `/healthz`, `/metrics`, `/topology`, the admin API ([`crate::http`]) | at shutdown |
 //! | sentinel | the Sentinel-compatible endpoint, when configured ([`crate::sentinel`]) | at shutdown |
-//! | hooks | `[[hook]]` runs, when configured ([`crate::hooks`]) | at shutdown |
+//! | hooks | `[[hook]]` runs (the hooks SIGHUP reloads) ([`crate::hooks`]) | at shutdown |
 //! | audit | Redis settings and ping periods ([`crate::audit`]) | at shutdown |
 //!
 //! **Supervision.** A task that ends before shutdown was asked for (it returned, or it
@@ -187,6 +187,7 @@ impl Daemon {
         );
         let shared = Arc::new(Shared {
             tasks: TaskTracker::new(),
+            live: tokio::sync::watch::channel(crate::reload::Live::of(&config)).0,
             config,
             action_lock: tokio::sync::Mutex::new(()),
             metrics: Arc::new(Metrics::new(&topology)),
@@ -244,16 +245,18 @@ impl Daemon {
             );
             daemon.spawn(Task::Sentinel, serve);
         }
-        if !c.hooks.is_empty() {
-            let run = hooks::run(
-                c.hooks.clone(),
-                shared.events.subscribe(),
-                shared.metrics.clone(),
-                shared.tasks.clone(),
-                stop_rest.clone(),
-            );
-            daemon.spawn(Task::Hooks, run);
+        for hook in &c.hooks {
+            shared.metrics.create_hook_series(&hook.events);
         }
+        // Always running, even with no hook configured: SIGHUP may add some.
+        let run = hooks::run(
+            shared.live.subscribe(),
+            shared.events.subscribe(),
+            shared.metrics.clone(),
+            shared.tasks.clone(),
+            stop_rest.clone(),
+        );
+        daemon.spawn(Task::Hooks, run);
         Ok(daemon)
     }
 

@@ -21,7 +21,7 @@ use std::{
 use serde::Deserialize;
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
-    sync::{broadcast, mpsc},
+    sync::{broadcast, mpsc, watch},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::{
     events::{Event, HOOK_EVENTS},
     metrics::Metrics,
+    reload::Live,
 };
 
 /// `[[hook]]` as serde reads it.
@@ -126,57 +127,78 @@ type Run = (&'static str, Vec<(&'static str, String)>);
 /// never race to rewrite the same proxy configuration. Queuing never waits: when a hook's
 /// queue is full the run is dropped, logged and counted.
 ///
+/// The hooks are `settings`' (SIGHUP replaces them, [`crate::reload`]): on a change the old
+/// workers finish the runs already queued for them and end, and new workers start.
+///
 /// A worker that ends before `token` is cancelled (a panic) ends the runner too, with the
 /// same panic: the supervisor ([`crate::daemon`]) then stops the process, instead of that
 /// hook silently never running again.
 pub async fn run(
-    hooks: Vec<HookSettings>,
+    mut settings: watch::Receiver<Live>,
     mut events: broadcast::Receiver<Event>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
-    let mut workers = futures::stream::FuturesUnordered::new();
-    let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
-        .into_iter()
-        .map(|hook| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            workers.push(tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone())));
-            (hook, tx)
-        })
-        .collect();
+    let mut watching = true;
     loop {
-        let event = tokio::select! {
-            _ = token.cancelled() => return,
-            Some(ended) = futures::StreamExt::next(&mut workers) => {
-                if token.is_cancelled() {
-                    return;
-                }
-                match ended {
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    _ => {
-                        warn!("hooks: a hook worker ended early; stopping the hook runner");
+        let hooks = settings.borrow_and_update().hooks.clone();
+        let mut workers = futures::stream::FuturesUnordered::new();
+        let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
+            .iter()
+            .map(|hook| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                workers.push(tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone())));
+                (hook.clone(), tx)
+            })
+            .collect();
+        loop {
+            let event = tokio::select! {
+                _ = token.cancelled() => return,
+                Some(ended) = futures::StreamExt::next(&mut workers) => {
+                    if token.is_cancelled() {
                         return;
                     }
+                    match ended {
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        _ => {
+                            warn!("hooks: a hook worker ended early; stopping the hook runner");
+                            return;
+                        }
+                    }
+                }
+                changed = settings.changed(), if watching => {
+                    match changed {
+                        Ok(()) if settings.borrow().hooks != hooks => break,
+                        Ok(()) => continue,
+                        // The sender is gone (tests): the hooks can no longer change.
+                        Err(_) => {
+                            watching = false;
+                            continue;
+                        }
+                    }
+                }
+                event = events.recv() => event,
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "hooks: {n} events were missed (too many at once); their hooks did not run");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(name) = event.hook_name() else { continue };
+            for (hook, queue) in queues.iter().filter(|(h, _)| h.events.iter().any(|e| e == name)) {
+                if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send((name, environment(&event))) {
+                    warn!(hook = %hook.command[0], event = name, "hook: {QUEUE} runs are already waiting; this run is dropped");
+                    metrics.record_hook(name, "dropped");
                 }
             }
-            event = events.recv() => event,
-        };
-        let event = match event {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(missed = n, "hooks: {n} events were missed (too many at once); their hooks did not run");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(name) = event.hook_name() else { continue };
-        for (hook, queue) in queues.iter().filter(|(h, _)| h.events.iter().any(|e| e == name)) {
-            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send((name, environment(&event))) {
-                warn!(hook = %hook.command[0], event = name, "hook: {QUEUE} runs are already waiting; this run is dropped");
-                metrics.record_hook(name, "dropped");
-            }
         }
+        // Dropping `queues` lets the old workers end once their queued runs are done (they
+        // are on `tracker`: shutdown still waits for them); `workers` is no longer watched.
+        info!(hooks = settings.borrow().hooks.len(), "hooks: reloaded");
     }
 }
 
@@ -322,6 +344,12 @@ mod tests {
         assert!(zero.validate(1, base).unwrap_err().contains("timeout"));
     }
 
+    /// Hooks that never change (the sender is dropped at once).
+    fn live(hooks: Vec<HookSettings>) -> watch::Receiver<Live> {
+        let settings = Live { auto_failover: true, cooldown: Duration::ZERO, hooks, log: None };
+        watch::channel(settings).1
+    }
+
     fn hook(command: &[&str], timeout: Duration) -> HookSettings {
         HookSettings {
             events: vec!["switchover".into(), "failover".into()],
@@ -360,7 +388,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(16);
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let runner = tokio::spawn(run(
-            vec![hook(&["/bin/sh", "-c", &script], Duration::from_secs(20))],
+            live(vec![hook(&["/bin/sh", "-c", &script], Duration::from_secs(20))]),
             rx,
             metrics,
             tracker.clone(),
@@ -384,7 +412,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(4 * QUEUE);
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let runner = tokio::spawn(run(
-            vec![hook(&["sleep", "30"], Duration::from_secs(60))],
+            live(vec![hook(&["sleep", "30"], Duration::from_secs(60))]),
             rx,
             metrics.clone(),
             tracker.clone(),

@@ -43,6 +43,7 @@ pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod probe;
+pub mod reload;
 pub mod report;
 pub mod sentinel;
 pub mod state;

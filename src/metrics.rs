@@ -480,6 +480,19 @@ impl Metrics {
         self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
+    /// The outcomes of a hook run ([`crate::hooks`]).
+    pub const HOOK_OUTCOMES: [&'static str; 5] = ["ok", "failed", "timeout", "error", "dropped"];
+
+    /// Creates `hook_runs_total` at 0 for every outcome of the events a configured hook
+    /// runs on, so `increase()` sees its first runs (a series that appears at 2 gives none).
+    pub fn create_hook_series(&self, events: &[String]) {
+        for event in events {
+            for outcome in Self::HOOK_OUTCOMES {
+                let _ = self.hook_runs.get_or_create(&HookLabels { event: event.clone(), outcome: outcome.into() });
+            }
+        }
+    }
+
     pub fn record_hook(&self, event: &str, outcome: &str) {
         self.hook_runs.get_or_create(&HookLabels { event: event.into(), outcome: outcome.into() }).inc();
     }

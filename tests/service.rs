@@ -20,10 +20,15 @@ struct Service {
 }
 
 impl Service {
-    fn start(config: &Path, env: &[(&str, &str)]) -> Service {
+    /// `cli_log`: `ROOMGUARD_LOG` (None: unset, the config's `controller.log` applies).
+    fn start(config: &Path, cli_log: Option<&str>, env: &[(&str, &str)]) -> Service {
         let log = config.with_extension("log");
-        let child = roomguard(&["run", "--config", config.to_str().unwrap()])
-            .env("ROOMGUARD_LOG", "info")
+        let mut cmd = roomguard(&["run", "--config", config.to_str().unwrap()]);
+        match cli_log {
+            Some(filter) => cmd.env("ROOMGUARD_LOG", filter),
+            None => cmd.env_remove("ROOMGUARD_LOG"),
+        };
+        let child = cmd
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -94,8 +99,11 @@ async fn systemd_notify_ready_watchdog_and_stopping() {
     std::fs::write(&config, spec.config_toml()).unwrap();
     let socket_path = lab.dir().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let mut service =
-        Service::start(&config, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")]);
+    let mut service = Service::start(
+        &config,
+        Some("info"),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")],
+    );
 
     let got = tokio::task::spawn_blocking({
         let socket = socket.try_clone().unwrap();
@@ -141,4 +149,82 @@ async fn bad_log_filter_is_rejected() {
     let out =
         run(roomguard(&["--log", "roomguard=debug,warn", "check-config", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// SIGHUP reloads the log filter, hooks, cooldown and auto_failover; refuses (and says which
+/// keys) when something only a restart applies changed; logs an invalid file; never exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_what_it_safely_can_and_never_exits() {
+    let spec = LabSpec { base_port: 28010, http_listen: "127.0.0.1:28019".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.unwrap();
+    let http = "127.0.0.1:28019".parse().unwrap();
+    let config = lab.dir().join("service.toml");
+    let base = spec.config_toml();
+    assert!(base.contains("[controller]\n"), "{base}");
+    let with = |extra: &str| base.replace("[controller]\n", &format!("[controller]\n{extra}\n"));
+    std::fs::write(&config, with("log = \"info\"")).unwrap();
+    let mut service = Service::start(&config, None, &[]);
+    // The filter comes from the file: no --log, no ROOMGUARD_LOG.
+    let metric = |name: &'static str, filters: &'static [&'static str]| async move {
+        metric_value(&http_get(http, "/metrics").await.1, name, filters)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async { tokio::net::TcpStream::connect(http).await.is_ok() }).await,
+        "never listened; log:\n{}",
+        service.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(10), || async { metric("roomguard_rounds_total", &[]).await > 0.0 }).await);
+    let hangup = |service: &mut Service, needle: &str| {
+        let before = service.log_text().len();
+        service.signal(Signal::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !service.log_text()[before..].contains(needle) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = service.log_text()[before..].to_string();
+        assert!(log.contains(needle), "after SIGHUP, expected {needle:?} in:\n{log}");
+        assert!(service.running(), "SIGHUP stopped the process:\n{}", service.log_text());
+        log
+    };
+
+    // Nothing changed.
+    hangup(&mut service, "SIGHUP: configuration reloaded: nothing changed");
+
+    // What can change: applied, and said.
+    let hook = "[[hook]]\nevents = [\"failover\"]\ncommand = [\"/bin/true\"]\n";
+    let reloadable = format!(
+        "{}\n{hook}",
+        with("log = \"roomguard=debug\"").replace("cooldown = \"10s\"", "cooldown = \"7m\"\nauto_failover = false")
+    );
+    assert!(reloadable.contains("cooldown = \"7m\""), "the lab config changed: {reloadable}");
+    std::fs::write(&config, &reloadable).unwrap();
+    let log = hangup(
+        &mut service,
+        "SIGHUP: configuration reloaded: auto_failover on -> off, cooldown 10s -> 7m, hooks (0 -> 1), log info -> roomguard=debug",
+    );
+    // The new filter is in effect (a debug line right after it was set), and the new hook's
+    // series exist.
+    assert!(log.contains("SIGHUP: settings now in effect"), "{log}");
+    assert_eq!(metric("roomguard_hook_runs_total", &["event=\"failover\"", "outcome=\"failed\""]).await, 0.0);
+    assert!(
+        http_get(http, "/metrics")
+            .await
+            .1
+            .contains("roomguard_hook_runs_total{event=\"failover\",outcome=\"failed\"} 0")
+    );
+
+    // What cannot: refused, named, nothing applied.
+    let moved = reloadable.replace("cooldown = \"7m\"", "cooldown = \"1m\"").replace(":28013", ":28015");
+    assert_ne!(moved, reloadable);
+    std::fs::write(&config, &moved).unwrap();
+    let log = hangup(&mut service, "SIGHUP: not reloaded: [[shard]]");
+    assert!(log.contains("nothing was applied") && !log.contains("cooldown 7m -> 1m"), "{log}");
+
+    // An invalid file: logged, nothing applied.
+    std::fs::write(&config, reloadable.replace("cooldown = \"7m\"", "cooldown = \"soon\"")).unwrap();
+    let log = hangup(&mut service, "SIGHUP: the configuration is invalid; nothing was reloaded");
+    assert!(log.contains("cooldown"), "{log}");
+
+    std::fs::write(&config, &reloadable).unwrap();
+    hangup(&mut service, "SIGHUP: configuration reloaded: nothing changed");
 }
