@@ -187,6 +187,15 @@ async fn sighup_reloads_what_it_safely_can_and_never_exits() {
         log
     };
 
+    // Every connection of the controller is named after it and its host.
+    let name = format!("name={}", roomguard::probe::client_name());
+    assert!(name.starts_with("name=roomguard-"), "{name}");
+    // (A plain redis-rs client: probe::connect would name this connection too.)
+    let client = redis::Client::open(format!("redis://{}", at(1, 28011))).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut con).await.unwrap();
+    assert!(list.contains(&name), "no {name} in CLIENT LIST:\n{list}");
+
     // Nothing changed.
     hangup(&mut service, "SIGHUP: configuration reloaded: nothing changed");
 
