@@ -147,6 +147,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = &config.controller.state_file;
             crate::state::check_writable(path)?;
             State::load(path, &config.topology)?;
+            // A hook that cannot be started would fail at the worst moment: after a failover.
+            for (i, hook) in config.hooks.iter().enumerate() {
+                crate::hooks::check_program(hook, i + 1).map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?;
+            }
             print!("{}: OK\n{}", config.origin, config.describe());
             Ok(ExitCode::SUCCESS)
         }

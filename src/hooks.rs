@@ -86,6 +86,30 @@ impl RawHook {
     }
 }
 
+/// Checks that a hook's program exists and is executable (a name without `/` is looked up in
+/// `PATH`, as running it will): for `check-config`, which the unit runs before starting.
+/// `number` is 1-based, for messages.
+pub fn check_program(hook: &HookSettings, number: usize) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = &hook.command[0];
+    let executable =
+        |path: &std::path::Path| std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let culprit = format!("[[hook]] number {number}: program \"{program}\"");
+    if program.contains('/') {
+        return match executable(std::path::Path::new(program)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{culprit} is not an executable file (chmod +x?)")),
+            Err(e) => Err(format!("{culprit}: {e}")),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program)).unwrap_or(false)) {
+        Ok(())
+    } else {
+        Err(format!("{culprit} is not an executable found in PATH ({})", path.to_string_lossy()))
+    }
+}
+
 /// The environment a hook gets for an event.
 pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![("RG_EVENT", event.hook_name().unwrap_or_default().to_string())];
@@ -327,6 +351,25 @@ mod tests {
             command: command.iter().map(|s| s.to_string()).collect(),
             timeout: None,
         }
+    }
+
+    #[test]
+    fn programs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("hook.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let of = |program: &str| HookSettings { command: vec![program.into()], ..hook(&["x"], DEFAULT_TIMEOUT) };
+        let e = check_program(&of(script.to_str().unwrap()), 2).unwrap_err();
+        assert!(e.contains("[[hook]] number 2") && e.contains("not an executable file"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_program(&of(script.to_str().unwrap()), 1).unwrap();
+        let e = check_program(&of("/nonexistent/hook.sh"), 1).unwrap_err();
+        assert!(e.contains("\"/nonexistent/hook.sh\"") && e.contains("No such file"), "{e}");
+        assert!(check_program(&of(dir.path().to_str().unwrap()), 1).is_err(), "a directory");
+        check_program(&of("sh"), 1).unwrap();
+        let e = check_program(&of("no-such-program-roomguard"), 3).unwrap_err();
+        assert!(e.contains("not an executable found in PATH"), "{e}");
     }
 
     #[test]

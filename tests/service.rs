@@ -237,3 +237,33 @@ async fn sighup_reloads_what_it_safely_can_and_never_exits() {
     std::fs::write(&config, &reloadable).unwrap();
     hangup(&mut service, "SIGHUP: configuration reloaded: nothing changed");
 }
+
+/// `check-config` (the unit's ExecStartPre) fails on a hook program that does not exist or is
+/// not executable, naming the hook.
+#[tokio::test]
+async fn check_config_rejects_a_hook_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = include_str!("../controller.toml").replace("roomguard-state.json", "state.json");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let config = dir.path().join("controller.toml");
+    let with_hook = |program: &str| {
+        std::fs::write(&config, format!("{seed}\n[[hook]]\nevents = [\"failover\"]\ncommand = [\"{program}\"]\n"))
+            .unwrap();
+        roomguard(&["check-config", "--config", config.to_str().unwrap()])
+    };
+    for (program, needle) in [
+        ("./hook.sh", "is not an executable file"),
+        ("/nonexistent/hook.sh", "\"/nonexistent/hook.sh\""),
+        ("no-such-program-roomguard", "not an executable found in PATH"),
+    ] {
+        let out = run(with_hook(program)).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {err}");
+        assert!(err.contains("[[hook]] number 1") && err.contains(needle), "{program}: {err}");
+        assert!(err.contains("controller.toml"), "names the file: {err}");
+    }
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = run(with_hook("./hook.sh")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
