@@ -28,6 +28,9 @@ use crate::{
     switchover::{self, FailoverError},
 };
 
+/// `roomguard --version`: the package version and the git revision built (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RG_GIT_REVISION"), ")");
+
 /// The log filter when neither `--log` nor the config's `controller.log` sets one.
 pub const DEFAULT_LOG: &str = "info";
 
@@ -37,7 +40,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_TASK_FAILED: u8 = 70;
 
 #[derive(Debug, Parser)]
-#[command(name = "roomguard", version, about = "Room-aware failover controller for chained Redis replication")]
+#[command(name = "roomguard", version = VERSION, about = "Room-aware failover controller for chained Redis replication")]
 pub struct Cli {
     /// Log filter (tracing directives, e.g. `info`, `roomguard=debug,warn`) [default: the
     /// config's `controller.log` for `run`, else `info`].

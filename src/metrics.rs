@@ -89,6 +89,8 @@ pub struct ActionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
+    /// The git commit built (build.rs), or "unknown".
+    pub revision: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -383,8 +385,13 @@ impl Metrics {
             m.hook_runs.clone(),
         );
         let build_info = Family::<VersionLabels, Gauge>::default();
-        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        r.register("build_info", "roomguard's version", build_info);
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                revision: env!("RG_GIT_REVISION").into(),
+            })
+            .set(1);
+        r.register("build_info", "roomguard's version and git revision", build_info);
         let probe_histograms = m
             .instance_labels
             .iter()

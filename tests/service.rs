@@ -267,3 +267,23 @@ async fn check_config_rejects_a_hook_that_cannot_run() {
     let out = run(with_hook("./hook.sh")).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `roomguard --version` and `roomguard_build_info` carry the git revision built.
+#[tokio::test]
+async fn version_carries_the_git_revision() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    // The checkout's HEAD (cargo rebuilds when it moves); without git, what build.rs found.
+    let expected = head.or(std::env::var("RG_GIT_REVISION").ok()).unwrap_or_else(|| "unknown".into());
+    let out = run(roomguard(&["--version"])).await;
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(version.trim(), format!("roomguard {} ({expected})", env!("CARGO_PKG_VERSION")));
+    let metrics = roomguard::metrics::Metrics::new(&roomguard::topology::Topology::new(vec!["1".into()], vec![]));
+    let line = format!("roomguard_build_info{{version=\"{}\",revision=\"{expected}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(metrics.encode().contains(&line), "no {line} in:\n{}", metrics.encode());
+}
