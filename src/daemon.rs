@@ -248,6 +248,9 @@ impl Daemon {
         for hook in &c.hooks {
             shared.metrics.create_hook_series(&hook.events);
         }
+        if c.sentinel.is_some() {
+            shared.metrics.create_sentinel_series();
+        }
         // Always running, even with no hook configured: SIGHUP may add some.
         let run = hooks::run(
             shared.live.subscribe(),

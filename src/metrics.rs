@@ -18,7 +18,7 @@ use prometheus_client::{
 use crate::{
     detect::{RoomStatus, Verdict},
     info::Role,
-    observe::{Observation, ProbeError},
+    observe::{Observation, ProbeError, ProbeErrorKind},
     plan::Masters,
     state::Trigger,
     topology::{InstanceId, Topology},
@@ -119,6 +119,15 @@ pub struct HookLabels {
     pub event: String,
     pub outcome: String,
 }
+
+/// `actions_total`'s `action` and `outcome` values ([`crate::plan::Action::label`],
+/// [`Metrics::record_action`]).
+const ACTIONS: [&str; 3] = ["promote", "demote", "replicaof"];
+const ACTION_OUTCOMES: [&str; 3] = ["ok", "failed", "skipped"];
+
+/// Why the Sentinel endpoint closes a connection (`sentinel_connections_closed_total`).
+pub const SENTINEL_CLOSE_REASONS: [&str; 8] =
+    ["client", "quit", "idle", "too_large", "malformed", "lagged", "write", "shutdown"];
 
 /// Commands of the Sentinel endpoint counted under their own name; anything else is `other`
 /// (a label per unknown command would let any client grow the metric without bound).
@@ -244,12 +253,21 @@ impl Metrics {
             sentinel_auth_failures: Counter::default(),
             hook_runs: Family::default(),
         };
-        // Known failover series start at 0, so `increase()` sees the first failover.
+        // Every series known at start is created at 0, so `increase()` and `rate()` see the
+        // first event: a counter that appears at 2 shows no increase at all (its first sample
+        // is 2), and an alert on it stays silent for the controller's first failures.
         for labels in &m.instance_labels {
             let _ = m.restarted_empty.get_or_create(labels);
+            let diverged = DivergedLabels { shard: labels.shard.clone(), instance: labels.instance.clone() };
+            let _ = m.diverged_bytes.get_or_create(&diverged);
+            for kind in ProbeErrorKind::ALL {
+                let _ = m
+                    .probe_errors
+                    .get_or_create(&ProbeErrorLabels { instance: labels.instance.clone(), kind: kind.label().into() });
+            }
         }
         for room in &topology.rooms {
-            for trigger in [Trigger::Auto, Trigger::Manual] {
+            for trigger in [Trigger::Auto, Trigger::Manual, Trigger::Adopted] {
                 for outcome in ["ok", "failed"] {
                     let _ = m.failovers.get_or_create(&FailoverLabels {
                         room: room.clone(),
@@ -257,6 +275,11 @@ impl Metrics {
                         outcome: outcome.into(),
                     });
                 }
+            }
+        }
+        for action in ACTIONS {
+            for outcome in ACTION_OUTCOMES {
+                let _ = m.actions.get_or_create(&ActionLabels { action: action.into(), outcome: outcome.into() });
             }
         }
         let r = &mut registry;
@@ -485,6 +508,17 @@ impl Metrics {
 
     pub fn sentinel_closed(&self, reason: &str) {
         self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Creates the Sentinel endpoint's counter series at 0 (when it is configured): every
+    /// known command, `other`, and every close reason.
+    pub fn create_sentinel_series(&self) {
+        for command in SENTINEL_COMMANDS.iter().chain(&["other"]) {
+            let _ = self.sentinel_commands.get_or_create(&CommandLabels { command: command.to_string() });
+        }
+        for reason in SENTINEL_CLOSE_REASONS {
+            let _ = self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
     }
 
     /// The outcomes of a hook run ([`crate::hooks`]).
