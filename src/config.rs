@@ -37,9 +37,10 @@ pub const ENV_PREFIX: &str = "ROOMGUARD_";
 /// `secrets.env` holding `ROOMGUARD_ADMIN_TOKEN` would stop the service from starting
 /// (unknown field `admin_token`).
 /// The lab's server and scripts/servers' cache (`ROOMGUARD_REDIS_SERVER`,
-/// `ROOMGUARD_SERVER_CACHE`) are not configuration either.
+/// `ROOMGUARD_SERVER_CACHE`) are not configuration either, nor the package test's cargo-deb
+/// and package (`ROOMGUARD_CARGO_DEB`, `ROOMGUARD_DEB`: scripts/test exports them).
 const CLI_ENV_KEYS: &[&str] =
-    &["config", "log", "log_format", "admin_token", "test_log", "redis_server", "server_cache"];
+    &["config", "log", "log_format", "admin_token", "test_log", "redis_server", "server_cache", "cargo_deb", "deb"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
