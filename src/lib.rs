@@ -22,6 +22,7 @@
 //! [`daemon`] is where the process is assembled: it starts every task above, supervises them
 //! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
 //! catches the tasks that hang instead (`/healthz`, and systemd's watchdog through [`notify`]).
+//! [`reload`] applies a SIGHUP; [`logging`] sets up the logs.
 #![forbid(unsafe_code)]
 
 pub mod act;
