@@ -70,7 +70,8 @@ pub async fn connect(
 pub fn client_name() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        // uname(2), not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides /proc/sys.
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let host: String = host.trim().chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect();
         if host.is_empty() { "roomguard".to_string() } else { format!("roomguard-{host}") }
     })
