@@ -287,3 +287,25 @@ async fn version_carries_the_git_revision() {
     let line = format!("roomguard_build_info{{version=\"{}\",revision=\"{expected}\"}} 1", env!("CARGO_PKG_VERSION"));
     assert!(metrics.encode().contains(&line), "no {line} in:\n{}", metrics.encode());
 }
+
+/// Without `--config`: `./controller.toml` when it exists, else the package's
+/// `/etc/roomguard/controller.toml` (which the service uses: the same state file).
+#[tokio::test]
+async fn config_defaults_to_the_local_file_then_the_system_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = include_str!("../controller.toml");
+    let mut cmd = roomguard(&["check-config"]);
+    cmd.current_dir(dir.path());
+    let out = run(cmd).await;
+    if !Path::new("/etc/roomguard/controller.toml").exists() {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("config file /etc/roomguard/controller.toml does not exist"), "{err}");
+    }
+    std::fs::write(dir.path().join("controller.toml"), seed).unwrap();
+    let mut cmd = roomguard(&["check-config"]);
+    cmd.current_dir(dir.path());
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("controller.toml: OK"));
+}
