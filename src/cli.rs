@@ -28,17 +28,24 @@ use crate::{
     switchover::{self, FailoverError},
 };
 
+/// `roomguard --version`: the package version and the git revision built (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RG_GIT_REVISION"), ")");
+
+/// The log filter when neither `--log` nor the config's `controller.log` sets one.
+pub const DEFAULT_LOG: &str = "info";
+
 pub const EXIT_DEGRADED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// A supervised task ended (sysexits' `EX_SOFTWARE`): systemd restarts the controller.
 pub const EXIT_TASK_FAILED: u8 = 70;
 
 #[derive(Debug, Parser)]
-#[command(name = "roomguard", version, about = "Room-aware failover controller for chained Redis replication")]
+#[command(name = "roomguard", version = VERSION, about = "Room-aware failover controller for chained Redis replication")]
 pub struct Cli {
-    /// Log filter (tracing directives, e.g. `info`, `roomguard=debug`).
-    #[arg(long, global = true, env = "ROOMGUARD_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing directives, e.g. `info`, `roomguard=debug,warn`) [default: the
+    /// config's `controller.log` for `run`, else `info`].
+    #[arg(long, global = true, env = "ROOMGUARD_LOG")]
+    pub log: Option<String>,
     /// Log format.
     #[arg(long, global = true, env = "ROOMGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -54,9 +61,26 @@ pub enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
-    /// The controller configuration.
-    #[arg(long, short, env = "ROOMGUARD_CONFIG", default_value = "controller.toml")]
-    pub config: PathBuf,
+    /// The controller configuration [default: ./controller.toml when it exists, else
+    /// /etc/roomguard/controller.toml (the package's, which the service uses)].
+    #[arg(long, short, env = "ROOMGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration the package installs and its systemd unit runs with.
+pub const SYSTEM_CONFIG: &str = "/etc/roomguard/controller.toml";
+
+impl ConfigArg {
+    /// `--config`, or `./controller.toml` when it exists, or [`SYSTEM_CONFIG`]: an operator's
+    /// `roomguard failover` on a packaged host reads the service's configuration, hence acts
+    /// on the same state file.
+    pub fn path(&self) -> PathBuf {
+        match &self.config {
+            Some(path) => path.clone(),
+            None if std::path::Path::new("controller.toml").is_file() => PathBuf::from("controller.toml"),
+            None => PathBuf::from(SYSTEM_CONFIG),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,7 +138,7 @@ pub enum Command {
 }
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
-    Ok(Config::load(&arg.config)?)
+    Ok(Config::load(&arg.path())?)
 }
 
 /// Dispatches a parsed command line.
@@ -126,13 +150,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = &config.controller.state_file;
             crate::state::check_writable(path)?;
             State::load(path, &config.topology)?;
+            // A hook that cannot be started would fail at the worst moment: after a failover.
+            for (i, hook) in config.hooks.iter().enumerate() {
+                crate::hooks::check_program(hook, i + 1).map_err(|e| anyhow::anyhow!("{}: {e}", config.origin))?;
+            }
             print!("{}: OK\n{}", config.origin, config.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(arg) => {
-            let config = load(&arg)?;
+            let path = arg.path();
+            let config = Config::load(&path)?;
+            let log_from_cli = cli.log.is_some();
+            if let (false, Some(filter)) = (log_from_cli, &config.controller.log) {
+                crate::logging::set_filter(filter)?;
+            }
+            // Installed before anything else starts: from here on SIGHUP reloads, never kills.
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
             let daemon = Daemon::start(config).await?;
-            Ok(exit_code(daemon.run_until(shutdown_signal()).await))
+            let reloader = tokio::spawn(reload_on_sighup(hangups, path, daemon.shared(), log_from_cli));
+            let result = daemon.run_until(shutdown_signal()).await;
+            reloader.abort();
+            Ok(exit_code(result))
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
@@ -142,6 +181,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, redis_server, ..LabSpec::default() };
             lab(spec, duration).await
         }
+    }
+}
+
+/// Re-reads the config file at every SIGHUP and applies what can change
+/// ([`crate::reload`]); whatever happens is logged, and the process runs on.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    path: PathBuf,
+    shared: std::sync::Arc<controller::Shared>,
+    log_from_cli: bool,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        crate::reload::reload(&shared, Config::load(&path), log_from_cli);
     }
 }
 

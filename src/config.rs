@@ -37,9 +37,10 @@ pub const ENV_PREFIX: &str = "ROOMGUARD_";
 /// `secrets.env` holding `ROOMGUARD_ADMIN_TOKEN` would stop the service from starting
 /// (unknown field `admin_token`).
 /// The lab's server and scripts/servers' cache (`ROOMGUARD_REDIS_SERVER`,
-/// `ROOMGUARD_SERVER_CACHE`) are not configuration either.
+/// `ROOMGUARD_SERVER_CACHE`) are not configuration either, nor the package test's cargo-deb
+/// and package (`ROOMGUARD_CARGO_DEB`, `ROOMGUARD_DEB`: scripts/test exports them).
 const CLI_ENV_KEYS: &[&str] =
-    &["config", "log", "log_format", "admin_token", "test_log", "redis_server", "server_cache"];
+    &["config", "log", "log_format", "admin_token", "test_log", "redis_server", "server_cache", "cargo_deb", "deb"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,6 +112,7 @@ pub struct RawController {
     #[serde(with = "humantime_serde")]
     pub switchover_timeout: Duration,
     pub state_file: PathBuf,
+    pub log: Option<String>,
 }
 
 impl Default for RawController {
@@ -124,6 +126,7 @@ impl Default for RawController {
             cooldown: Duration::from_secs(300),
             switchover_timeout: Duration::from_secs(5),
             state_file: PathBuf::from("roomguard-state.json"),
+            log: None,
         }
     }
 }
@@ -303,6 +306,9 @@ pub struct ControllerSettings {
     pub switchover_timeout: Duration,
     /// Absolute path of the state file.
     pub state_file: PathBuf,
+    /// The log filter of `roomguard run` when `--log`/`ROOMGUARD_LOG` does not set one;
+    /// SIGHUP re-reads it ([`crate::reload`]).
+    pub log: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -401,6 +407,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
                     `master_last_io_seconds_ago` in whole seconds"
             .into());
     }
+    if let Some(log) = &c.log {
+        crate::logging::parse(log).map_err(|e| format!("`controller.log`: {e}"))?;
+    }
     if c.state_file.as_os_str().is_empty() {
         return Err("`controller.state_file` is empty".into());
     }
@@ -479,6 +488,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
             cooldown: c.cooldown,
             switchover_timeout: c.switchover_timeout,
             state_file,
+            log: c.log.clone(),
         },
         http: HttpSettings { listen, admin_token },
         redis,

@@ -39,7 +39,10 @@ use crate::{
 
 /// What the loop shares with the HTTP server (and the other tasks [`crate::daemon`] starts).
 pub struct Shared {
+    /// The configuration the process started with; what SIGHUP may change is in `live`.
     pub config: Config,
+    /// Settings read at every use, replaced by SIGHUP ([`crate::reload`]).
+    pub live: tokio::sync::watch::Sender<crate::reload::Live>,
     pub metrics: Arc<Metrics>,
     /// Held while Redis is being changed: by the loop around its actions, and by a manual
     /// failover through the admin API for its whole duration, so the two never interleave.
@@ -172,6 +175,8 @@ pub struct Controller {
     followed_at: Option<Instant>,
     /// The last round's verified view, to derive events from.
     snapshot: Option<Snapshot>,
+    /// systemd: READY=1 after the first round, WATCHDOG=1 from the heartbeat.
+    notifier: crate::notify::Notifier,
     /// Why each shard's designated master last moved, until the move is verified.
     triggers: Vec<Option<Trigger>>,
 }
@@ -196,6 +201,7 @@ impl Controller {
             followed_at: None,
             snapshot: None,
             triggers: vec![None; shards],
+            notifier: crate::notify::Notifier::from_env(),
         }
     }
 
@@ -219,11 +225,12 @@ impl Controller {
         info!("control loop stopped: no new actions");
     }
 
-    /// Records that a round completed (for `/healthz` and the stall alert), with the poller's
-    /// last tick as the loop saw it.
-    fn beat(&self) {
+    /// Records that a round completed (for `/healthz`, the stall alert and systemd's
+    /// watchdog), with the poller's last tick as the loop saw it.
+    fn beat(&mut self) {
         let shared = &self.shared;
         shared.rounds.beat();
+        self.notifier.round_completed(shared.ready.load(Ordering::Acquire));
         let now = (Instant::now(), SystemTime::now());
         let poll = shared.polls.age(now.0).map(|age| now.1 - age);
         shared.metrics.record_liveness(now.1, poll);
@@ -263,13 +270,14 @@ impl Controller {
         // switchover and be "adopted" back).
         self.acted_at.retain(|&id, at| observation.get(id).probed_at.is_none_or(|p| p < *at));
         let state = self.state.as_ref().expect("filled above");
+        let live = self.shared.live.borrow().clone();
         let policy = Policy {
-            auto_failover: settings.auto_failover,
+            auto_failover: live.auto_failover,
             adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
             cooling: plan::cooling(
                 &state.room_failures,
                 self.topology().rooms.len(),
-                settings.cooldown,
+                live.cooldown,
                 unix_ms(SystemTime::now()),
             ),
         };

@@ -12,7 +12,7 @@
 //! | loop | decides and acts ([`crate::controller`]) | at shutdown, after its round |
 //! | http | `/healthz`, `/metrics`, `/topology`, the admin API ([`crate::http`]) | at shutdown |
 //! | sentinel | the Sentinel-compatible endpoint, when configured ([`crate::sentinel`]) | at shutdown |
-//! | hooks | `[[hook]]` runs, when configured ([`crate::hooks`]) | at shutdown |
+//! | hooks | `[[hook]]` runs (the hooks SIGHUP reloads) ([`crate::hooks`]) | at shutdown |
 //! | audit | Redis settings and ping periods ([`crate::audit`]) | at shutdown |
 //!
 //! **Supervision.** A task that ends before shutdown was asked for (it returned, or it
@@ -23,7 +23,8 @@
 //! [`crate::cli::EXIT_TASK_FAILED`] and systemd (`Restart=always`) starts it again. That is
 //! safe because every decision is in the state file before it is acted on, and every action
 //! is conditioned on what Redis says now. A task that is alive but stuck does not end; the
-//! heartbeats of [`crate::health`] catch that (`/healthz` 503, alert `RoomguardLoopStalled`).
+//! heartbeats of [`crate::health`] catch that (`/healthz` 503, alert `RoomguardLoopStalled`;
+//! under systemd, the loop's stops the watchdog pings of [`crate::notify`]).
 //!
 //! Shutdown order: the loop first (no new action; the round in flight finishes), then
 //! everything else, then the work that must not be cut short (an admin-API failover, a hook
@@ -186,6 +187,7 @@ impl Daemon {
         );
         let shared = Arc::new(Shared {
             tasks: TaskTracker::new(),
+            live: tokio::sync::watch::channel(crate::reload::Live::of(&config)).0,
             config,
             action_lock: tokio::sync::Mutex::new(()),
             metrics: Arc::new(Metrics::new(&topology)),
@@ -243,16 +245,21 @@ impl Daemon {
             );
             daemon.spawn(Task::Sentinel, serve);
         }
-        if !c.hooks.is_empty() {
-            let run = hooks::run(
-                c.hooks.clone(),
-                shared.events.subscribe(),
-                shared.metrics.clone(),
-                shared.tasks.clone(),
-                stop_rest.clone(),
-            );
-            daemon.spawn(Task::Hooks, run);
+        for hook in &c.hooks {
+            shared.metrics.create_hook_series(&hook.events);
         }
+        if c.sentinel.is_some() {
+            shared.metrics.create_sentinel_series();
+        }
+        // Always running, even with no hook configured: SIGHUP may add some.
+        let run = hooks::run(
+            shared.live.subscribe(),
+            shared.events.subscribe(),
+            shared.metrics.clone(),
+            shared.tasks.clone(),
+            stop_rest.clone(),
+        );
+        daemon.spawn(Task::Hooks, run);
         Ok(daemon)
     }
 
@@ -298,6 +305,7 @@ impl Daemon {
                 Err(e) => (self.task(e.id()), Ended::of(Err(e))),
             }),
         };
+        crate::notify::stopping();
         let loop_done = matches!(failure, Some((Task::Loop, _)));
         let failure = failure.map(|(task, how)| DaemonError::TaskEnded { task, how });
         match &failure {

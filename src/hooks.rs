@@ -21,7 +21,7 @@ use std::{
 use serde::Deserialize;
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
-    sync::{broadcast, mpsc},
+    sync::{broadcast, mpsc, watch},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::{
     events::{Event, HOOK_EVENTS},
     metrics::Metrics,
+    reload::Live,
 };
 
 /// `[[hook]]` as serde reads it.
@@ -85,6 +86,30 @@ impl RawHook {
     }
 }
 
+/// Checks that a hook's program exists and is executable (a name without `/` is looked up in
+/// `PATH`, as running it will): for `check-config`, which the unit runs before starting.
+/// `number` is 1-based, for messages.
+pub fn check_program(hook: &HookSettings, number: usize) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = &hook.command[0];
+    let executable =
+        |path: &std::path::Path| std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let culprit = format!("[[hook]] number {number}: program \"{program}\"");
+    if program.contains('/') {
+        return match executable(std::path::Path::new(program)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{culprit} is not an executable file (chmod +x?)")),
+            Err(e) => Err(format!("{culprit}: {e}")),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program)).unwrap_or(false)) {
+        Ok(())
+    } else {
+        Err(format!("{culprit} is not an executable found in PATH ({})", path.to_string_lossy()))
+    }
+}
+
 /// The environment a hook gets for an event.
 pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![("RG_EVENT", event.hook_name().unwrap_or_default().to_string())];
@@ -126,57 +151,78 @@ type Run = (&'static str, Vec<(&'static str, String)>);
 /// never race to rewrite the same proxy configuration. Queuing never waits: when a hook's
 /// queue is full the run is dropped, logged and counted.
 ///
+/// The hooks are `settings`' (SIGHUP replaces them, [`crate::reload`]): on a change the old
+/// workers finish the runs already queued for them and end, and new workers start.
+///
 /// A worker that ends before `token` is cancelled (a panic) ends the runner too, with the
 /// same panic: the supervisor ([`crate::daemon`]) then stops the process, instead of that
 /// hook silently never running again.
 pub async fn run(
-    hooks: Vec<HookSettings>,
+    mut settings: watch::Receiver<Live>,
     mut events: broadcast::Receiver<Event>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
-    let mut workers = futures::stream::FuturesUnordered::new();
-    let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
-        .into_iter()
-        .map(|hook| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            workers.push(tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone())));
-            (hook, tx)
-        })
-        .collect();
+    let mut watching = true;
     loop {
-        let event = tokio::select! {
-            _ = token.cancelled() => return,
-            Some(ended) = futures::StreamExt::next(&mut workers) => {
-                if token.is_cancelled() {
-                    return;
-                }
-                match ended {
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    _ => {
-                        warn!("hooks: a hook worker ended early; stopping the hook runner");
+        let hooks = settings.borrow_and_update().hooks.clone();
+        let mut workers = futures::stream::FuturesUnordered::new();
+        let queues: Vec<(HookSettings, mpsc::Sender<Run>)> = hooks
+            .iter()
+            .map(|hook| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                workers.push(tracker.spawn(worker(hook.clone(), rx, metrics.clone(), token.clone())));
+                (hook.clone(), tx)
+            })
+            .collect();
+        loop {
+            let event = tokio::select! {
+                _ = token.cancelled() => return,
+                Some(ended) = futures::StreamExt::next(&mut workers) => {
+                    if token.is_cancelled() {
                         return;
                     }
+                    match ended {
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        _ => {
+                            warn!("hooks: a hook worker ended early; stopping the hook runner");
+                            return;
+                        }
+                    }
+                }
+                changed = settings.changed(), if watching => {
+                    match changed {
+                        Ok(()) if settings.borrow().hooks != hooks => break,
+                        Ok(()) => continue,
+                        // The sender is gone (tests): the hooks can no longer change.
+                        Err(_) => {
+                            watching = false;
+                            continue;
+                        }
+                    }
+                }
+                event = events.recv() => event,
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "hooks: {n} events were missed (too many at once); their hooks did not run");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(name) = event.hook_name() else { continue };
+            for (hook, queue) in queues.iter().filter(|(h, _)| h.events.iter().any(|e| e == name)) {
+                if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send((name, environment(&event))) {
+                    warn!(hook = %hook.command[0], event = name, "hook: {QUEUE} runs are already waiting; this run is dropped");
+                    metrics.record_hook(name, "dropped");
                 }
             }
-            event = events.recv() => event,
-        };
-        let event = match event {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(missed = n, "hooks: {n} events were missed (too many at once); their hooks did not run");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(name) = event.hook_name() else { continue };
-        for (hook, queue) in queues.iter().filter(|(h, _)| h.events.iter().any(|e| e == name)) {
-            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send((name, environment(&event))) {
-                warn!(hook = %hook.command[0], event = name, "hook: {QUEUE} runs are already waiting; this run is dropped");
-                metrics.record_hook(name, "dropped");
-            }
         }
+        // Dropping `queues` lets the old workers end once their queued runs are done (they
+        // are on `tracker`: shutdown still waits for them); `workers` is no longer watched.
+        info!(hooks = settings.borrow().hooks.len(), "hooks: reloaded");
     }
 }
 
@@ -204,6 +250,8 @@ pub fn hook_environment(
     parent
         .into_iter()
         .filter(|(k, _)| !k.as_encoded_bytes().starts_with(b"ROOMGUARD_"))
+        // systemd's notification variables are the controller's, not a hook's.
+        .filter(|(k, _)| !matches!(k.to_str(), Some("NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")))
         .chain(event.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
         .collect()
 }
@@ -306,6 +354,25 @@ mod tests {
     }
 
     #[test]
+    fn programs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("hook.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let of = |program: &str| HookSettings { command: vec![program.into()], ..hook(&["x"], DEFAULT_TIMEOUT) };
+        let e = check_program(&of(script.to_str().unwrap()), 2).unwrap_err();
+        assert!(e.contains("[[hook]] number 2") && e.contains("not an executable file"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_program(&of(script.to_str().unwrap()), 1).unwrap();
+        let e = check_program(&of("/nonexistent/hook.sh"), 1).unwrap_err();
+        assert!(e.contains("\"/nonexistent/hook.sh\"") && e.contains("No such file"), "{e}");
+        assert!(check_program(&of(dir.path().to_str().unwrap()), 1).is_err(), "a directory");
+        check_program(&of("sh"), 1).unwrap();
+        let e = check_program(&of("no-such-program-roomguard"), 3).unwrap_err();
+        assert!(e.contains("not an executable found in PATH"), "{e}");
+    }
+
+    #[test]
     fn validation_names_the_hook() {
         let base = std::path::Path::new("/etc/roomguard");
         let ok = raw(&["failover"], &["hooks/proxy.sh", "x"]).validate(1, base).unwrap();
@@ -318,6 +385,12 @@ mod tests {
         assert!(raw(&["demote"], &[]).validate(1, base).unwrap_err().contains("`command` is empty"));
         let zero = RawHook { timeout: Some(Duration::ZERO), ..raw(&["demote"], &["x"]) };
         assert!(zero.validate(1, base).unwrap_err().contains("timeout"));
+    }
+
+    /// Hooks that never change (the sender is dropped at once).
+    fn live(hooks: Vec<HookSettings>) -> watch::Receiver<Live> {
+        let settings = Live { auto_failover: true, cooldown: Duration::ZERO, hooks, log: None };
+        watch::channel(settings).1
     }
 
     fn hook(command: &[&str], timeout: Duration) -> HookSettings {
@@ -358,7 +431,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(16);
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let runner = tokio::spawn(run(
-            vec![hook(&["/bin/sh", "-c", &script], Duration::from_secs(20))],
+            live(vec![hook(&["/bin/sh", "-c", &script], Duration::from_secs(20))]),
             rx,
             metrics,
             tracker.clone(),
@@ -382,7 +455,7 @@ mod tests {
         let (tx, rx) = broadcast::channel(4 * QUEUE);
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let runner = tokio::spawn(run(
-            vec![hook(&["sleep", "30"], Duration::from_secs(60))],
+            live(vec![hook(&["sleep", "30"], Duration::from_secs(60))]),
             rx,
             metrics.clone(),
             tracker.clone(),

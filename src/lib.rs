@@ -21,7 +21,8 @@
 //!
 //! [`daemon`] is where the process is assembled: it starts every task above, supervises them
 //! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
-//! catches the tasks that hang instead (`/healthz`).
+//! catches the tasks that hang instead (`/healthz`, and systemd's watchdog through [`notify`]).
+//! [`reload`] applies a SIGHUP; [`logging`] sets up the logs.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -37,10 +38,13 @@ pub mod hooks;
 pub mod http;
 pub mod info;
 pub mod lab;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod probe;
+pub mod reload;
 pub mod report;
 pub mod sentinel;
 pub mod state;

@@ -3,16 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use roomguard::cli::{self, Cli, EXIT_BAD_INPUT, LogFormat};
-use tracing_subscriber::EnvFilter;
+use roomguard::{
+    cli::{self, Cli, EXIT_BAD_INPUT, LogFormat},
+    logging,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Plain => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    let filter = cli.log.as_deref().unwrap_or(cli::DEFAULT_LOG);
+    if let Err(e) = logging::init(filter, matches!(cli.log_format, LogFormat::Json)) {
+        eprintln!("error: --log (or ROOMGUARD_LOG): {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

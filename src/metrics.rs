@@ -18,7 +18,7 @@ use prometheus_client::{
 use crate::{
     detect::{RoomStatus, Verdict},
     info::Role,
-    observe::{Observation, ProbeError},
+    observe::{Observation, ProbeError, ProbeErrorKind},
     plan::Masters,
     state::Trigger,
     topology::{InstanceId, Topology},
@@ -89,6 +89,8 @@ pub struct ActionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
+    /// The git commit built (build.rs), or "unknown".
+    pub revision: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +119,15 @@ pub struct HookLabels {
     pub event: String,
     pub outcome: String,
 }
+
+/// `actions_total`'s `action` and `outcome` values ([`crate::plan::Action::label`],
+/// [`Metrics::record_action`]).
+const ACTIONS: [&str; 3] = ["promote", "demote", "replicaof"];
+const ACTION_OUTCOMES: [&str; 3] = ["ok", "failed", "skipped"];
+
+/// Why the Sentinel endpoint closes a connection (`sentinel_connections_closed_total`).
+pub const SENTINEL_CLOSE_REASONS: [&str; 8] =
+    ["client", "quit", "idle", "too_large", "malformed", "lagged", "write", "shutdown"];
 
 /// Commands of the Sentinel endpoint counted under their own name; anything else is `other`
 /// (a label per unknown command would let any client grow the metric without bound).
@@ -242,12 +253,21 @@ impl Metrics {
             sentinel_auth_failures: Counter::default(),
             hook_runs: Family::default(),
         };
-        // Known failover series start at 0, so `increase()` sees the first failover.
+        // Every series known at start is created at 0, so `increase()` and `rate()` see the
+        // first event: a counter that appears at 2 shows no increase at all (its first sample
+        // is 2), and an alert on it stays silent for the controller's first failures.
         for labels in &m.instance_labels {
             let _ = m.restarted_empty.get_or_create(labels);
+            let diverged = DivergedLabels { shard: labels.shard.clone(), instance: labels.instance.clone() };
+            let _ = m.diverged_bytes.get_or_create(&diverged);
+            for kind in ProbeErrorKind::ALL {
+                let _ = m
+                    .probe_errors
+                    .get_or_create(&ProbeErrorLabels { instance: labels.instance.clone(), kind: kind.label().into() });
+            }
         }
         for room in &topology.rooms {
-            for trigger in [Trigger::Auto, Trigger::Manual] {
+            for trigger in [Trigger::Auto, Trigger::Manual, Trigger::Adopted] {
                 for outcome in ["ok", "failed"] {
                     let _ = m.failovers.get_or_create(&FailoverLabels {
                         room: room.clone(),
@@ -255,6 +275,11 @@ impl Metrics {
                         outcome: outcome.into(),
                     });
                 }
+            }
+        }
+        for action in ACTIONS {
+            for outcome in ACTION_OUTCOMES {
+                let _ = m.actions.get_or_create(&ActionLabels { action: action.into(), outcome: outcome.into() });
             }
         }
         let r = &mut registry;
@@ -383,8 +408,13 @@ impl Metrics {
             m.hook_runs.clone(),
         );
         let build_info = Family::<VersionLabels, Gauge>::default();
-        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        r.register("build_info", "roomguard's version", build_info);
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                revision: env!("RG_GIT_REVISION").into(),
+            })
+            .set(1);
+        r.register("build_info", "roomguard's version and git revision", build_info);
         let probe_histograms = m
             .instance_labels
             .iter()
@@ -478,6 +508,30 @@ impl Metrics {
 
     pub fn sentinel_closed(&self, reason: &str) {
         self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Creates the Sentinel endpoint's counter series at 0 (when it is configured): every
+    /// known command, `other`, and every close reason.
+    pub fn create_sentinel_series(&self) {
+        for command in SENTINEL_COMMANDS.iter().chain(&["other"]) {
+            let _ = self.sentinel_commands.get_or_create(&CommandLabels { command: command.to_string() });
+        }
+        for reason in SENTINEL_CLOSE_REASONS {
+            let _ = self.sentinel_closed.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+    }
+
+    /// The outcomes of a hook run ([`crate::hooks`]).
+    pub const HOOK_OUTCOMES: [&'static str; 5] = ["ok", "failed", "timeout", "error", "dropped"];
+
+    /// Creates `hook_runs_total` at 0 for every outcome of the events a configured hook
+    /// runs on, so `increase()` sees its first runs (a series that appears at 2 gives none).
+    pub fn create_hook_series(&self, events: &[String]) {
+        for event in events {
+            for outcome in Self::HOOK_OUTCOMES {
+                let _ = self.hook_runs.get_or_create(&HookLabels { event: event.clone(), outcome: outcome.into() });
+            }
+        }
     }
 
     pub fn record_hook(&self, event: &str, outcome: &str) {

@@ -53,6 +53,22 @@ pub enum ProbeErrorKind {
 }
 
 impl ProbeErrorKind {
+    /// Every kind (for the metrics' series at 0).
+    pub const ALL: [ProbeErrorKind; 12] = [
+        ProbeErrorKind::Refused,
+        ProbeErrorKind::Timeout,
+        ProbeErrorKind::Auth,
+        ProbeErrorKind::Loading,
+        ProbeErrorKind::Oversized,
+        ProbeErrorKind::Tls,
+        ProbeErrorKind::UnknownCommand,
+        ProbeErrorKind::Protocol,
+        ProbeErrorKind::Info,
+        ProbeErrorKind::Io,
+        ProbeErrorKind::Redis,
+        ProbeErrorKind::Stale,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             ProbeErrorKind::Refused => "refused",

@@ -46,17 +46,35 @@ pub async fn connect(
             wire::OpenError::Io(e) => classify(&RedisError::from(e)),
             wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
         })?;
-        let (connection, driver) =
+        let (mut connection, driver) =
             MultiplexedConnection::new_with_config(&redis_settings, stream, config).await.map_err(|e| classify(&e))?;
         // The driver ends when the last handle to the connection is dropped.
         tokio::spawn(driver);
-        Ok(connection)
+        // Named, so operators see roomguard (and from which host) in `CLIENT LIST`. A refusal
+        // (an ACL without `+client|setname`, a renamed CLIENT) leaves it unnamed; anything
+        // else (garbage, a closed socket, a timeout) is what the first command would meet.
+        let named = redis::cmd("CLIENT").arg("SETNAME").arg(client_name()).query_async::<()>(&mut connection).await;
+        match named {
+            Err(e) if e.code().is_none() => Err(classify(&e)),
+            _ => Ok(connection),
+        }
     };
     // Name resolution, TCP, TLS and `AUTH` together, within one `timeout`.
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),
     }
+}
+
+/// `roomguard-<host name>` (characters `CLIENT SETNAME` refuses, spaces, become `_`).
+pub fn client_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        // uname(2), not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides /proc/sys.
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let host: String = host.trim().chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect();
+        if host.is_empty() { "roomguard".to_string() } else { format!("roomguard-{host}") }
+    })
 }
 
 /// Maps a redis-rs error onto the kinds the controller reasons about.

@@ -19,10 +19,19 @@ use roomguard::{
 use crate::util::*;
 
 /// The ACL the README recommends for roomguard's user: `INFO`, `REPLICAOF`, the two `CLIENT`
-/// subcommands of a graceful failover, `CLIENT KILL` (a demoted master's clients) and
-/// `CONFIG GET` (the settings audit). No keys, no channels, nothing else.
-const MINIMAL_ACL: &[&str] =
-    &["-@all", "+info", "+replicaof", "+client|pause", "+client|unpause", "+client|kill", "+config|get"];
+/// subcommands of a graceful failover, `CLIENT KILL` (a demoted master's clients), `CLIENT
+/// SETNAME` (naming its connections) and `CONFIG GET` (the settings audit). No keys, no
+/// channels, nothing else.
+const MINIMAL_ACL: &[&str] = &[
+    "-@all",
+    "+info",
+    "+replicaof",
+    "+client|pause",
+    "+client|unpause",
+    "+client|kill",
+    "+client|setname",
+    "+config|get",
+];
 
 /// A raw client of `a` (default user, `password`) that sent `command` and read its reply.
 async fn raw_client(a: &str, password: &str, command: &str) -> tokio::net::TcpStream {

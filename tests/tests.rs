@@ -3,12 +3,15 @@
 
 mod util;
 
+mod alerts;
 mod cli;
 mod failover;
 mod faults;
 mod hostile;
 mod observability;
+mod package;
 mod security;
 mod sentinel;
+mod service;
 mod supervision;
 mod versions;
