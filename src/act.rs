@@ -326,10 +326,10 @@ pub async fn execute(
         Action::Promote { .. } => return result,
     };
     // Two controllers demoting the same returning master race: the first one's `CLIENT KILL`
-    // closes the second one's connection under its `REPLICAOF`. That command may have taken
-    // effect; read again on a new connection before calling it failed.
+    // closes the second one's connection under its `REPLICAOF` (or during its handshake). That
+    // command may have taken effect; read again on a new connection before calling it failed.
     match &result {
-        Err(ActError::Command { error, .. }) if error.kind == ProbeErrorKind::Io => {
+        Err(ActError::Command { error, .. } | ActError::Connect { error, .. }) if error.kind == ProbeErrorKind::Io => {
             let target = topology.addr(to);
             let again = async { Node::connect(topology.addr(id), redis.instance(id), timeout).await?.info().await };
             match again.await {
