@@ -12,7 +12,11 @@
 //! 4. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
 //!    old-tail`); the old masters become replicas *before* they are unpaused, so a client
 //!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
-//! 5. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
+//! 5. still paused, close the old masters' clients (`CLIENT KILL TYPE normal|pubsub`): the
+//!    writes the pause held were never executed, so clients re-send them to the new master
+//!    after rediscovering it instead of getting `READONLY` (the promotion in step 3 closed the
+//!    new master's clients, as Sentinel does);
+//! 6. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
 //!
 //! Every outcome after the pause unpauses (steps 3–4 never return early): a failed save
 //! changes nothing, a refused promotion gives that shard its old master back (every shard
@@ -197,15 +201,13 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         writes_refused = paused.iter().any(|(_, f)| matches!(f, WriteFence::MinReplicas { .. }));
         // No early return until every paused master is unpaused.
         let committed = commit(config, &mut state, &moves, room).await;
+        // Still paused, the old masters demoted: close their clients, so that the writes held
+        // by the pause are never executed there (they would fail with READONLY); clients
+        // re-send them to the new master after they rediscover it.
+        disconnect_moved(config, &state, &moves, &mut paused).await;
         unpause_all(&mut paused).await;
         if !paused.is_empty() {
             writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
-        }
-        // Only now (unpaused, demoted): the old masters' clients reconnect and rediscover.
-        if committed.is_ok() {
-            for m in moves.iter().filter(|m| m.graceful) {
-                act::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
-            }
         }
         committed?;
         for m in &moves {
@@ -430,6 +432,29 @@ async fn catch_up_link_by_link(
         parent = id;
     }
     Ok(())
+}
+
+/// Closes the clients of every graceful shard's old master whose shard moved (a shard whose
+/// promotion failed keeps its master and its clients), on the connection that fenced it:
+/// `CLIENT KILL` is not a write, so the pause does not hold it, and it skips that connection.
+async fn disconnect_moved(config: &Config, state: &State, moves: &[Move], paused: &mut [(Node, WriteFence)]) {
+    let t = &config.topology;
+    let graceful = moves.iter().filter(|m| m.graceful);
+    for (m, (node, _)) in graceful.zip(paused.iter_mut()) {
+        if state.masters[m.shard] != Some(m.to) {
+            continue;
+        }
+        match node.kill_clients().await {
+            Ok(n) => info!(
+                instance = %node.addr,
+                clients = n,
+                "disconnected the old master's clients before unpausing, so they rediscover the new master"
+            ),
+            Err(e) => {
+                warn!(shard = %t.shards[m.shard].name, error = %e, "could not disconnect the old master's clients")
+            }
+        }
+    }
 }
 
 /// Lifts every fence; one that cannot be lifted is logged with what to run by hand.

@@ -3,7 +3,13 @@
 //! a graceful switchover closes the old masters' clients while writes are still paused, so the
 //! writes the pause held are re-sent to the new master instead of failing with `READONLY`.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::aio::MultiplexedConnection;
 
@@ -55,4 +61,83 @@ async fn promotion_after_a_room_loss_closes_the_new_masters_replica_clients() {
     let () = redis::cmd("SET").arg("after").arg(1).query_async(&mut con).await.unwrap();
     assert!(wait_until(Duration::from_secs(5), || async { replicates(&at(2, 27003), &head).await }).await);
     c.stop().await;
+}
+
+/// Writes `w:<n>` keys to whichever of `candidates` answers as a master, as a client that
+/// rediscovers after a connection error: an unacknowledged write is re-sent after reconnecting.
+/// Counts the `READONLY` errors it sees.
+async fn rediscovering_writer(
+    candidates: [String; 2],
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    readonly: Arc<AtomicU64>,
+) {
+    let mut con: Option<MultiplexedConnection> = None;
+    let (mut n, mut pending) = (0u64, None);
+    while !stop.load(Ordering::Relaxed) {
+        if con.is_none() {
+            for c in &candidates {
+                if is_master(c).await {
+                    con = Some(connect(c).await);
+                    break;
+                }
+            }
+        }
+        let Some(connection) = con.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let key = pending.take().unwrap_or_else(|| {
+            n += 1;
+            n
+        });
+        match redis::cmd("SET").arg(format!("w:{key}")).arg(key).query_async::<()>(connection).await {
+            Ok(()) => acked.lock().unwrap().push(key),
+            Err(e) => {
+                if e.code() == Some("READONLY") {
+                    readonly.fetch_add(1, Ordering::Relaxed);
+                }
+                pending = Some(key);
+                con = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_failover_under_writes_gives_no_readonly_and_closes_the_new_masters_readers() {
+    let lab = lab(27010).await;
+    let head = at(2, 27011);
+    let mut reader = named_reader(&head, "app-replica").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let readonly = Arc::new(AtomicU64::new(0));
+    let writer =
+        tokio::spawn(rediscovering_writer([at(1, 27011), at(2, 27011)], stop.clone(), acked.clone(), readonly.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graceful failover"), "{stdout}");
+    // The writer goes on against the new master.
+    let at_switch = acked.lock().unwrap().len();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { acked.lock().unwrap().len() > at_switch + 20 }).await,
+        "the writer did not resume on the new master"
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    assert_eq!(readonly.load(Ordering::Relaxed), 0, "the writer saw READONLY");
+    let acked = acked.lock().unwrap().clone();
+    let mut con = connect(&head).await;
+    let keys: Vec<String> = acked.iter().map(|n| format!("w:{n}")).collect();
+    let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.unwrap();
+    let lost = values.iter().filter(|v| v.is_none()).count();
+    assert_eq!(lost, 0, "{lost} of {} acknowledged writes lost", acked.len());
+    assert_closed(&mut reader, &head, "app-replica").await;
+    assert!(replicates(&at(1, 27011), &at(2, 27013)).await);
 }
