@@ -7,8 +7,9 @@
 //! send to discover masters and replicas (`SENTINEL get-master-addr-by-name`, `masters`,
 //! `master`, `replicas`/`slaves`, `sentinels`, `myid`, `ROLE`, `INFO`), the connection
 //! handshake (`HELLO` with RESP2/RESP3, `AUTH`, `CLIENT SETNAME/SETINFO`, `PING`), and Pub/Sub
-//! (`SUBSCRIBE`/`PSUBSCRIBE`) with Sentinel's event messages (`+switch-master`, `+sdown`,
-//! `-sdown`, `+odown`, `-odown`, `+convert-to-slave`), fed by the controller's event stream
+//! (`SUBSCRIBE`/`PSUBSCRIBE`) with Sentinel's event messages (`+switch-master`, `+slave`,
+//! `+slave-reconf-done`, `+sdown`, `-sdown`, `+odown`, `-odown`, `+convert-to-slave`), fed by
+//! the controller's event stream
 //! ([`crate::events`]). The addresses it reports come from a `watch` the controller updates
 //! every round: always the verified master, so during a failover the old master is reported
 //! (flagged down) until the new one answers as a master — as Sentinel does.
@@ -540,22 +541,38 @@ fn instance_text(i: &InstanceRef) -> String {
     }
 }
 
-/// The Sentinel Pub/Sub messages (channel, payload) for one event.
+/// `slave <ip:port> <ip> <port> @ <master-name> <master-ip> <master-port>`, Sentinel's `%@`
+/// for a replica: the address after `@` is the shard's master (not the replica's parent).
+fn replica_text(replica: &Addr, shard: &str, master: &Addr) -> String {
+    let (ip, port) = (&replica.host, replica.port);
+    format!("slave {ip}:{port} {ip} {port} @ {shard} {} {}", master.host, master.port)
+}
+
+/// The Sentinel Pub/Sub messages (channel, payload) for one event, in Sentinel's order and
+/// formats (redis `src/sentinel.c`, `sentinelEvent`'s `%@`).
 pub fn messages(event: &Event) -> Vec<(String, String)> {
     match event {
-        Event::MasterSwitched { shard, old, new, .. } => {
-            vec![("+switch-master".into(), format!("{shard} {} {} {} {}", old.host, old.port, new.host, new.port))]
+        // Sentinel: `+slave-reconf-done` per reconfigured replica (named under the old
+        // master), `+switch-master`, then `+slave` per replica of the new master, the old
+        // master included (`sentinelResetMasterAndChangeAddress`).
+        Event::MasterSwitched { shard, old, new, replicas, reconfigured, .. } => {
+            let mut out: Vec<(String, String)> =
+                reconfigured.iter().map(|r| ("+slave-reconf-done".into(), replica_text(r, shard, old))).collect();
+            out.push(("+switch-master".into(), format!("{shard} {} {} {} {}", old.host, old.port, new.host, new.port)));
+            out.extend(replicas.iter().map(|r| ("+slave".into(), replica_text(r, shard, new))));
+            out
         }
         Event::SubjectivelyDown { instance, down } => {
             vec![(if *down { "+sdown" } else { "-sdown" }.into(), instance_text(instance))]
         }
-        Event::ObjectivelyDown { instance, down } => {
-            vec![(if *down { "+odown" } else { "-odown" }.into(), instance_text(instance))]
+        // Sentinel adds the quorum to `+odown` only; roomguard is its own quorum of one.
+        Event::ObjectivelyDown { instance, down: true } => {
+            vec![("+odown".into(), format!("{} #quorum 1/1", instance_text(instance)))]
         }
-        Event::Demoted { shard, instance, master, .. } => vec![(
-            "+convert-to-slave".into(),
-            format!("slave {instance} {} {} @ {shard} {} {}", instance.host, instance.port, master.host, master.port),
-        )],
+        Event::ObjectivelyDown { instance, down: false } => vec![("-odown".into(), instance_text(instance))],
+        Event::Demoted { shard, instance, master, shard_master, .. } => {
+            vec![("+convert-to-slave".into(), replica_text(instance, shard, shard_master.as_ref().unwrap_or(master)))]
+        }
         Event::RoomLost { .. } | Event::RoomBack { .. } | Event::CutOff { .. } => vec![],
     }
 }
@@ -1504,8 +1521,34 @@ mod tests {
                 new: Addr::new("127.0.0.12", 6401),
                 room: "2".into(),
                 trigger: crate::state::Trigger::Auto,
+                replicas: vec![Addr::new("127.0.0.12", 6403), master.clone()],
+                reconfigured: vec![Addr::new("127.0.0.12", 6403)],
             }),
-            [("+switch-master".to_string(), "shard-6401 127.0.0.11 6401 127.0.0.12 6401".to_string())]
+            [
+                ("+slave-reconf-done", "slave 127.0.0.12:6403 127.0.0.12 6403 @ shard-6401 127.0.0.11 6401"),
+                ("+switch-master", "shard-6401 127.0.0.11 6401 127.0.0.12 6401"),
+                ("+slave", "slave 127.0.0.12:6403 127.0.0.12 6403 @ shard-6401 127.0.0.12 6401"),
+                ("+slave", "slave 127.0.0.11:6401 127.0.0.11 6401 @ shard-6401 127.0.0.12 6401"),
+            ]
+            .map(|(c, p)| (c.to_string(), p.to_string()))
+        );
+        assert_eq!(
+            messages(&Event::ObjectivelyDown { instance: as_master.clone(), down: true }),
+            [("+odown".to_string(), "master shard-6401 127.0.0.11 6401 #quorum 1/1".to_string())]
+        );
+        // A demoted old master chained under room 2's tail is named under the shard's master.
+        assert_eq!(
+            messages(&Event::Demoted {
+                shard: "shard-6401".into(),
+                room: "1".into(),
+                instance: master.clone(),
+                master: Addr::new("127.0.0.12", 6403),
+                shard_master: Some(Addr::new("127.0.0.12", 6401)),
+            }),
+            [(
+                "+convert-to-slave".to_string(),
+                "slave 127.0.0.11:6401 127.0.0.11 6401 @ shard-6401 127.0.0.12 6401".to_string()
+            )]
         );
         assert_eq!(
             messages(&Event::SubjectivelyDown { instance: replica, down: true }),

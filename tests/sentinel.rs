@@ -160,11 +160,16 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
     assert_eq!(before.as_deref(), Some("after"));
 
     // Sentinel's events, in order: the master down (subjectively, then objectively: its room
-    // is lost), then one switch per shard.
+    // is lost), room 2's tail reconfigured, one switch per shard, then every replica of the
+    // new master (the old master included), as Sentinel sends them after a switch.
     let expected = [
         ports_in("+sdown|master shard-22011 127.0.0.11 22011"),
-        ports_in("+odown|master shard-22011 127.0.0.11 22011"),
+        ports_in("+odown|master shard-22011 127.0.0.11 22011 #quorum 1/1"),
+        ports_in("+slave-reconf-done|slave 127.0.0.12:22013 127.0.0.12 22013 @ shard-22011 127.0.0.11 22011"),
         ports_in("+switch-master|shard-22011 127.0.0.11 22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.12:22013 127.0.0.12 22013 @ shard-22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.11:22011 127.0.0.11 22011 @ shard-22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.11:22013 127.0.0.11 22013 @ shard-22011 127.0.0.12 22011"),
     ];
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -177,6 +182,8 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
         events.lock().unwrap()
     );
     assert_eq!(switches(&events).len(), 2, "{:?}", events.lock().unwrap());
+    // No `-odown` for an old master: the switch replaces it (Sentinel sends none either).
+    assert!(!events.lock().unwrap().iter().any(|m| m.starts_with("-odown|")), "{:?}", events.lock().unwrap());
     assert!(
         events
             .lock()
