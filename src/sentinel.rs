@@ -1075,18 +1075,25 @@ impl<'a> Connection<'a> {
             return err("ERR wrong number of arguments for 'sentinel' command");
         };
         let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+        // Valkey 8's names answer as the old ones do (REPLICAS is a name both share).
+        let canonical = match sub.as_str() {
+            "primary" => "master",
+            "primaries" => "masters",
+            "get-primary-addr-by-name" => "get-master-addr-by-name",
+            other => other,
+        };
         let view = self.endpoint.view.borrow();
         let named = |f: &dyn Fn(&ShardView) -> Reply| match args {
             [_, name] => view.shard(name).map_or_else(|| err("ERR No such master with that name"), f),
             _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
         };
-        match sub.as_str() {
+        match canonical {
             "get-master-addr-by-name" => match args {
                 [_, name] => match view.shard(name).and_then(|s| s.master.as_ref()) {
                     Some(m) => Reply::Array(vec![bulk(&m.addr.host), bulk(m.addr.port.to_string())]),
                     None => Reply::NullArray,
                 },
-                _ => err("ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command"),
+                _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
             },
             "masters" => Reply::Array(view.shards.iter().map(|s| master_state(s, &view)).collect()),
             "master" => named(&|s| master_state(s, &view)),
@@ -1106,6 +1113,7 @@ impl<'a> Connection<'a> {
                     "SENTINEL <subcommand> (roomguard's Sentinel-compatible endpoint)",
                     "GET-MASTER-ADDR-BY-NAME <name>, MASTERS, MASTER <name>, REPLICAS <name>,",
                     "SLAVES <name>, SENTINELS <name>, MYID, CKQUORUM <name>",
+                    "Valkey's names: GET-PRIMARY-ADDR-BY-NAME <name>, PRIMARIES, PRIMARY <name>",
                 ]
                 .iter()
                 .map(|l| Reply::Simple((*l).into()))

@@ -428,6 +428,24 @@ async fn protocol_answers_in_resp2_and_resp3() {
         reply,
         "*2\r\n$8\r\nsentinel\r\n*2\r\n$11\r\nshard-22101\r\n$11\r\nshard-22102\r\n*0\r\n-ERR No such master with that name\r\n"
     );
+    // Valkey 8's names answer as the old ones do.
+    for (old, new) in [
+        (
+            &b"SENTINEL get-master-addr-by-name shard-22101\r\n"[..],
+            &b"SENTINEL GET-PRIMARY-ADDR-BY-NAME shard-22101\r\n"[..],
+        ),
+        (b"SENTINEL masters\r\n", b"SENTINEL PRIMARIES\r\n"),
+        (b"SENTINEL master shard-22102\r\n", b"SENTINEL primary shard-22102\r\n"),
+        (b"SENTINEL slaves shard-22102\r\n", b"SENTINEL REPLICAS shard-22102\r\n"),
+        (b"SENTINEL master nope\r\n", b"SENTINEL primary nope\r\n"),
+    ] {
+        let (expected, _) = exchange(&mut s, old).await;
+        let (reply, _) = exchange(&mut s, new).await;
+        assert_eq!(reply, expected, "{}", String::from_utf8_lossy(new));
+        assert!(!reply.contains("unknown subcommand"), "{reply}");
+    }
+    let (reply, _) = exchange(&mut s, b"SENTINEL primary\r\n").await;
+    assert_eq!(reply, "-ERR wrong number of arguments for 'sentinel|primary' command\r\n");
     let (reply, _) = exchange(&mut s, b"INFO sentinel\r\n").await;
     assert!(reply.contains("# Sentinel\r\nsentinel_masters:2\r\n"), "{reply}");
     assert!(reply.contains("master0:name=shard-22101,status=sdown,address=127.0.0.11:22101,slaves=0,sentinels=1"));
