@@ -141,3 +141,76 @@ async fn graceful_failover_under_writes_gives_no_readonly_and_closes_the_new_mas
     assert_closed(&mut reader, &head, "app-replica").await;
     assert!(replicates(&at(1, 27011), &at(2, 27013)).await);
 }
+
+/// The Node.js Sentinel clients application teams use (ioredis, node-redis' `createSentinel`),
+/// from `tests/node/` (scripts/ensure-deps installs them), through a graceful failover to
+/// room 2 and then room 2's loss (back to room 1), under writes every 20 ms: after each,
+/// master clients write to the master the endpoint names, ioredis' replica connection is on a
+/// replica, and no client ever saw `READONLY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_clients_follow_a_graceful_failover_and_a_room_loss() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let node_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        node_dir.join("node_modules/ioredis").is_dir() && node_dir.join("node_modules/redis").is_dir(),
+        "{} has no node_modules: run scripts/ensure-deps (or scripts/test), which installs ioredis and redis with npm",
+        node_dir.display()
+    );
+    let mut lab = lab(27020).await;
+    let mut config = lab.config.clone();
+    config.sentinel = Some(roomguard::sentinel::SentinelSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: None,
+        max_connections: roomguard::sentinel::DEFAULT_MAX_CONNECTIONS,
+        max_request_bytes: roomguard::sentinel::DEFAULT_MAX_REQUEST_BYTES,
+        idle_timeout: roomguard::sentinel::DEFAULT_IDLE_TIMEOUT,
+    });
+    let c = Controller::start_with(config).await;
+    let endpoint = c.sentinel.expect("sentinel endpoint");
+    let shards: Vec<String> = [27021, 27022].iter().map(|&p| format!("shard-{}", addr(&at(1, p)).port)).collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(node_dir.join("sentinel_clients.mjs"))
+        .args([endpoint.ip().to_string(), endpoint.port().to_string()])
+        .args(&shards)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js 18 or later)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut next_line = async || match tokio::time::timeout(Duration::from_secs(45), stdout.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        other => {
+            let mut err = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
+            panic!("the node clients stopped ({other:?}):\n{err}");
+        }
+    };
+    assert_eq!(next_line().await, "ready");
+
+    let config_file = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config_file.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", c.report_text());
+    stdin.write_all(b"graceful\n").await.unwrap();
+    let graceful = next_line().await;
+    assert!(graceful.starts_with("check 1 ok "), "{graceful}");
+    assert!(!graceful.contains("readonly"), "READONLY reached a client in a graceful failover: {graceful}");
+
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    assert!(c.wait_one_failover_to("1", Duration::from_secs(15)).await, "{}", c.report_text());
+    stdin.write_all(b"room 2 lost\n").await.unwrap();
+    let lost = next_line().await;
+    assert!(lost.starts_with("check 2 ok "), "{lost}");
+    assert!(!lost.contains("readonly"), "READONLY reached a client: {lost}");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    eprintln!("node clients' errors: after the graceful failover {graceful}; after room 2's loss {lost}");
+    c.stop().await;
+}
