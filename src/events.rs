@@ -287,6 +287,40 @@ mod tests {
         assert!(odown(&s));
     }
 
+    /// Once a failover away from an objectively down master is decided, the promotion removes
+    /// the evidence (its witness is a master now), but it stays objectively down until the
+    /// switch replaces it; the switch then ends it without a `-odown`.
+    #[test]
+    fn an_old_master_stays_objectively_down_until_the_switch() {
+        use crate::detect::{assess, scenario::Scenario};
+        let mut s = Scenario::healthy();
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.fail(m, Duration::from_secs(2));
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        let take = |s: &Scenario, designated: &Masters, previous: Option<&Snapshot>| {
+            let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+            Snapshot::take(&s.topology, &s.observation, &verdict, designated, previous)
+        };
+        let down = take(&s, &vec![Some(m), Some(4)], None);
+        assert!(down.odown[m]);
+        // Decided: r is designated and promoted; the snapshot still reports m until r is
+        // seen answering as a master.
+        s.set_master(r, &format!("{:040}", 2), &format!("{:040}", 1), 100);
+        let designated = vec![Some(r), Some(4)];
+        let without_rule = take(&s, &vec![Some(m), Some(4)], None);
+        assert!(!without_rule.odown[m], "the evidence is gone");
+        let promoted = take(&s, &designated, Some(&down));
+        assert_eq!(promoted.masters[0], Some(r), "r answers as a master: switched");
+        let events = names(&diff(&s.topology, &down, &promoted, &[Some(Trigger::Auto), None]));
+        assert!(!events.iter().any(|e| e.starts_with("odown")), "{events:?}");
+        // Not verified yet (r still answers as a replica, and hears m again): m stays
+        // objectively down while the failover away from it is decided.
+        s.set_replica(r, m, &format!("{:040}", 1), true, 0);
+        let moving = take(&s, &designated, Some(&down));
+        assert_eq!(moving.masters[0], Some(m));
+        assert!(moving.odown[m], "a decided failover keeps the old master objectively down");
+    }
+
     /// The seed: shard 0 is instances 0..4 (11:6401, 11:6403, 12:6401, 12:6403), shard 1
     /// instances 4..8; rooms "1", "2".
     fn healthy() -> Snapshot {
