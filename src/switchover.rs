@@ -12,7 +12,8 @@
 //! 4. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
 //!    old-tail`); the old masters become replicas *before* they are unpaused, so a client
 //!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
-//! 5. still paused, close the old masters' clients (`CLIENT KILL TYPE normal|pubsub`): the
+//! 5. still paused, once this host's Sentinel endpoint (if configured and running) names the
+//!    new masters, close the old masters' clients (`CLIENT KILL TYPE normal|pubsub`): the
 //!    writes the pause held were never executed, so clients re-send them to the new master
 //!    after rediscovering it instead of getting `READONLY` (the promotion in step 3 closed the
 //!    new master's clients, as Sentinel does);
@@ -203,7 +204,11 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         let committed = commit(config, &mut state, &moves, room).await;
         // Still paused, the old masters demoted: close their clients, so that the writes held
         // by the pause are never executed there (they would fail with READONLY); clients
-        // re-send them to the new master after they rediscover it.
+        // re-send them to the new master after they rediscover it. Not before this host's
+        // endpoint names the new masters: clients rediscover there.
+        if !paused.is_empty() {
+            wait_for_local_endpoint(config, &state, &moves).await;
+        }
         disconnect_moved(config, &state, &moves, &mut paused).await;
         unpause_all(&mut paused).await;
         if !paused.is_empty() {
@@ -454,6 +459,58 @@ async fn disconnect_moved(config: &Config, state: &State, moves: &[Move], paused
                 warn!(shard = %t.shards[m.shard].name, error = %e, "could not disconnect the old master's clients")
             }
         }
+    }
+}
+
+/// How long a switchover waits, writes paused, for this host's Sentinel endpoint to name the
+/// new masters: a running controller reports them after its next poll and round.
+const ENDPOINT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until this host's Sentinel-compatible endpoint (`[sentinel] listen`, served by the
+/// controller running beside this command, or by this process for `POST /failover`) names
+/// every moved shard's new master, at most [`ENDPOINT_WAIT`]. Otherwise a client whose
+/// connection is closed next asks the endpoint before the controller has seen the switch, is
+/// sent back to the demoted master and gets `READONLY`. Nothing to wait for when no endpoint
+/// is configured or none answers (no controller runs here).
+async fn wait_for_local_endpoint(config: &Config, state: &State, moves: &[Move]) {
+    let t = &config.topology;
+    let Some(sentinel) = &config.sentinel else { return };
+    let listen = sentinel.listen;
+    if listen.port() == 0 {
+        return;
+    }
+    let ip = if listen.ip().is_unspecified() {
+        if listen.is_ipv4() { "127.0.0.1".to_string() } else { "::1".to_string() }
+    } else {
+        listen.ip().to_string()
+    };
+    let endpoint = crate::topology::Addr::new(ip, listen.port());
+    let auth = crate::config::RedisSettings { username: None, password: sentinel.password.clone(), tls: None };
+    let timeout = config.controller.timeout.min(Duration::from_millis(500));
+    let Ok(mut con) = probe::connect(&endpoint, &auth, timeout).await else { return };
+    let expected: Vec<(String, String)> = moves
+        .iter()
+        .filter(|m| m.graceful && state.masters[m.shard] == Some(m.to))
+        .map(|m| (t.shards[m.shard].name.clone(), t.addr(m.to).to_string()))
+        .collect();
+    let started = Instant::now();
+    for (shard, master) in &expected {
+        loop {
+            let reply: Result<Option<(String, u16)>, _> =
+                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(shard).query_async(&mut con).await;
+            match reply {
+                Ok(Some((host, port))) if format!("{host}:{port}") == *master => break,
+                Ok(_) if started.elapsed() < ENDPOINT_WAIT => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(_) => {
+                    warn!(%shard, %endpoint, "the local Sentinel endpoint does not name the new master yet; disconnecting clients anyway");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+    if !expected.is_empty() {
+        info!(%endpoint, waited_ms = started.elapsed().as_millis() as u64, "the local Sentinel endpoint names the new masters");
     }
 }
 

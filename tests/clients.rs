@@ -156,16 +156,11 @@ async fn node_clients_follow_a_graceful_failover_and_a_room_loss() {
         "{} has no node_modules: run scripts/ensure-deps (or scripts/test), which installs ioredis and redis with npm",
         node_dir.display()
     );
-    let mut lab = lab(27020).await;
-    let mut config = lab.config.clone();
-    config.sentinel = Some(roomguard::sentinel::SentinelSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        password: None,
-        max_connections: roomguard::sentinel::DEFAULT_MAX_CONNECTIONS,
-        max_request_bytes: roomguard::sentinel::DEFAULT_MAX_REQUEST_BYTES,
-        idle_timeout: roomguard::sentinel::DEFAULT_IDLE_TIMEOUT,
-    });
-    let c = Controller::start_with(config).await;
+    // The endpoint on a fixed port, in the config file too: the CLI's failover waits until the
+    // controller's endpoint names the new masters before it closes the old masters' clients.
+    let sentinel_listen = Some(format!("127.0.0.1:{}", port(27029)));
+    let mut lab = lab_with(roomguard::lab::LabSpec { base_port: 27020, sentinel_listen, ..Default::default() }).await;
+    let c = Controller::start(&lab).await;
     let endpoint = c.sentinel.expect("sentinel endpoint");
     let shards: Vec<String> = [27021, 27022].iter().map(|&p| format!("shard-{}", addr(&at(1, p)).port)).collect();
     let mut child = tokio::process::Command::new("node")

@@ -5,12 +5,13 @@
 //     node tests/node/sentinel_clients.mjs <sentinel-host> <sentinel-port> <shard> [<shard> ...]
 //
 // Per shard: an ioredis master client, an ioredis replica client (role: 'slave') and a
-// node-redis sentinel; every client writes (masters) or reads (replica) every 20 ms, and
+// node-redis sentinel; every client writes (masters) or reads (replica) every 20 ms
+// ($RG_NODE_INTERVAL_MS), and
 // every error is counted by client and kind. Prints "ready" once all answered; then, for each
 // line on stdin (the test fails over meanwhile), checks within the deadline that every master
 // client writes to the master the endpoint names, that the ioredis replica connection is on a
 // replica (ROLE) and that node-redis reads its own write, and prints
-// "check <n> ok <json error counts>". Exits when stdin closes. Any failure exits non-zero with
+// "check <n> ok <json error counts> writes/s <json rates>". Exits when stdin closes. Any failure exits non-zero with
 // the reason on stderr.
 
 import readline from 'node:readline';
@@ -21,7 +22,11 @@ import { createSentinel } from 'redis';
 const [host, portText, ...shards] = process.argv.slice(2);
 const port = Number(portText);
 const DEADLINE_MS = 30000;
+// Pause between a shard's load iterations (BENCHMARKS.md uses 0: as fast as the clients go).
+const INTERVAL_MS = Number(process.env.RG_NODE_INTERVAL_MS ?? 20);
 const errors = {};
+const writes = { ioredis: 0, 'node-redis': 0 };
+const started = Date.now();
 
 function count(client, error) {
   const message = String(error?.message ?? error);
@@ -50,10 +55,10 @@ async function load(c) {
   while (!stopping) {
     c.n += 1;
     const key = `node:${c.name}:${c.n}`;
-    await c.master.set(`io:${key}`, String(c.n)).catch((e) => count('ioredis', e));
-    await c.nodeRedis.set(`nr:${key}`, String(c.n)).catch((e) => count('node-redis', e));
+    await c.master.set(`io:${key}`, String(c.n)).then(() => writes.ioredis++, (e) => count('ioredis', e));
+    await c.nodeRedis.set(`nr:${key}`, String(c.n)).then(() => writes['node-redis']++, (e) => count('node-redis', e));
     await c.replica.get(`io:${key}`).catch((e) => count('ioredis-replica', e));
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => (INTERVAL_MS > 0 ? setTimeout(r, INTERVAL_MS) : setImmediate(r)));
   }
 }
 const loads = clients.map(load);
@@ -105,7 +110,9 @@ try {
   for await (const _ of readline.createInterface({ input: process.stdin })) {
     n += 1;
     await check();
-    console.log(`check ${n} ok ${JSON.stringify(errors)}`);
+    const seconds = (Date.now() - started) / 1000;
+    const rates = Object.fromEntries(Object.entries(writes).map(([k, v]) => [k, Math.round(v / seconds)]));
+    console.log(`check ${n} ok ${JSON.stringify(errors)} writes/s ${JSON.stringify(rates)}`);
   }
   stopping = true;
   await Promise.all(loads);
