@@ -300,16 +300,71 @@ impl Node {
         Ok(normal + pubsub)
     }
 
-    /// One `MULTI ... EXEC` for [`Self::promote`], sent command by command (a refused `MULTI`
+    /// Demotes this master to a replica of `master` as Sentinel reconfigures an instance:
+    /// `MULTI; REPLICAOF host port; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`.
+    /// No client connection ever sees it as a replica: a write held by a pause is dropped with
+    /// its connection instead of failing with `READONLY` (Redis checks `READONLY` before the
+    /// pause), and clients reconnect to rediscover the master.
+    pub async fn demote(&mut self, master: &Addr) -> Result<(), ActError> {
+        self.replicaof_and_disconnect(Some(master)).await
+    }
+
+    /// `REPLICAOF` (`None`: `NO ONE`) and the closing of every normal and Pub/Sub client, in one
+    /// transaction (see [`Self::promote`] for the fallbacks).
+    async fn replicaof_and_disconnect(&mut self, master: Option<&Addr>) -> Result<(), ActError> {
+        let remembered = REPLICAOF_NAMES.lock().ok().and_then(|names| names.get(&self.addr).copied());
+        let first = remembered.unwrap_or(ReplicaofName::Replicaof);
+        note_own_disconnect(&self.addr);
+        let done = match self.replicaof_in_transaction(first, master).await {
+            Err(e) if unknown_command(&e) => match self.replicaof_in_transaction(first.other(), master).await {
+                Ok(()) => {
+                    if let Ok(mut names) = REPLICAOF_NAMES.lock() {
+                        names.insert(self.addr.clone(), first.other());
+                    }
+                    Ok(())
+                }
+                Err(other) if unknown_command(&other) => Err(e),
+                Err(other) => Err(other),
+            },
+            Ok(()) => {
+                if remembered.is_none()
+                    && let Ok(mut names) = REPLICAOF_NAMES.lock()
+                {
+                    names.insert(self.addr.clone(), first);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let refused = matches!(&e, ActError::Command { error, .. } if error.kind == ProbeErrorKind::Auth);
+            if !unknown_command(&e) && !refused {
+                return Err(e);
+            }
+            // Both names of the transaction were refused (`CLIENT` or `MULTI` renamed), or an
+            // ACL without `+multi +exec`: one command after the other (all idempotent).
+            self.replicaof(master).await?;
+            if let Err(e) = self.kill_clients().await {
+                tracing::warn!(instance = %self.addr, error = %e, "its role changed, but its clients could not be disconnected");
+            }
+        }
+        Ok(())
+    }
+
+    /// One `MULTI ... EXEC` for [`Self::replicaof_and_disconnect`], sent command by command (a refused `MULTI`
     /// queues nothing, and a refused queued command is followed by `DISCARD`: nothing runs). A
     /// `CLIENT KILL TYPE` the server does not understand (Redis < 2.8.12) fails alone inside
     /// `EXEC` and is ignored, as Sentinel does.
-    async fn promote_in_transaction(&mut self, name: ReplicaofName) -> Result<(), ActError> {
+    async fn replicaof_in_transaction(&mut self, name: ReplicaofName, master: Option<&Addr>) -> Result<(), ActError> {
         let command = name.as_str();
-        let text = format!("MULTI; {command} NO ONE; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC");
+        let target = master.map_or_else(|| "NO ONE".to_string(), |m| format!("{} {}", m.host, m.port));
+        let text = format!("MULTI; {command} {target}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC");
         self.run::<()>(&mut redis::cmd("MULTI"), &text).await?;
         let mut replicaof = redis::cmd(command);
-        replicaof.arg("NO").arg("ONE");
+        match master {
+            None => replicaof.arg("NO").arg("ONE"),
+            Some(m) => replicaof.arg(&m.host).arg(m.port),
+        };
         let mut kill_normal = redis::cmd("CLIENT");
         kill_normal.arg("KILL").arg("TYPE").arg("normal");
         let mut kill_pubsub = redis::cmd("CLIENT");
@@ -338,7 +393,7 @@ impl Node {
             });
         }
         for why in replies.iter().skip(1).filter_map(failed) {
-            tracing::debug!(instance = %self.addr, error = %why, "CLIENT KILL TYPE refused inside the promotion");
+            tracing::debug!(instance = %self.addr, error = %why, "CLIENT KILL TYPE refused inside the transaction");
         }
         Ok(())
     }
@@ -380,42 +435,7 @@ impl Node {
     /// transaction, so nothing ran). When `CLIENT` or `MULTI` is renamed away or refused by an
     /// ACL, the promotion and the kill are sent one after the other (a failed kill is logged).
     pub async fn promote(&mut self) -> Result<(), ActError> {
-        let remembered = REPLICAOF_NAMES.lock().ok().and_then(|names| names.get(&self.addr).copied());
-        let first = remembered.unwrap_or(ReplicaofName::Replicaof);
-        note_own_disconnect(&self.addr);
-        let promoted = match self.promote_in_transaction(first).await {
-            Err(e) if unknown_command(&e) => match self.promote_in_transaction(first.other()).await {
-                Ok(()) => {
-                    if let Ok(mut names) = REPLICAOF_NAMES.lock() {
-                        names.insert(self.addr.clone(), first.other());
-                    }
-                    Ok(())
-                }
-                Err(other) if unknown_command(&other) => Err(e),
-                Err(other) => Err(other),
-            },
-            Ok(()) => {
-                if remembered.is_none()
-                    && let Ok(mut names) = REPLICAOF_NAMES.lock()
-                {
-                    names.insert(self.addr.clone(), first);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = promoted {
-            let refused = matches!(&e, ActError::Command { error, .. } if error.kind == ProbeErrorKind::Auth);
-            if !unknown_command(&e) && !refused {
-                return Err(e);
-            }
-            // Both names of the transaction were refused (`CLIENT` or `MULTI` renamed), or an
-            // ACL without `+multi +exec`: one command after the other (all idempotent).
-            self.replicaof(None).await?;
-            if let Err(e) = self.kill_clients().await {
-                tracing::warn!(instance = %self.addr, error = %e, "promoted, but its clients could not be disconnected");
-            }
-        }
+        self.replicaof_and_disconnect(None).await?;
         let after = self.info().await?;
         if after.role != Role::Master {
             return Err(ActError::NotVerified { addr: self.addr.clone(), why: "it still reports role replica".into() });
@@ -468,7 +488,7 @@ async fn execute_once(
         Action::Demote { to, .. } => {
             let target = topology.addr(to);
             match node.info().await?.master {
-                None => node.replicaof(Some(target)).await.map(|()| Applied::Done),
+                None => node.demote(target).await.map(|()| Applied::Done),
                 // Another controller got there first.
                 Some(link) if link.points_to(&target.host, target.port) => Ok(Applied::AlreadyDone),
                 Some(link) => {

@@ -187,8 +187,13 @@ async fn node_clients_follow_a_graceful_failover_and_a_room_loss() {
     assert_eq!(next_line().await, "ready");
 
     let config_file = config_path(&lab);
-    let out = run(roomguard(&["failover", "--room", "2", "--config", config_file.to_str().unwrap()])).await;
+    let mut failover = roomguard(&["failover", "--room", "2", "--config", config_file.to_str().unwrap()]);
+    failover.env("ROOMGUARD_LOG", "info");
+    let out = run(failover).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if std::env::var_os("RG_NODE_DEBUG").is_some() {
+        eprintln!("the CLI's log:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", c.report_text());
     stdin.write_all(b"graceful\n").await.unwrap();
     let graceful = next_line().await;

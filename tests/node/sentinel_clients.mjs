@@ -11,9 +11,11 @@
 // line on stdin (the test fails over meanwhile), checks within the deadline that every master
 // client writes to the master the endpoint names, that the ioredis replica connection is on a
 // replica (ROLE) and that node-redis reads its own write, and prints
-// "check <n> ok <json error counts> writes/s <json rates>". Exits when stdin closes. Any failure exits non-zero with
+// "check <n> ok <json error counts> writes/s <json rates>". Exits when stdin closes.
+// $RG_NODE_DEBUG names a file that gets every error, with the connection it was seen on. Any failure exits non-zero with
 // the reason on stderr.
 
+import { appendFileSync } from 'node:fs';
 import readline from 'node:readline';
 
 import Redis from 'ioredis';
@@ -28,11 +30,14 @@ const errors = {};
 const writes = { ioredis: 0, 'node-redis': 0 };
 const started = Date.now();
 
-function count(client, error) {
+function count(client, error, where) {
   const message = String(error?.message ?? error);
   const kind = message.startsWith('READONLY') ? 'readonly' : message.split(/[ :]/)[0] || 'other';
   errors[client] ??= {};
   errors[client][kind] = (errors[client][kind] ?? 0) + 1;
+  if (process.env.RG_NODE_DEBUG) {
+    appendFileSync(process.env.RG_NODE_DEBUG, `${new Date().toISOString()} ${client} ${kind} ${where ?? ''} ${message}\n`);
+  }
 }
 
 const sentinels = [{ host, port }];
@@ -55,7 +60,7 @@ async function load(c) {
   while (!stopping) {
     c.n += 1;
     const key = `node:${c.name}:${c.n}`;
-    await c.master.set(`io:${key}`, String(c.n)).then(() => writes.ioredis++, (e) => count('ioredis', e));
+    await c.master.set(`io:${key}`, String(c.n)).then(() => writes.ioredis++, (e) => count('ioredis', e, `${c.master.stream?.remoteAddress}:${c.master.stream?.remotePort}`));
     await c.nodeRedis.set(`nr:${key}`, String(c.n)).then(() => writes['node-redis']++, (e) => count('node-redis', e));
     await c.replica.get(`io:${key}`).catch((e) => count('ioredis-replica', e));
     await new Promise((r) => (INTERVAL_MS > 0 ? setTimeout(r, INTERVAL_MS) : setImmediate(r)));
