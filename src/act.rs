@@ -19,7 +19,7 @@
 use std::{
     collections::HashMap,
     sync::{LazyLock, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::aio::MultiplexedConnection;
@@ -61,6 +61,30 @@ impl ReplicaofName {
 /// Per instance, the name of the replication command that worked last (process-wide: every
 /// action opens a fresh connection).
 static REPLICAOF_NAMES: LazyLock<Mutex<HashMap<Addr, ReplicaofName>>> = LazyLock::new(Default::default);
+
+/// Per instance, when this process last closed its client connections (a promotion or a
+/// demotion): the pollers' connections are among them, and the probe failure that follows is
+/// our own doing, not news (see [`disconnected_by_us`]).
+static OWN_DISCONNECTS: LazyLock<Mutex<HashMap<Addr, Instant>>> = LazyLock::new(Default::default);
+
+/// How long after closing an instance's clients a probe's connection error is put down to it.
+const OWN_DISCONNECT_WINDOW: Duration = Duration::from_secs(10);
+
+fn note_own_disconnect(addr: &Addr) {
+    if let Ok(mut at) = OWN_DISCONNECTS.lock() {
+        at.insert(addr.clone(), Instant::now());
+    }
+}
+
+/// This process closed `addr`'s client connections within the last few seconds: a dropped
+/// probe connection there is expected (logged at debug level).
+pub fn disconnected_by_us(addr: &Addr) -> bool {
+    OWN_DISCONNECTS
+        .lock()
+        .ok()
+        .and_then(|at| at.get(addr).copied())
+        .is_some_and(|t| t.elapsed() < OWN_DISCONNECT_WINDOW)
+}
 
 fn unknown_command(error: &ActError) -> bool {
     matches!(error, ActError::Command { error, .. } if error.kind == ProbeErrorKind::UnknownCommand)
@@ -268,11 +292,110 @@ impl Node {
     /// reconnect and rediscover the new one, as Sentinel does. Returns how many connections
     /// were closed.
     pub async fn kill_clients(&mut self) -> Result<i64, ActError> {
+        note_own_disconnect(&self.addr);
         let normal: i64 =
             self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"), "CLIENT KILL TYPE normal").await?;
         let pubsub: i64 =
             self.run(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"), "CLIENT KILL TYPE pubsub").await?;
         Ok(normal + pubsub)
+    }
+
+    /// Demotes this master to a replica of `master` as Sentinel reconfigures an instance:
+    /// `MULTI; REPLICAOF host port; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`.
+    /// No client connection ever sees it as a replica: a write held by a pause is dropped with
+    /// its connection instead of failing with `READONLY` (Redis checks `READONLY` before the
+    /// pause), and clients reconnect to rediscover the master.
+    pub async fn demote(&mut self, master: &Addr) -> Result<(), ActError> {
+        self.replicaof_and_disconnect(Some(master)).await
+    }
+
+    /// `REPLICAOF` (`None`: `NO ONE`) and the closing of every normal and Pub/Sub client, in one
+    /// transaction (see [`Self::promote`] for the fallbacks).
+    async fn replicaof_and_disconnect(&mut self, master: Option<&Addr>) -> Result<(), ActError> {
+        let remembered = REPLICAOF_NAMES.lock().ok().and_then(|names| names.get(&self.addr).copied());
+        let first = remembered.unwrap_or(ReplicaofName::Replicaof);
+        note_own_disconnect(&self.addr);
+        let done = match self.replicaof_in_transaction(first, master).await {
+            Err(e) if unknown_command(&e) => match self.replicaof_in_transaction(first.other(), master).await {
+                Ok(()) => {
+                    if let Ok(mut names) = REPLICAOF_NAMES.lock() {
+                        names.insert(self.addr.clone(), first.other());
+                    }
+                    Ok(())
+                }
+                Err(other) if unknown_command(&other) => Err(e),
+                Err(other) => Err(other),
+            },
+            Ok(()) => {
+                if remembered.is_none()
+                    && let Ok(mut names) = REPLICAOF_NAMES.lock()
+                {
+                    names.insert(self.addr.clone(), first);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let refused = matches!(&e, ActError::Command { error, .. } if error.kind == ProbeErrorKind::Auth);
+            if !unknown_command(&e) && !refused {
+                return Err(e);
+            }
+            // Both names of the transaction were refused (`CLIENT` or `MULTI` renamed), or an
+            // ACL without `+multi +exec`: one command after the other (all idempotent).
+            self.replicaof(master).await?;
+            if let Err(e) = self.kill_clients().await {
+                tracing::warn!(instance = %self.addr, error = %e, "its role changed, but its clients could not be disconnected");
+            }
+        }
+        Ok(())
+    }
+
+    /// One `MULTI ... EXEC` for [`Self::replicaof_and_disconnect`], sent command by command (a refused `MULTI`
+    /// queues nothing, and a refused queued command is followed by `DISCARD`: nothing runs). A
+    /// `CLIENT KILL TYPE` the server does not understand (Redis < 2.8.12) fails alone inside
+    /// `EXEC` and is ignored, as Sentinel does.
+    async fn replicaof_in_transaction(&mut self, name: ReplicaofName, master: Option<&Addr>) -> Result<(), ActError> {
+        let command = name.as_str();
+        let target = master.map_or_else(|| "NO ONE".to_string(), |m| format!("{} {}", m.host, m.port));
+        let text = format!("MULTI; {command} {target}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC");
+        self.run::<()>(&mut redis::cmd("MULTI"), &text).await?;
+        let mut replicaof = redis::cmd(command);
+        match master {
+            None => replicaof.arg("NO").arg("ONE"),
+            Some(m) => replicaof.arg(&m.host).arg(m.port),
+        };
+        let mut kill_normal = redis::cmd("CLIENT");
+        kill_normal.arg("KILL").arg("TYPE").arg("normal");
+        let mut kill_pubsub = redis::cmd("CLIENT");
+        kill_pubsub.arg("KILL").arg("TYPE").arg("pubsub");
+        for cmd in [&mut replicaof, &mut kill_normal, &mut kill_pubsub] {
+            if let Err(e) = self.run::<redis::Value>(cmd, &text).await {
+                let _ = self.run::<redis::Value>(&mut redis::cmd("DISCARD"), "DISCARD").await;
+                return Err(e);
+            }
+        }
+        let replies: Vec<redis::Value> = match self.run::<redis::Value>(&mut redis::cmd("EXEC"), &text).await? {
+            redis::Value::Array(replies) => replies,
+            other => vec![other],
+        };
+        let failed = |v: &redis::Value| match v {
+            redis::Value::ServerError(e) => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(why) = replies.first().and_then(failed) {
+            let kind =
+                if why.contains("unknown command") { ProbeErrorKind::UnknownCommand } else { ProbeErrorKind::Redis };
+            return Err(ActError::Command {
+                addr: self.addr.clone(),
+                command: text,
+                error: ProbeError::new(kind, why),
+            });
+        }
+        for why in replies.iter().skip(1).filter_map(failed) {
+            tracing::debug!(instance = %self.addr, error = %why, "CLIENT KILL TYPE refused inside the transaction");
+        }
+        Ok(())
     }
 
     fn changed(&self, why: impl Into<String>) -> ActError {
@@ -301,9 +424,18 @@ impl Node {
         self.promote().await.map(|()| Applied::Done)
     }
 
-    /// `REPLICAOF NO ONE` and a read-back of the role.
+    /// Promotes as Sentinel does: `MULTI; REPLICAOF NO ONE; CLIENT KILL TYPE normal; CLIENT
+    /// KILL TYPE pubsub; EXEC`, then a read-back of the role. Closing the clients in the same
+    /// transaction means no client that connected to this instance as a replica (redis-py's
+    /// `slave_for()`, ioredis' `role: 'slave'`) stays on it once it is a master: they reconnect
+    /// and ask the endpoint again. Our own connection is skipped (`SKIPME yes` is the default);
+    /// the pollers' connections are closed too, and their next probe reconnects.
+    ///
+    /// `SLAVEOF` where `REPLICAOF` is unknown (a queued unknown command aborts the whole
+    /// transaction, so nothing ran). When `CLIENT` or `MULTI` is renamed away or refused by an
+    /// ACL, the promotion and the kill are sent one after the other (a failed kill is logged).
     pub async fn promote(&mut self) -> Result<(), ActError> {
-        self.replicaof(None).await?;
+        self.replicaof_and_disconnect(None).await?;
         let after = self.info().await?;
         if after.role != Role::Master {
             return Err(ActError::NotVerified { addr: self.addr.clone(), why: "it still reports role replica".into() });
@@ -356,7 +488,7 @@ async fn execute_once(
         Action::Demote { to, .. } => {
             let target = topology.addr(to);
             match node.info().await?.master {
-                None => node.replicaof(Some(target)).await.map(|()| Applied::Done),
+                None => node.demote(target).await.map(|()| Applied::Done),
                 // Another controller got there first.
                 Some(link) if link.points_to(&target.host, target.port) => Ok(Applied::AlreadyDone),
                 Some(link) => {

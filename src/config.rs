@@ -8,7 +8,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -20,6 +19,7 @@ use figment::{
 };
 use serde::Deserialize;
 
+pub use crate::secret::Secret;
 use crate::{
     hooks::{HookSettings, RawHook},
     sentinel::{RawSentinel, SentinelSettings},
@@ -52,27 +52,6 @@ pub enum ConfigError {
     Parse { origin: String, error: Box<figment::Error> },
     #[error("{origin}: {problem}")]
     Invalid { origin: String, problem: String },
-}
-
-/// A password that never prints.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
 }
 
 // === raw: what serde reads ===

@@ -749,13 +749,25 @@ fn log_change(t: &Topology, change: &MasterChange, observation: &Observation) ->
 }
 
 impl Controller {
-    /// Derives this round's events from what was verified, publishes them, and updates what
-    /// the Sentinel endpoint reports. A master switch is published once, whichever path made
+    /// Updates what the Sentinel endpoint reports, then derives this round's events from what
+    /// was verified and publishes them. A master switch is published once, whichever path made
     /// it (this loop, `POST /failover`, a `roomguard failover` elsewhere): it is read from the
     /// verified masters, not from the decision.
     fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
         let t = &self.shared.config.topology;
         let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
+        // The view first: a client that reacts to an event (node-redis re-reads the topology
+        // on `+switch-master` and `+slave`) must be told what the event says.
+        let epoch = self.state.as_ref().map_or(0, |s| s.epoch);
+        let view =
+            Discovery::build(t, observation, verdict, &snapshot, epoch, self.shared.config.controller.down_after, now);
+        self.shared.discovery.send_if_modified(|current| {
+            let changed = *current != view;
+            if changed {
+                *current = view;
+            }
+            changed
+        });
         if let Some(before) = &self.snapshot {
             let events = crate::events::diff(t, before, &snapshot, &self.triggers);
             for event in events {
@@ -769,16 +781,6 @@ impl Controller {
                 let _ = self.shared.events.send(event);
             }
         }
-        let epoch = self.state.as_ref().map_or(0, |s| s.epoch);
-        let view =
-            Discovery::build(t, observation, verdict, &snapshot, epoch, self.shared.config.controller.down_after, now);
-        self.shared.discovery.send_if_modified(|current| {
-            let changed = *current != view;
-            if changed {
-                *current = view;
-            }
-            changed
-        });
         self.snapshot = Some(snapshot);
     }
 }

@@ -35,7 +35,21 @@ pub struct InstanceRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A shard's verified master changed: the new one answers as a master.
-    MasterSwitched { shard: String, old: Addr, new: Addr, room: String, trigger: Trigger },
+    MasterSwitched {
+        shard: String,
+        old: Addr,
+        new: Addr,
+        room: String,
+        trigger: Trigger,
+        /// Every other instance of the shard, the old master included, in the new chain's
+        /// order: the new master's replicas, as Sentinel announces them (`+slave`) after the
+        /// switch.
+        replicas: Vec<Addr>,
+        /// The replicas that answer as replicas with their link up at the switch (the old
+        /// master and down instances excluded): reconfigured for the new master, as Sentinel
+        /// announces them (`+slave-reconf-done`) before the switch.
+        reconfigured: Vec<Addr>,
+    },
     /// An instance has been failing for `down_after` (Sentinel's `+sdown`), or is back.
     SubjectivelyDown { instance: InstanceRef, down: bool },
     /// A shard's master is down and the evidence agrees (`+odown`): its room is lost, or
@@ -49,7 +63,8 @@ pub enum Event {
     CutOff { room: String },
     /// An instance that answered as a master now answers as a replica (a returning stale
     /// master, an old master after a switchover, or a restarted instance re-chained).
-    Demoted { shard: String, room: String, instance: Addr, master: Addr },
+    /// `master` is the instance it replicates; `shard_master` the shard's verified master.
+    Demoted { shard: String, room: String, instance: Addr, master: Addr, shard_master: Option<Addr> },
 }
 
 impl Event {
@@ -131,9 +146,15 @@ impl Snapshot {
         let odown = (0..topology.instances.len())
             .map(|id| {
                 let i = topology.instance(id);
+                // Once a failover away from it is decided, it stays objectively down until the
+                // switch replaces it: the promotion removes the evidence (its witnesses become
+                // masters), and a `-odown` then would send clients back to it.
+                let moving_away = designated[i.shard].is_some_and(|d| d != id)
+                    && previous.is_some_and(|p| p.odown.get(id) == Some(&true));
                 masters[i.shard] == Some(id)
                     && verdict.down[id]
-                    && (rooms[i.room] == RoomStatus::Lost
+                    && (moving_away
+                        || rooms[i.room] == RoomStatus::Lost
                         || crate::plan::master_lost(topology, observation, verdict, id))
             })
             .collect();
@@ -191,7 +212,11 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
             let snap = if after.sdown[id] { before } else { after };
             events.push(Event::SubjectivelyDown { instance: instance_ref(id, snap), down: after.sdown[id] });
         }
-        if before.odown[id] != after.odown[id] {
+        // An old master's odown ends with the switch that replaces it: Sentinel resets the
+        // master record without a `-odown`, and a client that reacts to one would go back to it.
+        let shard = t.instance(id).shard;
+        let replaced = before.masters[shard] == Some(id) && after.masters[shard] != Some(id);
+        if before.odown[id] != after.odown[id] && (after.odown[id] || !replaced) {
             events.push(Event::ObjectivelyDown { instance: instance_ref(id, before), down: after.odown[id] });
         }
     }
@@ -199,12 +224,20 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
         if let (Some(old), Some(new)) = (*b, *a)
             && old != new
         {
+            let others: Vec<InstanceId> = t.chain_order(new).into_iter().skip(1).collect();
+            let reconfigured = others
+                .iter()
+                .filter(|&&id| id != old && !after.sdown[id] && matches!(after.roles[id], Some(LiveRole::Replica(_))))
+                .map(|&id| t.addr(id).clone())
+                .collect();
             events.push(Event::MasterSwitched {
                 shard: t.shards[shard].name.clone(),
                 old: t.addr(old).clone(),
                 new: t.addr(new).clone(),
                 room: t.room_name(t.instance(new).room).to_string(),
                 trigger: triggers.get(shard).copied().flatten().unwrap_or(Trigger::Adopted),
+                replicas: others.iter().map(|&id| t.addr(id).clone()).collect(),
+                reconfigured,
             });
         }
     }
@@ -216,6 +249,7 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
                 room: t.room_name(i.room).to_string(),
                 instance: t.addr(id).clone(),
                 master: parent.clone(),
+                shard_master: after.masters[i.shard].map(|m| t.addr(m).clone()),
             });
         }
     }
@@ -253,6 +287,40 @@ mod tests {
         assert!(odown(&s));
     }
 
+    /// Once a failover away from an objectively down master is decided, the promotion removes
+    /// the evidence (its witness is a master now), but it stays objectively down until the
+    /// switch replaces it; the switch then ends it without a `-odown`.
+    #[test]
+    fn an_old_master_stays_objectively_down_until_the_switch() {
+        use crate::detect::{assess, scenario::Scenario};
+        let mut s = Scenario::healthy();
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.fail(m, Duration::from_secs(2));
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        let take = |s: &Scenario, designated: &Masters, previous: Option<&Snapshot>| {
+            let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+            Snapshot::take(&s.topology, &s.observation, &verdict, designated, previous)
+        };
+        let down = take(&s, &vec![Some(m), Some(4)], None);
+        assert!(down.odown[m]);
+        // Decided: r is designated and promoted; the snapshot still reports m until r is
+        // seen answering as a master.
+        s.set_master(r, &format!("{:040}", 2), &format!("{:040}", 1), 100);
+        let designated = vec![Some(r), Some(4)];
+        let without_rule = take(&s, &vec![Some(m), Some(4)], None);
+        assert!(!without_rule.odown[m], "the evidence is gone");
+        let promoted = take(&s, &designated, Some(&down));
+        assert_eq!(promoted.masters[0], Some(r), "r answers as a master: switched");
+        let events = names(&diff(&s.topology, &down, &promoted, &[Some(Trigger::Auto), None]));
+        assert!(!events.iter().any(|e| e.starts_with("odown")), "{events:?}");
+        // Not verified yet (r still answers as a replica, and hears m again): m stays
+        // objectively down while the failover away from it is decided.
+        s.set_replica(r, m, &format!("{:040}", 1), true, 0);
+        let moving = take(&s, &designated, Some(&down));
+        assert_eq!(moving.masters[0], Some(m));
+        assert!(moving.odown[m], "a decided failover keeps the old master objectively down");
+    }
+
     /// The seed: shard 0 is instances 0..4 (11:6401, 11:6403, 12:6401, 12:6403), shard 1
     /// instances 4..8; rooms "1", "2".
     fn healthy() -> Snapshot {
@@ -288,8 +356,14 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                Event::MasterSwitched { shard, old, new, trigger, .. } => {
-                    format!("switch {shard} {old} {new} {}", trigger.label())
+                Event::MasterSwitched { shard, old, new, trigger, replicas, reconfigured, .. } => {
+                    let list = |l: &[Addr]| l.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+                    format!(
+                        "switch {shard} {old} {new} {} replicas [{}] reconfigured [{}]",
+                        trigger.label(),
+                        list(replicas),
+                        list(reconfigured)
+                    )
                 }
                 Event::SubjectivelyDown { instance, down } => {
                     format!("sdown {} {down} {}", instance.addr, instance.is_master)
@@ -325,8 +399,9 @@ mod tests {
                 "sdown 192.168.99.11:6404 true false",
             ]
         );
-        // Room 2's heads verified as masters: one switch per shard, the odown ends (the old
-        // master is no longer the shard's master).
+        // Room 2's heads verified as masters: one switch per shard, naming every replica of
+        // the new master (the old master included) and the ones reconfigured (room 1 is
+        // down). The old masters' odown ends without a `-odown`, as in Sentinel.
         let mut switched = lost.clone();
         switched.masters = vec![Some(2), Some(6)];
         switched.odown = vec![false; 8];
@@ -335,10 +410,10 @@ mod tests {
         assert_eq!(
             names(&diff(&t, &lost, &switched, &[Some(Trigger::Auto), Some(Trigger::Auto)])),
             [
-                "odown 192.168.99.11:6401 false",
-                "odown 192.168.99.11:6402 false",
-                "switch shard-6401 192.168.99.11:6401 192.168.99.12:6401 auto",
-                "switch shard-6402 192.168.99.11:6402 192.168.99.12:6402 auto",
+                "switch shard-6401 192.168.99.11:6401 192.168.99.12:6401 auto \
+                 replicas [192.168.99.12:6403,192.168.99.11:6401,192.168.99.11:6403] reconfigured [192.168.99.12:6403]",
+                "switch shard-6402 192.168.99.11:6402 192.168.99.12:6402 auto \
+                 replicas [192.168.99.12:6404,192.168.99.11:6402,192.168.99.11:6404] reconfigured [192.168.99.12:6404]",
             ]
         );
         // Room 1 returns: its old masters answer as masters, then are demoted.
@@ -354,6 +429,18 @@ mod tests {
         let mut demoted = back.clone();
         demoted.roles[0] = Some(LiveRole::Replica(Addr::new("192.168.99.12", 6403)));
         assert_eq!(names(&diff(&t, &back, &demoted, &[None, None])), ["demoted 192.168.99.11:6401 192.168.99.12:6403"]);
+    }
+
+    /// A master that comes back while it is still the shard's master gets its `-odown`.
+    #[test]
+    fn odown_ends_with_an_event_while_the_master_stays() {
+        let t = fixtures::seed();
+        let lost = room1_lost(healthy());
+        let mut back = lost.clone();
+        back.odown[0] = false;
+        back.sdown[0] = false;
+        let events = names(&diff(&t, &lost, &back, &[None, None]));
+        assert!(events.contains(&"odown 192.168.99.11:6401 false".to_string()), "{events:?}");
     }
 
     #[test]
@@ -374,7 +461,9 @@ mod tests {
         moved.masters[1] = Some(6);
         assert_eq!(
             names(&diff(&t, &healthy(), &moved, &[None, None])),
-            ["switch shard-6402 192.168.99.11:6402 192.168.99.12:6402 adopted"]
+            ["switch shard-6402 192.168.99.11:6402 192.168.99.12:6402 adopted \
+                 replicas [192.168.99.12:6404,192.168.99.11:6402,192.168.99.11:6404] \
+                 reconfigured [192.168.99.12:6404,192.168.99.11:6404]"]
         );
     }
 
@@ -417,7 +506,9 @@ mod tests {
         assert_eq!(done.masters, [Some(2), Some(4)]);
         assert_eq!(
             names(&diff(&t, &moving, &done, &[Some(Trigger::Manual), None])),
-            ["switch shard-6401 192.168.99.11:6401 192.168.99.12:6401 manual"]
+            ["switch shard-6401 192.168.99.11:6401 192.168.99.12:6401 manual \
+                 replicas [192.168.99.12:6403,192.168.99.11:6401,192.168.99.11:6403] \
+                 reconfigured [192.168.99.12:6403,192.168.99.11:6403]"]
         );
         // On a first round with no answer at all, the designated master is reported.
         let blind = Observation::new(8);
@@ -445,6 +536,8 @@ mod tests {
             new: Addr::new("b", 2),
             room: "2".into(),
             trigger,
+            replicas: vec![],
+            reconfigured: vec![],
         };
         assert_eq!(switched(Trigger::Manual).hook_name(), Some("switchover"));
         assert_eq!(switched(Trigger::Auto).hook_name(), Some("failover"));

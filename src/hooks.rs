@@ -114,14 +114,14 @@ pub fn check_program(hook: &HookSettings, number: usize) -> Result<(), String> {
 pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![("RG_EVENT", event.hook_name().unwrap_or_default().to_string())];
     match event {
-        Event::MasterSwitched { shard, old, new, room, trigger } => env.extend([
+        Event::MasterSwitched { shard, old, new, room, trigger, .. } => env.extend([
             ("RG_SHARD", shard.clone()),
             ("RG_ROOM", room.clone()),
             ("RG_OLD_MASTER", old.to_string()),
             ("RG_NEW_MASTER", new.to_string()),
             ("RG_TRIGGER", trigger.label().to_string()),
         ]),
-        Event::Demoted { shard, room, instance, master } => env.extend([
+        Event::Demoted { shard, room, instance, master, .. } => env.extend([
             ("RG_SHARD", shard.clone()),
             ("RG_ROOM", room.clone()),
             ("RG_INSTANCE", instance.to_string()),
@@ -408,6 +408,8 @@ mod tests {
             new: Addr::new("10.0.0.2", new),
             room: "2".into(),
             trigger: Trigger::Manual,
+            replicas: vec![],
+            reconfigured: vec![],
         }
     }
 
@@ -526,6 +528,8 @@ mod tests {
             new: Addr::new("10.0.0.2", 6401),
             room: "2".into(),
             trigger: Trigger::Manual,
+            replicas: vec![],
+            reconfigured: vec![],
         });
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("RG_EVENT"), Some("switchover"));

@@ -46,6 +46,7 @@ pub mod plan;
 pub mod probe;
 pub mod reload;
 pub mod report;
+pub mod secret;
 pub mod sentinel;
 pub mod state;
 pub mod switchover;

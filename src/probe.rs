@@ -13,7 +13,7 @@ use std::{
 use futures::stream::{FuturesUnordered, StreamExt};
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, aio::MultiplexedConnection};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{RedisConfig, RedisSettings},
@@ -229,7 +229,11 @@ pub fn poller(
                 }
                 Some((id, prober, started, latency, outcome)) = in_flight.next() => {
                     let kind = outcome.as_ref().err().map(|e| e.kind);
-                    if kind != last_kind[id] {
+                    // Our own promotion or demotion closed this connection: not news.
+                    let ours = kind == Some(ProbeErrorKind::Io) && crate::act::disconnected_by_us(&addrs[id]);
+                    if ours {
+                        debug!(instance = %addrs[id], "probe connection closed by our own CLIENT KILL; reconnecting");
+                    } else if kind != last_kind[id] {
                         let addr = &addrs[id];
                         match &outcome {
                             Err(e) => warn!(instance = %addr, kind = e.kind.label(), error = %e.message, "probe of {addr} failed: {e}"),

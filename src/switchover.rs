@@ -9,12 +9,19 @@
 //! 2. wait until room R's heads have processed the masters' full offset (bounded by
 //!    `switchover_timeout`; on timeout: unpause, change nothing, fail);
 //! 3. persist the new masters (state file), promote room R's heads;
-//! 4. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
-//!    old-tail`); the old masters become replicas *before* they are unpaused, so a client
-//!    write that reaches them afterwards fails (`READONLY`) instead of being lost;
-//! 5. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
+//! 4. once this host's Sentinel endpoint (if configured and running) names the new masters,
+//!    demote each old master in one transaction with the closing of its clients (`MULTI;
+//!    REPLICAOF host port; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`, as Sentinel
+//!    reconfigures an instance): the writes the pause held there are never executed (Redis
+//!    checks `READONLY` before the pause, so they would fail), clients re-send them to the new
+//!    master after rediscovering it; the promotion in step 3 closed the new master's clients
+//!    the same way. The old masters are replicas *before* they are unpaused, so a write that
+//!    reaches them afterwards fails (`READONLY`) instead of being lost;
+//! 5. re-chain everything else to the mirror chain (`R-head -> R-tail -> old-head ->
+//!    old-tail`) and close the old masters' clients again (any that connected meanwhile);
+//! 6. unpause (or restore `min-slaves-to-write`) and verify the desired topology.
 //!
-//! Every outcome after the pause unpauses (steps 3–4 never return early): a failed save
+//! Every outcome after the pause unpauses (steps 3–5 never return early): a failed save
 //! changes nothing, a refused promotion gives that shard its old master back (every shard
 //! is promoted, none is cancelled mid-command by another's failure), and the error says why.
 //!
@@ -39,7 +46,7 @@ use crate::{
     plan::{self, Masters},
     probe,
     state::{FailoverRecord, State, StateError, Trigger},
-    topology::{InstanceId, ShardId, Topology},
+    topology::{InstanceId, Parent, ShardId, Topology},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -196,16 +203,14 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         let pause_started = Instant::now();
         writes_refused = paused.iter().any(|(_, f)| matches!(f, WriteFence::MinReplicas { .. }));
         // No early return until every paused master is unpaused.
-        let committed = commit(config, &mut state, &moves, room).await;
+        let committed = commit(config, &mut state, &moves, room, &mut paused).await;
+        // Still paused, the old masters demoted (their clients closed with the demotion): close
+        // the clients that connected since, so that no write held by the pause runs there
+        // (it would fail with READONLY); clients re-send them to the new master.
+        disconnect_moved(config, &state, &moves, &mut paused).await;
         unpause_all(&mut paused).await;
         if !paused.is_empty() {
             writes_paused_ms = Some(pause_started.elapsed().as_millis() as u64);
-        }
-        // Only now (unpaused, demoted): the old masters' clients reconnect and rediscover.
-        if committed.is_ok() {
-            for m in moves.iter().filter(|m| m.graceful) {
-                act::disconnect_clients(t, &config.redis, c.timeout, m.from).await;
-            }
         }
         committed?;
         for m in &moves {
@@ -233,7 +238,13 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
 /// target head, converge. It does what it can and never returns early; the caller unpauses.
 /// A shard whose promotion failed keeps its old master (in the state file too), so that after
 /// the unpause every shard has one writable master.
-async fn commit(config: &Config, state: &mut State, moves: &[Move], room: &str) -> Result<(), FailoverError> {
+async fn commit(
+    config: &Config,
+    state: &mut State,
+    moves: &[Move],
+    room: &str,
+    paused: &mut [(Node, WriteFence)],
+) -> Result<(), FailoverError> {
     let t = &config.topology;
     let c = &config.controller;
     let before = state.clone();
@@ -264,6 +275,11 @@ async fn commit(config: &Config, state: &mut State, moves: &[Move], room: &str) 
             failed.push((m, error));
         }
     }
+    // The old masters of the shards that moved: once this host's endpoint names the new
+    // masters (clients rediscover there), each is demoted in one transaction with the closing
+    // of its clients.
+    wait_for_local_endpoint(config, state, moves).await;
+    demote_old_masters(config, state, moves, paused).await;
     if !failed.is_empty() {
         let moved: Vec<String> = moves
             .iter()
@@ -430,6 +446,121 @@ async fn catch_up_link_by_link(
         parent = id;
     }
     Ok(())
+}
+
+/// Closes the clients of every graceful shard's old master whose shard moved (a shard whose
+/// promotion failed keeps its master and its clients), on the connection that fenced it:
+/// `CLIENT KILL` is not a write, so the pause does not hold it, and it skips that connection.
+async fn disconnect_moved(config: &Config, state: &State, moves: &[Move], paused: &mut [(Node, WriteFence)]) {
+    let t = &config.topology;
+    let graceful = moves.iter().filter(|m| m.graceful);
+    for (m, (node, _)) in graceful.zip(paused.iter_mut()) {
+        if state.masters[m.shard] != Some(m.to) {
+            continue;
+        }
+        match node.kill_clients().await {
+            Ok(n) => info!(
+                instance = %node.addr,
+                clients = n,
+                "disconnected the old master's clients before unpausing, so they rediscover the new master"
+            ),
+            Err(e) => {
+                warn!(shard = %t.shards[m.shard].name, error = %e, "could not disconnect the old master's clients")
+            }
+        }
+    }
+}
+
+/// Demotes each graceful shard's old master (its shard moved) under its new master's chain,
+/// closing its clients in the same transaction ([`Node::demote`]): a client connection never
+/// sees it as a replica, so a write the pause holds there is dropped with the connection (the
+/// client re-sends it after rediscovering) instead of failing with `READONLY`. What fails here
+/// is left to [`converge`]. Sent on the connection that fenced it (`paused`, in the order of
+/// the graceful moves): `CLIENT KILL` skips only the connection it is sent on, and that one
+/// must live to lift the fence.
+async fn demote_old_masters(config: &Config, state: &State, moves: &[Move], paused: &mut [(Node, WriteFence)]) {
+    let t = &config.topology;
+    let c = &config.controller;
+    let graceful = moves.iter().filter(|m| m.graceful);
+    let old: Vec<(&Move, &mut Node)> = graceful
+        .zip(paused.iter_mut())
+        .filter(|(m, _)| state.masters[m.shard] == Some(m.to))
+        .map(|(m, (node, _))| (m, node))
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    let demotions = old.into_iter().map(|(m, node)| {
+        let observation = &observation;
+        async move {
+            let parents = t.desired_parents(m.to, |id| observation.live(id).is_none());
+            let Some(&(_, Parent::Instance(parent))) = parents.iter().find(|(id, _)| *id == m.from) else {
+                return;
+            };
+            match node.demote(t.addr(parent)).await {
+                Ok(()) => info!(
+                    instance = %t.addr(m.from),
+                    master = %t.addr(parent),
+                    "demoted the old master and closed its clients in one transaction"
+                ),
+                Err(e) => warn!(instance = %t.addr(m.from), error = %e, "could not demote the old master yet"),
+            }
+        }
+    });
+    futures::future::join_all(demotions).await;
+}
+
+/// How long a switchover waits, writes paused, for this host's Sentinel endpoint to name the
+/// new masters: a running controller reports them after its next poll and round.
+const ENDPOINT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until this host's Sentinel-compatible endpoint (`[sentinel] listen`, served by the
+/// controller running beside this command, or by this process for `POST /failover`) names
+/// every moved shard's new master, at most [`ENDPOINT_WAIT`]. Otherwise a client whose
+/// connection is closed next asks the endpoint before the controller has seen the switch, is
+/// sent back to the demoted master and gets `READONLY`. Nothing to wait for when no endpoint
+/// is configured or none answers (no controller runs here).
+async fn wait_for_local_endpoint(config: &Config, state: &State, moves: &[Move]) {
+    let t = &config.topology;
+    let Some(sentinel) = &config.sentinel else { return };
+    let listen = sentinel.listen;
+    if listen.port() == 0 {
+        return;
+    }
+    let ip = if listen.ip().is_unspecified() {
+        if listen.is_ipv4() { "127.0.0.1".to_string() } else { "::1".to_string() }
+    } else {
+        listen.ip().to_string()
+    };
+    let endpoint = crate::topology::Addr::new(ip, listen.port());
+    let auth = crate::config::RedisSettings { username: None, password: sentinel.password.clone(), tls: None };
+    let timeout = config.controller.timeout.min(Duration::from_millis(500));
+    let Ok(mut con) = probe::connect(&endpoint, &auth, timeout).await else { return };
+    let expected: Vec<(String, String)> = moves
+        .iter()
+        .filter(|m| m.graceful && state.masters[m.shard] == Some(m.to))
+        .map(|m| (t.shards[m.shard].name.clone(), t.addr(m.to).to_string()))
+        .collect();
+    let started = Instant::now();
+    for (shard, master) in &expected {
+        loop {
+            let reply: Result<Option<(String, u16)>, _> =
+                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(shard).query_async(&mut con).await;
+            match reply {
+                Ok(Some((host, port))) if format!("{host}:{port}") == *master => break,
+                Ok(_) if started.elapsed() < ENDPOINT_WAIT => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(_) => {
+                    warn!(%shard, %endpoint, "the local Sentinel endpoint does not name the new master yet; disconnecting clients anyway");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+    if !expected.is_empty() {
+        info!(%endpoint, waited_ms = started.elapsed().as_millis() as u64, "the local Sentinel endpoint names the new masters");
+    }
 }
 
 /// Lifts every fence; one that cannot be lifted is logged with what to run by hand.

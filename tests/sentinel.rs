@@ -160,11 +160,16 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
     assert_eq!(before.as_deref(), Some("after"));
 
     // Sentinel's events, in order: the master down (subjectively, then objectively: its room
-    // is lost), then one switch per shard.
+    // is lost), room 2's tail reconfigured, one switch per shard, then every replica of the
+    // new master (the old master included), as Sentinel sends them after a switch.
     let expected = [
         ports_in("+sdown|master shard-22011 127.0.0.11 22011"),
-        ports_in("+odown|master shard-22011 127.0.0.11 22011"),
+        ports_in("+odown|master shard-22011 127.0.0.11 22011 #quorum 1/1"),
+        ports_in("+slave-reconf-done|slave 127.0.0.12:22013 127.0.0.12 22013 @ shard-22011 127.0.0.11 22011"),
         ports_in("+switch-master|shard-22011 127.0.0.11 22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.12:22013 127.0.0.12 22013 @ shard-22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.11:22011 127.0.0.11 22011 @ shard-22011 127.0.0.12 22011"),
+        ports_in("+slave|slave 127.0.0.11:22013 127.0.0.11 22013 @ shard-22011 127.0.0.12 22011"),
     ];
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -177,6 +182,8 @@ async fn redis_rs_sentinel_client_follows_a_room_loss() {
         events.lock().unwrap()
     );
     assert_eq!(switches(&events).len(), 2, "{:?}", events.lock().unwrap());
+    // No `-odown` for an old master: the switch replaces it (Sentinel sends none either).
+    assert!(!events.lock().unwrap().iter().any(|m| m.starts_with("-odown|")), "{:?}", events.lock().unwrap());
     assert!(
         events
             .lock()
@@ -421,6 +428,24 @@ async fn protocol_answers_in_resp2_and_resp3() {
         reply,
         "*2\r\n$8\r\nsentinel\r\n*2\r\n$11\r\nshard-22101\r\n$11\r\nshard-22102\r\n*0\r\n-ERR No such master with that name\r\n"
     );
+    // Valkey 8's names answer as the old ones do.
+    for (old, new) in [
+        (
+            &b"SENTINEL get-master-addr-by-name shard-22101\r\n"[..],
+            &b"SENTINEL GET-PRIMARY-ADDR-BY-NAME shard-22101\r\n"[..],
+        ),
+        (b"SENTINEL masters\r\n", b"SENTINEL PRIMARIES\r\n"),
+        (b"SENTINEL master shard-22102\r\n", b"SENTINEL primary shard-22102\r\n"),
+        (b"SENTINEL slaves shard-22102\r\n", b"SENTINEL REPLICAS shard-22102\r\n"),
+        (b"SENTINEL master nope\r\n", b"SENTINEL primary nope\r\n"),
+    ] {
+        let (expected, _) = exchange(&mut s, old).await;
+        let (reply, _) = exchange(&mut s, new).await;
+        assert_eq!(reply, expected, "{}", String::from_utf8_lossy(new));
+        assert!(!reply.contains("unknown subcommand"), "{reply}");
+    }
+    let (reply, _) = exchange(&mut s, b"SENTINEL primary\r\n").await;
+    assert_eq!(reply, "-ERR wrong number of arguments for 'sentinel|primary' command\r\n");
     let (reply, _) = exchange(&mut s, b"INFO sentinel\r\n").await;
     assert!(reply.contains("# Sentinel\r\nsentinel_masters:2\r\n"), "{reply}");
     assert!(reply.contains("master0:name=shard-22101,status=sdown,address=127.0.0.11:22101,slaves=0,sentinels=1"));

@@ -5,6 +5,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod clients;
 mod failover;
 mod faults;
 mod hostile;

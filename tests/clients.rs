@@ -1,0 +1,216 @@
+//! Issue 15: client connections end where their role says after every failover path. A
+//! promotion closes the new master's clients (replica-role connections there must reconnect);
+//! a graceful switchover closes the old masters' clients while writes are still paused, so the
+//! writes the pause held are re-sent to the new master instead of failing with `READONLY`.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::aio::MultiplexedConnection;
+
+use crate::util::*;
+
+/// A connection named `name` (as an application's replica client) that has answered a read.
+async fn named_reader(a: &str, name: &str) -> MultiplexedConnection {
+    let mut con = connect(a).await;
+    let () = redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async(&mut con).await.unwrap();
+    let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut con).await.unwrap();
+    con
+}
+
+async fn client_list(a: &str) -> String {
+    let mut con = connect(a).await;
+    redis::cmd("CLIENT").arg("LIST").query_async(&mut con).await.unwrap()
+}
+
+/// The reader's connection was closed by the server: its next command fails, and the server
+/// no longer lists it.
+async fn assert_closed(reader: &mut MultiplexedConnection, a: &str, name: &str) {
+    let next = redis::cmd("GET").arg("k").query_async::<Option<String>>(reader).await;
+    assert!(next.is_err(), "the replica-role connection on {a} is still open: {next:?}");
+    let list = client_list(a).await;
+    assert!(!list.contains(&format!("name={name} ")), "{a} still lists {name}:\n{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_after_a_room_loss_closes_the_new_masters_replica_clients() {
+    let mut lab = lab(27000).await;
+    let head = at(2, 27001);
+    let mut reader = named_reader(&head, "app-replica").await;
+    let mut other = named_reader(&at(2, 27002), "app-replica-2").await;
+    let c = Controller::start(&lab).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { is_master(&head).await && is_master(&at(2, 27002)).await })
+            .await,
+        "room 2's heads were not promoted: {}",
+        c.report_text()
+    );
+    assert_closed(&mut reader, &head, "app-replica").await;
+    assert_closed(&mut other, &at(2, 27002), "app-replica-2").await;
+    // The promoted master answers and keeps its replica (a replication link is not a normal
+    // client).
+    let mut con = connect(&head).await;
+    let () = redis::cmd("SET").arg("after").arg(1).query_async(&mut con).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || async { replicates(&at(2, 27003), &head).await }).await);
+    c.stop().await;
+}
+
+/// Writes `w:<n>` keys to whichever of `candidates` answers as a master, as a client that
+/// rediscovers after a connection error: an unacknowledged write is re-sent after reconnecting.
+/// Counts the `READONLY` errors it sees.
+async fn rediscovering_writer(
+    candidates: [String; 2],
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    readonly: Arc<AtomicU64>,
+) {
+    let mut con: Option<MultiplexedConnection> = None;
+    let (mut n, mut pending) = (0u64, None);
+    while !stop.load(Ordering::Relaxed) {
+        if con.is_none() {
+            for c in &candidates {
+                if is_master(c).await {
+                    con = Some(connect(c).await);
+                    break;
+                }
+            }
+        }
+        let Some(connection) = con.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let key = pending.take().unwrap_or_else(|| {
+            n += 1;
+            n
+        });
+        match redis::cmd("SET").arg(format!("w:{key}")).arg(key).query_async::<()>(connection).await {
+            Ok(()) => acked.lock().unwrap().push(key),
+            Err(e) => {
+                if e.code() == Some("READONLY") {
+                    readonly.fetch_add(1, Ordering::Relaxed);
+                }
+                pending = Some(key);
+                con = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_failover_under_writes_gives_no_readonly_and_closes_the_new_masters_readers() {
+    let lab = lab(27010).await;
+    let head = at(2, 27011);
+    let mut reader = named_reader(&head, "app-replica").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let readonly = Arc::new(AtomicU64::new(0));
+    let writer =
+        tokio::spawn(rediscovering_writer([at(1, 27011), at(2, 27011)], stop.clone(), acked.clone(), readonly.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let config = config_path(&lab);
+    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graceful failover"), "{stdout}");
+    // The writer goes on against the new master.
+    let at_switch = acked.lock().unwrap().len();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { acked.lock().unwrap().len() > at_switch + 20 }).await,
+        "the writer did not resume on the new master"
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    assert_eq!(readonly.load(Ordering::Relaxed), 0, "the writer saw READONLY");
+    let acked = acked.lock().unwrap().clone();
+    let mut con = connect(&head).await;
+    let keys: Vec<String> = acked.iter().map(|n| format!("w:{n}")).collect();
+    let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.unwrap();
+    let lost = values.iter().filter(|v| v.is_none()).count();
+    assert_eq!(lost, 0, "{lost} of {} acknowledged writes lost", acked.len());
+    assert_closed(&mut reader, &head, "app-replica").await;
+    assert!(replicates(&at(1, 27011), &at(2, 27013)).await);
+}
+
+/// The Node.js Sentinel clients application teams use (ioredis, node-redis' `createSentinel`),
+/// from `tests/node/` (scripts/ensure-deps installs them), through a graceful failover to
+/// room 2 and then room 2's loss (back to room 1), under writes every 20 ms: after each,
+/// master clients write to the master the endpoint names, ioredis' replica connection is on a
+/// replica, and no client ever saw `READONLY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_clients_follow_a_graceful_failover_and_a_room_loss() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let node_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        node_dir.join("node_modules/ioredis").is_dir() && node_dir.join("node_modules/redis").is_dir(),
+        "{} has no node_modules: run scripts/ensure-deps (or scripts/test), which installs ioredis and redis with npm",
+        node_dir.display()
+    );
+    // The endpoint on a fixed port, in the config file too: the CLI's failover waits until the
+    // controller's endpoint names the new masters before it closes the old masters' clients.
+    let sentinel_listen = Some(format!("127.0.0.1:{}", port(27029)));
+    let mut lab = lab_with(roomguard::lab::LabSpec { base_port: 27020, sentinel_listen, ..Default::default() }).await;
+    let c = Controller::start(&lab).await;
+    let endpoint = c.sentinel.expect("sentinel endpoint");
+    let shards: Vec<String> = [27021, 27022].iter().map(|&p| format!("shard-{}", addr(&at(1, p)).port)).collect();
+    let mut child = tokio::process::Command::new("node")
+        .arg(node_dir.join("sentinel_clients.mjs"))
+        .args([endpoint.ip().to_string(), endpoint.port().to_string()])
+        .args(&shards)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js 18 or later)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut next_line = async || match tokio::time::timeout(Duration::from_secs(45), stdout.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        other => {
+            let mut err = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
+            panic!("the node clients stopped ({other:?}):\n{err}");
+        }
+    };
+    assert_eq!(next_line().await, "ready");
+
+    let config_file = config_path(&lab);
+    let mut failover = roomguard(&["failover", "--room", "2", "--config", config_file.to_str().unwrap()]);
+    failover.env("ROOMGUARD_LOG", "info");
+    let out = run(failover).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if std::env::var_os("RG_NODE_DEBUG").is_some() {
+        eprintln!("the CLI's log:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", c.report_text());
+    stdin.write_all(b"graceful\n").await.unwrap();
+    let graceful = next_line().await;
+    assert!(graceful.starts_with("check 1 ok "), "{graceful}");
+    assert!(!graceful.contains("readonly"), "READONLY reached a client in a graceful failover: {graceful}");
+
+    for id in lab.room(1) {
+        lab.servers[id].kill();
+    }
+    assert!(c.wait_one_failover_to("1", Duration::from_secs(15)).await, "{}", c.report_text());
+    stdin.write_all(b"room 2 lost\n").await.unwrap();
+    let lost = next_line().await;
+    assert!(lost.starts_with("check 2 ok "), "{lost}");
+    assert!(!lost.contains("readonly"), "READONLY reached a client: {lost}");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    eprintln!("node clients' errors: after the graceful failover {graceful}; after room 2's loss {lost}");
+    c.stop().await;
+}
