@@ -339,6 +339,7 @@ async fn main() -> std::process::ExitCode {
         }
         let duration = rng.millis(500, 8000);
         let gap = rng.millis(0, 1500);
+        let diverged_before_episode = diverged_total(&controllers);
         let mut holes: Vec<BlackHole> = vec![];
         let mut hung: Vec<InstanceId> = vec![];
         let mut killed: Vec<InstanceId> = vec![];
@@ -405,6 +406,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
         tokio::time::sleep(duration).await;
+        let diverged_before = diverged_before_episode;
         drop(holes);
         for id in hung {
             lab.servers[id].resume();
@@ -472,8 +474,16 @@ async fn main() -> std::process::ExitCode {
             let newly: Vec<u64> = gone.iter().copied().filter(|n| earlier.contains(n)).collect();
             let fresh = gone.len() - newly.len();
             if !gone.is_empty() {
-                let allowed = faults.iter().any(|f| f.may_lose_writes());
-                let cause = faults.iter().find(|f| f.may_lose_writes()).map_or("none", |f| f.kind());
+                // A master that froze or was cut off after acknowledging writes it had not yet
+                // replicated, and was failed over: those writes are discarded when it returns
+                // and is demoted, and counted as its divergence.
+                let discarded = diverged_total(&controllers) > diverged_before;
+                let allowed = discarded || faults.iter().any(|f| f.may_lose_writes());
+                let cause = match faults.iter().find(|f| f.may_lose_writes()) {
+                    Some(f) => f.kind(),
+                    None if discarded => "discarded with a demoted stale master (roomguard_diverged_bytes_total)",
+                    None => "none",
+                };
                 run.log(format!(
                     "episode {episode}: {} of {} acknowledged writes of {} missing ({} verified earlier), cause {cause}",
                     gone.len(),
@@ -563,4 +573,21 @@ async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
     let reply: Vec<String> =
         redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(shard).query_async(&mut s).await.ok()?;
     Some(format!("{}:{}", reply.first()?, reply.get(1)?))
+}
+
+/// `roomguard_diverged_bytes_total`, summed over every controller: bytes demoted stale masters
+/// had written past their successors' promotion points.
+fn diverged_total(controllers: &[Controller]) -> f64 {
+    controllers
+        .iter()
+        .flat_map(|c| {
+            c.shared
+                .metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("roomguard_diverged_bytes_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
