@@ -310,10 +310,15 @@ fn rescuer(
     let now = observation.live(master).filter(|i| i.role == Role::Master)?;
     // Redis < 4.0 (no IDs): the offset alone. A replica that has full-synced from the restarted
     // master is never ahead of it, so being ahead means it still holds the lost history.
-    // Its room's chain first; then the other rooms', in the chain's order: when the whole room
-    // came back empty (a power blip, restarts faster than `down_after`), the data lives on only
-    // there (the soak found roomguard re-pointing that last copy at the empty master).
-    topology.chain_order(master).into_iter().skip(1).filter(|&id| !verdict.down[id]).find(|&id| {
+    // Its room's chain. Only when every other instance of the room is down or came back empty
+    // too (a power blip, restarts faster than `down_after`) the next rooms', in chain order: the
+    // data lives on only there (the soak found roomguard re-pointing that last copy at the
+    // empty master). Never past a live room successor: two controllers that see it at slightly
+    // different moments would otherwise pick different rooms (the soak found that fight too).
+    let whole_room_gone =
+        room_successors(topology, master).all(|id| verdict.down[id] || observation.get(id).lost_history.is_some());
+    let reach = if whole_room_gone { usize::MAX } else { room_successors(topology, master).count() };
+    topology.chain_order(master).into_iter().skip(1).take(reach).filter(|&id| !verdict.down[id]).find(|&id| {
         observation.live(id).is_some_and(|i| {
             i.role == Role::Replica
                 && i.shares_history(lost.replid.as_deref()).unwrap_or(true)
@@ -986,20 +991,22 @@ mod tests {
         let (decision, _, plan) = round(&s, &masters, &Policy { auto_failover: false, ..POLICY });
         assert!(decision.changes.is_empty() && plan.actions.is_empty());
         assert!(decision.held[0].why.contains("restarted empty"), "{:?}", decision.held);
-        // Too late for room 1: its replica already full-synced the empty dataset. Room 2's head
-        // has not yet (its link dropped and its sync waits): the data lives on there, and the
-        // rescue crosses rooms rather than let it be wiped too.
+        // Too late: the replica already full-synced the empty dataset. It is live and did not
+        // restart, so the rescue does not look past it into room 2 (two controllers seeing it a
+        // moment apart would pick different rooms): nothing is done.
         s.set_replica(r, m, &fresh, true, 1);
         s.set_replica(h2, r, &format!("{:040}", 1), false, -1);
+        let (decision, _, _) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.is_empty());
+        // The whole room came back empty (the replica restarted too): room 2's head, which still
+        // holds the data, is the rescuer.
+        s.fail(r, Duration::from_millis(100));
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        s.set_master(r, &"e".repeat(40), "", 0);
+        assert!(s.observation.get(r).lost_history.is_some());
         let (decision, new_masters, _) = round(&s, &masters, &POLICY);
         assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
         assert_eq!(new_masters[0], Some(h2));
-        // Once room 2 has synced it as well (head and tail), nothing is left to save.
-        s.set_replica(h2, r, &fresh, true, 1);
-        let t2 = s.id("192.168.99.12:6403");
-        s.set_replica(t2, h2, &fresh, true, 1);
-        let (decision, _, _) = round(&s, &masters, &POLICY);
-        assert!(decision.changes.is_empty());
     }
 
     /// Redis < 4.0 has no replication IDs: the rules fall back to offsets.
