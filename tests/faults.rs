@@ -1138,6 +1138,10 @@ async fn row10b_whole_room_restarted_empty_is_rescued_from_the_next_room() {
         futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
         report(&c)
     );
-    assert_eq!(c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]), 1.0, "{}", c.metrics());
+    // One failover per round that saw restarts: one or two (the shards' restarts may be seen a
+    // round apart), each counted and verified.
+    let failovers = c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]);
+    assert!((1.0..=2.0).contains(&failovers), "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_failovers_total", &["outcome=\"failed\""]), 0.0, "{}", c.metrics());
     c.stop().await;
 }
