@@ -29,17 +29,7 @@ async fn counters_start_at_0_and_a_first_failing_hook_alerts() {
         command: vec!["/bin/false".into()],
         timeout: Duration::from_secs(10),
     }];
-    config.sentinel = Some(
-        roomguard::sentinel::RawSentinel {
-            listen: "127.0.0.1:28029".into(),
-            password: None,
-            max_connections: None,
-            max_request_bytes: None,
-            idle_timeout: None,
-        }
-        .validate()
-        .unwrap(),
-    );
+    config.sentinel = Some(roomguard::sentinel::RawSentinel::listening_on("127.0.0.1:28029").validate().unwrap());
     let c = Controller::start_with(config).await;
 
     // Before anything happened: every known series, at 0.

@@ -118,10 +118,7 @@ async fn graceful_failover_under_writes_gives_no_readonly_and_closes_the_new_mas
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let config = config_path(&lab);
-    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("graceful failover"), "{stdout}");
+    graceful_failover_cli(&config, "2").await;
     // The writer goes on against the new master.
     let at_switch = acked.lock().unwrap().len();
     assert!(

@@ -172,10 +172,7 @@ async fn switchover_under_load(lab: &roomguard::lab::Lab, from: u8, to: u8, pref
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let config = config_path(lab);
-    let out = run(roomguard(&["failover", "--room", &to.to_string(), "--config", config.to_str().unwrap()])).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("graceful failover"), "{stdout}");
+    graceful_failover_cli(&config, &to.to_string()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();

@@ -603,3 +603,12 @@ pub fn with_recording_hook(lab: &Lab) -> roomguard::config::Config {
 pub fn hook_log(lab: &Lab) -> String {
     std::fs::read_to_string(lab.dir().join("hooks.log")).unwrap_or_default()
 }
+
+/// `roomguard failover --room <room>` with `config`, which must succeed gracefully; its stdout.
+pub async fn graceful_failover_cli(config: &std::path::Path, room: &str) -> String {
+    let out = run(roomguard(&["failover", "--room", room, "--config", config.to_str().unwrap()])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graceful failover"), "{stdout}");
+    stdout
+}

@@ -242,10 +242,7 @@ async fn versions_graceful_switchover_under_a_writer_loses_no_acknowledged_write
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let config = config_path(&lab);
-    let out = run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("graceful failover"), "{stdout}");
+    let stdout = graceful_failover_cli(&config, "2").await;
     assert_eq!(stdout.contains("NOREPLICAS"), !version.has_pause_write(), "{stdout}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);

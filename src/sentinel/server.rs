@@ -145,15 +145,7 @@ pub(super) mod fixtures {
     pub(crate) fn endpoint(view: Discovery) -> Endpoint {
         let topology = crate::topology::fixtures::seed();
         Endpoint {
-            settings: RawSentinel {
-                listen: "127.0.0.1:0".into(),
-                password: None,
-                max_connections: None,
-                max_request_bytes: None,
-                idle_timeout: None,
-            }
-            .validate()
-            .unwrap(),
+            settings: RawSentinel::listening_on("127.0.0.1:0").validate().unwrap(),
             view: watch::channel(view).1,
             events: broadcast::channel(16).0,
             metrics: Arc::new(Metrics::new(&topology)),

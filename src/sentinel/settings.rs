@@ -48,6 +48,17 @@ pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
 pub(super) const MAX_ARGS: i64 = 1024;
 
 impl RawSentinel {
+    /// A `[sentinel]` section that names only its address: every other key at its default.
+    pub fn listening_on(listen: &str) -> RawSentinel {
+        RawSentinel {
+            listen: listen.into(),
+            password: None,
+            max_connections: None,
+            max_request_bytes: None,
+            idle_timeout: None,
+        }
+    }
+
     pub fn validate(self) -> Result<SentinelSettings, String> {
         let listen = self
             .listen
@@ -129,15 +140,7 @@ mod tests {
         assert_eq!(fit_connections(1024, 1024 * 1024, 8), None);
         assert_eq!(fit_connections(100, 1024, 8), None);
         assert_eq!(fit_connections(1024, 50, 8), Some(1), "never zero");
-        let settings = RawSentinel {
-            listen: "127.0.0.1:0".into(),
-            password: None,
-            max_connections: None,
-            max_request_bytes: None,
-            idle_timeout: None,
-        }
-        .validate()
-        .unwrap();
+        let settings = RawSentinel::listening_on("127.0.0.1:0").validate().unwrap();
         assert_eq!(settings.clone().fitted(Some(1024), 8).max_connections, 936);
         assert_eq!(settings.clone().fitted(None, 8).max_connections, DEFAULT_MAX_CONNECTIONS);
         // The process' own limit is raised (to the hard limit where the system allows it).
