@@ -13,6 +13,7 @@ Any failure raises (non-zero exit, traceback on stderr).
 import sys
 import time
 
+from redis import Redis
 from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
 
@@ -52,6 +53,12 @@ for shard in shards:
     assert masters[shard].get("before") == shard.encode()
     # Replication is asynchronous: the replica gets the write shortly.
     retry(f"{shard}: read back from a replica", lambda s=shard: replicas[s].get("before") == s.encode())
+    # The check after the room loss ("data written before the loss is kept") needs the write on
+    # every replica, room 2's head included, before room 1 is killed: a crash may lose writes
+    # that had not yet travelled down the chain, and slave_for() above read only one replica.
+    for rip, rport in sentinel.discover_slaves(shard):
+        direct = Redis(host=rip, port=rport, socket_timeout=0.5)
+        retry(f"{shard}: write reached {rip}:{rport}", lambda d=direct, s=shard: d.get("before") == s.encode())
 print("phase1 ok", flush=True)
 
 sys.stdin.readline()

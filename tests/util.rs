@@ -172,7 +172,7 @@ impl Controller {
         // The controller's log, shown with a failing test's output (filter: ROOMGUARD_TEST_LOG).
         let filter = tracing_subscriber::EnvFilter::try_from_env("ROOMGUARD_TEST_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomguard=info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_test_writer().try_init();
         let daemon = daemon::Daemon::start(config).await.expect("controller starts");
         let (shared, http, sentinel) = (daemon.shared(), daemon.http_addr(), daemon.sentinel_addr());
         let stop = CancellationToken::new();
