@@ -23,19 +23,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Every port the suite's labs use goes through here: tests name ports as they are at offset 0
 /// (`lab(21100)`, `at(1, 21101)`) and get `port + $RG_TEST_PORT_OFFSET` (default 0), so
-/// two worktrees can run the suite at once (e.g. `RG_TEST_PORT_OFFSET=10000` in one). (Not
+/// two worktrees can run the suite at once (e.g. `RG_TEST_PORT_OFFSET=-10000` in one; an
+/// offset may be negative). (Not
 /// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
 /// base+9). Ranges in use at offset 0: 21000-21309, 22000-22589 and 24800-24879 (the scripted
 /// suite), 23000-23999 (the Redis version tests), 26000-26019 (supervision).
 pub fn port(logical: u16) -> u16 {
-    static OFFSET: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
         Err(_) => 0,
         Ok(v) => v.parse().unwrap_or_else(|_| panic!("RG_TEST_PORT_OFFSET={v:?} is not a port offset")),
     });
-    logical.checked_add(offset).filter(|p| *p < 60000).unwrap_or_else(|| {
-        panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} beyond 60000 (the ephemeral range)")
+    // Below 1024 lie system services. Linux hands out ephemeral ports from 32768 by default,
+    // so a negative offset (ranges below 21000) is the safer choice for a second suite.
+    u16::try_from(i32::from(logical) + offset).ok().filter(|p| (1024..60000).contains(p)).unwrap_or_else(|| {
+        panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} outside 1024..60000")
     })
 }
 
