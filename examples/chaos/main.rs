@@ -15,7 +15,10 @@
 //!   SIGKILLed or restarted empty may lose what it acknowledged but had not yet replicated; a
 //!   master that restarts empty with `repl-diskless-sync-delay 0` may wipe its replicas before
 //!   anyone can act (the restart-empty race, README row 10), losing everything. Those losses
-//!   are counted per cause; any other loss is a violation.
+//!   are counted per cause; any other loss is a violation. A write is *verified* at a quiet
+//!   point once every replica of its shard has reached the master's offset (waited for up to
+//!   [`CATCH_UP`]): it is then in every room, and losing it later is a violation whatever
+//!   the fault (the chain's promise).
 //!
 //! A run is reproducible from its seed (the choice and timing of faults; not the timing of
 //! Redis and the controllers). On a violation it prints the seed and the timeline and exits 1.
@@ -179,6 +182,39 @@ async fn writer(shard: String, sentinel: Addr, acked: Acked, stop: CancellationT
             _ => master = None,
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How long a quiet point waits for every replica to reach the master's offset before it
+/// calls the writes acknowledged so far "verified" (on every instance of the shard).
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// `master_repl_offset` of `addr` (a replica's is how much of its master's stream it holds).
+async fn repl_offset(addr: &Addr) -> Option<i64> {
+    let mut con = probe::connect(addr, &RedisSettings::default(), Duration::from_secs(1)).await.ok()?;
+    let text: String = redis::cmd("INFO").arg("replication").query_async(&mut con).await.ok()?;
+    roomguard::info::parse(&text).ok().map(|info| info.repl_offset)
+}
+
+/// Waits up to [`CATCH_UP`] until every instance in `others` holds the master's history up to
+/// the offset the master has now: whatever it acknowledged before this call is then on every
+/// instance. A link that reads "up" may still lag behind (a partition that just healed, TCP
+/// retransmitting); only then may a later room loss lose nothing of it.
+async fn caught_up(master: &Addr, others: &[Addr]) -> bool {
+    let Some(target) = repl_offset(master).await else { return false };
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let mut behind = false;
+        for addr in others {
+            behind |= repl_offset(addr).await.is_none_or(|offset| offset < target);
+        }
+        if !behind {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -515,7 +551,23 @@ async fn main() -> std::process::ExitCode {
                 // Forget the lost ones: they are accounted for.
                 acked[s].lock().expect("acked").retain(|n| !gone.contains(n));
             }
-            verified[s] = acked[s].lock().expect("acked").len();
+            // What the master holds of `acked_now` is verified once every replica has it too
+            // (acked is append-only but for the removal above, so they stay its prefix).
+            let others: Vec<Addr> = shard
+                .instances
+                .iter()
+                .filter(|i| i.instance != masters[0])
+                .filter_map(|i| i.instance.parse().ok())
+                .collect();
+            if caught_up(&master, &others).await {
+                verified[s] = acked_now.len() - gone.len();
+            } else {
+                run.log(format!(
+                    "episode {episode}: the replicas of {} did not reach its offset within {CATCH_UP:?}: \
+                     nothing newly verified",
+                    shard.name
+                ));
+            }
         }
         for (k, c) in controllers.iter().enumerate() {
             if c.daemon_task.is_finished() {
