@@ -159,8 +159,10 @@ pub struct Controller {
     last_unsaved: Vec<MasterChange>,
     /// Last logged room statuses and held reasons, so that warnings are logged on change.
     last_rooms: Vec<RoomStatus>,
-    /// Instances flagged as restarted empty last round (to log and count each restart once).
-    restarted_empty: Vec<bool>,
+    /// Per instance, the lost histories already logged while it stays flagged as restarted
+    /// empty (to log and count each restart once: after a second one the replicas hold
+    /// another history; the recorded and the inferred evidence may take turns).
+    restarted_empty: Vec<Vec<Option<String>>>,
     /// The failovers held when a decision was last taken (logged on change). A round that
     /// takes none (an action or a manual failover in progress) keeps reporting them.
     held: Vec<plan::Held>,
@@ -218,7 +220,7 @@ impl Controller {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let observation = store.snapshot().aged(Instant::now(), max_age);
+            let observation = store.snapshot().aged(Instant::now(), max_age).with_inferred_losses(self.topology());
             self.round(&observation).await;
             self.beat();
         }
@@ -363,12 +365,17 @@ impl Controller {
 
     /// Logs and counts each instance that came back as a master without its history.
     fn log_restarted_empty(&mut self, observation: &Observation) {
-        let flags: Vec<bool> = observation.instances.iter().map(|i| i.lost_history.is_some()).collect();
+        self.restarted_empty.resize(observation.instances.len(), Vec::new());
         for (id, obs) in observation.instances.iter().enumerate() {
-            let Some(lost) = obs.lost_history.as_ref() else { continue };
-            if self.restarted_empty.get(id) == Some(&true) {
+            let logged = &mut self.restarted_empty[id];
+            let Some(lost) = obs.lost_history.as_ref() else {
+                logged.clear();
+                continue;
+            };
+            if logged.contains(&lost.replid) {
                 continue;
             }
+            logged.push(lost.replid.clone());
             self.shared.metrics.record_restarted_empty(id);
             warn!(
                 instance = %self.topology().addr(id),
@@ -379,7 +386,6 @@ impl Controller {
                 self.topology().addr(id)
             );
         }
-        self.restarted_empty = flags;
     }
 
     /// Takes the state file's masters when someone else (the `failover` command) wrote a

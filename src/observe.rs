@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     health::Heartbeat,
     info::{ReplicationInfo, Role},
-    topology::InstanceId,
+    topology::{InstanceId, Topology},
     version::ServerVersion,
 };
 
@@ -306,6 +306,56 @@ impl Observation {
     /// True once every instance has been probed at least once.
     pub fn complete(&self) -> bool {
         self.instances.iter().all(|i| i.probed_at.is_some())
+    }
+
+    /// Adds the lost histories that the replicas show, for masters whose own earlier replies
+    /// do not (see [`LostHistory::between`]): a controller that started after the restart
+    /// never saw the offset go back, and a master that restarted empty twice is remembered
+    /// with its first loss while its replicas, resynced in between, hold the second history.
+    ///
+    /// A replica that points at a master, is not in sync with it (its link is down, or a full
+    /// sync is under way) and holds more of another history than the master has of its own,
+    /// while the master has never been promoted since its history began (no second ID: a
+    /// fresh start), is ahead of a master that lost what the replica still has. A healthy
+    /// replica is never ahead of its master; a promoted master that is behind a former sibling
+    /// (a failover that discarded writes) has a second ID and is not this case. Needs
+    /// replication IDs (Redis >= 4.0); older versions rely on the recorded evidence alone.
+    ///
+    /// A recorded history stays unless no other instance of the shard still holds it.
+    pub fn with_inferred_losses(mut self, topology: &Topology) -> Observation {
+        for master in 0..self.instances.len() {
+            let Some(lost) = self.inferred_loss(topology, master) else { continue };
+            let recorded_held = self.instances[master].lost_history.as_ref().is_some_and(|recorded| {
+                let offset = self.live(master).map_or(0, |i| i.repl_offset);
+                topology.shard_members(topology.instance(master).shard).filter(|&id| id != master).any(|id| {
+                    self.live(id).is_some_and(|i| {
+                        i.shares_history(recorded.replid.as_deref()).unwrap_or(true) && i.repl_offset > offset
+                    })
+                })
+            });
+            if !recorded_held {
+                self.instances[master].lost_history = Some(lost);
+            }
+        }
+        self
+    }
+
+    /// The history the replicas of `master` show it lost (see [`Self::with_inferred_losses`]).
+    fn inferred_loss(&self, topology: &Topology, master: InstanceId) -> Option<LostHistory> {
+        let now = self.live(master).filter(|i| i.role == Role::Master && i.fresh_history())?;
+        let addr = topology.addr(master);
+        topology
+            .shard_members(topology.instance(master).shard)
+            .filter(|&id| id != master)
+            .filter_map(|id| self.live(id))
+            .filter(|i| {
+                i.master.as_ref().is_some_and(|link| {
+                    link.points_to(&addr.host, addr.port) && (!link.link_up || link.sync_in_progress)
+                }) && i.shares_history(now.replid.as_deref()) == Some(false)
+                    && i.repl_offset > now.repl_offset
+            })
+            .max_by_key(|i| i.repl_offset)
+            .map(|i| LostHistory { replid: i.replid.clone(), offset: i.repl_offset })
     }
 
     /// The observation as the decisions must read it at `now`: an instance whose latest

@@ -340,6 +340,19 @@ fn still_held(topology: &Topology, observation: &Observation, id: InstanceId) ->
     })
 }
 
+/// `master` (answering `now`) restarted with less data than it had, and `other` holds more of
+/// the history it lost. Needs replication IDs (Redis >= 4.0).
+fn holds_lost_history(
+    observation: &Observation,
+    master: InstanceId,
+    now: &ReplicationInfo,
+    other: &ReplicationInfo,
+) -> bool {
+    observation.get(master).lost_history.as_ref().is_some_and(|lost| {
+        other.shares_history(lost.replid.as_deref()) == Some(true) && other.repl_offset > now.repl_offset
+    })
+}
+
 /// The instances after `master` in its room's chain, in order.
 fn room_successors(topology: &Topology, master: InstanceId) -> impl Iterator<Item = InstanceId> + '_ {
     let room = topology.instance(master).room;
@@ -400,15 +413,22 @@ fn adoption(
         }
     }
     // The designated master restarted without its data and another controller has already
-    // rescued the shard: the designated one serves a fresh history (no second ID) that is
-    // shorter than the history another master was promoted from, and it knows nothing of it.
-    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master && i.fresh_history()) {
+    // rescued the shard. Either this controller saw the restart (the designated master lost
+    // a history, recorded or read from its replicas) and the other master holds more of that
+    // history — even before its chain is attached: a restart from an older RDB looks promoted
+    // too (Redis 7 restores the RDB's ID as the second one), so lineage alone would leave two
+    // controllers demoting each other's master — or it serves a fresh history (no second ID)
+    // that is shorter than the history another master was promoted from, and knows nothing
+    // of it.
+    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master) {
         let rescued = other_masters
             .iter()
             .filter(|(_, info)| {
-                promoted(info)
-                    && info.replid2 != designated.replid
-                    && designated.repl_offset < info.second_repl_offset - 1
+                holds_lost_history(observation, master, designated, info)
+                    || (designated.fresh_history()
+                        && promoted(info)
+                        && info.replid2 != designated.replid
+                        && designated.repl_offset < info.second_repl_offset - 1)
             })
             .max_by_key(|(_, info)| info.repl_offset);
         if let Some((id, _)) = rescued {
@@ -629,6 +649,15 @@ fn plan_shard(
                         {
                             Some(format!("it looks newer than the designated master {}; waiting", addr_of(master)))
                         }
+                        // The designated master restarted with less than it had, and this
+                        // one holds more of what it lost: another controller's rescue (or an
+                        // instance restarted from a newer RDB). Demoting it would replace that
+                        // data with the shorter copy; the rescue is adopted instead.
+                        Some(m) if holds_lost_history(observation, master, m, info) => Some(format!(
+                            "it holds more of the history the designated master {} lost when it restarted; \
+                             not demoting",
+                            addr_of(master)
+                        )),
                         // The designated master's history is fresh, unrelated and shorter: it
                         // is the one that looks restarted empty, not this one (another
                         // controller saw the restart, this one did not).
@@ -687,14 +716,16 @@ mod tests {
 
     /// One control-loop round: decide, then plan with the new masters.
     fn round(s: &Scenario, masters: &Masters, policy: &Policy) -> (Decision, Masters, Plan) {
-        let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
-        let decision = decide(&s.topology, &s.observation, &verdict, masters, policy);
+        // As the control loop reads it (minus the ageing: every probe in a scenario is fresh).
+        let observation = s.observation.clone().with_inferred_losses(&s.topology);
+        let verdict = assess(&s.topology, &observation, s.now, SETTINGS);
+        let decision = decide(&s.topology, &observation, &verdict, masters, policy);
         let mut masters = masters.clone();
         for c in &decision.changes {
             masters[c.shard] = Some(c.to);
         }
         let settings = PlanSettings { newer_master_grace: Duration::from_secs(1), now: s.now };
-        let plan = plan(&s.topology, &s.observation, &verdict, &masters, &settings);
+        let plan = plan(&s.topology, &observation, &verdict, &masters, &settings);
         (decision, masters, plan)
     }
 
@@ -1081,6 +1112,88 @@ mod tests {
         assert_eq!(s.observation.get(m).lost_history, None);
     }
 
+    /// A controller that started after the master restarted empty (it never saw the offset
+    /// go back) reads the loss from the replica that is ahead of it and resyncing.
+    #[test]
+    fn a_restart_empty_unseen_by_this_controller_is_read_from_the_replicas() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        s.observation.instances[m] = Default::default();
+        s.set_master(m, &"f".repeat(40), "", 14);
+        assert_eq!(s.observation.get(m).lost_history, None, "no evidence of its own");
+        // Linked and in sync, a replica is never ahead of its master but for the moment
+        // between the two probes: nothing is inferred.
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!(inferred.get(m).lost_history, None);
+        assert!(round(&s, &masters, &POLICY).0.changes.is_empty());
+        // Its replica lost the link and waits for the full sync: it holds the history.
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        let lost = inferred.get(m).lost_history.clone().expect("inferred");
+        assert_eq!((lost.replid.as_deref(), lost.offset), (Some(format!("{:040}", 1).as_str()), 1000));
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(r));
+        assert_eq!(described(&s, &plan), ["promote 192.168.99.11:6403 (REPLICAOF NO ONE)"]);
+        // Without replication IDs (Redis < 4.0) nothing is inferred: offsets of different
+        // links are not comparable there.
+        s.without_replids();
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!(inferred.get(m).lost_history, None);
+    }
+
+    /// A master that restarts empty twice: its replicas resynced the first (empty) history
+    /// and were written to since; the second restart must be judged against that, not against
+    /// the first loss, which nobody holds any more (found by the soak: the data written
+    /// between the two restarts was wiped).
+    #[test]
+    fn a_second_restart_empty_is_judged_against_the_history_the_replicas_hold() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let m = s.id("192.168.99.11:6401");
+        let chain = s.topology.chain_order(m);
+        let (first, second) = ("f".repeat(40), "d".repeat(40));
+        // First restart: too fast to rescue, everyone resynced the empty dataset, then writes.
+        s.set_master(m, &first, "", 14);
+        assert!(s.observation.get(m).lost_history.is_some());
+        s.set_master(m, &first, "", 5000);
+        for pair in chain.windows(2) {
+            s.set_replica(pair[1], pair[0], &first, true, 1);
+            s.observation.instances[pair[1]].info.as_mut().unwrap().repl_offset = 5000;
+        }
+        // Second restart: the first loss is still the one recorded.
+        s.set_master(m, &second, "", 10);
+        let recorded = s.observation.get(m).lost_history.clone().expect("recorded");
+        assert_eq!(recorded.offset, 1000);
+        s.set_replica(chain[1], m, &first, false, -1);
+        s.observation.instances[chain[1]].info.as_mut().unwrap().repl_offset = 5000;
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        let lost = inferred.get(m).lost_history.clone().expect("lost");
+        assert_eq!((lost.replid.as_deref(), lost.offset), (Some(first.as_str()), 5000));
+        let (decision, new_masters, _) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(chain[1]));
+        // While an instance still holds the first history, the recorded loss stays.
+        s.set_replica(chain[2], chain[1], &format!("{:040}", 1), false, -1);
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!(inferred.get(m).lost_history, Some(recorded));
+    }
+
+    /// A promoted master behind a former sibling (a failover that discarded writes) is not a
+    /// restart: it has a second replication ID. Nothing is inferred.
+    #[test]
+    fn a_promoted_master_behind_a_resyncing_replica_is_not_restarted_empty() {
+        let mut s = Scenario::healthy();
+        let (m, r) = (s.id("192.168.99.12:6401"), s.id("192.168.99.11:6401"));
+        s.set_master(m, &"e".repeat(40), &format!("{:040}", 1), 1000);
+        s.set_replica(r, m, &format!("{:040}", 1), false, -1);
+        s.observation.instances[r].info.as_mut().unwrap().repl_offset = 1200;
+        assert_eq!(s.observation.get(m).lost_history, None);
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!(inferred.get(m).lost_history, None);
+    }
+
     /// Row 10 with two controllers: X saw the master restart empty and promoted its replica;
     /// Y did not (it started after the restart). Y must follow X, never demote the rescuer.
     #[test]
@@ -1110,6 +1223,32 @@ mod tests {
         assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]), "{decision:?}");
         assert_eq!(new_masters[0], Some(r));
         assert_eq!(described(&s, &plan)[0], "demote 192.168.99.11:6401 to a replica of 192.168.99.11:6403");
+    }
+
+    /// Row 10 with two controllers that both saw the restart: X promoted the replica first;
+    /// for Y the rescuer is a master that holds more of the history the designated master
+    /// lost, not yet carrying its chain. The master came back from an older RDB, which Redis 7
+    /// restores as a second history: it looks promoted too. Y adopts X's rescue at once and
+    /// never demotes it (found by the soak: X and Y demoted each other's master every round).
+    #[test]
+    fn a_rescue_by_another_controller_is_adopted_when_both_saw_the_restart() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, r) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        let shard_history = format!("{:040}", 1);
+        // Back from its last full sync's RDB: a new ID, the RDB's as second, offset 700 < 1000.
+        s.set_master(m, &"n".repeat(40), &shard_history, 700);
+        assert!(s.observation.get(m).lost_history.is_some(), "Y saw the offset go back");
+        s.set_master(r, &"e".repeat(40), &shard_history, 1000);
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]), "{decision:?}");
+        assert_eq!(new_masters[0], Some(r));
+        assert_eq!(described(&s, &plan)[0], "demote 192.168.99.11:6401 to a replica of 192.168.99.11:6403");
+        // Held to the restarted master (adoption off, e.g. just after following the state
+        // file), Y still never demotes the rescuer.
+        let (_, _, plan) = round(&s, &masters, &Policy { adopt: false, ..POLICY });
+        assert!(plan.actions.iter().all(|a| a.instance() != r), "{plan:?}");
+        assert!(plan.vetoed.iter().any(|v| v.why.contains("lost when it restarted")), "{plan:?}");
     }
 
     /// Row 10, the rescue came too late (the replica had already synced the empty dataset, or

@@ -539,6 +539,140 @@ async fn row10_middle_instance_restarted_empty_does_not_wipe_room_2() {
     c.stop().await;
 }
 
+/// Row 10, unseen: the master restarts empty while no controller runs (one restarting, an
+/// upgrade). The controller that starts next never saw the offset go back; it reads the loss
+/// from the replica that is ahead of the master and waits for the full sync, and rescues the
+/// shard as in row 10. (Found by the soak: a controller restarted 0.4 s after the master.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10c_master_restarted_empty_before_the_controller_started() {
+    let mut lab = lab(21310).await;
+    let chain = shard_holding_keys(21310).await;
+    lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    let c = Controller::start(&lab).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "the replica holding the data was not promoted: {}",
+        report(&c)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 1000).await && replicates(&chain[0], &chain[1]).await
+        })
+        .await,
+        "data lost or not re-chained: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21311))]), 1.0);
+    c.stop().await;
+}
+
+/// Row 10, twice: the master restarts empty, too fast for anyone (automatic failover is off
+/// and Redis streams at once), so the chain resyncs the empty dataset and takes new writes;
+/// then it restarts empty again. The second restart must be judged against the history the
+/// replicas hold now, not the first one, which nobody holds any more (found by the soak: the
+/// writes between the two restarts were wiped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10d_second_restart_empty_is_rescued_too() {
+    let mut lab = lab(21320).await;
+    let c = Controller::start(&lab).await;
+    let chain = shard_holding_keys(21320).await;
+    wait_seen(&c, &chain).await;
+    c.shared.live.send_modify(|live| live.auto_failover = false);
+    lab.server(&chain[0]).restart(None).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 0).await && replicates(&chain[3], &chain[2]).await
+        })
+        .await,
+        "the first restart did not wipe the chain as Redis does: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    write_keys(&chain[0], 500).await;
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 500).await }).await);
+    c.shared.live.send_modify(|live| live.auto_failover = true);
+    wait_seen(&c, &chain).await;
+
+    lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "the replica holding the new writes was not promoted: {}",
+        report(&c)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 500).await && replicates(&chain[0], &chain[1]).await
+        })
+        .await,
+        "data lost or not re-chained: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21321))]), 2.0);
+    c.stop().await;
+}
+
+/// Row 10 from an older RDB, with two controllers: the master restarts and loads an RDB that
+/// is behind its replicas (here one saved by `SAVE`; in production the RDB of its last full
+/// sync as a replica, or a periodic save). Redis 7 restores the RDB's replication ID as the
+/// second one, so it looks promoted; its offset went back. Whichever controller rescues
+/// first, the other must follow, never demote the rescuer (found by the soak: the two
+/// controllers demoted each other's master every round and wiped the newer data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10e_master_restarted_from_an_older_rdb_with_two_controllers() {
+    let mut lab = lab(21330).await;
+    let a = Controller::start(&lab).await;
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join("second-state.json");
+    let b = Controller::start_with(config).await;
+    let chain = shard_holding_keys(21330).await;
+    let () = redis::cmd("SAVE").query_async(&mut connect(&chain[0]).await).await.unwrap();
+    let mut con = connect(&chain[0]).await;
+    let mut pipe = redis::pipe();
+    for i in 1000..1500 {
+        pipe.set(format!("k{i}"), i).ignore();
+    }
+    let () = pipe.query_async(&mut con).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1500).await }).await);
+    wait_seen(&a, &chain).await;
+    wait_seen(&b, &chain).await;
+
+    lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "A: {}\nB: {}",
+        report(&a),
+        report(&b)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(&chain, 1500).await && replicates(&chain[0], &chain[1]).await
+        })
+        .await,
+        "data lost or not re-chained: {:?}\nA: {}\nB: {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&a),
+        report(&b)
+    );
+    let actions = |c: &Controller| c.metric("roomguard_actions_total", &[]);
+    let before = (actions(&a), actions(&b));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((actions(&a), actions(&b)), before, "still acting\nA: {}\nB: {}", report(&a), report(&b));
+    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
+    // No promote/demote fight: one promotion of the rescuer and one demotion of the restarted
+    // master in all, whichever controller sent them.
+    let sent = |what: &str| {
+        [&a, &b].iter().map(|c| c.metric("roomguard_actions_total", &[&format!("action=\"{what}\"")])).sum::<f64>()
+    };
+    assert!(sent("promote") <= 2.0 && sent("demote") <= 2.0, "A: {}\nB: {}", report(&a), report(&b));
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A TCP proxy that forwards to `target` from 127.0.0.2 (so the NAT rule below does not catch
 /// its own connections) and holds some replies back for a random time up to `max_delay`.
 async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16, tokio::task::JoinHandle<()>) {

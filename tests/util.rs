@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// offset may be negative). (Not
 /// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
-/// base+9). Ranges in use at offset 0: 21000-21309, 22000-22589 and 24800-24879 (the scripted
+/// base+9). Ranges in use at offset 0: 21000-21339, 22000-22589 and 24800-24879 (the scripted
 /// suite), 23000-23999 (the Redis version tests), 26000-26019 (supervision).
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
@@ -37,9 +37,10 @@ pub fn port(logical: u16) -> u16 {
     });
     // Below 1024 lie system services. Linux hands out ephemeral ports from 32768 by default,
     // so a negative offset (ranges below 21000) is the safer choice for a second suite.
-    u16::try_from(i32::from(logical) + offset).ok().filter(|p| (1024..60000).contains(p)).unwrap_or_else(|| {
-        panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} outside 1024..60000")
-    })
+    u16::try_from(i32::from(logical) + offset)
+        .ok()
+        .filter(|p| (1024..60000).contains(p))
+        .unwrap_or_else(|| panic!("RG_TEST_PORT_OFFSET={offset} puts port {logical} outside 1024..60000"))
 }
 
 /// Gives the calling test a deadline: `$RG_TEST_TIMEOUT_SECS` (default 300 s) from its first
