@@ -132,6 +132,11 @@ pub enum InfoError {
 }
 
 /// Parses an `INFO replication` reply (either `\r\n` or `\n` line endings).
+/// One `key:value` field of any `INFO` section's text (`INFO server`'s `run_id`).
+pub fn server_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(key)?.strip_prefix(':'))
+}
+
 pub fn parse(text: &str) -> Result<ReplicationInfo, InfoError> {
     let mut fields = Fields::default();
     let mut replica_lines = Vec::new();

@@ -128,6 +128,11 @@ pub struct InstanceObservation {
     pub ping_period: PingPeriod,
     /// The server's version, read once per connection (kept while failing).
     pub version: Option<ServerVersion>,
+    /// The `run_id` of the process that answers (read once per connection; a restart changes
+    /// it). `None` until read.
+    pub run_id: Option<String>,
+    /// The `run_id` of the process when it last answered as a replica.
+    pub replica_run_id: Option<String>,
 }
 
 /// The controller's record of one replica's offset: the value, when it was first seen, and
@@ -206,6 +211,16 @@ impl InstanceObservation {
         if self.reachable { self.info.as_ref() } else { None }
     }
 
+    /// It answers as a master, and this controller saw the same process (`run_id`) answer as
+    /// a replica before: it was promoted in place (`REPLICAOF NO ONE`), not restarted. A
+    /// replica that restarts from its RDB also comes back as a master whose second ID is the
+    /// shard's history; only the process tells the two apart.
+    pub fn promoted_in_place(&self) -> bool {
+        self.live_info().is_some_and(|i| i.role == Role::Master)
+            && self.run_id.is_some()
+            && self.run_id == self.replica_run_id
+    }
+
     /// Failing continuously for at least `down_after`.
     pub fn is_down(&self, now: Instant, down_after: Duration) -> bool {
         self.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= down_after)
@@ -258,6 +273,7 @@ impl InstanceObservation {
                 } else {
                     self.master_since = None;
                     self.lost_history = None;
+                    self.replica_run_id.clone_from(&self.run_id);
                 }
                 self.progress = info.master.as_ref().map(|link| {
                     OffsetProgress::next(self.progress, link.progress_offset(), started, started + latency)
@@ -420,6 +436,17 @@ impl ObservationStore {
     /// The version read on the instance's current connection (when one was read).
     pub fn set_version(&self, id: InstanceId, version: ServerVersion) {
         self.inner.lock().expect("observation lock poisoned").instances[id].version = Some(version);
+    }
+
+    /// The `run_id` read on the instance's current connection (`None`: not read).
+    pub fn set_run_id(&self, id: InstanceId, run_id: Option<&str>) {
+        let mut observation = self.inner.lock().expect("observation lock poisoned");
+        let known = &mut observation.instances[id].run_id;
+        if let Some(run_id) = run_id
+            && known.as_deref() != Some(run_id)
+        {
+            *known = Some(run_id.to_owned());
+        }
     }
 
     pub fn snapshot(&self) -> Observation {

@@ -412,6 +412,29 @@ fn adoption(
             return Some((*id, format!("it was promoted from {}'s replication stream", topology.addr(master))));
         }
     }
+    // A master promoted in place from the designated master's stream (this controller saw the
+    // same process answer as a replica before, so it was not restarted from an RDB): another
+    // controller's failover or switchover. It wins even while the old master still serves (it
+    // was hung or cut off from its replicas, and returns): waiting for the old one to be
+    // demoted let two controllers demote each other's master every round (found by the soak).
+    // The old master's writes since the fork are discarded when it is demoted, and counted.
+    if let Some(designated) = observation.live(master).filter(|i| i.role == Role::Master) {
+        let newer = other_masters
+            .iter()
+            .filter(|(id, info)| {
+                info.descends_from(designated.replid.as_deref()) && observation.get(*id).promoted_in_place()
+            })
+            .max_by_key(|(_, info)| info.repl_offset);
+        if let Some((id, _)) = newer {
+            return Some((
+                *id,
+                format!(
+                    "it was promoted in place from the replication stream of {}, which still serves",
+                    topology.addr(master)
+                ),
+            ));
+        }
+    }
     // The designated master restarted without its data and another controller has already
     // rescued the shard. Either this controller saw the restart (the designated master lost
     // a history, recorded or read from its replicas) and the other master holds more of that
@@ -1249,6 +1272,37 @@ mod tests {
         let (_, _, plan) = round(&s, &masters, &Policy { adopt: false, ..POLICY });
         assert!(plan.actions.iter().all(|a| a.instance() != r), "{plan:?}");
         assert!(plan.vetoed.iter().any(|v| v.why.contains("lost when it restarted")), "{plan:?}");
+    }
+
+    /// Two controllers, one master hung: X judged it lost and promoted its replica in place;
+    /// Y had not judged yet when the old master came back and serves again. Y adopts the
+    /// newer master at once (X demotes the old one), instead of demoting it once the grace for
+    /// a switchover in flight is over (found by the soak: X and Y then demoted each other's
+    /// master every round). A replica restarted from its RDB looks promoted too, but it is
+    /// another process: it is not adopted.
+    #[test]
+    fn a_master_promoted_in_place_from_the_designated_one_is_adopted_while_the_old_one_serves() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let (m, x) = (s.id("192.168.99.11:6401"), s.id("192.168.99.11:6403"));
+        let shard_history = format!("{:040}", 1);
+        s.observation.instances[x].run_id = Some("x-process".into());
+        s.set_replica(x, m, &shard_history, true, 1);
+        s.set_master(x, &"e".repeat(40), &shard_history, 1000);
+        assert!(s.observation.get(x).promoted_in_place());
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert!(matches!(decision.changes[..], [MasterChange { reason: Reason::Adopted { .. }, .. }]), "{decision:?}");
+        assert_eq!(new_masters[0], Some(x));
+        assert_eq!(described(&s, &plan)[0], "demote 192.168.99.11:6401 to a replica of 192.168.99.11:6403");
+        // The same answer from a new process (a restart from its RDB): not adopted.
+        s.observation.instances[x].run_id = Some("restarted".into());
+        assert!(!s.observation.get(x).promoted_in_place());
+        let (decision, _, _) = round(&s, &masters, &POLICY);
+        assert!(decision.changes.is_empty(), "{decision:?}");
+        // Nor one whose process this controller never saw as a replica.
+        s.observation.instances[x].replica_run_id = None;
+        s.observation.instances[x].run_id = Some("x-process".into());
+        assert!(round(&s, &masters, &POLICY).0.changes.is_empty());
     }
 
     /// Row 10, the rescue came too late (the replica had already synced the empty dataset, or

@@ -115,11 +115,18 @@ pub struct Prober {
     connection: Option<MultiplexedConnection>,
     /// Read with `INFO server` when the connection is (re)opened.
     version: Option<ServerVersion>,
+    /// The process's `run_id` (a restart changes it), read with the version.
+    run_id: Option<String>,
 }
 
 impl Prober {
     pub fn new(addr: Addr, auth: RedisSettings, timeout: Duration) -> Self {
-        Prober { addr, auth, timeout, connection: None, version: None }
+        Prober { addr, auth, timeout, connection: None, version: None, run_id: None }
+    }
+
+    /// The `run_id` of the process behind the current or last connection.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
     }
 
     /// The server's version, as read on the current or last connection.
@@ -148,6 +155,7 @@ impl Prober {
             if let Some(version) = ServerVersion::from_info(&server) {
                 self.version = Some(version);
             }
+            self.run_id = info::server_field(&server, "run_id").map(str::to_owned);
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
@@ -242,10 +250,12 @@ pub fn poller(
                         last_kind[id] = kind;
                     }
                     metrics.record_probe(id, latency, outcome.as_ref().err());
-                    store.record(id, started, latency, outcome);
+                    // The process first: the reply is recorded as that process's.
                     if let Some(version) = prober.version() {
                         store.set_version(id, version);
                     }
+                    store.set_run_id(id, prober.run_id());
+                    store.record(id, started, latency, outcome);
                     idle[id] = Some(prober);
                 }
             }

@@ -673,6 +673,53 @@ async fn row10e_master_restarted_from_an_older_rdb_with_two_controllers() {
     b.stop().await;
 }
 
+/// Two controllers, the master hangs: A judges it lost and promotes its replica in room 1; B
+/// does not (here its automatic failover is off; in the soak it judged a moment later). The
+/// old master comes back and serves again before A has demoted it (here A stopped right after
+/// its promotion). B must follow A's newer master, not demote it: in the soak the two demoted
+/// each other's master every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_one_judged_the_master_lost_the_newer_master_wins() {
+    let mut lab = lab(21340).await;
+    let a = Controller::start(&lab).await;
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join("second-state.json");
+    config.controller.auto_failover = false;
+    let b = Controller::start_with(config).await;
+    let chain = shard_holding_keys(21340).await;
+    wait_seen(&a, &chain).await;
+    wait_seen(&b, &chain).await;
+
+    lab.server(&chain[0]).hang();
+    let promoted = wait_until(Duration::from_secs(10), || async { is_master(&chain[1]).await }).await;
+    let report_a = report(&a);
+    a.stop().await;
+    lab.server(&chain[0]).resume();
+    assert!(promoted, "A did not promote room 1's replica: {report_a}");
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            is_master(&chain[1]).await
+                && replicates(&chain[0], &chain[1]).await
+                && replicates(&chain[2], &chain[0]).await
+                && all_hold(&chain, 1000).await
+        })
+        .await,
+        "B did not follow the newer master: {}",
+        report(&b)
+    );
+    let before = b.metric("roomguard_actions_total", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(b.metric("roomguard_actions_total", &[]), before, "still acting: {}", report(&b));
+    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
+    assert_eq!(
+        b.metric("roomguard_failovers_total", &["trigger=\"adopted\"", "outcome=\"ok\""]),
+        1.0,
+        "{}",
+        b.metrics()
+    );
+    b.stop().await;
+}
+
 /// A TCP proxy that forwards to `target` from 127.0.0.2 (so the NAT rule below does not catch
 /// its own connections) and holds some replies back for a random time up to `max_delay`.
 async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16, tokio::task::JoinHandle<()>) {

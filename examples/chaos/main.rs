@@ -42,7 +42,6 @@ use roomguard::{
     probe,
     topology::{Addr, InstanceId},
 };
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The lab's ports are `base + 1..=base + 4` (`--base-port`, default 29000); controller k's
@@ -89,7 +88,10 @@ enum Fault {
     HangInstance(InstanceId),
     /// A shard's master restarts at once, empty (no persistence), with Redis' default
     /// `repl-diskless-sync-delay` (5 s: roomguard promotes its replica first) or with 0 (its
-    /// replicas full-sync the empty dataset before anyone can act: README, row 10).
+    /// replicas full-sync the empty dataset before anyone can act: README, row 10). A master
+    /// that was a replica once comes back from the RDB of its last full sync instead (a
+    /// replica writes it to disk whatever `save` says), behind its replicas: Redis 7 restores
+    /// that RDB's replication ID as its second one, so it looks promoted.
     RestartMasterEmpty { shard: usize, sync_delay_secs: u8 },
     /// A controller is stopped and started again from its state file.
     RestartController(usize),
@@ -129,22 +131,108 @@ impl Fault {
 }
 
 struct Controller {
-    daemon_task: JoinHandle<Result<(), roomguard::daemon::DaemonError>>,
+    /// The controller's own runtime runs on this thread until `stop`.
+    daemon_thread: std::thread::JoinHandle<Result<(), roomguard::daemon::DaemonError>>,
     stop: CancellationToken,
     sentinel: Addr,
     shared: Arc<roomguard::controller::Shared>,
 }
 
-async fn start_controller(config: Config) -> Controller {
-    let daemon = Daemon::start(config).await.expect("controller starts");
-    let shared = daemon.shared();
-    let sentinel = daemon.sentinel_addr().expect("the chaos config has a Sentinel endpoint");
+/// The chaos log, shared by the harness and every controller.
+type LogFile = Arc<Mutex<std::fs::File>>;
+
+/// Hands `tracing` one buffer per event and writes it to the log with `tag` in front when
+/// the event is done, so that each line says who logged it (`c0`, `c1`, `chaos`).
+#[derive(Clone)]
+struct TaggedLog {
+    tag: String,
+    file: LogFile,
+}
+
+struct TaggedLine {
+    tag: String,
+    file: LogFile,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for TaggedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TaggedLine {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let mut file = self.file.lock().expect("chaos log");
+        let _ = write!(file, "[{}] ", self.tag).and_then(|()| file.write_all(&self.buf));
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TaggedLog {
+    type Writer = TaggedLine;
+    fn make_writer(&'a self) -> TaggedLine {
+        TaggedLine { tag: self.tag.clone(), file: self.file.clone(), buf: Vec::new() }
+    }
+}
+
+fn log_dispatch(tag: &str, file: &LogFile) -> tracing::Dispatch {
+    tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("roomguard=info"))
+            .with_writer(TaggedLog { tag: tag.into(), file: file.clone() })
+            .with_ansi(false)
+            .finish(),
+    )
+}
+
+/// Starts controller `k` on a runtime of its own (as its own process would be), whose
+/// threads log tagged `c<k>`.
+async fn start_controller(config: Config, k: usize, log: &LogFile) -> Controller {
+    let dispatch = log_dispatch(&format!("c{k}"), log);
     let stop = CancellationToken::new();
-    let daemon_task = tokio::spawn({
-        let stop = stop.clone();
-        daemon.run_until(async move { stop.cancelled().await })
-    });
-    Controller { daemon_task, stop, sentinel: Addr::new(sentinel.ip().to_string(), sentinel.port()), shared }
+    let (started, ready) = tokio::sync::oneshot::channel();
+    let daemon_thread = std::thread::Builder::new()
+        .name(format!("controller-{k}"))
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                let for_threads = dispatch.clone();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    // Every thread of this runtime (workers, blocking pool) logs tagged. The
+                    // guard lives as long as the thread.
+                    .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&for_threads)))
+                    .build()
+                    .expect("controller runtime");
+                let _tagged = tracing::dispatcher::set_default(&dispatch);
+                runtime.block_on(async move {
+                    let daemon = Daemon::start(config).await.expect("controller starts");
+                    let sentinel = daemon.sentinel_addr().expect("the chaos config has a Sentinel endpoint");
+                    let _ = started.send((daemon.shared(), sentinel));
+                    daemon.run_until(async move { stop.cancelled().await }).await
+                })
+            }
+        })
+        .expect("controller thread");
+    let (shared, sentinel) = ready.await.expect("controller started");
+    Controller { daemon_thread, stop, sentinel: Addr::new(sentinel.ip().to_string(), sentinel.port()), shared }
+}
+
+/// Stops a controller and waits for its runtime to finish.
+async fn stop_controller(c: Controller) -> Result<(), String> {
+    c.stop.cancel();
+    match tokio::task::spawn_blocking(move || c.daemon_thread.join()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(_)) => Err("its thread panicked".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// What a writer has been told OK: key sequence numbers per shard.
@@ -284,12 +372,9 @@ async fn main() -> std::process::ExitCode {
     let log_path = std::env::var_os("CHAOS_LOG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("chaos-{}.log", o.seed)));
-    let log_file = std::fs::File::create(&log_path).expect("chaos log file");
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("roomguard=info"))
-        .with_writer(std::sync::Mutex::new(log_file))
-        .with_ansi(false)
-        .init();
+    let log: LogFile = Arc::new(Mutex::new(std::fs::File::create(&log_path).expect("chaos log file")));
+    // The harness's own roomguard calls (the manual failovers, snapshots) log tagged `chaos`.
+    tracing::dispatcher::set_global_default(log_dispatch("chaos", &log)).expect("one subscriber");
     let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let room_ips: Vec<String> = (0..o.rooms).map(|r| format!("127.0.0.{}", 11 + r)).collect();
     let spec = LabSpec {
@@ -314,7 +399,7 @@ async fn main() -> std::process::ExitCode {
     };
     let mut controllers = Vec::new();
     for k in 0..o.controllers {
-        controllers.push(start_controller(config_of(k)).await);
+        controllers.push(start_controller(config_of(k), k, &log).await);
     }
     let mut run = Run { started: Instant::now(), timeline: vec![], violations: vec![] };
     run.log(format!(
@@ -327,7 +412,7 @@ async fn main() -> std::process::ExitCode {
     ));
     let stop_writers = CancellationToken::new();
     let acked: Vec<Acked> = t.shards.iter().map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
-    let writers: Vec<JoinHandle<()>> = t
+    let writers: Vec<tokio::task::JoinHandle<()>> = t
         .shards
         .iter()
         .zip(&acked)
@@ -418,12 +503,10 @@ async fn main() -> std::process::ExitCode {
                     }
                 }
                 Fault::RestartController(k) => {
-                    controllers[k].stop.cancel();
-                    let ended = (&mut controllers[k].daemon_task).await;
-                    if !matches!(ended, Ok(Ok(()))) {
-                        run.violation(format!("controller {k} ended badly when stopped: {ended:?}"));
+                    if let Err(e) = stop_controller(controllers.remove(k)).await {
+                        run.violation(format!("controller {k} ended badly when stopped: {e}"));
                     }
-                    controllers[k] = start_controller(config_of(k)).await;
+                    controllers.insert(k, start_controller(config_of(k), k, &log).await);
                 }
                 Fault::ManualFailover(r) => {
                     let config = config_of(0);
@@ -570,7 +653,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
         for (k, c) in controllers.iter().enumerate() {
-            if c.daemon_task.is_finished() {
+            if c.daemon_thread.is_finished() {
                 run.violation(format!("episode {episode}: controller {k} stopped on its own"));
             }
         }
@@ -602,8 +685,7 @@ async fn main() -> std::process::ExitCode {
     }
     println!("acknowledged writes kept: {total_acked}; lost by cause: {lost_by_cause:?}");
     for c in controllers {
-        c.stop.cancel();
-        let _ = c.daemon_task.await;
+        let _ = stop_controller(c).await;
     }
     if run.violations.is_empty() {
         println!("violations: 0");
