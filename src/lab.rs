@@ -498,6 +498,15 @@ impl Lab {
         BlackHole::between(&ip_a, &ip_b, ports)
     }
 
+    /// Drops every packet between this host's 127.0.0.1 (the controllers and clients of the
+    /// lab, and the harness) and a room on the lab's ports, both ways, until the guard is
+    /// dropped; the rooms still replicate from each other (their instances connect from their
+    /// own addresses).
+    pub fn cut_off(&self, room: usize) -> Result<BlackHole, LabError> {
+        let (ip, ports) = black_hole_scope(self.topology(), room);
+        BlackHole::between("127.0.0.1", &ip, ports)
+    }
+
     pub fn server(&mut self, addr: &str) -> &mut RedisServer {
         self.servers.iter_mut().find(|s| s.addr.to_string() == addr).expect("no such lab instance")
     }

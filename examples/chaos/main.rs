@@ -2,15 +2,22 @@
 //! loopback (the lab), K controllers with their own state files and Sentinel endpoints, one
 //! writer per shard that finds its master through a Sentinel endpoint as a client would, and a
 //! nemesis that injects random faults (SIGKILL, SIGSTOP and black holes of rooms and
-//! instances, partitions between rooms, masters restarted empty, controllers restarted, manual
-//! failovers), some overlapping. After each episode every fault is
-//! healed and the harness waits for a quiet point, where it checks the invariants:
+//! instances, partitions between rooms, the controllers cut off from a room, masters restarted
+//! empty, controllers restarted gracefully or killed mid-round, manual failovers through the
+//! CLI's path and `POST /failover`), some overlapping. Each controller runs on a runtime of its
+//! own and logs tagged `[c<k>]` (the harness's own calls `[chaos]`). After each episode every
+//! fault is healed and the harness waits for a quiet point, where it checks the invariants:
 //!
 //! - the deployment settles within [`SETTLE`]: every instance answers, exactly one master per
 //!   shard, every chain as the desired topology says, every link up (`status`'s "healthy");
 //! - every controller's view agrees with Redis (`/topology`'s masters) and every Sentinel
 //!   endpoint names that master;
 //! - no controller task ended (a crash or a panic);
+//! - no action loop: no controller sends a command in the [`QUIET_CHECK`] after the quiet
+//!   point;
+//! - every event ran its hooks: every controller runs a hook for every event that appends a
+//!   line to `hooks-<k>.log`; no run failed, timed out or was dropped, and every run that
+//!   ended ok left its line;
 //! - every acknowledged write is still there, except in a documented window: a master that was
 //!   SIGKILLed or restarted empty may lose what it acknowledged but had not yet replicated; a
 //!   master that restarts empty with `repl-diskless-sync-delay 0` may wipe its replicas before
@@ -93,10 +100,15 @@ enum Fault {
     /// replica writes it to disk whatever `save` says), behind its replicas: Redis 7 restores
     /// that RDB's replication ID as its second one, so it looks promoted.
     RestartMasterEmpty { shard: usize, sync_delay_secs: u8 },
-    /// A controller is stopped and started again from its state file.
-    RestartController(usize),
-    /// `failover --room R` (graceful when the masters answer), during whatever else happens.
-    ManualFailover(usize),
+    /// The controllers (and the writers: everything on 127.0.0.1) cut off from one room; the
+    /// rooms still replicate. No failover may follow (the room is alive: cross-room evidence).
+    CutOffControllers(usize),
+    /// A controller is stopped and started again from its state file: gracefully, or
+    /// `abrupt`ly (its runtime is dropped mid-round, as SIGKILL would: no orderly stop).
+    RestartController { k: usize, abrupt: bool },
+    /// `failover --room R` (graceful when the masters answer), during whatever else happens:
+    /// the CLI's path, or `POST /failover` to a controller (`http`).
+    ManualFailover { room: usize, http: bool },
 }
 
 impl Fault {
@@ -124,16 +136,22 @@ impl Fault {
             Fault::HangInstance(_) => "hang instance",
             Fault::RestartMasterEmpty { sync_delay_secs: 0, .. } => "restart master empty, sync delay 0",
             Fault::RestartMasterEmpty { .. } => "restart master empty, sync delay 5s",
-            Fault::RestartController(_) => "restart controller",
-            Fault::ManualFailover(_) => "manual failover",
+            Fault::CutOffControllers(_) => "controllers cut off from a room",
+            Fault::RestartController { abrupt: false, .. } => "restart controller",
+            Fault::RestartController { abrupt: true, .. } => "kill and restart controller",
+            Fault::ManualFailover { http: false, .. } => "manual failover (CLI)",
+            Fault::ManualFailover { http: true, .. } => "manual failover (POST /failover)",
         }
     }
 }
 
 struct Controller {
-    /// The controller's own runtime runs on this thread until `stop`.
+    /// The controller's own runtime runs on this thread until `stop` (or `kill`).
     daemon_thread: std::thread::JoinHandle<Result<(), roomguard::daemon::DaemonError>>,
     stop: CancellationToken,
+    /// Drops the controller's runtime where it stands: no orderly stop, as SIGKILL.
+    kill: CancellationToken,
+    http: std::net::SocketAddr,
     sentinel: Addr,
     shared: Arc<roomguard::controller::Shared>,
 }
@@ -195,11 +213,12 @@ fn log_dispatch(tag: &str, file: &LogFile) -> tracing::Dispatch {
 async fn start_controller(config: Config, k: usize, log: &LogFile) -> Controller {
     let dispatch = log_dispatch(&format!("c{k}"), log);
     let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
     let (started, ready) = tokio::sync::oneshot::channel();
     let daemon_thread = std::thread::Builder::new()
         .name(format!("controller-{k}"))
         .spawn({
-            let stop = stop.clone();
+            let (stop, kill) = (stop.clone(), kill.clone());
             move || {
                 let for_threads = dispatch.clone();
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -211,18 +230,59 @@ async fn start_controller(config: Config, k: usize, log: &LogFile) -> Controller
                     .build()
                     .expect("controller runtime");
                 let _tagged = tracing::dispatcher::set_default(&dispatch);
-                runtime.block_on(async move {
+                let ended = runtime.block_on(async move {
                     let daemon = Daemon::start(config).await.expect("controller starts");
                     let sentinel = daemon.sentinel_addr().expect("the chaos config has a Sentinel endpoint");
-                    let _ = started.send((daemon.shared(), sentinel));
-                    daemon.run_until(async move { stop.cancelled().await }).await
-                })
+                    let _ = started.send((daemon.shared(), sentinel, daemon.http_addr()));
+                    tokio::select! {
+                        ended = daemon.run_until(async move { stop.cancelled().await }) => ended,
+                        () = kill.cancelled() => Ok(()),
+                    }
+                });
+                // Killed: every task is dropped where it stands (a round, an action, a hook).
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                ended
             }
         })
         .expect("controller thread");
-    let (shared, sentinel) = ready.await.expect("controller started");
-    Controller { daemon_thread, stop, sentinel: Addr::new(sentinel.ip().to_string(), sentinel.port()), shared }
+    let (shared, sentinel, http) = ready.await.expect("controller started");
+    let sentinel = Addr::new(sentinel.ip().to_string(), sentinel.port());
+    Controller { daemon_thread, stop, kill, http, sentinel, shared }
 }
+
+/// Stops a controller as SIGKILL would.
+async fn kill_controller(c: Controller) {
+    c.kill.cancel();
+    let _ = tokio::task::spawn_blocking(move || c.daemon_thread.join()).await;
+}
+
+/// `POST /failover?room=R` to a controller's admin API; the status line and body.
+async fn post_failover(http: std::net::SocketAddr, room: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(http).await?;
+        let request = format!(
+            "POST /failover?room={room} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(30), exchange).await {
+        Ok(Ok(answer)) => {
+            let status = answer.lines().next().unwrap_or_default().to_string();
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+            format!("{status} {body}")
+        }
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => "no answer in 30 s".into(),
+    }
+}
+
+/// The controllers' admin token (`POST /failover`).
+const ADMIN_TOKEN: &str = "chaos-admin";
 
 /// Stops a controller and waits for its runtime to finish.
 async fn stop_controller(c: Controller) -> Result<(), String> {
@@ -272,6 +332,9 @@ async fn writer(shard: String, sentinel: Addr, acked: Acked, stop: CancellationT
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// How long after a quiet point no controller may send a command (an action loop otherwise).
+const QUIET_CHECK: Duration = Duration::from_secs(2);
 
 /// How long a quiet point waits for every replica to reach the master's offset before it
 /// calls the writes acknowledged so far "verified" (on every instance of the shard).
@@ -389,9 +452,21 @@ async fn main() -> std::process::ExitCode {
     // Each controller: its own state file, and its own endpoint on a fixed port, so that a
     // restarted controller is found where clients knew it.
     let (base_config, dir) = (lab.config.clone(), lab.dir().to_path_buf());
+    // Every event of every controller runs a hook that appends it to hooks-<k>.log.
+    let hook_log = |k: usize| dir.join(format!("hooks-{k}.log"));
     let config_of = |k: usize| {
         let mut c = base_config.clone();
         c.controller.state_file = dir.join(format!("state-{k}.json"));
+        c.http.admin_token = Some(roomguard::secret::Secret::new(ADMIN_TOKEN));
+        c.hooks = vec![roomguard::hooks::HookSettings {
+            events: roomguard::events::HOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo \"$RG_EVENT $RG_SHARD\" >> '{}'", hook_log(k).display()),
+            ],
+            timeout: Duration::from_secs(10),
+        }];
         if let Some(s) = c.sentinel.as_mut() {
             s.listen = format!("127.0.0.1:{}", o.base_port + 100 + k as u16).parse().expect("address");
         }
@@ -401,6 +476,8 @@ async fn main() -> std::process::ExitCode {
     for k in 0..o.controllers {
         controllers.push(start_controller(config_of(k), k, &log).await);
     }
+    // Hook runs that ended ok, per controller, over its earlier incarnations.
+    let mut hooks_ran = vec![0.0; o.controllers];
     let mut run = Run { started: Instant::now(), timeline: vec![], violations: vec![] };
     run.log(format!(
         "seed {}, {} rooms, {} shards, {} controllers, {} minutes",
@@ -436,7 +513,13 @@ async fn main() -> std::process::ExitCode {
         let instance = rng.below(t.instances.len() as u64) as usize;
         let shard = rng.below(t.shards.len() as u64) as usize;
         let other = (room + 1 + rng.below(o.rooms as u64 - 1) as usize) % o.rooms;
-        let first = match rng.below(9) {
+        let restart = |rng: &mut Rng| Fault::RestartController {
+            k: rng.below(o.controllers as u64) as usize,
+            abrupt: rng.below(2) == 0,
+        };
+        let manual = |rng: &mut Rng, room: usize| Fault::ManualFailover { room, http: rng.below(2) == 0 };
+        let first = match rng.below(10) {
+            9 => Fault::CutOffControllers(room),
             8 => Fault::Partition(room, other),
             0 => Fault::KillRoom(room),
             1 => Fault::HangRoom(room),
@@ -444,14 +527,17 @@ async fn main() -> std::process::ExitCode {
             3 => Fault::KillInstance(instance),
             4 => Fault::HangInstance(instance),
             5 => Fault::RestartMasterEmpty { shard, sync_delay_secs: if rng.below(2) == 0 { 0 } else { 5 } },
-            6 => Fault::RestartController(rng.below(o.controllers as u64) as usize),
-            _ => Fault::ManualFailover(room),
+            6 => restart(&mut rng),
+            _ => manual(&mut rng, room),
         };
         faults.push(first);
         if rng.below(3) == 0 {
             let second = match rng.below(3) {
-                0 => Fault::RestartController(rng.below(o.controllers as u64) as usize),
-                1 => Fault::ManualFailover(rng.below(o.rooms as u64) as usize),
+                0 => restart(&mut rng),
+                1 => {
+                    let room = rng.below(o.rooms as u64) as usize;
+                    manual(&mut rng, room)
+                }
                 _ => Fault::HangInstance(rng.below(t.instances.len() as u64) as usize),
             };
             if second != first {
@@ -485,6 +571,7 @@ async fn main() -> std::process::ExitCode {
                 }
                 Fault::BlackHoleRoom(r) => holes.push(lab.black_hole(r).expect("iptables (run as root)")),
                 Fault::Partition(a, b) => holes.push(lab.partition(a, b).expect("iptables (run as root)")),
+                Fault::CutOffControllers(r) => holes.push(lab.cut_off(r).expect("iptables (run as root)")),
                 Fault::KillInstance(id) => {
                     lab.servers[id].kill();
                     killed.push(id);
@@ -502,13 +589,25 @@ async fn main() -> std::process::ExitCode {
                         let _ = lab.servers[id].restart_with(None, &["--repl-diskless-sync-delay", &delay]);
                     }
                 }
-                Fault::RestartController(k) => {
+                Fault::RestartController { k, abrupt: true } => {
+                    hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
+                    kill_controller(controllers.remove(k)).await;
+                    controllers.insert(k, start_controller(config_of(k), k, &log).await);
+                }
+                Fault::RestartController { k, abrupt: false } => {
+                    hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
                     if let Err(e) = stop_controller(controllers.remove(k)).await {
                         run.violation(format!("controller {k} ended badly when stopped: {e}"));
                     }
                     controllers.insert(k, start_controller(config_of(k), k, &log).await);
                 }
-                Fault::ManualFailover(r) => {
+                Fault::ManualFailover { room: r, http: true } => {
+                    let k = rng.below(controllers.len() as u64) as usize;
+                    let room_name = t.rooms[r].clone();
+                    let answer = post_failover(controllers[k].http, &room_name).await;
+                    run.log(format!("POST /failover?room={room_name} to controller {k}: {answer}"));
+                }
+                Fault::ManualFailover { room: r, http: false } => {
                     let config = config_of(0);
                     let room_name = t.rooms[r].clone();
                     let outcome = tokio::time::timeout(
@@ -652,6 +751,32 @@ async fn main() -> std::process::ExitCode {
                 ));
             }
         }
+        // No action loop: once quiet, nothing more is sent for a while.
+        let acted: Vec<f64> = controllers.iter().map(|c| metric_sum(c, "roomguard_actions_total{", "")).collect();
+        tokio::time::sleep(QUIET_CHECK).await;
+        for (k, c) in controllers.iter().enumerate() {
+            let now = metric_sum(c, "roomguard_actions_total{", "");
+            if now != acted[k] {
+                run.violation(format!(
+                    "episode {episode}: controller {k} sent {} more commands in the {QUIET_CHECK:?} after the quiet point",
+                    now - acted[k]
+                ));
+            }
+        }
+        // Every event ran its hooks: none failed, timed out or was dropped, and each run that
+        // ended ok left its line (hook runs finish in the background: give them a moment).
+        for (k, c) in controllers.iter().enumerate() {
+            let not_ok = metric_sum(c, "roomguard_hook_runs_total{", "")
+                - metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"");
+            if not_ok > 0.0 {
+                run.violation(format!("episode {episode}: controller {k}: {not_ok} hook runs did not end ok"));
+            }
+            let ran = hooks_ran[k] + metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"");
+            let lines = std::fs::read_to_string(hook_log(k)).map_or(0, |t| t.lines().count()) as f64;
+            if lines != ran {
+                run.violation(format!("episode {episode}: controller {k}: {ran} hook runs ok, {lines} recorded"));
+            }
+        }
         for (k, c) in controllers.iter().enumerate() {
             if c.daemon_thread.is_finished() {
                 run.violation(format!("episode {episode}: controller {k} stopped on its own"));
@@ -711,17 +836,17 @@ async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
 
 /// `roomguard_diverged_bytes_total`, summed over every controller: bytes demoted stale masters
 /// had written past their successors' promotion points.
-fn diverged_total(controllers: &[Controller]) -> f64 {
-    controllers
-        .iter()
-        .flat_map(|c| {
-            c.shared
-                .metrics
-                .encode()
-                .lines()
-                .filter(|l| l.starts_with("roomguard_diverged_bytes_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
+/// The sum of a controller's series whose line starts with `prefix` and contains `filter`.
+fn metric_sum(c: &Controller, prefix: &str, filter: &str) -> f64 {
+    c.shared
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+fn diverged_total(controllers: &[Controller]) -> f64 {
+    controllers.iter().map(|c| metric_sum(c, "roomguard_diverged_bytes_total{", "")).sum()
 }
