@@ -26,6 +26,10 @@
 //! rule lives in one chain, [`IPTABLES_CHAIN`], where a rule left by a killed run is removed
 //! before the same ports are used again.
 
+mod slow;
+
+pub use slow::SlowRoom;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

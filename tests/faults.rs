@@ -720,49 +720,6 @@ async fn two_controllers_one_judged_the_master_lost_the_newer_master_wins() {
     b.stop().await;
 }
 
-/// A TCP proxy that forwards to `target` from 127.0.0.2 (so the NAT rule below does not catch
-/// its own connections) and holds some replies back for a random time up to `max_delay`.
-async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let mut seed = u64::from(port) | 1;
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else { return };
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let mut rng = seed;
-            tokio::spawn(async move {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-                let Ok(mut server) = socket.connect(target).await else { return };
-                let (mut client_read, mut client_write) = client.split();
-                let (mut server_read, mut server_write) = server.split();
-                let upstream = tokio::io::copy(&mut client_read, &mut server_write);
-                let downstream = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = server_read.read(&mut buf).await?;
-                        if n == 0 {
-                            return Ok::<_, std::io::Error>(());
-                        }
-                        // xorshift: one reply in three waits up to `max_delay`.
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        if rng % 3 == 0 {
-                            tokio::time::sleep(max_delay.mul_f64((rng >> 11) as f64 / (1u64 << 53) as f64)).await;
-                        }
-                        client_write.write_all(&buf[..n]).await?;
-                    }
-                };
-                let _ = tokio::try_join!(upstream, downstream);
-            });
-        }
-    });
-    (port, task)
-}
-
 /// Row 1: no false positives. A healthy deployment polled for 30 s while a third of the
 /// controller's replies are held back for up to 30 % of `timeout` (75 ms of 250 ms; the
 /// controller's connections are NATed through a jitter proxy; replication between the
@@ -773,19 +730,8 @@ async fn jitter_proxy(target: std::net::SocketAddr, max_delay: Duration) -> (u16
 async fn row1_latency_jitter_causes_no_action() {
     let lab = lab(21220).await;
     let max_delay = lab.config.controller.timeout.mul_f64(0.3);
-    let mut rules = Vec::new();
-    let mut proxies = Vec::new();
-    for instance in &lab.config.topology.instances {
-        let target = format!("{}", instance.addr).parse().unwrap();
-        let (port, task) = jitter_proxy(target, max_delay).await;
-        proxies.push(task);
-        let (ip, dport, to) = (instance.addr.host.clone(), instance.addr.port.to_string(), format!("127.0.0.1:{port}"));
-        rules.push(IptablesRule::add(
-            21220,
-            "nat",
-            &["-s", "127.0.0.1", "-d", &ip, "-p", "tcp", "--dport", &dport, "-j", "DNAT", "--to-destination", &to],
-        ));
-    }
+    // Every instance reached through a proxy that delays one reply in three.
+    let proxies = [lab.slow_room(0, max_delay, 1).await.unwrap(), lab.slow_room(1, max_delay, 2).await.unwrap()];
     let c = Controller::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let metrics = c.metrics();
@@ -808,8 +754,7 @@ async fn row1_latency_jitter_causes_no_action() {
     assert_eq!(c.metric("roomguard_probe_errors_total", &[]), 0.0, "no probe timed out");
     assert!(c.report_text().contains("HEALTHY"), "{}", report(&c));
     c.stop().await;
-    drop(rules);
-    proxies.iter().for_each(|p| p.abort());
+    drop(proxies);
 }
 
 /// Rows 8 and 10: two controllers (one beside each app server) both see room 1's master

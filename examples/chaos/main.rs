@@ -2,7 +2,8 @@
 //! loopback (the lab), K controllers with their own state files and Sentinel endpoints, one
 //! writer per shard that finds its master through a Sentinel endpoint as a client would, and a
 //! nemesis that injects random faults (SIGKILL, SIGSTOP and black holes of rooms and
-//! instances, partitions between rooms, the controllers cut off from a room, masters restarted
+//! instances, partitions between rooms, the controllers cut off from a room or slowed down
+//! toward it (latency and jitter through a proxy: the kernel has no netem), masters restarted
 //! empty, controllers restarted gracefully or killed mid-round, manual failovers through the
 //! CLI's path and `POST /failover`), some overlapping. Each controller runs on a runtime of its
 //! own and logs tagged `[c<k>]` (the harness's own calls `[chaos]`). After each episode every
@@ -15,6 +16,8 @@
 //! - no controller task ended (a crash or a panic);
 //! - no action loop: no controller sends a command in the [`QUIET_CHECK`] after the quiet
 //!   point;
+//! - no automatic failover in an episode where nothing was lost (only partitions, cut-off
+//!   controllers, controller restarts or manual failovers): the cross-room evidence held;
 //! - every event ran its hooks: every controller runs a hook for every event that appends a
 //!   line to `hooks-<k>.log`; no run failed, timed out or was dropped, and every run that
 //!   ended ok left its line;
@@ -100,6 +103,10 @@ enum Fault {
     /// replica writes it to disk whatever `save` says), behind its replicas: Redis 7 restores
     /// that RDB's replication ID as its second one, so it looks promoted.
     RestartMasterEmpty { shard: usize, sync_delay_secs: u8 },
+    /// Latency and jitter between this host (controllers, writers) and one room: one reply in
+    /// three held back up to `max_delay_ms` (beyond the probe timeout at times) by a proxy.
+    /// The room is alive: no failover may follow.
+    SlowRoom { room: usize, max_delay_ms: u64 },
     /// The controllers (and the writers: everything on 127.0.0.1) cut off from one room; the
     /// rooms still replicate. No failover may follow (the room is alive: cross-room evidence).
     CutOffControllers(usize),
@@ -116,6 +123,19 @@ impl Fault {
     /// it had not replicated yet (asynchronous replication).
     fn may_lose_writes(self) -> bool {
         matches!(self, Fault::KillRoom(_) | Fault::KillInstance(_) | Fault::RestartMasterEmpty { .. })
+    }
+    /// Whether an automatic failover may follow: something was lost (killed, frozen, silent,
+    /// or restarted empty), not merely cut off from the controllers or from another room.
+    fn may_fail_over(self) -> bool {
+        matches!(
+            self,
+            Fault::KillRoom(_)
+                | Fault::HangRoom(_)
+                | Fault::BlackHoleRoom(_)
+                | Fault::KillInstance(_)
+                | Fault::HangInstance(_)
+                | Fault::RestartMasterEmpty { .. }
+        )
     }
     /// Why even writes that every instance held may be lost, if they may: the documented
     /// restart-empty race (the restarted master streams its empty dataset at once, before
@@ -137,6 +157,7 @@ impl Fault {
             Fault::RestartMasterEmpty { sync_delay_secs: 0, .. } => "restart master empty, sync delay 0",
             Fault::RestartMasterEmpty { .. } => "restart master empty, sync delay 5s",
             Fault::CutOffControllers(_) => "controllers cut off from a room",
+            Fault::SlowRoom { .. } => "latency and jitter to a room",
             Fault::RestartController { abrupt: false, .. } => "restart controller",
             Fault::RestartController { abrupt: true, .. } => "kill and restart controller",
             Fault::ManualFailover { http: false, .. } => "manual failover (CLI)",
@@ -333,6 +354,9 @@ async fn writer(shard: String, sentinel: Addr, acked: Acked, stop: CancellationT
     }
 }
 
+/// How many of the controllers' last log lines a failed run prints.
+const LOG_TAIL: usize = 150;
+
 /// How long after a quiet point no controller may send a command (an action loop otherwise).
 const QUIET_CHECK: Duration = Duration::from_secs(2);
 
@@ -478,6 +502,8 @@ async fn main() -> std::process::ExitCode {
     }
     // Hook runs that ended ok, per controller, over its earlier incarnations.
     let mut hooks_ran = vec![0.0; o.controllers];
+    // Automatic failovers counted by the controllers' earlier incarnations.
+    let mut auto_failovers_of_stopped = 0.0;
     let mut run = Run { started: Instant::now(), timeline: vec![], violations: vec![] };
     run.log(format!(
         "seed {}, {} rooms, {} shards, {} controllers, {} minutes",
@@ -518,7 +544,8 @@ async fn main() -> std::process::ExitCode {
             abrupt: rng.below(2) == 0,
         };
         let manual = |rng: &mut Rng, room: usize| Fault::ManualFailover { room, http: rng.below(2) == 0 };
-        let first = match rng.below(10) {
+        let first = match rng.below(11) {
+            10 => Fault::SlowRoom { room, max_delay_ms: 100 + rng.below(500) },
             9 => Fault::CutOffControllers(room),
             8 => Fault::Partition(room, other),
             0 => Fault::KillRoom(room),
@@ -547,7 +574,9 @@ async fn main() -> std::process::ExitCode {
         let duration = rng.millis(500, 8000);
         let gap = rng.millis(0, 1500);
         let diverged_before_episode = diverged_total(&controllers);
+        let auto_before_episode = auto_failovers_of_stopped + controllers.iter().map(auto_failovers).sum::<f64>();
         let mut holes: Vec<BlackHole> = vec![];
+        let mut slowed: Vec<roomguard::lab::SlowRoom> = vec![];
         let mut hung: Vec<InstanceId> = vec![];
         let mut killed: Vec<InstanceId> = vec![];
         for (i, &fault) in faults.iter().enumerate() {
@@ -572,6 +601,22 @@ async fn main() -> std::process::ExitCode {
                 Fault::BlackHoleRoom(r) => holes.push(lab.black_hole(r).expect("iptables (run as root)")),
                 Fault::Partition(a, b) => holes.push(lab.partition(a, b).expect("iptables (run as root)")),
                 Fault::CutOffControllers(r) => holes.push(lab.cut_off(r).expect("iptables (run as root)")),
+                Fault::SlowRoom { room: r, max_delay_ms } => {
+                    let delay = Duration::from_millis(max_delay_ms);
+                    slowed
+                        .push(lab.slow_room(r, delay, o.seed ^ episode as u64).await.expect("iptables (run as root)"));
+                    // Connections opened before keep their direct path: close the clients'
+                    // (controllers, writers) so that they reconnect through the proxies.
+                    for id in lab.room(r) {
+                        let addr = t.addr(id).clone();
+                        if let Ok(mut con) =
+                            probe::connect(&addr, &RedisSettings::default(), Duration::from_secs(2)).await
+                        {
+                            let _: Result<i64, _> =
+                                redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query_async(&mut con).await;
+                        }
+                    }
+                }
                 Fault::KillInstance(id) => {
                     lab.servers[id].kill();
                     killed.push(id);
@@ -591,11 +636,13 @@ async fn main() -> std::process::ExitCode {
                 }
                 Fault::RestartController { k, abrupt: true } => {
                     hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
+                    auto_failovers_of_stopped += auto_failovers(&controllers[k]);
                     kill_controller(controllers.remove(k)).await;
                     controllers.insert(k, start_controller(config_of(k), k, &log).await);
                 }
                 Fault::RestartController { k, abrupt: false } => {
                     hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
+                    auto_failovers_of_stopped += auto_failovers(&controllers[k]);
                     if let Err(e) = stop_controller(controllers.remove(k)).await {
                         run.violation(format!("controller {k} ended badly when stopped: {e}"));
                     }
@@ -626,6 +673,7 @@ async fn main() -> std::process::ExitCode {
         tokio::time::sleep(duration).await;
         let diverged_before = diverged_before_episode;
         drop(holes);
+        drop(slowed);
         for id in hung {
             lab.servers[id].resume();
         }
@@ -751,6 +799,15 @@ async fn main() -> std::process::ExitCode {
                 ));
             }
         }
+        // No automatic failover unless a room or an instance was lost: a partition, a cut-off
+        // controller, a slow link, a controller restart or a manual failover alone justify none.
+        let autos = auto_failovers_of_stopped + controllers.iter().map(auto_failovers).sum::<f64>();
+        if autos > auto_before_episode && !faults.iter().any(|f| f.may_fail_over()) {
+            run.violation(format!(
+                "episode {episode}: {} automatic failovers, but no room or instance was lost",
+                autos - auto_before_episode
+            ));
+        }
         // No action loop: once quiet, nothing more is sent for a while.
         let acted: Vec<f64> = controllers.iter().map(|c| metric_sum(c, "roomguard_actions_total{", "")).collect();
         tokio::time::sleep(QUIET_CHECK).await;
@@ -823,6 +880,14 @@ async fn main() -> std::process::ExitCode {
             log_path.display(),
             run.timeline.join("\n")
         );
+        // Where the log file is out of reach (a CI machine), its end is the first clue: the
+        // decisions and actions of every controller up to the violation.
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("roomguard::audit")).collect();
+        println!("the controllers' log, last {LOG_TAIL} lines:");
+        for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+            println!("{line}");
+        }
         std::process::ExitCode::FAILURE
     }
 }
@@ -836,6 +901,11 @@ async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
 
 /// `roomguard_diverged_bytes_total`, summed over every controller: bytes demoted stale masters
 /// had written past their successors' promotion points.
+/// The automatic failovers a controller counted (successful or not).
+fn auto_failovers(c: &Controller) -> f64 {
+    metric_sum(c, "roomguard_failovers_total{", "trigger=\"auto\"")
+}
+
 /// The sum of a controller's series whose line starts with `prefix` and contains `filter`.
 fn metric_sum(c: &Controller, prefix: &str, filter: &str) -> f64 {
     c.shared
