@@ -9,6 +9,7 @@ mod clients;
 mod failover;
 mod faults;
 mod hostile;
+mod maintenance;
 mod observability;
 mod package;
 mod security;
