@@ -1,8 +1,8 @@
 //! SIGHUP (`systemctl reload roomguard`): re-read the config file and apply what can change
 //! safely in a running controller — the log filter (`controller.log`), the hooks, the
 //! cooldown and `auto_failover` — or, when anything else changed (rooms, shards, addresses,
-//! timings, the state file, listeners, credentials), apply nothing and say in the log which
-//! keys need a restart. An invalid file is logged and changes nothing. SIGHUP never stops the
+//! timings, the state file, listeners, credentials — also a `password_file` whose contents
+//! changed), apply nothing and say in the log which keys need a restart. An invalid file is logged and changes nothing. SIGHUP never stops the
 //! process.
 //!
 //! [`fixed_changes`] and [`Live::changes`] are pure; [`reload`] applies and logs.

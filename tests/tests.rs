@@ -12,6 +12,7 @@ mod hostile;
 mod maintenance;
 mod observability;
 mod package;
+mod secrets;
 mod security;
 mod sentinel;
 mod service;
