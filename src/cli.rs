@@ -127,9 +127,11 @@ pub enum Command {
         #[arg(long, env = "ROOMGUARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Maintenance mode: turn automatic failover off for every controller that uses this
-    /// configuration's state file, until `resume` (kept across restarts). Manual failovers
-    /// still work.
+    /// Maintenance mode: turn automatic failover off until `resume`.
+    ///
+    /// For every controller that uses this configuration's state file (the pause file beside
+    /// it), kept across restarts. Manual failovers (`failover --room`) still work, and the
+    /// controllers follow them.
     Pause {
         #[command(flatten)]
         config: ConfigArg,
@@ -148,6 +150,19 @@ pub enum Command {
     },
     /// Validate the configuration and print the derived chains.
     CheckConfig(#[command(flatten)] ConfigArg),
+    /// Print a shell completion script (the package installs bash, zsh and fish ones).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write every page (roomguard.1, roomguard-pause.1, ...) to
+    /// a directory; the package installs them.
+    Man {
+        /// Write roomguard.1 and a page per subcommand here instead of printing roomguard.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Start the seed's eight Redis instances locally and run the controller against them.
     Lab {
         /// Ports are BASE+1..=BASE+4 on 127.0.0.11 (room 1) and 127.0.0.12 (room 2).
@@ -217,6 +232,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Resume { via: ViaArgs { via: Some(url), token }, .. } => {
             maintenance_via(url, token, "resume", vec![]).await
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "roomguard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            // The package version only: a page that named the git revision would change with
+            // every commit (the packaged pages are generated once and committed).
+            let command = <Cli as clap::CommandFactory>::command()
+                .version(env!("CARGO_PKG_VERSION"))
+                .disable_help_subcommand(true);
+            match out_dir {
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout()),
+                Some(dir) => clap_mangen::generate_to(command, &dir),
+            }
+            .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Pause { config, reason, .. } => pause(&load(&config)?, reason.as_deref()),
         Command::Resume { config, .. } => resume(&load(&config)?),
