@@ -470,6 +470,7 @@ const LAB_HELP: &str = "lab commands (type and press Enter):
   blackhole ROOM    drop every packet to and from ROOM (iptables; power or fibre loss); `heal ROOM` undoes it
   restart ROOM      start ROOM's killed instances again, empty, as masters (a returning room)
   failover ROOM     manual failover to ROOM (graceful when the old room answers)
+  pause / unpause   maintenance mode on / off (`roomguard pause` / `resume`)
   help              this text
   quit              stop everything";
 
@@ -599,6 +600,15 @@ async fn lab_command(
             holes.remove(&room);
             println!("heal: room {arg} reachable again");
         }
+        ("pause", _) => match maintenance::pause(&lab.config.controller.state_file, "lab", None) {
+            Ok((p, _)) => println!("paused {}", p.describe(SystemTime::now())),
+            Err(e) => println!("pause failed: {e}"),
+        },
+        ("unpause", _) => match maintenance::resume(&lab.config.controller.state_file) {
+            Ok(Some(_)) => println!("resumed: automatic failover is on again"),
+            Ok(None) => println!("not paused"),
+            Err(e) => println!("resume failed: {e}"),
+        },
         ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false).await {
             Ok(report) => print!("{}", report.render()),
             Err(e) => println!("failover failed: {e}"),

@@ -129,6 +129,15 @@ async fn manual_failover_works_while_paused_and_the_controller_follows_it() {
     assert!(ok, "{out}");
     assert!(out.contains("HEALTHY: primary room 2") && out.contains("automatic failover PAUSED"), "{out}");
     assert!(out.contains("last failover: to room 2 (manual)") && out.contains(" UTC ("), "{out}");
+
+    // `resume --via`: the token is checked (bad input, exit 2), then the controller resumes.
+    let url = format!("http://{}", c.http);
+    let (ok, out) = cli(&["resume", "--via", &url, "--token", "wrong-token-wrong-token"]).await;
+    assert!(!ok && out.contains("401"), "{out}");
+    assert_eq!(c.metric("roomguard_paused", &[]), 1.0);
+    let (ok, out) = cli(&["resume", "--via", &url, "--token", TOKEN]).await;
+    assert!(ok && out.contains("resumed: automatic failover is on again") && out.contains("failback drill"), "{out}");
+    assert!(wait_until(Duration::from_secs(5), || async { c.metric("roomguard_paused", &[]) == 0.0 }).await);
     c.stop().await;
 }
 
