@@ -102,11 +102,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the admin token of a request to the admin API; the refusal to send otherwise.
-#[allow(clippy::result_large_err)]
-fn authorize(shared: &Shared, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+/// Checks the admin token of a request to the admin API: `None` when it may proceed, else
+/// the refusal to answer with (403 without an admin token configured, 401 for a wrong one).
+fn refusal(shared: &Shared, headers: &HeaderMap, what: &str) -> Option<Response> {
     let Some(expected) = &shared.config.http.admin_token else {
-        return Err(error(StatusCode::FORBIDDEN, "the admin API is disabled: set [http] admin_token to enable it"));
+        return Some(error(StatusCode::FORBIDDEN, "the admin API is disabled: set [http] admin_token to enable it"));
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -115,14 +115,16 @@ fn authorize(shared: &Shared, headers: &HeaderMap, what: &str) -> Result<(), Res
         .unwrap_or("");
     if !same(presented.as_bytes(), expected.expose().as_bytes()) {
         warn!("admin API: {what} refused, missing or wrong token");
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-        )
-            .into_response());
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +135,7 @@ struct PauseQuery {
 /// `POST /pause[?reason=...]` (admin token): maintenance mode, as `roomguard pause`, for every
 /// controller that uses this controller's state file. Answers with the pause in effect.
 async fn pause(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<PauseQuery>) -> Response {
-    if let Err(refused) = authorize(&shared, &headers, "pause") {
+    if let Some(refused) = refusal(&shared, &headers, "pause") {
         return refused;
     }
     let state_file = shared.config.controller.state_file.clone();
@@ -152,7 +154,7 @@ async fn pause(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): 
 
 /// `POST /resume` (admin token): ends maintenance mode, as `roomguard resume`.
 async fn resume(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&shared, &headers, "resume") {
+    if let Some(refused) = refusal(&shared, &headers, "resume") {
         return refused;
     }
     let state_file = shared.config.controller.state_file.clone();
@@ -175,7 +177,7 @@ async fn resume(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
 /// `POST /failover?room=R[&force=true]` with `Authorization: Bearer <admin_token>`: the same
 /// graceful/forced failover as `roomguard failover`, run by this controller.
 async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<FailoverQuery>) -> Response {
-    if let Err(refused) = authorize(&shared, &headers, &format!("failover to room {}", q.room)) {
+    if let Some(refused) = refusal(&shared, &headers, &format!("failover to room {}", q.room)) {
         return refused;
     }
     info!(room = %q.room, force = q.force, "admin API: failover requested");

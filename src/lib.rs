@@ -23,7 +23,7 @@
 //! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
 //! catches the tasks that hang instead (`/healthz`, and systemd's watchdog through [`notify`]).
 //! [`reload`] applies a SIGHUP; [`logging`] sets up the logs; [`maintenance`] is the pause
-//! (`roomguard pause`); [`when`] shows times for people.
+//! (`roomguard pause`); `when` shows times for people.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -54,5 +54,5 @@ pub mod state;
 pub mod switchover;
 pub mod topology;
 pub mod version;
-pub mod when;
+mod when;
 pub mod wire;
