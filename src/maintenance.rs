@@ -24,14 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::unix_ms;
 
+/// The I/O error is part of the message, not a `source` (which `{:#}` would print again).
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
-    #[error("cannot write the pause file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot remove the pause file {path}: {source}")]
-    Remove { path: PathBuf, source: std::io::Error },
-    #[error("cannot read the pause file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the pause file {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error("cannot remove the pause file {path}: {error}")]
+    Remove { path: PathBuf, error: std::io::Error },
+    #[error("cannot read the pause file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
 }
 
 /// A pause in effect.
@@ -82,7 +83,7 @@ pub fn load(state_file: &Path) -> Result<Option<Pause>, MaintenanceError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             // It exists (or something is in the way): paused, as far as we can tell.
-            let Ok(meta) = std::fs::metadata(&path) else { return Err(MaintenanceError::Read { path, source }) };
+            let Ok(meta) = std::fs::metadata(&path) else { return Err(MaintenanceError::Read { path, error: source }) };
             return Ok(Some(Pause {
                 since_unix_ms: meta.modified().map(unix_ms).unwrap_or(0),
                 by: String::new(),
@@ -116,7 +117,7 @@ pub fn pause(state_file: &Path, by: &str, reason: Option<&str>) -> Result<(Pause
     };
     let path = path(state_file);
     let text = serde_json::to_string_pretty(&pause).expect("a pause serializes");
-    write_readable(&path, text.as_bytes()).map_err(|source| MaintenanceError::Write { path, source })?;
+    write_readable(&path, text.as_bytes()).map_err(|error| MaintenanceError::Write { path, error })?;
     Ok((pause, true))
 }
 
@@ -127,7 +128,7 @@ pub fn resume(state_file: &Path) -> Result<Option<Pause>, MaintenanceError> {
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(MaintenanceError::Remove { path, source }),
+        Err(error) => return Err(MaintenanceError::Remove { path, error }),
     }
     // The removal is durable once the directory is.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -141,7 +142,11 @@ pub fn cli_author() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "someone".into());
+        .unwrap_or_else(|_| {
+            // No login name in the environment (a service, a bare `su`): the uid at least.
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").map_or_else(|_| "someone".into(), |m| format!("uid {}", m.uid()))
+        });
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "?".into());
     format!("{user}@{host} (cli)")
 }
