@@ -8,7 +8,7 @@
 use std::{
     path::PathBuf,
     process::ExitCode,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context;
@@ -21,6 +21,7 @@ use crate::{
     daemon::{Daemon, DaemonError},
     detect,
     lab::{BlackHole, Lab, LabSpec},
+    maintenance,
     plan::{self, Decision},
     probe,
     report::{Report, ReportInput},
@@ -83,6 +84,18 @@ impl ConfigArg {
     }
 }
 
+/// `--via URL --token T`: ask a running controller's admin API instead of acting from here.
+#[derive(Debug, clap::Args)]
+pub struct ViaArgs {
+    /// Ask a running controller to do it (`http://host:port` of its `[http] listen`) instead
+    /// of writing the pause file from here.
+    #[arg(long, value_name = "URL")]
+    pub via: Option<String>,
+    /// The controller's `[http] admin_token` (for --via).
+    #[arg(long, env = "ROOMGUARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller (the service).
@@ -114,8 +127,42 @@ pub enum Command {
         #[arg(long, env = "ROOMGUARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Maintenance mode: turn automatic failover off until `resume`.
+    ///
+    /// For every controller that uses this configuration's state file (the pause file beside
+    /// it), kept across restarts. Manual failovers (`failover --room`) still work, and the
+    /// controllers follow them.
+    Pause {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Why (shown by `status`, the status page and the controllers' logs).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        via: ViaArgs,
+    },
+    /// End maintenance mode: automatic failover on again.
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        via: ViaArgs,
+    },
     /// Validate the configuration and print the derived chains.
     CheckConfig(#[command(flatten)] ConfigArg),
+    /// Print a shell completion script (the package installs bash, zsh and fish ones).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write every page (roomguard.1, roomguard-pause.1, ...) to
+    /// a directory; the package installs them.
+    Man {
+        /// Write roomguard.1 and a page per subcommand here instead of printing roomguard.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Start the seed's eight Redis instances locally and run the controller against them.
     Lab {
         /// Ports are BASE+1..=BASE+4 on 127.0.0.11 (room 1) and 127.0.0.12 (room 2).
@@ -176,6 +223,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
         Command::Failover { config, room, force, .. } => failover(&load(&config)?, &room, force).await,
+        Command::Pause { via: ViaArgs { via: Some(url), token }, reason, .. } => {
+            let mut query = vec![];
+            if let Some(reason) = reason {
+                query.push(("reason", reason));
+            }
+            maintenance_via(url, token, "pause", query).await
+        }
+        Command::Resume { via: ViaArgs { via: Some(url), token }, .. } => {
+            maintenance_via(url, token, "resume", vec![]).await
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "roomguard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            // The package version only: a page that named the git revision would change with
+            // every commit (the packaged pages are generated once and committed).
+            let command = <Cli as clap::CommandFactory>::command()
+                .version(env!("CARGO_PKG_VERSION"))
+                .disable_help_subcommand(true);
+            match out_dir {
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout()),
+                Some(dir) => clap_mangen::generate_to(command, &dir),
+            }
+            .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { config, reason, .. } => pause(&load(&config)?, reason.as_deref()),
+        Command::Resume { config, .. } => resume(&load(&config)?),
         Command::Lab { base_port, http, sentinel, duration, redis_server } => {
             let spec =
                 LabSpec { base_port, http_listen: http, sentinel_listen: sentinel, redis_server, ..LabSpec::default() };
@@ -236,6 +313,7 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
     let c = &config.controller;
     let observation = probe::probe_all(t, &config.redis, c.timeout).await;
     let state = State::load(&c.state_file, t)?;
+    let pause = maintenance::load(&c.state_file)?;
     let inferred = plan::infer_masters(t, &observation);
     let masters: Vec<_> = match &state {
         Some(s) => s.masters.iter().zip(&inferred).map(|(s, i)| s.or(*i)).collect(),
@@ -261,6 +339,7 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
             c.cooldown,
             crate::state::unix_ms(std::time::SystemTime::now()),
         ),
+        pause: pause.as_ref(),
     }))
 }
 
@@ -291,6 +370,77 @@ async fn failover(config: &Config, room: &str, force: bool) -> anyhow::Result<Ex
     }
 }
 
+/// `pause`: writes the pause file beside the state file; every controller using that state
+/// file follows it within a round.
+fn pause(config: &Config, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (pause, new) = maintenance::pause(&config.controller.state_file, &maintenance::cli_author(), reason)?;
+    let now = std::time::SystemTime::now();
+    if new {
+        println!("paused: no automatic failover {}; `roomguard resume` ends it", pause.describe(now));
+    } else {
+        println!("already paused {}", pause.describe(now));
+    }
+    println!("pause file: {}", maintenance::path(&config.controller.state_file).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resume(config: &Config) -> anyhow::Result<ExitCode> {
+    match maintenance::resume(&config.controller.state_file)? {
+        Some(pause) => {
+            println!("resumed: automatic failover is on again (it was paused {})", pause.describe(SystemTime::now()))
+        }
+        None => println!("not paused: automatic failover was already on"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pause`/`resume --via URL`: the running controller's admin API writes the pause file.
+async fn maintenance_via(
+    url: String,
+    token: Option<String>,
+    what: &'static str,
+    query: Vec<(&'static str, String)>,
+) -> anyhow::Result<ExitCode> {
+    let Some(token) = token else {
+        eprintln!("error: --via needs the controller's admin token (--token or ROOMGUARD_ADMIN_TOKEN)");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    };
+    let endpoint = format!("{}/{what}", url.trim_end_matches('/'));
+    let (status, body) = post(endpoint, token, query, Duration::from_secs(10)).await?;
+    let json = serde_json::from_str::<serde_json::Value>(&body).ok();
+    if status == 200 {
+        println!("{}", json.as_ref().and_then(|v| v["message"].as_str()).unwrap_or(&body));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let message = json.and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(body);
+    eprintln!("error: the controller answered {status}: {message}");
+    Ok(ExitCode::from(if matches!(status, 400 | 401 | 403) { EXIT_BAD_INPUT } else { EXIT_DEGRADED }))
+}
+
+/// POSTs to the admin API with the bearer token; (status, body).
+async fn post(
+    endpoint: String,
+    token: String,
+    query: Vec<(&'static str, String)>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
+        let mut request = agent.post(&endpoint);
+        for (key, value) in &query {
+            request = request.query(key, value);
+        }
+        let mut response = request
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_empty()
+            .with_context(|| format!("cannot reach the controller at {endpoint}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    })
+    .await?
+}
+
 /// `failover --via URL`: the running controller's admin API does the work.
 async fn failover_via(url: String, token: Option<String>, room: String, force: bool) -> anyhow::Result<ExitCode> {
     let Some(token) = token else {
@@ -298,23 +448,8 @@ async fn failover_via(url: String, token: Option<String>, room: String, force: b
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     };
     let endpoint = format!("{}/failover", url.trim_end_matches('/'));
-    let (status, body) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let mut response = agent
-            .post(&endpoint)
-            .query("room", &room)
-            .query("force", if force { "true" } else { "false" })
-            .header("Authorization", &format!("Bearer {token}"))
-            .send_empty()
-            .with_context(|| format!("cannot reach the controller at {endpoint}"))?;
-        let status = response.status().as_u16();
-        Ok((status, response.body_mut().read_to_string()?))
-    })
-    .await??;
+    let query = vec![("room", room), ("force", force.to_string())];
+    let (status, body) = post(endpoint, token, query, Duration::from_secs(120)).await?;
     if status == 200 {
         let report: switchover::FailoverReport = serde_json::from_str(&body).context("unexpected reply")?;
         print!("{}", report.render());
@@ -335,6 +470,7 @@ const LAB_HELP: &str = "lab commands (type and press Enter):
   blackhole ROOM    drop every packet to and from ROOM (iptables; power or fibre loss); `heal ROOM` undoes it
   restart ROOM      start ROOM's killed instances again, empty, as masters (a returning room)
   failover ROOM     manual failover to ROOM (graceful when the old room answers)
+  pause / unpause   maintenance mode on / off (`roomguard pause` / `resume`)
   help              this text
   quit              stop everything";
 
@@ -464,6 +600,15 @@ async fn lab_command(
             holes.remove(&room);
             println!("heal: room {arg} reachable again");
         }
+        ("pause", _) => match maintenance::pause(&lab.config.controller.state_file, "lab", None) {
+            Ok((p, _)) => println!("paused {}", p.describe(SystemTime::now())),
+            Err(e) => println!("pause failed: {e}"),
+        },
+        ("unpause", _) => match maintenance::resume(&lab.config.controller.state_file) {
+            Ok(Some(_)) => println!("resumed: automatic failover is on again"),
+            Ok(None) => println!("not paused"),
+            Err(e) => println!("resume failed: {e}"),
+        },
         ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false).await {
             Ok(report) => print!("{}", report.render()),
             Err(e) => println!("failover failed: {e}"),

@@ -115,11 +115,13 @@ impl Default for RawController {
 pub struct RawHttp {
     pub listen: String,
     pub admin_token: Option<Secret>,
+    /// A file holding `admin_token` ([`crate::secret::inline_or_file`]).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: "127.0.0.1:9480".into(), admin_token: None }
+        RawHttp { listen: "127.0.0.1:9480".into(), admin_token: None, admin_token_file: None }
     }
 }
 
@@ -131,6 +133,8 @@ impl Default for RawHttp {
 pub struct RawRedis {
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// A file holding `password` ([`crate::secret::inline_or_file`]).
+    pub password_file: Option<PathBuf>,
     pub tls: Option<bool>,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -148,6 +152,8 @@ pub struct RawRedis {
 pub struct RawRedisOverride {
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// Read into `password` before the layers are overlaid.
+    pub password_file: Option<PathBuf>,
     pub tls: Option<bool>,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -161,6 +167,7 @@ impl RawRedisOverride {
         RawRedisOverride {
             username: more.username.clone().or_else(|| self.username.clone()),
             password: more.password.clone().or_else(|| self.password.clone()),
+            password_file: None,
             tls: more.tls.or(self.tls),
             ca_file: more.ca_file.clone().or_else(|| self.ca_file.clone()),
             cert_file: more.cert_file.clone().or_else(|| self.cert_file.clone()),
@@ -175,6 +182,7 @@ impl RawRedis {
         RawRedisOverride {
             username: self.username.clone(),
             password: self.password.clone(),
+            password_file: self.password_file.clone(),
             tls: self.tls,
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
@@ -393,7 +401,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         return Err("`controller.state_file` is empty".into());
     }
 
-    let admin_token = http.admin_token.filter(|t| !t.expose().is_empty());
+    let admin_token = crate::secret::inline_or_file(
+        "[http]",
+        "admin_token",
+        http.admin_token,
+        http.admin_token_file.as_deref(),
+        base,
+    )?
+    .filter(|t| !t.expose().is_empty());
     if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
         return Err("`http.admin_token` is shorter than 16 characters: use a long random token".into());
     }
@@ -449,7 +464,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         built.push((name.to_string(), chains));
     }
 
-    let sentinel = sentinel.map(RawSentinel::validate).transpose()?;
+    let sentinel = sentinel
+        .map(|mut s| {
+            let file = s.password_file.take();
+            s.password = crate::secret::inline_or_file("[sentinel]", "password", s.password, file.as_deref(), base)?;
+            s.validate()
+        })
+        .transpose()?;
     let hooks = hooks.into_iter().enumerate().map(|(i, h)| h.validate(i + 1, base)).collect::<Result<Vec<_>, _>>()?;
 
     let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
@@ -526,16 +547,37 @@ fn validate_redis(raw: &RawRedis, topology: &Topology, base: &Path) -> Result<Re
         };
         Ok(RedisSettings { username: layers.username.clone(), password: layers.password.clone(), tls })
     };
-    let base_layer = raw.base();
+    // Passwords from files first, each table on its own, so that an error names the table.
+    let from_file = |layer: &RawRedisOverride, table: &str| -> Result<RawRedisOverride, String> {
+        let password = crate::secret::inline_or_file(
+            table,
+            "password",
+            layer.password.clone(),
+            layer.password_file.as_deref(),
+            base,
+        )?;
+        Ok(RawRedisOverride { password, password_file: None, ..layer.clone() })
+    };
+    let rooms = raw
+        .room
+        .iter()
+        .map(|(room, layer)| Ok((room.clone(), from_file(layer, &format!("[redis.room.\"{room}\"]"))?)))
+        .collect::<Result<BTreeMap<_, _>, String>>()?;
+    let exact_instances = raw
+        .instance
+        .iter()
+        .map(|(text, layer)| Ok((text.clone(), from_file(layer, &format!("[redis.instance.\"{text}\"]"))?)))
+        .collect::<Result<BTreeMap<_, _>, String>>()?;
+    let base_layer = from_file(&raw.base(), "[redis]")?;
     let default = resolve(&base_layer, "[redis]")?;
     let mut instances = Vec::with_capacity(topology.instances.len());
     for instance in &topology.instances {
         let room = &topology.rooms[instance.room];
         let mut layers = base_layer.clone();
-        if let Some(more) = raw.room.get(room) {
+        if let Some(more) = rooms.get(room) {
             layers = layers.overlay(more);
         }
-        let exact = raw.instance.iter().find(|(text, _)| text.parse::<Addr>().is_ok_and(|a| a == instance.addr));
+        let exact = exact_instances.iter().find(|(text, _)| text.parse::<Addr>().is_ok_and(|a| a == instance.addr));
         if let Some((_, more)) = exact {
             layers = layers.overlay(more);
         }
@@ -748,5 +790,62 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
         let cfg = load(&format!("{SEED}\n[redis]\npassword = \"hunter2\"")).unwrap();
         assert_eq!(cfg.redis.default.password.as_ref().unwrap().expose(), "hunter2");
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    /// `password_file` (and `admin_token_file`) in every table that has a `password`; a file
+    /// overrides an inline password of a lower layer; errors name the table, the key and the file.
+    #[test]
+    fn secrets_from_files_in_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("base", "base-pw\n"), ("room2", "room2-pw"), ("odd", "odd-pw\n"), ("s", "sentinel-pw\n")]
+        {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        std::fs::write(dir.path().join("token"), "0123456789abcdef0123\n").unwrap();
+        let load = |extra: &str| {
+            Config::from_toml(&format!("{SEED}\n{extra}"), "test.toml", dir.path()).map_err(|e| e.to_string())
+        };
+        let cfg = load(
+            "[http]\nadmin_token_file = \"token\"\n[sentinel]\nlisten = \"127.0.0.1:26379\"\npassword_file = \"s\"\n\
+             [redis]\npassword_file = \"base\"\n[redis.room.\"2\"]\npassword_file = \"room2\"\n\
+             [redis.instance.\"192.168.99.12:6404\"]\npassword = \"inline\"\n\
+             [redis.instance.\"192.168.99.11:6403\"]\npassword_file = \"odd\"",
+        )
+        .unwrap();
+        let pw = |addr: &str| {
+            let id = cfg.topology.instances.iter().position(|i| i.addr.to_string() == addr).unwrap();
+            cfg.redis.instance(id).password.as_ref().unwrap().expose().to_string()
+        };
+        assert_eq!(cfg.redis.default.password.as_ref().unwrap().expose(), "base-pw");
+        assert_eq!(pw("192.168.99.11:6401"), "base-pw");
+        assert_eq!(pw("192.168.99.11:6403"), "odd-pw");
+        assert_eq!(pw("192.168.99.12:6401"), "room2-pw");
+        assert_eq!(pw("192.168.99.12:6404"), "inline");
+        assert_eq!(cfg.sentinel.as_ref().unwrap().password.as_ref().unwrap().expose(), "sentinel-pw");
+        assert_eq!(cfg.http.admin_token.as_ref().unwrap().expose(), "0123456789abcdef0123");
+
+        let missing = dir.path().join("nope").display().to_string();
+        for (extra, needle) in [
+            (
+                "[redis]\npassword_file = \"nope\"".to_string(),
+                format!("[redis]: `password_file` = \"nope\": cannot read {missing}"),
+            ),
+            (
+                "[redis.room.\"2\"]\npassword_file = \"nope\"".into(),
+                format!("[redis.room.\"2\"]: `password_file` = \"nope\": cannot read {missing}"),
+            ),
+            (
+                "[redis.instance.\"192.168.99.12:6404\"]\npassword = \"x\"\npassword_file = \"odd\"".into(),
+                "[redis.instance.\"192.168.99.12:6404\"]: `password` and `password_file` are both set".into(),
+            ),
+            (
+                "[sentinel]\nlisten = \"127.0.0.1:26379\"\npassword_file = \"nope\"".into(),
+                format!("[sentinel]: `password_file` = \"nope\": cannot read {missing}"),
+            ),
+            ("[http]\nadmin_token_file = \"nope\"".into(), "[http]: `admin_token_file` = \"nope\"".into()),
+        ] {
+            let err = load(&extra).unwrap_err();
+            assert!(err.starts_with("test.toml: ") && err.contains(&needle), "{err:?} should say {needle:?}");
+        }
     }
 }

@@ -181,6 +181,10 @@ pub struct Controller {
     notifier: crate::notify::Notifier,
     /// Why each shard's designated master last moved, until the move is verified.
     triggers: Vec<Option<Trigger>>,
+    /// Maintenance mode as last read from the pause file ([`crate::maintenance`]).
+    pause: Option<crate::maintenance::Pause>,
+    /// The pause file as last read (`None`: absent), to re-read it only when it changes.
+    pause_seen: Option<Option<FileIdentity>>,
 }
 
 impl Controller {
@@ -203,6 +207,8 @@ impl Controller {
             followed_at: None,
             snapshot: None,
             triggers: vec![None; shards],
+            pause: None,
+            pause_seen: None,
             notifier: crate::notify::Notifier::from_env(),
         }
     }
@@ -258,6 +264,7 @@ impl Controller {
         self.log_rooms(&verdict);
         self.log_restarted_empty(observation);
         self.reload_state_if_changed().await;
+        self.follow_pause().await;
         self.fill_unknown_masters(observation).await;
         self.record_room_failures(&newly_lost).await;
 
@@ -275,6 +282,7 @@ impl Controller {
         let live = self.shared.live.borrow().clone();
         let policy = Policy {
             auto_failover: live.auto_failover,
+            paused: self.pause.is_some(),
             adopt: self.followed_at.is_none_or(|at| at.elapsed() >= settings.switchover_timeout),
             cooling: plan::cooling(
                 &state.room_failures,
@@ -319,6 +327,7 @@ impl Controller {
             epoch: state.epoch,
             last_failover: state.last_failover.as_ref(),
             cooling: &policy.cooling,
+            pause: self.pause.as_ref(),
         });
         *self.shared.report.write().expect("report lock") = Some(report);
         self.shared.ready.store(true, Ordering::Release);
@@ -424,6 +433,47 @@ impl Controller {
             Ok(_) => {}
             Err(e) => error!(error = %e, "ignoring unreadable state file change"),
         }
+    }
+
+    /// Reads the pause file when it appeared, changed or went away (`roomguard pause` or
+    /// `POST /pause` here or by another controller sharing the state file), logs the change
+    /// and sets the metrics.
+    async fn follow_pause(&mut self) {
+        let path = crate::maintenance::path(&self.shared.config.controller.state_file);
+        let seen = self.pause_seen;
+        let state_file = self.shared.config.controller.state_file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let current = FileIdentity::of(&path);
+            let pause = (Some(current) != seen).then(|| crate::maintenance::load(&state_file));
+            (current, pause)
+        })
+        .await;
+        let Ok((current, Some(loaded))) = read else { return };
+        let pause = match loaded {
+            Ok(pause) => pause,
+            Err(e) => {
+                error!(error = %e, "ignoring an unreadable pause file change");
+                return;
+            }
+        };
+        self.pause_seen = Some(current);
+        let now = SystemTime::now();
+        match (&self.pause, &pause) {
+            (_, Some(p)) if self.pause.as_ref() != Some(p) => warn!(
+                since_unix_ms = p.since_unix_ms,
+                by = %p.by,
+                reason = p.reason.as_deref().unwrap_or(""),
+                "MAINTENANCE MODE: automatic failover is PAUSED {}; manual failovers still work; \
+                 `roomguard resume` ends it",
+                p.describe(now)
+            ),
+            (Some(p), None) => {
+                info!("maintenance mode ended: automatic failover is on again (it was paused {})", p.describe(now))
+            }
+            _ => {}
+        }
+        self.shared.metrics.set_paused(pause.as_ref().map(|p| p.since_unix_ms));
+        self.pause = pause;
     }
 
     /// Shards with no designated master yet (first start, no state file) take the one Redis

@@ -1,12 +1,13 @@
 //! The controller's HTTP server: the status page, `/healthz`, `/topology`, `/metrics`, and the
-//! token-protected admin API (`POST /failover?room=R`). The listener is bound by the caller
+//! token-protected admin API (`POST /failover?room=R`, `POST /pause[?reason=...]`,
+//! `POST /resume`). The listener is bound by the caller
 //! before the loop starts, so a port clash is a start-up error and not a log line.
 //!
 //! Without `[http] admin_token` the server is read-only, wherever it listens.
 
 use std::{
     sync::{Arc, atomic::Ordering},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use axum::{
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use crate::{
     controller::Shared,
     health::{self, Health},
+    maintenance,
     metrics::Metrics,
     state::Trigger,
     switchover::{self, FailoverError},
@@ -36,6 +38,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/topology", get(topology))
         .route("/metrics", get(metrics))
         .route("/failover", post(failover))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
         .with_state(shared)
 }
 
@@ -98,11 +102,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `POST /failover?room=R[&force=true]` with `Authorization: Bearer <admin_token>`: the same
-/// graceful/forced failover as `roomguard failover`, run by this controller.
-async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<FailoverQuery>) -> Response {
+/// Checks the admin token of a request to the admin API: `None` when it may proceed, else
+/// the refusal to answer with (403 without an admin token configured, 401 for a wrong one).
+fn refusal(shared: &Shared, headers: &HeaderMap, what: &str) -> Option<Response> {
     let Some(expected) = &shared.config.http.admin_token else {
-        return error(StatusCode::FORBIDDEN, "the admin API is disabled: set [http] admin_token to enable it");
+        return Some(error(StatusCode::FORBIDDEN, "the admin API is disabled: set [http] admin_token to enable it"));
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -110,13 +114,71 @@ async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same(presented.as_bytes(), expected.expose().as_bytes()) {
-        warn!(room = %q.room, "admin API: failover refused, missing or wrong token");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-        )
-            .into_response();
+        warn!("admin API: {what} refused, missing or wrong token");
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+#[derive(Debug, Deserialize)]
+struct PauseQuery {
+    reason: Option<String>,
+}
+
+/// `POST /pause[?reason=...]` (admin token): maintenance mode, as `roomguard pause`, for every
+/// controller that uses this controller's state file. Answers with the pause in effect.
+async fn pause(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<PauseQuery>) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, "pause") {
+        return refused;
+    }
+    let state_file = shared.config.controller.state_file.clone();
+    let done = tokio::task::spawn_blocking(move || maintenance::pause(&state_file, "admin API", q.reason.as_deref()));
+    match done.await {
+        Ok(Ok((pause, new))) => {
+            let text = pause.describe(SystemTime::now());
+            info!("admin API: {}", if new { "paused" } else { "pause requested; already paused" });
+            let message = if new { format!("paused {text}") } else { format!("already paused {text}") };
+            Json(serde_json::json!({ "paused": pause, "message": message })).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the pause task failed: {e}")),
+    }
+}
+
+/// `POST /resume` (admin token): ends maintenance mode, as `roomguard resume`.
+async fn resume(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, "resume") {
+        return refused;
+    }
+    let state_file = shared.config.controller.state_file.clone();
+    match tokio::task::spawn_blocking(move || maintenance::resume(&state_file)).await {
+        Ok(Ok(was)) => {
+            info!("admin API: resume requested");
+            let message = match &was {
+                Some(p) => {
+                    format!("resumed: automatic failover is on again (it was paused {})", p.describe(SystemTime::now()))
+                }
+                None => "not paused: automatic failover was already on".to_string(),
+            };
+            Json(serde_json::json!({ "paused": null, "was": was, "message": message })).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the resume task failed: {e}")),
+    }
+}
+
+/// `POST /failover?room=R[&force=true]` with `Authorization: Bearer <admin_token>`: the same
+/// graceful/forced failover as `roomguard failover`, run by this controller.
+async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<FailoverQuery>) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, &format!("failover to room {}", q.room)) {
+        return refused;
     }
     info!(room = %q.room, force = q.force, "admin API: failover requested");
     // A task of its own: if the client goes away, hyper drops this handler, but the failover

@@ -22,7 +22,8 @@
 //! [`daemon`] is where the process is assembled: it starts every task above, supervises them
 //! (a task that ends stops the process, for systemd to restart) and stops them; [`health`]
 //! catches the tasks that hang instead (`/healthz`, and systemd's watchdog through [`notify`]).
-//! [`reload`] applies a SIGHUP; [`logging`] sets up the logs.
+//! [`reload`] applies a SIGHUP; [`logging`] sets up the logs; [`maintenance`] is the pause
+//! (`roomguard pause`); `when` shows times for people.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -39,6 +40,7 @@ pub mod http;
 pub mod info;
 pub mod lab;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
@@ -52,4 +54,5 @@ pub mod state;
 pub mod switchover;
 pub mod topology;
 pub mod version;
+mod when;
 pub mod wire;

@@ -65,7 +65,7 @@ pub struct HeldLabels {
     pub shard: String,
     /// The room holding the shard's master (lost, or holding the lost master).
     pub room: String,
-    /// `cooldown`, `auto_failover_off` or `no_target`.
+    /// `cooldown`, `auto_failover_off`, `paused` or `no_target`.
     pub reason: String,
 }
 
@@ -177,6 +177,9 @@ pub struct Metrics {
     held_now: Mutex<Vec<HeldLabels>>,
     pub state_save_errors: Counter,
     pub state_save_failing: Gauge,
+    /// Maintenance mode ([`crate::maintenance`]): 1 while paused, and since when.
+    pub paused: Gauge,
+    pub paused_since_timestamp: FloatGauge,
     pub probe_duration: Family<ProbeLabels, Histogram>,
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
@@ -231,6 +234,8 @@ impl Metrics {
             held_now: Mutex::new(Vec::new()),
             state_save_errors: Counter::default(),
             state_save_failing: Gauge::default(),
+            paused: Gauge::default(),
+            paused_since_timestamp: FloatGauge::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
             }),
@@ -323,7 +328,7 @@ impl Metrics {
         );
         r.register(
             "failover_held",
-            "1 while a shard's automatic failover is warranted but held (reason: cooldown, auto_failover_off, no_target)",
+            "1 while a shard's automatic failover is warranted but held (reason: cooldown, auto_failover_off, paused, no_target)",
             m.failover_held.clone(),
         );
         r.register(
@@ -335,6 +340,17 @@ impl Metrics {
             "state_save_failing",
             "1 while the state file cannot be written (the last write failed): no new decision is acted on",
             m.state_save_failing.clone(),
+        );
+        r.register(
+            "paused",
+            "1 while automatic failover is paused (maintenance mode: roomguard pause / resume)",
+            m.paused.clone(),
+        );
+        r.register_with_unit(
+            "paused_since_timestamp",
+            "Unix time the pause in effect started; 0 when not paused",
+            Unit::Seconds,
+            m.paused_since_timestamp.clone(),
         );
         r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
         r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
@@ -499,6 +515,12 @@ impl Metrics {
             self.failover_held.get_or_create(labels).set(1);
         }
         *now = held;
+    }
+
+    /// Maintenance mode: paused since `since_unix_ms`, or not paused (`None`).
+    pub fn set_paused(&self, since_unix_ms: Option<u64>) {
+        self.paused.set(i64::from(since_unix_ms.is_some()));
+        self.paused_since_timestamp.set(since_unix_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
 
     pub fn sentinel_command(&self, command: &str) {

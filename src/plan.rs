@@ -93,6 +93,8 @@ fn infer_from_replicas(topology: &Topology, observation: &Observation, shard: Sh
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub auto_failover: bool,
+    /// Maintenance mode ([`crate::maintenance`]): automatic failover off until resumed.
+    pub paused: bool,
     /// Follow master changes made elsewhere. Off while someone else's failover is still
     /// converging: its state file names the new master before it is promoted, and for that
     /// moment the old one looks like the shard's only master.
@@ -180,6 +182,8 @@ pub struct Held {
 pub enum HeldKind {
     /// `auto_failover = false`.
     AutoFailoverOff,
+    /// Maintenance mode (`roomguard pause`).
+    Paused,
     /// No answering instance to promote.
     NoTarget,
     /// Every room that could take over failed within the cooldown; `toward` is the first.
@@ -191,8 +195,23 @@ impl HeldKind {
     pub fn label(self) -> &'static str {
         match self {
             HeldKind::AutoFailoverOff => "auto_failover_off",
+            HeldKind::Paused => "paused",
             HeldKind::NoTarget => "no_target",
             HeldKind::Cooldown { .. } => "cooldown",
+        }
+    }
+}
+
+impl Policy {
+    /// Why automatic failover is off, if it is: the pause first (it is the operator's latest
+    /// word), then the configuration.
+    fn automatic_off(&self) -> Option<(HeldKind, &'static str)> {
+        if self.paused {
+            Some((HeldKind::Paused, "automatic failover is paused (maintenance mode: `roomguard resume` ends it)"))
+        } else if !self.auto_failover {
+            Some((HeldKind::AutoFailoverOff, "auto_failover is off"))
+        } else {
+            None
         }
     }
 }
@@ -221,20 +240,20 @@ pub fn decide(
         if let Some(to) = rescuer(topology, observation, verdict, master) {
             // Not held by the cooldown: waiting means the replicas are wiped, and a restart
             // is a fact, not a flapping signal.
-            if policy.auto_failover {
-                let reason = Reason::RestartedEmpty { instance: master };
-                decision.changes.push(MasterChange { shard, from: Some(master), to, reason });
-            } else {
-                decision.held.push(Held {
+            match policy.automatic_off() {
+                None => {
+                    let reason = Reason::RestartedEmpty { instance: master };
+                    decision.changes.push(MasterChange { shard, from: Some(master), to, reason });
+                }
+                Some((kind, off)) => decision.held.push(Held {
                     shard,
                     room,
-                    kind: HeldKind::AutoFailoverOff,
+                    kind,
                     why: format!(
-                        "the master {} restarted empty and its replicas will full-sync the empty dataset; \
-                         auto_failover is off",
+                        "the master {} restarted empty and its replicas will full-sync the empty dataset; {off}",
                         topology.addr(master)
                     ),
-                });
+                }),
             }
             continue;
         }
@@ -259,9 +278,8 @@ pub fn decide(
             decision.held.push(held(HeldKind::NoTarget, what.into()));
             continue;
         };
-        if !policy.auto_failover {
-            let why = "auto_failover is off; run `roomguard failover --room ROOM`".into();
-            decision.held.push(held(HeldKind::AutoFailoverOff, why));
+        if let Some((kind, off)) = policy.automatic_off() {
+            decision.held.push(held(kind, format!("{off}; run `roomguard failover --room ROOM`")));
         } else if let Some(c) = cooling {
             let toward = topology.instance(to).room;
             let name = topology.room_name(toward);
@@ -734,7 +752,7 @@ mod tests {
             margin: Duration::from_millis(400),
         },
     };
-    const POLICY: Policy = Policy { auto_failover: true, adopt: true, cooling: Vec::new() };
+    const POLICY: Policy = Policy { auto_failover: true, paused: false, adopt: true, cooling: Vec::new() };
     const COOLING: Option<Cooling> = Some(Cooling { failed_at_unix_ms: 1_000, until_unix_ms: 301_000 });
 
     /// One control-loop round: decide, then plan with the new masters.
@@ -806,10 +824,16 @@ mod tests {
     fn held_when_auto_failover_is_off_or_in_cooldown() {
         let s = Scenario::room1_killed(Duration::from_secs(2));
         let masters = vec![Some(s.id("192.168.99.11:6401")), Some(s.id("192.168.99.11:6402"))];
-        for policy in [Policy { auto_failover: false, ..POLICY }, Policy { cooling: vec![None, COOLING], ..POLICY }] {
+        for (policy, kind) in [
+            (Policy { auto_failover: false, ..POLICY }, HeldKind::AutoFailoverOff),
+            (Policy { cooling: vec![None, COOLING], ..POLICY }, HeldKind::Cooldown { toward: 1 }),
+            (Policy { paused: true, ..POLICY }, HeldKind::Paused),
+            (Policy { paused: true, auto_failover: false, ..POLICY }, HeldKind::Paused),
+        ] {
             let (decision, _, plan) = round(&s, &masters, &policy);
             assert!(decision.changes.is_empty());
             assert_eq!(decision.held.len(), 2);
+            assert!(decision.held.iter().all(|h| h.kind == kind), "{:?}", decision.held);
             assert!(plan.actions.is_empty());
         }
     }
@@ -1042,9 +1066,11 @@ mod tests {
         // Even in the cooldown; but not when automatic failover is off.
         let cooling = Policy { cooling: vec![COOLING, COOLING], ..POLICY };
         assert_eq!(round(&s, &masters, &cooling).1[0], Some(r));
-        let (decision, _, plan) = round(&s, &masters, &Policy { auto_failover: false, ..POLICY });
-        assert!(decision.changes.is_empty() && plan.actions.is_empty());
-        assert!(decision.held[0].why.contains("restarted empty"), "{:?}", decision.held);
+        for policy in [Policy { auto_failover: false, ..POLICY }, Policy { paused: true, ..POLICY }] {
+            let (decision, _, plan) = round(&s, &masters, &policy);
+            assert!(decision.changes.is_empty() && plan.actions.is_empty());
+            assert!(decision.held[0].why.contains("restarted empty"), "{:?}", decision.held);
+        }
         // Too late: the replica already full-synced the empty dataset. It is live and did not
         // restart, so the rescue does not look past it into room 2 (two controllers seeing it a
         // moment apart would pick different rooms): nothing is done.

@@ -1,8 +1,8 @@
 //! SIGHUP (`systemctl reload roomguard`): re-read the config file and apply what can change
 //! safely in a running controller — the log filter (`controller.log`), the hooks, the
 //! cooldown and `auto_failover` — or, when anything else changed (rooms, shards, addresses,
-//! timings, the state file, listeners, credentials), apply nothing and say in the log which
-//! keys need a restart. An invalid file is logged and changes nothing. SIGHUP never stops the
+//! timings, the state file, listeners, credentials — also a `password_file` whose contents
+//! changed), apply nothing and say in the log which keys need a restart. An invalid file is logged and changes nothing. SIGHUP never stops the
 //! process.
 //!
 //! [`fixed_changes`] and [`Live::changes`] are pure; [`reload`] applies and logs.
@@ -90,7 +90,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             .collect::<Vec<_>>()
     };
     if redis(old) != redis(new) {
-        out.push("[redis]");
+        out.push("[redis] (credentials, password files included, or TLS)");
     }
     let sentinel = |c: &Config| {
         c.sentinel
@@ -210,5 +210,19 @@ room.2 = ["192.168.99.12:6401", "192.168.99.12:6403"]
             let fixed = fixed_changes(&old, &load(&text));
             assert!(fixed.iter().any(|k| k.starts_with(key)), "{key}: {fixed:?}");
         }
+    }
+
+    /// A password read from a file is read again by SIGHUP: a changed file is refused (the
+    /// log says a restart applies it), an unchanged one reloads.
+    #[test]
+    fn a_changed_password_file_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("redis.password"), "old\n").unwrap();
+        let text = format!("{SEED}\n[redis]\npassword_file = \"redis.password\"");
+        let load = || Config::from_toml(&text, "test.toml", dir.path()).unwrap();
+        let old = load();
+        assert!(fixed_changes(&old, &load()).is_empty());
+        std::fs::write(dir.path().join("redis.password"), "new\n").unwrap();
+        assert_eq!(fixed_changes(&old, &load()), ["[redis] (credentials, password files included, or TLS)"]);
     }
 }

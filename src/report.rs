@@ -10,10 +10,12 @@ use serde::Serialize;
 use crate::{
     detect::{Hearing, RoomStatus, SilenceRule, SilenceSource, Verdict},
     info::Role,
+    maintenance::Pause,
     observe::{Observation, PingPeriod},
     plan::{Cooling, Decision, Masters, Plan},
     state::FailoverRecord,
     topology::{Parent, Topology},
+    when,
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +35,8 @@ pub struct Report {
     pub vetoed: Vec<String>,
     /// Corrections about to be made (or that `status` would make).
     pub pending: Vec<String>,
+    /// Maintenance mode: automatic failover paused since when, by whom ([`crate::maintenance`]).
+    pub paused: Option<Pause>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -134,12 +138,23 @@ pub struct ReportInput<'a> {
     pub last_failover: Option<&'a FailoverRecord>,
     /// By room: its cooldown, if it is in one ([`crate::plan::cooling`]).
     pub cooling: &'a [Option<Cooling>],
+    pub pause: Option<&'a Pause>,
 }
 
 impl Report {
     pub fn build(input: ReportInput<'_>) -> Report {
-        let ReportInput { topology: t, observation, verdict, masters, decision, plan, epoch, last_failover, cooling } =
-            input;
+        let ReportInput {
+            topology: t,
+            observation,
+            verdict,
+            masters,
+            decision,
+            plan,
+            epoch,
+            last_failover,
+            cooling,
+            pause,
+        } = input;
         let mut primary_rooms: Vec<usize> = masters.iter().flatten().map(|&m| t.instance(m).room).collect();
         primary_rooms.dedup();
         let primary_room = match (primary_rooms.as_slice(), masters.iter().all(Option::is_some)) {
@@ -242,10 +257,11 @@ impl Report {
 
         let room_words: Vec<String> = rooms.iter().map(|r| format!("room {} {}", r.name, r.status.label())).collect();
         let verdict = format!(
-            "{}: primary room {}; {}",
+            "{}: primary room {}; {}{}",
             if healthy { "HEALTHY" } else { "DEGRADED" },
             primary_room.as_deref().unwrap_or("mixed/unknown"),
-            room_words.join(", ")
+            room_words.join(", "),
+            if pause.is_some() { "; automatic failover PAUSED" } else { "" }
         );
         Report {
             primary_room,
@@ -258,6 +274,7 @@ impl Report {
             held,
             vetoed,
             pending,
+            paused: pause.cloned(),
         }
     }
 
@@ -325,17 +342,11 @@ impl Report {
                 ));
             }
         }
-        for line in self.cooldown_notes() {
+        for line in self.pause_note().into_iter().chain(self.cooldown_notes()) {
             out.push_str(&format!("{line}\n"));
         }
         if let Some(f) = &self.last_failover {
-            out.push_str(&format!(
-                "last failover: to room {} ({}), epoch {}, shards {}\n",
-                f.to_room,
-                f.trigger.label(),
-                self.epoch,
-                f.shards.join(", ")
-            ));
+            out.push_str(&format!("last failover: {}, epoch {}\n", describe_failover(f), self.epoch));
         }
         for i in self.shards.iter().flat_map(|s| &s.instances) {
             if let Some(error) = &i.error {
@@ -350,11 +361,20 @@ impl Report {
 }
 
 impl Report {
+    /// The maintenance-mode line, while paused.
+    fn pause_note(&self) -> Option<String> {
+        let p = self.paused.as_ref()?;
+        Some(format!(
+            "PAUSED (maintenance mode): no automatic failover {}; `roomguard failover --room ROOM` still works; \
+             `roomguard resume` ends it",
+            p.describe(std::time::SystemTime::now())
+        ))
+    }
+
     /// One line per room in its cooldown.
     fn cooldown_notes(&self) -> Vec<String> {
-        let time = |ms: u64| {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-        };
+        let now = std::time::SystemTime::now();
+        let time = |ms: u64| when::describe(ms, now);
         self.rooms
             .iter()
             .filter_map(|r| {
@@ -368,6 +388,21 @@ impl Report {
             })
             .collect()
     }
+}
+
+/// `to room 2 (auto), shards a, b, at 2026-12-02 09:16:57 UTC (5m ago), took 1.2s`.
+fn describe_failover(f: &FailoverRecord) -> String {
+    let mut text = format!(
+        "to room {} ({}), shards {}, at {}",
+        f.to_room,
+        f.trigger.label(),
+        f.shards.join(", "),
+        when::describe(f.at_unix_ms, std::time::SystemTime::now())
+    );
+    if let Some(ms) = f.took_ms {
+        text.push_str(&format!(", took {}", humantime::format_duration(std::time::Duration::from_millis(ms))));
+    }
+    text
 }
 
 /// Escapes text for HTML (names and addresses come from the config file).
@@ -393,20 +428,18 @@ impl Report {
             "<title>roomguard: {}</title><style>{PAGE_STYLE}</style></head><body>",
             esc(&self.verdict)
         ));
-        let class = if self.healthy { "ok" } else { "bad" };
+        let class = match (self.healthy, self.paused.is_some()) {
+            (false, _) => "bad",
+            (true, true) => "warn",
+            (true, false) => "ok",
+        };
         h.push_str(&format!("<header class={class}>{}</header>", esc(&self.verdict)));
         h.push_str(&format!(
             "<p>primary room: <b>{}</b> &middot; epoch {} &middot; last failover: {}</p>",
             esc(self.primary_room.as_deref().unwrap_or("mixed/unknown")),
             self.epoch,
             match &self.last_failover {
-                Some(f) => format!(
-                    "to room {} ({}), shards {}, at unix ms {}",
-                    esc(&f.to_room),
-                    f.trigger.label(),
-                    esc(&f.shards.join(", ")),
-                    f.at_unix_ms
-                ),
+                Some(f) => esc(&describe_failover(f)),
                 None => "none".into(),
             }
         ));
@@ -422,7 +455,7 @@ impl Report {
                 )
             })
             .collect();
-        notes.extend(self.cooldown_notes().iter().map(|n| esc(n)));
+        notes.extend(self.pause_note().iter().chain(&self.cooldown_notes()).map(|n| esc(n)));
         notes.extend(self.held.iter().chain(&self.pending).chain(&self.vetoed).map(|n| esc(n)));
         if !notes.is_empty() {
             h.push_str("<ul class=warn>");

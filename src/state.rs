@@ -205,11 +205,18 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Writes `bytes` to `path` atomically, mode 0644: the file holds no secret, and whoever writes
+/// it (the service's dynamic user, or root's `roomguard failover`), the others must read it. A
+/// temp file is created 0600, and a state file root left 0600 kept the packaged service (a
+/// `DynamicUser=`) from reading it: from following the failover, and from starting at all.
+/// The state directory (0700 with the package) keeps other users out.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.write_all(b"\n")?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename is durable only once the directory entry is.
@@ -235,6 +242,9 @@ mod tests {
         };
         state.save(&path, &t).unwrap();
         assert_eq!(State::load(&path, &t).unwrap(), Some(state));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "readable by the service's user when root wrote it");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"shard-6401\": \"192.168.99.12:6401\""), "{text}");
 

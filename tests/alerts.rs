@@ -93,7 +93,7 @@ async fn counters_start_at_0_and_a_first_failing_hook_alerts() {
         ["failover", "room_lost"]
             .iter()
             .map(|event| format!(
-                "    - exp_labels: {{severity: warning, instance: \"app1:9480\", event: {event}, outcome: failed}}\n      exp_annotations:\n        summary: \"roomguard hook for {event} on app1:9480: failed\"\n        description: |\n{}        runbook: dashboards/README.md#alerts\n",
+                "    - exp_labels: {{severity: warning, instance: \"app1:9480\", event: {event}, outcome: failed}}\n      exp_annotations:\n        summary: \"roomguard hook for {event} on app1:9480: failed\"\n        description: |\n{}        runbook_url: docs/runbook.md#roomguardhookfailing\n",
                 description(event)
             ))
             .collect::<String>()
@@ -123,4 +123,110 @@ fn description(event: &str) -> String {
     .lines()
     .map(|l| format!("          {l}\n"))
     .collect()
+}
+
+/// Every alert links to its own section of docs/runbook.md (`runbook_url`), and that section
+/// exists: a heading named after the alert, whose anchor is the name in lower case.
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = std::fs::read_to_string(root.join("dashboards/roomguard-alerts.yml")).unwrap();
+    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).unwrap();
+    let headings: Vec<&str> = runbook.lines().filter_map(|l| l.strip_prefix("## ")).collect();
+    let mut alerts = Vec::new();
+    let mut current: Option<String> = None;
+    for line in rules.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            assert!(current.is_none(), "alert {current:?} has no runbook_url");
+            current = Some(name.to_string());
+            alerts.push(name.to_string());
+        } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+            let name = current.take().expect("a runbook_url outside an alert");
+            assert_eq!(url.trim_matches('"'), format!("docs/runbook.md#{}", name.to_lowercase()), "{name}");
+            assert!(headings.contains(&name.as_str()), "docs/runbook.md has no section \"## {name}\"");
+        } else {
+            assert!(!line.starts_with("runbook:"), "an old `runbook` annotation: {line}");
+        }
+    }
+    assert!(current.is_none(), "alert {current:?} has no runbook_url");
+    assert!(alerts.len() >= 19, "{alerts:?}");
+    for name in ["RoomguardInstanceRestartedEmpty", "RoomguardWritesDiscarded", "RoomguardActionFailed"] {
+        assert!(alerts.iter().any(|a| a == name), "{name} missing");
+    }
+}
+
+/// The label names of every series in a scrape, by metric name.
+fn label_sets(scrape: &str) -> std::collections::BTreeMap<String, Vec<Vec<String>>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Vec<String>>> = Default::default();
+    for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut keys: Vec<String> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect();
+        keys.sort();
+        let sets = out.entry(name.to_string()).or_default();
+        if !sets.contains(&keys) {
+            sets.push(keys);
+        }
+    }
+    out
+}
+
+/// Every `roomguard_*` input series of dashboards/roomguard-alerts.test.yml has the name and
+/// the label names of a series a real controller exports (as Prometheus stores it: the scrape
+/// adds `instance` and `job`, and renames roomguard's own `instance` to `exported_instance`).
+/// The scrape is taken with a hook, the Sentinel endpoint, maintenance mode and a lost room,
+/// so that the series that exist only then are in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_tests_feed_the_series_roomguard_exports() {
+    let mut lab = lab(25020).await;
+    let mut config = lab.config.clone();
+    config.hooks = vec![roomguard::hooks::HookSettings {
+        events: vec!["failover".into()],
+        command: vec!["/bin/true".into()],
+        timeout: Duration::from_secs(10),
+    }];
+    let sentinel = format!("127.0.0.1:{}", port(25029));
+    config.sentinel = Some(roomguard::sentinel::RawSentinel::listening_on(&sentinel).validate().unwrap());
+    roomguard::maintenance::pause(&config.controller.state_file, "test", None).unwrap();
+    let c = Controller::start_with(config).await;
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { c.metric("roomguard_failover_held", &[]) > 0.0 }).await,
+        "{}",
+        c.metrics()
+    );
+    let exported = label_sets(&c.metrics());
+    c.stop().await;
+
+    let tests =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/roomguard-alerts.test.yml"))
+            .unwrap();
+    let mut checked = 0;
+    for line in tests.lines() {
+        let Some(series) = line.trim().strip_prefix("- series: ") else { continue };
+        let series = series.trim_matches(|c| c == '\'' || c == '"');
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        if !name.starts_with("roomguard_") {
+            continue;
+        }
+        let mut keys: Vec<String> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .filter(|k| k != "instance" && k != "job")
+            .map(|k| if k == "exported_instance" { "instance".to_string() } else { k })
+            .collect();
+        keys.sort();
+        let sets = exported.get(name).unwrap_or_else(|| panic!("{name} is not exported (test series: {series})"));
+        assert!(sets.contains(&keys), "{series}: roomguard exports {name} with labels {sets:?}, not {keys:?}");
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} series checked");
 }

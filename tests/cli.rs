@@ -294,3 +294,48 @@ async fn check_config_rejects_a_state_file_that_cannot_be_written() {
     let out = run(roomguard(&["check-config", "--config", config.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `roomguard completions SHELL` and `roomguard man` print what the package ships, and the
+/// shipped copies (deploy/completions, deploy/man: scripts/generate-docs) are current.
+#[tokio::test]
+async fn completions_and_man_pages_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stale = "out of date: run scripts/generate-docs and commit the result";
+    for (shell, file, needle) in [
+        ("bash", "roomguard.bash", "roomguard__subcmd__pause"),
+        ("zsh", "_roomguard", "'--reason=[Why"),
+        ("fish", "roomguard.fish", "__fish_roomguard_needs_command"),
+    ] {
+        let out = run(roomguard(&["completions", shell])).await;
+        assert!(out.status.success(), "{}", text(&out));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert!(printed.contains(needle) && printed.contains("resume"), "{shell}: {printed}");
+        let shipped = std::fs::read_to_string(root.join("deploy/completions").join(file)).unwrap();
+        assert!(shipped == printed, "deploy/completions/{file} is {stale}");
+    }
+    let out = run(roomguard(&["completions", "tcsh"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("invalid value 'tcsh'"), "{}", text(&out));
+
+    let out = run(roomguard(&["man"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.starts_with(".ie") && page.contains(".TH roomguard 1") && page.contains("pause"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(roomguard(&["man", "--out-dir", dir.path().to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let names = |d: &std::path::Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let generated = names(dir.path());
+    assert!(generated.contains(&"roomguard-pause.1".to_string()), "{generated:?}");
+    assert_eq!(generated, names(&root.join("deploy/man")), "deploy/man is {stale}");
+    for name in generated {
+        let fresh = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        assert!(fresh == std::fs::read_to_string(root.join("deploy/man").join(&name)).unwrap(), "{name} is {stale}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join("roomguard.1")).unwrap(), page);
+}

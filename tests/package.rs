@@ -82,6 +82,12 @@ fn package_installs_a_hardened_unit_and_a_config_the_service_user_can_check() {
         "./usr/share/doc/roomguard/copyright",
         "./usr/share/doc/roomguard/dashboards/roomguard.json",
         "./usr/share/doc/roomguard/dashboards/roomguard-alerts.yml",
+        "./usr/share/doc/roomguard/runbook.md",
+        "./usr/share/man/man1/roomguard.1.gz",
+        "./usr/share/man/man1/roomguard-pause.1.gz",
+        "./usr/share/bash-completion/completions/roomguard",
+        "./usr/share/zsh/vendor-completions/_roomguard",
+        "./usr/share/fish/vendor_completions.d/roomguard.fish",
     ] {
         assert!(listing.lines().any(|l| l.ends_with(&format!(" {path}"))), "{path} not in the package:\n{listing}");
     }

@@ -191,7 +191,8 @@ async fn sighup_reloads_what_it_safely_can_and_never_exits() {
     let name = format!("name={}", roomguard::probe::client_name());
     assert!(name.starts_with("name=roomguard-"), "{name}");
     // (A plain redis-rs client: probe::connect would name this connection too.)
-    let client = redis::Client::open(format!("redis://{}", at(1, 28011))).unwrap();
+    // This lab is on fixed ports (28010: not through port()), so its address is spelled out.
+    let client = redis::Client::open("redis://127.0.0.11:28011").unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut con).await.unwrap();
     assert!(list.contains(&name), "no {name} in CLIENT LIST:\n{list}");

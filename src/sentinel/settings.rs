@@ -13,6 +13,8 @@ use crate::secret::Secret;
 pub struct RawSentinel {
     pub listen: String,
     pub password: Option<Secret>,
+    /// A file holding `password`, read into it by [`crate::config`].
+    pub password_file: Option<std::path::PathBuf>,
     pub max_connections: Option<usize>,
     pub max_request_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde")]
@@ -53,6 +55,7 @@ impl RawSentinel {
         RawSentinel {
             listen: listen.into(),
             password: None,
+            password_file: None,
             max_connections: None,
             max_request_bytes: None,
             idle_timeout: None,
