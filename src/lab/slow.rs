@@ -102,7 +102,7 @@ async fn jitter_proxy(target: SocketAddr, max_delay: Duration, seed: u64) -> std
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
-                        if rng % 3 == 0 {
+                        if rng.is_multiple_of(3) {
                             tokio::time::sleep(max_delay.mul_f64((rng >> 11) as f64 / (1u64 << 53) as f64)).await;
                         }
                         client_write.write_all(&buf[..n]).await?;
