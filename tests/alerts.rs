@@ -21,7 +21,7 @@ fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_start_at_0_and_a_first_failing_hook_alerts() {
-    let spec = LabSpec { base_port: 28020, ..LabSpec::default() };
+    let spec = LabSpec { base_port: port(28020), ..LabSpec::default() };
     let mut lab = Lab::start(&spec).await.unwrap();
     let mut config = lab.config.clone();
     config.hooks = vec![roomguard::hooks::HookSettings {
@@ -29,11 +29,13 @@ async fn counters_start_at_0_and_a_first_failing_hook_alerts() {
         command: vec!["/bin/false".into()],
         timeout: Duration::from_secs(10),
     }];
-    config.sentinel = Some(roomguard::sentinel::RawSentinel::listening_on("127.0.0.1:28029").validate().unwrap());
+    config.sentinel =
+        Some(roomguard::sentinel::RawSentinel::listening_on(&format!("127.0.0.1:{}", port(28029))).validate().unwrap());
     let c = Controller::start_with(config).await;
 
     // Before anything happened: every known series, at 0.
     let first = c.metrics();
+    let ported = |labels: &str| ports_in(labels);
     for (name, labels) in [
         ("roomguard_actions_total", r#"action="promote",outcome="ok""#),
         ("roomguard_actions_total", r#"action="replicaof",outcome="skipped""#),
@@ -47,7 +49,7 @@ async fn counters_start_at_0_and_a_first_failing_hook_alerts() {
         ("roomguard_failovers_total", r#"room="2",trigger="adopted",outcome="ok""#),
         ("roomguard_restarted_empty_total", r#"shard="shard-28021",room="1",instance="127.0.0.11:28021""#),
     ] {
-        let line = format!("{name}{{{labels}}} 0\n");
+        let line = format!("{name}{{{}}} 0\n", ported(labels));
         assert!(first.contains(&line), "no {line:?} at start:\n{first}");
     }
     // No series for an event no hook runs on.

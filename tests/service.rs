@@ -93,7 +93,8 @@ fn receive_until(socket: &UnixDatagram, until: &str, timeout: Duration) -> Vec<S
 /// every half of a 1 s watchdog), STOPPING=1 on SIGTERM, then a clean exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_notify_ready_watchdog_and_stopping() {
-    let spec = LabSpec { base_port: 28000, http_listen: "127.0.0.1:28009".into(), ..LabSpec::default() };
+    let spec =
+        LabSpec { base_port: port(28000), http_listen: format!("127.0.0.1:{}", port(28009)), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
     let config = lab.dir().join("service.toml");
     std::fs::write(&config, spec.config_toml()).unwrap();
@@ -112,7 +113,7 @@ async fn systemd_notify_ready_watchdog_and_stopping() {
     .await
     .unwrap();
     assert!(got.iter().any(|l| l == "READY=1"), "no READY=1 (got {got:?}); log:\n{}", service.log_text());
-    let (status, body) = http_get("127.0.0.1:28009".parse().unwrap(), "/healthz").await;
+    let (status, body) = http_get(format!("127.0.0.1:{}", port(28009)).parse().unwrap(), "/healthz").await;
     assert_eq!(status, 200, "READY=1 comes after the first round: {body}");
 
     // Pings keep coming: at least three in two seconds (one per half period).
@@ -155,9 +156,10 @@ async fn bad_log_filter_is_rejected() {
 /// keys) when something only a restart applies changed; logs an invalid file; never exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_what_it_safely_can_and_never_exits() {
-    let spec = LabSpec { base_port: 28010, http_listen: "127.0.0.1:28019".into(), ..LabSpec::default() };
+    let spec =
+        LabSpec { base_port: port(28010), http_listen: format!("127.0.0.1:{}", port(28019)), ..LabSpec::default() };
     let lab = Lab::start(&spec).await.unwrap();
-    let http = "127.0.0.1:28019".parse().unwrap();
+    let http = format!("127.0.0.1:{}", port(28019)).parse().unwrap();
     let config = lab.dir().join("service.toml");
     let base = spec.config_toml();
     assert!(base.contains("[controller]\n"), "{base}");
@@ -191,8 +193,7 @@ async fn sighup_reloads_what_it_safely_can_and_never_exits() {
     let name = format!("name={}", roomguard::probe::client_name());
     assert!(name.starts_with("name=roomguard-"), "{name}");
     // (A plain redis-rs client: probe::connect would name this connection too.)
-    // This lab is on fixed ports (28010: not through port()), so its address is spelled out.
-    let client = redis::Client::open("redis://127.0.0.11:28011").unwrap();
+    let client = redis::Client::open(format!("redis://127.0.0.11:{}", port(28011))).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut con).await.unwrap();
     assert!(list.contains(&name), "no {name} in CLIENT LIST:\n{list}");
@@ -224,7 +225,9 @@ async fn sighup_reloads_what_it_safely_can_and_never_exits() {
     );
 
     // What cannot: refused, named, nothing applied.
-    let moved = reloadable.replace("cooldown = \"7m\"", "cooldown = \"1m\"").replace(":28013", ":28015");
+    let moved = reloadable
+        .replace("cooldown = \"7m\"", "cooldown = \"1m\"")
+        .replace(&format!(":{}", port(28013)), &format!(":{}", port(28015)));
     assert_ne!(moved, reloadable);
     std::fs::write(&config, &moved).unwrap();
     let log = hangup(&mut service, "SIGHUP: not reloaded: [[shard]]");

@@ -107,14 +107,14 @@ pub fn deadline() {
     REGISTERED.with(|r| *r.borrow_mut() = Some(Running(done)));
 }
 
-/// `text` with every lab port in it (a 5-digit number from 21000 to 24999) through [`port`]:
+/// `text` with every lab port in it (a 5-digit number from 21000 to 28999) through [`port`]:
 /// for expected strings that name instances and shards ("shard-22011 127.0.0.11 22011").
 pub fn ports_in(text: &str) -> String {
     let mut out = String::new();
     let mut digits = String::new();
     let flush = |digits: &mut String, out: &mut String| {
         match digits.parse::<u16>() {
-            Ok(n) if digits.len() == 5 && (21000..25000).contains(&n) => out.push_str(&port(n).to_string()),
+            Ok(n) if digits.len() == 5 && (21000..29000).contains(&n) => out.push_str(&port(n).to_string()),
             _ => out.push_str(digits),
         }
         digits.clear();
