@@ -471,6 +471,38 @@ async fn wait_seen(c: &Controller, chain: &[String]) {
 /// The lab uses 0 so chains come up fast; row 10 needs the default's window.
 const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
 
+/// After `chain[0]` restarted without its data (Redis' default sync delay): `chain[1]`, which
+/// still holds it, is promoted within 5 s; past the moment the restarted master would have
+/// streamed its dataset, every instance holds `keys` keys and `chain[0]` follows `chain[1]`.
+async fn expect_rescue(chain: &[String; 4], keys: i64, controllers: &[&Controller]) {
+    let reports = || controllers.iter().map(|c| report(c)).collect::<Vec<_>>().join("\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
+        "the replica holding the data was not promoted:\n{}",
+        reports()
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            all_hold(chain, keys).await && replicates(&chain[0], &chain[1]).await
+        })
+        .await,
+        "data lost or not re-chained: {:?}\n{}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        reports()
+    );
+}
+
+/// Settled: no controller sends anything for 3 s, and the rescuer is still the master.
+async fn expect_quiet_after_rescue(chain: &[String; 4], controllers: &[&Controller]) {
+    let actions = || controllers.iter().map(|c| c.metric("roomguard_actions_total", &[])).collect::<Vec<_>>();
+    let before = actions();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reports = controllers.iter().map(|c| report(c)).collect::<Vec<_>>().join("\n");
+    assert_eq!(actions(), before, "still acting:\n{reports}");
+    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await, "{reports}");
+}
+
 /// Row 10: room 1's master (no persistence) restarts within `down_after` and comes back empty.
 /// Without roomguard its replica full-syncs the empty dataset 5 s later and passes it down the
 /// chain; roomguard promotes the replica first, and the data survives everywhere.
@@ -482,21 +514,8 @@ async fn row10_master_restarted_empty_does_not_wipe_its_replicas() {
     wait_seen(&c, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
-        "the replica holding the data was not promoted: {}",
-        report(&c)
-    );
-    // Past the moment the empty master would have streamed its dataset: nothing was wiped,
-    // and the empty master took the data back from its successor.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async { all_hold(&chain, 1000).await }).await,
-        "data lost: {:?} {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&c)
-    );
-    assert!(replicates(&chain[0], &chain[1]).await, "the restarted master follows its successor");
+    // Nothing was wiped, and the empty master took the data back from its successor.
+    expect_rescue(&chain, 1000, &[&c]).await;
     assert!(is_replica(&chain[2]).await && is_replica(&chain[3]).await, "no cross-room promotion");
     assert_eq!(replicaof_calls(&chain[3]).await, Some(0), "room 2's tail untouched");
     assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21201))]), 1.0);
@@ -549,21 +568,7 @@ async fn row10c_master_restarted_empty_before_the_controller_started() {
     let chain = shard_holding_keys(21310).await;
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     let c = Controller::start(&lab).await;
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
-        "the replica holding the data was not promoted: {}",
-        report(&c)
-    );
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            all_hold(&chain, 1000).await && replicates(&chain[0], &chain[1]).await
-        })
-        .await,
-        "data lost or not re-chained: {:?} {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&c)
-    );
+    expect_rescue(&chain, 1000, &[&c]).await;
     assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21311))]), 1.0);
     c.stop().await;
 }
@@ -596,21 +601,7 @@ async fn row10d_second_restart_empty_is_rescued_too() {
     wait_seen(&c, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
-        "the replica holding the new writes was not promoted: {}",
-        report(&c)
-    );
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            all_hold(&chain, 500).await && replicates(&chain[0], &chain[1]).await
-        })
-        .await,
-        "data lost or not re-chained: {:?} {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&c)
-    );
+    expect_rescue(&chain, 500, &[&c]).await;
     assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21321))]), 2.0);
     c.stop().await;
 }
@@ -641,28 +632,8 @@ async fn row10e_master_restarted_from_an_older_rdb_with_two_controllers() {
     wait_seen(&b, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
-        "A: {}\nB: {}",
-        report(&a),
-        report(&b)
-    );
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            all_hold(&chain, 1500).await && replicates(&chain[0], &chain[1]).await
-        })
-        .await,
-        "data lost or not re-chained: {:?}\nA: {}\nB: {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&a),
-        report(&b)
-    );
-    let actions = |c: &Controller| c.metric("roomguard_actions_total", &[]);
-    let before = (actions(&a), actions(&b));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!((actions(&a), actions(&b)), before, "still acting\nA: {}\nB: {}", report(&a), report(&b));
-    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
+    expect_rescue(&chain, 1500, &[&a, &b]).await;
+    expect_quiet_after_rescue(&chain, &[&a, &b]).await;
     // No promote/demote fight: one promotion of the rescuer and one demotion of the restarted
     // master in all, whichever controller sent them.
     let sent = |what: &str| {
@@ -771,29 +742,9 @@ async fn row10_two_controllers_rescue_without_fighting() {
     wait_seen(&b, &chain).await;
 
     lab.server(&chain[0]).restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[1]).await }).await,
-        "A: {}\nB: {}",
-        report(&a),
-        report(&b)
-    );
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            all_hold(&chain, 1000).await && replicates(&chain[0], &chain[1]).await
-        })
-        .await,
-        "data lost or not re-chained: {:?}\nA: {}\nB: {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&a),
-        report(&b)
-    );
+    expect_rescue(&chain, 1000, &[&a, &b]).await;
     // Settled: the rescuer stays the master, and neither controller acts any more.
-    let actions = |c: &Controller| c.metric("roomguard_actions_total", &[]);
-    let before = (actions(&a), actions(&b));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!((actions(&a), actions(&b)), before, "A: {}\nB: {}", report(&a), report(&b));
-    assert!(is_master(&chain[1]).await && replicates(&chain[0], &chain[1]).await);
+    expect_quiet_after_rescue(&chain, &[&a, &b]).await;
     for c in [&a, &b] {
         assert_eq!(c.metric("roomguard_actions_total", &["outcome=\"failed\""]), 0.0, "{}", report(c));
         assert_eq!(c.metric("roomguard_restarted_empty_total", &[&format!("instance=\"{}\"", at(1, 21251))]), 1.0);
