@@ -123,10 +123,10 @@ impl Ended {
 pub enum DaemonError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot listen on {addr} ([http] listen): {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot listen on {addr} ([sentinel] listen): {source}")]
-    SentinelBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} ([http] listen): {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
+    #[error("cannot listen on {addr} ([sentinel] listen): {error}")]
+    SentinelBind { addr: SocketAddr, error: std::io::Error },
     #[error("the {task} ended while the controller was running ({how})")]
     TaskEnded { task: Task, how: Ended },
 }
@@ -158,12 +158,11 @@ impl Daemon {
         let state = State::load(&config.controller.state_file, &topology)?;
         let listener = TcpListener::bind(config.http.listen)
             .await
-            .map_err(|source| DaemonError::Bind { addr: config.http.listen, source })?;
-        let http_addr =
-            listener.local_addr().map_err(|source| DaemonError::Bind { addr: config.http.listen, source })?;
+            .map_err(|error| DaemonError::Bind { addr: config.http.listen, error })?;
+        let http_addr = listener.local_addr().map_err(|error| DaemonError::Bind { addr: config.http.listen, error })?;
         let sentinel_listener = match &config.sentinel {
             Some(s) => {
-                Some(sentinel::bind(s).await.map_err(|source| DaemonError::SentinelBind { addr: s.listen, source })?)
+                Some(sentinel::bind(s).await.map_err(|error| DaemonError::SentinelBind { addr: s.listen, error })?)
             }
             None => None,
         };

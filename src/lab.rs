@@ -53,12 +53,12 @@ pub enum LabError {
     NoRedisServer(String),
     #[error("cannot create the lab directory: {0}")]
     Dir(std::io::Error),
-    #[error("cannot start redis-server for {addr}: {source}")]
-    Spawn { addr: Addr, source: std::io::Error },
-    #[error("cannot run `{} --version`: {source}", binary.display())]
-    VersionRun { binary: PathBuf, source: std::io::Error },
-    #[error("`{} --version`: {source}", binary.display())]
-    Version { binary: PathBuf, source: VersionError },
+    #[error("cannot start redis-server for {addr}: {error}")]
+    Spawn { addr: Addr, error: std::io::Error },
+    #[error("cannot run `{} --version`: {error}", binary.display())]
+    VersionRun { binary: PathBuf, error: std::io::Error },
+    #[error("`{} --version`: {error}", binary.display())]
+    Version { binary: PathBuf, error: VersionError },
     #[error("redis-server for {addr} did not become ready within {secs}s; see its log {log}")]
     NotReady { addr: Addr, secs: u64, log: PathBuf },
     #[error(
@@ -90,9 +90,9 @@ pub fn binary_version(binary: &Path) -> Result<ServerVersion, LabError> {
         .arg("--version")
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| LabError::VersionRun { binary: binary.to_owned(), source })?;
+        .map_err(|error| LabError::VersionRun { binary: binary.to_owned(), error })?;
     ServerVersion::from_version_output(&String::from_utf8_lossy(&output.stdout))
-        .map_err(|source| LabError::Version { binary: binary.to_owned(), source })
+        .map_err(|error| LabError::Version { binary: binary.to_owned(), error })
 }
 
 /// One `redis-server` child process, killed when dropped.
@@ -155,7 +155,7 @@ impl RedisServer {
         if let Some(m) = replicaof {
             cmd.args([&format!("--{}", v.replicaof_directive()), &m.host, &m.port.to_string()]);
         }
-        let child = spawn_child(cmd).map_err(|source| LabError::Spawn { addr: a.clone(), source })?;
+        let child = spawn_child(cmd).map_err(|error| LabError::Spawn { addr: a.clone(), error })?;
         self.child = Some(child);
         Ok(())
     }

@@ -25,18 +25,20 @@ use crate::{plan::Masters, topology::Topology};
 
 const VERSION: u32 = 1;
 
+/// Each cause is part of the message, not a `source`: `{:#}` (how the CLI prints errors) would
+/// print it a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("state file {path} is not valid roomguard state: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot read state file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("state file {path} is not valid roomguard state: {error}")]
+    Parse { path: PathBuf, error: serde_json::Error },
     #[error(
         "state file {path}: {problem} (the config changed? move the file away to let roomguard re-read the masters from Redis)"
     )]
     Mismatch { path: PathBuf, problem: String },
-    #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write state file {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("state file {path}: its directory {dir} {problem}")]
     Directory { path: PathBuf, dir: PathBuf, problem: String },
 }
@@ -134,10 +136,10 @@ impl State {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Read { path: path.into(), source }),
+            Err(error) => return Err(StateError::Read { path: path.into(), error }),
         };
         let file: StateFile =
-            serde_json::from_str(&text).map_err(|source| StateError::Parse { path: path.into(), source })?;
+            serde_json::from_str(&text).map_err(|error| StateError::Parse { path: path.into(), error })?;
         let mismatch = |problem: String| StateError::Mismatch { path: path.into(), problem };
         if file.version != VERSION {
             return Err(mismatch(format!("version {} is not supported (expected {VERSION})", file.version)));
@@ -179,7 +181,7 @@ impl State {
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&file).expect("state serializes");
-        write_atomically(path, text.as_bytes()).map_err(|source| StateError::Write { path: path.into(), source })
+        write_atomically(path, text.as_bytes()).map_err(|error| StateError::Write { path: path.into(), error })
     }
 }
 

@@ -77,8 +77,8 @@ pub enum FailoverError {
     Act(#[from] ActError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{source}; nothing changed and writes were unpaused")]
-    NotSaved { source: StateError },
+    #[error("{error}; nothing changed and writes were unpaused")]
+    NotSaved { error: StateError },
     #[error(
         "shard \"{shard}\": promoting {head} failed: {error}; the shard keeps its old master {master} \
          and writes were unpaused{moved}"
@@ -254,9 +254,9 @@ async fn commit(
     state.epoch += 1;
     let names = moves.iter().map(|m| t.shards[m.shard].name.clone()).collect();
     state.last_failover = Some(FailoverRecord::now(Trigger::Manual, room, names));
-    if let Err(source) = state.save(&c.state_file, t) {
+    if let Err(error) = state.save(&c.state_file, t) {
         *state = before;
-        return Err(FailoverError::NotSaved { source });
+        return Err(FailoverError::NotSaved { error });
     }
 
     // Every promotion runs to its end: one shard's failure must not cancel another's mid-command.

@@ -78,12 +78,12 @@ impl Eq for TlsSettings {}
 /// Why TLS settings could not be loaded; `String` messages name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: rustls_pki_types::pem::Error },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
-    #[error("{path}: {source}")]
-    Rejected { path: PathBuf, source: rustls::Error },
+    #[error("{path}: {error}")]
+    Rejected { path: PathBuf, error: rustls::Error },
 }
 
 impl TlsSettings {
@@ -96,7 +96,7 @@ impl TlsSettings {
     ) -> Result<TlsSettings, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in certificates(ca_file)? {
-            roots.add(cert).map_err(|source| TlsError::Rejected { path: ca_file.to_owned(), source })?;
+            roots.add(cert).map_err(|error| TlsError::Rejected { path: ca_file.to_owned(), error })?;
         }
         let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -107,10 +107,10 @@ impl TlsSettings {
             Some((cert_file, key_file)) => {
                 let chain = certificates(cert_file)?;
                 let key = PrivateKeyDer::from_pem_file(key_file)
-                    .map_err(|source| TlsError::Read { path: key_file.to_owned(), source })?;
+                    .map_err(|error| TlsError::Read { path: key_file.to_owned(), error })?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|source| TlsError::Rejected { path: key_file.to_owned(), source })?
+                    .map_err(|error| TlsError::Rejected { path: key_file.to_owned(), error })?
             }
         };
         Ok(TlsSettings {
@@ -125,7 +125,7 @@ impl TlsSettings {
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
+        .map_err(|error| TlsError::Read { path: path.to_owned(), error })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: path.to_owned() });
     }
