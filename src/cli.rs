@@ -311,7 +311,9 @@ pub async fn shutdown_signal() {
 pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
     let t = &config.topology;
     let c = &config.controller;
-    let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    // As the control loop reads it: a master the replicas show restarted without its data is
+    // planned around here too (one probe has no history of its own).
+    let observation = probe::probe_all(t, &config.redis, c.timeout).await.with_inferred_losses(t);
     let state = State::load(&c.state_file, t)?;
     let pause = maintenance::load(&c.state_file)?;
     let inferred = plan::infer_masters(t, &observation);
