@@ -174,8 +174,9 @@ pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
 }
 
 /// Audits every instance now and every [`AUDIT_PERIOD`] (every [`RETRY`] while some instance
-/// could not be read); passes the ping periods to `store`, logs a finding when it appears and
-/// exports `roomguard_config_warning{check}` (1 while it holds).
+/// could not be read); passes the ping periods to `store`, logs a finding when it appears (one
+/// line naming every instance it appeared on; at debug level in the lab, whose settings are
+/// deliberate) and exports `roomguard_config_warning{check}` (1 while it holds).
 pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore, token: CancellationToken) {
     let (config, metrics): (&Config, &Metrics) = (&config, &metrics);
     let c = &config.controller;
@@ -191,9 +192,10 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
             (id, tokio::time::timeout(c.timeout * 10, seen).await)
         });
         let mut incomplete = false;
+        let mut audited = Vec::new();
         for (id, result) in futures::future::join_all(audits).await {
             let addr = config.topology.addr(id);
-            let found = match result {
+            match result {
                 Ok(Ok(seen)) => {
                     store.record_ping_period(id, seen.ping_period);
                     let now_refused = seen.ping_period == PingPeriod::Refused;
@@ -207,24 +209,34 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
                     }
                     refused[id] = now_refused;
                     incomplete |= seen.ping_period == PingPeriod::Unknown;
-                    findings(&seen, c.silence(), c.poll_interval)
+                    audited.push((id, findings(&seen, c.silence(), c.poll_interval)));
                 }
                 Ok(Err(e)) => {
                     debug!(instance = %addr, error = %e, "settings not audited");
                     incomplete = true;
-                    continue;
                 }
                 Err(_) => {
                     debug!(instance = %addr, "settings not audited: no answer");
                     incomplete = true;
-                    continue;
-                }
-            };
-            for finding in &found {
-                if !known[id].contains(finding) {
-                    warn!(instance = %addr, check = finding.check(), "Redis setting undermines roomguard: {}", finding.advice());
                 }
             }
+        }
+        for (finding, ids) in new_findings(&known, &audited) {
+            let instances: Vec<String> = ids.iter().map(|&id| config.topology.addr(id).to_string()).collect();
+            let (n, instances) = (instances.len(), instances.join(", "));
+            let plural = if n == 1 { "" } else { "s" };
+            if config.lab {
+                debug!(check = finding.check(), %instances, "deliberate lab setting on {n} instance{plural}: {}", finding.advice());
+            } else {
+                warn!(
+                    check = finding.check(),
+                    %instances,
+                    "Redis setting undermines roomguard on {n} instance{plural} ({instances}): {}",
+                    finding.advice()
+                );
+            }
+        }
+        for (id, found) in audited {
             record(metrics, id, &found);
             known[id] = found;
         }
@@ -233,6 +245,22 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
             _ = tokio::time::sleep(if incomplete { RETRY } else { AUDIT_PERIOD }) => {}
         }
     }
+}
+
+/// The findings in `audited` that `known` (the last audit's, per instance) did not have, each
+/// once with every instance it is new on, in the order first met: one log line per finding,
+/// not one per instance (the lab's eight instances share every setting).
+fn new_findings(known: &[Vec<Finding>], audited: &[(InstanceId, Vec<Finding>)]) -> Vec<(Finding, Vec<InstanceId>)> {
+    let mut out: Vec<(Finding, Vec<InstanceId>)> = Vec::new();
+    for (id, found) in audited {
+        for finding in found.iter().filter(|f| !known[*id].contains(f)) {
+            match out.iter_mut().find(|(f, _)| f == finding) {
+                Some((_, ids)) => ids.push(*id),
+                None => out.push((finding.clone(), vec![*id])),
+            }
+        }
+    }
+    out
 }
 
 fn record(metrics: &Metrics, id: InstanceId, found: &[Finding]) {
@@ -287,5 +315,20 @@ mod tests {
         assert_eq!(slow, [Finding::PingPeriodSlow { period_secs: 10, detection: ms(10_400) }]);
         assert!(slow[0].advice().contains("10s 400ms"), "{}", slow[0].advice());
         assert_eq!(findings(&lab, derived, ms(100)).iter().map(Finding::check).collect::<Vec<_>>(), ["empty_restart"]);
+    }
+
+    #[test]
+    fn one_line_per_finding_listing_the_instances() {
+        let empty = |delay_secs| Finding::EmptyRestartUnprotected { diskless_sync: true, delay_secs };
+        let slow = Finding::PingPeriodSlow { period_secs: 10, detection: Duration::from_millis(10_400) };
+        let audited = vec![(0, vec![empty(0)]), (1, vec![empty(0), slow.clone()]), (2, vec![]), (3, vec![empty(0)])];
+        let nothing_known = vec![Vec::new(); 4];
+        assert_eq!(new_findings(&nothing_known, &audited), [(empty(0), vec![0, 1, 3]), (slow.clone(), vec![1])]);
+        // The next audit finds the same: nothing new to say.
+        let known: Vec<Vec<Finding>> = audited.iter().map(|(_, f)| f.clone()).collect();
+        assert!(new_findings(&known, &audited).is_empty());
+        // A finding that changed (another delay) is new on that instance only.
+        let changed = vec![(0, vec![empty(0)]), (1, vec![empty(1), slow.clone()]), (3, vec![empty(0)])];
+        assert_eq!(new_findings(&known, &changed), [(empty(1), vec![1])]);
     }
 }

@@ -489,6 +489,11 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     }
     eprintln!("lab directory (logs, state file): {}", lab.dir().display());
     eprintln!("config:\n{}", spec.config_toml());
+    // Said once here: the settings audit would otherwise warn about each of them.
+    eprintln!(
+        "the lab's Redis settings are deliberate: no persistence and repl-diskless-sync-delay 0 (a chain links in \
+         a second), repl-ping-replica-period 1; the settings audit reports them at debug level only"
+    );
     let daemon = Daemon::start(lab.config.clone()).await?;
     eprintln!("controller: http://{}/topology  http://{}/metrics", daemon.http_addr(), daemon.http_addr());
     if let Some(s) = daemon.sentinel_addr() {

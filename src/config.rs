@@ -316,6 +316,10 @@ pub struct Config {
     pub redis: RedisConfig,
     pub sentinel: Option<SentinelSettings>,
     pub hooks: Vec<HookSettings>,
+    /// Set by [`crate::lab`] only (never read from a file): the lab's Redis settings (no
+    /// persistence, `repl-diskless-sync-delay 0`) are deliberate, so the settings audit
+    /// reports its findings at debug level instead of warning about them.
+    pub lab: bool,
 }
 
 impl Config {
@@ -494,6 +498,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         redis,
         sentinel,
         hooks,
+        lab: false,
     })
 }
 

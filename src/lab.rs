@@ -406,8 +406,12 @@ impl LabSpec {
         out
     }
 
+    /// The lab's validated config, marked as the lab's ([`Config::lab`]: the settings audit
+    /// does not warn about the lab's deliberate Redis settings).
     pub fn config(&self, dir: &Path) -> Result<Config, LabError> {
-        Ok(Config::from_toml(&self.config_toml(), "<lab>", dir)?)
+        let mut config = Config::from_toml(&self.config_toml(), "<lab>", dir)?;
+        config.lab = true;
+        Ok(config)
     }
 }
 
