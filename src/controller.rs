@@ -167,6 +167,8 @@ pub struct Controller {
     /// takes none (an action or a manual failover in progress) keeps reporting them.
     held: Vec<plan::Held>,
     last_vetoed: Vec<String>,
+    /// Held-back actions logged at debug level while following a switchover.
+    vetoed_quietly: Vec<String>,
     /// When we last sent a command to an instance. Its observation is stale until a probe
     /// that started after that comes back, and no further action is planned on it until then.
     acted_at: HashMap<InstanceId, Instant>,
@@ -202,6 +204,7 @@ impl Controller {
             restarted_empty: vec![],
             held: vec![],
             last_vetoed: vec![],
+            vetoed_quietly: vec![],
             acted_at: HashMap::new(),
             last_failed: HashMap::new(),
             followed_at: None,
@@ -365,7 +368,20 @@ impl Controller {
                 RoomStatus::Down => {
                     warn!(room = name, down = v.down, "room {name} is down (no other room replicates from it)")
                 }
-                RoomStatus::Degraded => warn!(room = name, down = v.down, total = v.total, "room {name} is degraded"),
+                RoomStatus::Degraded => {
+                    let failing: Vec<String> =
+                        v.failing.iter().map(|&id| self.topology().addr(id).to_string()).collect();
+                    let failing = failing.join(", ");
+                    warn!(
+                        room = name,
+                        down = v.down,
+                        total = v.total,
+                        %failing,
+                        "room {name} is degraded: {failing} not answering ({} of {} down for down_after)",
+                        v.down,
+                        v.total
+                    )
+                }
                 RoomStatus::Up => info!(room = name, "room {name} is up"),
             }
         }
@@ -414,7 +430,9 @@ impl Controller {
         self.state_seen = current;
         match file {
             Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
-                info!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
+                // A `roomguard failover` on this host wrote it; the switch itself is logged when
+                // clients are told the new masters, and a hook or event follows.
+                debug!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
                 self.followed_at = Some(Instant::now());
                 // The move's trigger, for the events: what the file's last failover says.
                 for (shard, master) in file.masters.iter().enumerate() {
@@ -631,15 +649,25 @@ impl Controller {
         }
     }
 
+    /// Logs each action the plan holds back, once. While a `roomguard failover` that we
+    /// follow from the state file is under way (within `switchover_timeout` of the change),
+    /// holding back is expected: that command is making the same changes (a head that still
+    /// hears the old master is promoted by it a moment later), so it is debug; a veto that
+    /// outlasts the switchover is logged then.
     fn log_vetoes(&mut self, plan: &plan::Plan) {
+        let following =
+            self.followed_at.is_some_and(|at| at.elapsed() < self.shared.config.controller.switchover_timeout);
         let lines: Vec<String> =
             plan.vetoed.iter().map(|v| format!("{}: {}", v.action.describe(self.topology()), v.why)).collect();
         for line in &lines {
-            if !self.last_vetoed.contains(line) {
+            if following && !self.vetoed_quietly.contains(line) {
+                debug!("not yet, a switchover is under way: {line}");
+            } else if !following && !self.last_vetoed.contains(line) {
                 info!("held back: {line}");
             }
         }
-        self.last_vetoed = lines;
+        // What held while following is logged if it still holds afterwards.
+        (self.last_vetoed, self.vetoed_quietly) = if following { (vec![], lines) } else { (lines, vec![]) };
     }
 
     async fn act(&mut self, actions: &[Action]) {

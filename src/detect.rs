@@ -187,7 +187,8 @@ impl Hearing {
 pub enum RoomStatus {
     /// Every instance answers.
     Up,
-    /// Some instances fail, but not all.
+    /// Some instances fail (repeatedly: [`crate::observe::InstanceObservation::failing_repeatedly`]), but not
+    /// all.
     Degraded,
     /// Every instance is down and no other room replicates from it: no evidence either way.
     Down,
@@ -223,6 +224,8 @@ pub struct RoomVerdict {
     /// Instances failing for at least `down_after`.
     pub down: usize,
     pub total: usize,
+    /// The room's instances that are down or fail repeatedly: what makes it degraded.
+    pub failing: Vec<InstanceId>,
     pub witnesses: Vec<Witness>,
 }
 
@@ -261,7 +264,10 @@ pub fn assess(topology: &Topology, observation: &Observation, now: Instant, sett
         .map(|room| {
             let members: Vec<InstanceId> = topology.room_members(room).collect();
             let down_count = members.iter().filter(|&&id| down[id]).count();
-            let all_answer = members.iter().all(|&id| observation.get(id).reachable);
+            // One failed probe is no news (see `failing_repeatedly`); a room with an instance
+            // that fails again is degraded.
+            let failing: Vec<InstanceId> =
+                members.iter().copied().filter(|&id| down[id] || observation.get(id).failing_repeatedly()).collect();
             let witnesses: Vec<Witness> = topology
                 .instances
                 .iter()
@@ -282,12 +288,12 @@ pub fn assess(topology: &Topology, observation: &Observation, now: Instant, sett
                 } else {
                     RoomStatus::Lost
                 }
-            } else if down_count > 0 || !all_answer {
+            } else if !failing.is_empty() {
                 RoomStatus::Degraded
             } else {
                 RoomStatus::Up
             };
-            RoomVerdict { status, down: down_count, total: members.len(), witnesses }
+            RoomVerdict { status, down: down_count, total: members.len(), failing, witnesses }
         })
         .collect();
     Verdict { down, rooms, hearing, silence }
@@ -401,15 +407,15 @@ pub(crate) mod scenario {
             obs.record(self.now, latency, Ok(info));
         }
 
-        /// The instance has been failing for `for_` (refused connections).
+        /// The instance has been failing for `for_` (refused connections): a first failed
+        /// probe `for_` ago and, when `for_` is not zero, the latest one now.
         pub fn fail(&mut self, id: InstanceId, for_: Duration) {
             let obs = &mut self.observation.instances[id];
             obs.failing_since = None;
-            obs.record(
-                self.now - for_,
-                Duration::from_millis(1),
-                Err(ProbeError::new(ProbeErrorKind::Refused, "refused")),
-            );
+            for at in [self.now - for_, self.now] {
+                let refused = ProbeError::new(ProbeErrorKind::Refused, "refused");
+                obs.record(at, Duration::from_millis(1), Err(refused));
+            }
         }
 
         pub fn id(&self, addr: &str) -> InstanceId {
@@ -515,10 +521,57 @@ mod tests {
                 },
                 [RoomStatus::Up, RoomStatus::Down],
             ),
+            (
+                "one failed probe (a connection our own CLIENT KILL closed): still up",
+                {
+                    let mut s = Scenario::healthy();
+                    s.fail(0, Duration::ZERO);
+                    s
+                },
+                [RoomStatus::Up, RoomStatus::Up],
+            ),
+            (
+                "a second failed probe in a row: degraded",
+                {
+                    let mut s = Scenario::healthy();
+                    s.fail(0, Duration::from_millis(100));
+                    s
+                },
+                [RoomStatus::Degraded, RoomStatus::Up],
+            ),
+            (
+                "answering -LOADING (alive, but no INFO): degraded",
+                {
+                    let mut s = Scenario::healthy();
+                    let loading = crate::observe::ProbeError::new(crate::observe::ProbeErrorKind::Loading, "LOADING");
+                    let id = s.id("192.168.99.12:6403");
+                    s.observation.instances[id].record(s.now, Duration::from_millis(1), Err(loading));
+                    s
+                },
+                [RoomStatus::Up, RoomStatus::Degraded],
+            ),
         ];
         for (name, scenario, expected) in cases {
             assert_eq!(statuses(&scenario), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_degraded_room_names_its_failing_instances() {
+        let mut s = Scenario::healthy();
+        let (a, b) = (s.id("192.168.99.11:6403"), s.id("192.168.99.11:6402"));
+        s.fail(a, Duration::from_millis(200));
+        s.fail(b, Duration::from_secs(2));
+        s.fail(s.id("192.168.99.11:6404"), Duration::ZERO);
+        let verdict = assess(&s.topology, &s.observation, s.now, SETTINGS);
+        let room1 = verdict.room(0);
+        assert_eq!((room1.status, room1.down), (RoomStatus::Degraded, 1));
+        let mut failing = room1.failing.clone();
+        failing.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(failing, expected, "the instance that failed once is not named");
+        assert!(verdict.room(1).failing.is_empty());
     }
 
     /// Room 1 black-holed `for_` ago: every instance of it fails, and room 2's heads keep their

@@ -226,6 +226,23 @@ impl InstanceObservation {
         self.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= down_after)
     }
 
+    /// Not answering, and not just for one probe: at least two probes in a row failed, or
+    /// no probe finished for too long ([`Self::expire`]), or it answers `-LOADING` (alive,
+    /// but not answering `INFO`). A single failed probe is often our own doing: a
+    /// switchover's `CLIENT KILL` closes the poller's connection and the next probe
+    /// reconnects.
+    pub fn failing_repeatedly(&self) -> bool {
+        if self.reachable {
+            return false;
+        }
+        let stale = self.last_error.as_ref().is_some_and(|e| e.kind == ProbeErrorKind::Stale);
+        match (self.failing_since, self.probed_at) {
+            (Some(since), Some(probed_at)) => probed_at > since || stale,
+            // `-LOADING` (it leaves `failing_since` unset), or nothing finished yet.
+            _ => true,
+        }
+    }
+
     /// Treats a latest probe that finished more than `max_age` before `now` as a failure that
     /// began once it became that old: not reachable, not live, failing since then (or since
     /// an earlier failure). `probed_at` is kept: no probe started after it has come back.

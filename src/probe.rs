@@ -214,6 +214,8 @@ pub fn poller(
     async move {
         // The kind of the last failure per instance: a change is logged once.
         let mut last_kind: Vec<Option<ProbeErrorKind>> = vec![None; addrs.len()];
+        // Whether the instance's previous probe failed.
+        let mut failed_before = vec![false; addrs.len()];
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight = FuturesUnordered::new();
@@ -239,15 +241,19 @@ pub fn poller(
                     let kind = outcome.as_ref().err().map(|e| e.kind);
                     // Our own promotion or demotion closed this connection: not news.
                     let ours = kind == Some(ProbeErrorKind::Io) && crate::act::disconnected_by_us(&addrs[id]);
+                    let news = is_news(kind, last_kind[id], failed_before[id]);
+                    failed_before[id] = kind.is_some();
                     if ours {
                         debug!(instance = %addrs[id], "probe connection closed by our own CLIENT KILL; reconnecting");
-                    } else if kind != last_kind[id] {
+                    } else if news {
                         let addr = &addrs[id];
                         match &outcome {
                             Err(e) => warn!(instance = %addr, kind = e.kind.label(), error = %e.message, "probe of {addr} failed: {e}"),
                             Ok(_) => info!(instance = %addr, "{addr} answers INFO again"),
                         }
                         last_kind[id] = kind;
+                    } else if let Err(e) = &outcome {
+                        debug!(instance = %addrs[id], error = %e, "probe failed; not news yet");
                     }
                     metrics.record_probe(id, latency, outcome.as_ref().err());
                     // The process first: the reply is recorded as that process's.
@@ -261,6 +267,17 @@ pub fn poller(
             }
         }
     }
+}
+
+/// Whether a finished probe with outcome `kind` (`None`: it answered) is worth a log line,
+/// given the outcome last logged and whether the previous probe failed. A change is news, once.
+/// But a connection that drops under an instance that was answering (`io`: a reset, a broken
+/// pipe) is not news yet: a switchover's `CLIENT KILL`, run by `roomguard failover` or another
+/// controller, closes every client connection, and the next probe reconnects. It is news when
+/// the next probe fails too (a process that died is then `refused`).
+fn is_news(kind: Option<ProbeErrorKind>, last_logged: Option<ProbeErrorKind>, failed_before: bool) -> bool {
+    let dropped_once = kind == Some(ProbeErrorKind::Io) && !failed_before;
+    kind != last_logged && !dropped_once
 }
 
 /// Probes every instance once, concurrently (for `status`, `failover` and verification).
@@ -286,4 +303,33 @@ pub async fn probe_all(topology: &Topology, redis: &RedisConfig, timeout: Durati
 /// they change it).
 pub async fn probe_once(addr: &Addr, auth: &RedisSettings, timeout: Duration) -> Result<ReplicationInfo, ProbeError> {
     Prober::new(addr.clone(), auth.clone(), timeout).probe().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_connection_is_news_only_when_the_next_probe_fails_too() {
+        use ProbeErrorKind::{Io, Refused, Timeout};
+        // (kind, last logged, previous probe failed) -> logged
+        let table = [
+            (Some(Io), None, false, false),
+            (None, None, true, false),
+            (Some(Io), None, true, true),
+            (Some(Refused), None, true, true),
+            (Some(Refused), None, false, true),
+            (Some(Timeout), None, false, true),
+            (Some(Refused), Some(Refused), true, false),
+            (None, Some(Refused), true, true),
+            (Some(Io), Some(Io), true, false),
+        ];
+        for (kind, last, failed_before, logged) in table {
+            assert_eq!(
+                is_news(kind, last, failed_before),
+                logged,
+                "{kind:?} after {last:?} (failed before: {failed_before})"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod clients;
 mod failover;
 mod faults;
 mod hostile;
+mod logs;
 mod maintenance;
 mod observability;
 mod package;
