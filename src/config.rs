@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+mod explain;
+
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
@@ -46,10 +48,10 @@ const CLI_ENV_KEYS: &[&str] =
 pub enum ConfigError {
     #[error("config file {path} does not exist")]
     Missing { path: PathBuf },
-    // The figment error is shown, not chained: its text already says everything, and
-    // `{:#}` would print it twice.
-    #[error("{origin}: {error}")]
-    Parse { origin: String, error: Box<figment::Error> },
+    /// figment's error in words for people ([`explain`]): file and line or environment
+    /// variable, the key, and the key probably meant.
+    #[error("{message}")]
+    Parse { origin: String, message: String },
     #[error("{origin}: {problem}")]
     Invalid { origin: String, problem: String },
 }
@@ -331,19 +333,27 @@ impl Config {
         let origin = path.display().to_string();
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(env_overrides());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_figment(figment, origin, &base)
+        // Read again only to point at a line when something is wrong.
+        Self::from_figment(figment, origin, &base, || std::fs::read_to_string(path).ok())
     }
 
     /// Validates a TOML text (used by `lab` for its embedded configuration and by tests);
     /// relative paths are relative to `base`. Environment overrides apply here too.
     pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
         let figment = Figment::new().merge(Toml::string(text)).merge(env_overrides());
-        Self::from_figment(figment, origin.to_string(), base)
+        Self::from_figment(figment, origin.to_string(), base, || Some(text.to_string()))
     }
 
-    fn from_figment(figment: Figment, origin: String, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            figment.extract().map_err(|e| ConfigError::Parse { origin: origin.clone(), error: Box::new(e) })?;
+    fn from_figment(
+        figment: Figment,
+        origin: String,
+        base: &Path,
+        text: impl FnOnce() -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let message = explain::explain(&e, text().as_deref(), &origin);
+            ConfigError::Parse { origin: origin.clone(), message }
+        })?;
         match validate(raw, base) {
             Ok(mut config) => {
                 config.origin = origin;
@@ -709,6 +719,75 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
             let err = load(text).expect_err(needle);
             assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
             assert!(err.starts_with("test.toml"), "error {err:?} should name the file");
+        }
+    }
+
+    /// figment's wording (`unknown field: found …, expected one of …`) is translated: the
+    /// line, the key as written, and the key probably meant.
+    #[test]
+    fn figment_errors_are_explained_with_the_line_and_a_suggestion() {
+        let lines_before = SEED.lines().count();
+        let cases: Vec<(String, String)> = vec![
+            (
+                format!("{SEED}[controller]\ndown_afer = \"1s\"\n"),
+                format!(
+                    "test.toml line {}: unknown key `down_afer` in [controller]; did you mean `down_after`?",
+                    lines_before + 2
+                ),
+            ),
+            (
+                format!("{SEED}[controler]\ndown_after = \"1s\"\n"),
+                format!(
+                    "test.toml line {}: unknown key `controler` at the top level; did you mean `controller`?",
+                    lines_before + 1
+                ),
+            ),
+            (
+                format!("{SEED}[[hook]]\nevents = [\"failover\"]\ncomand = [\"/bin/true\"]\n"),
+                format!(
+                    "test.toml line {}: unknown key `comand` in [[hook]] number 1; did you mean `command`?",
+                    lines_before + 3
+                ),
+            ),
+            (
+                SEED.replace("name = \"shard-6402\"", "name = \"shard-6402\"\nrom.3 = []"),
+                "test.toml line 9: unknown key `rom` in [[shard]] number 2; did you mean `room`?".into(),
+            ),
+            (
+                format!("{SEED}[redis.room.\"2\"]\npasword = \"x\"\n"),
+                format!(
+                    "test.toml line {}: unknown key `pasword` in [redis.room.2]; did you mean `password`?",
+                    lines_before + 2
+                ),
+            ),
+            (
+                format!("{SEED}[controller]\nbanana = 1\n"),
+                format!(
+                    "test.toml line {}: unknown key `banana` in [controller] (known: poll_interval, down_after, \
+                     timeout, link_silence, auto_failover, cooldown, switchover_timeout, state_file, log)",
+                    lines_before + 2
+                ),
+            ),
+            (
+                format!("{SEED}[controller]\ncooldown = \"5 minutes-ish\"\n"),
+                format!(
+                    "test.toml line {}: `controller.cooldown` is set to string \"5 minutes-ish\", but it must be a \
+                     duration such as \"250ms\", \"1s\" or \"5m\"",
+                    lines_before + 2
+                ),
+            ),
+            (
+                format!("{SEED}[redis]\ntls = \"yes\"\n"),
+                format!(
+                    "test.toml line {}: `redis.tls` is set to string \"yes\", but it must be true or false",
+                    lines_before + 2
+                ),
+            ),
+            ("[controller]\n".into(), "test.toml: `rooms` is missing at the top level".into()),
+        ];
+        for (text, expected) in cases {
+            let err = load(&text).expect_err(&expected);
+            assert_eq!(err, expected, "for:\n{text}");
         }
     }
 

@@ -34,7 +34,10 @@ async fn check_config_accepts_the_seed_and_prints_its_chains() {
 async fn bad_configs_are_rejected_naming_the_culprit() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (SEED.replace("down_after = ", "down_aftr = "), "down_aftr"),
+        (
+            SEED.replace("down_after = ", "down_aftr = "),
+            "unknown key `down_aftr` in [controller]; did you mean `down_after`?",
+        ),
         (SEED.replace("down_after = \"1s\"", "down_after = \"soon\""), "down_after"),
         (SEED.replace("room.2 = [\"192.168.99.12:6401\"", "room.9 = [\"192.168.99.12:6401\""), "room.9"),
         (
@@ -70,6 +73,17 @@ async fn bad_configs_are_rejected_naming_the_culprit() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out);
     assert!(err.to_lowercase().contains("controller.timeout") && err.contains("ROOMGUARD_"), "{err}");
+
+    // A misspelt variable is named whole, with the key probably meant.
+    let mut cmd = roomguard(&["check-config", "--config", path.to_str().unwrap()]);
+    cmd.env("ROOMGUARD_CONTROLER__DOWN_AFTER", "2s");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: environment variable ROOMGUARD_CONTROLER__DOWN_AFTER: unknown key `controler` at the top level; \
+         did you mean `controller`?"
+    );
 
     // The CLI's own variables are not configuration: a secrets file holding the admin token
     // for `failover --token` must not stop `check-config` (or the service).
