@@ -231,7 +231,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
                 warn!(
                     check = finding.check(),
                     %instances,
-                    "Redis setting undermines roomguard on {n} instance{plural} ({instances}): {}",
+                    "Redis setting undermines roomguard on {n} instance{plural}: {}",
                     finding.advice()
                 );
             }
