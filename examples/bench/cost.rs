@@ -179,3 +179,91 @@ pub async fn measure(shards: u16, seconds: u64, base_port: u16) -> Cost {
     let _ = child.wait();
     cost
 }
+
+/// What N controllers cost one Redis instance: `INFO` calls per second and the CPU of its
+/// `redis-server`, with `controllers` separate `roomguard run` processes (each its own state
+/// file and HTTP port, as one beside each app server) polling the seed's 8 instances. Measured
+/// on room 1's master of the first shard (the chain's busiest: it is also written to) and on
+/// room 2's tail, after a warm-up, over `seconds`.
+pub struct Load {
+    pub controllers: usize,
+    pub info_per_s: f64,
+    pub master_cpu_pct: f64,
+    pub tail_cpu_pct: f64,
+    pub clients: u64,
+}
+
+/// `INFO <section>` of `addr`, raw.
+fn info(addr: &roomguard::topology::Addr, section: &str) -> String {
+    let mut s = TcpStream::connect((addr.host.as_str(), addr.port)).unwrap();
+    write!(s, "INFO {section}\r\nQUIT\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn info_field(text: &str, prefix: &str, key: &str) -> u64 {
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or("");
+    let rest = line.split_once(key).map_or("0", |(_, r)| r);
+    rest.split([',', '\r']).next().unwrap_or("0").parse().unwrap_or(0)
+}
+
+pub async fn measure_load(controllers: &[usize], seconds: u64, base_port: u16) -> Vec<Load> {
+    let spec = LabSpec { base_port, http_listen: "127.0.0.1:0".into(), ..LabSpec::default() };
+    let lab = Lab::start(&spec).await.expect("lab");
+    let roomguard = match std::env::var_os("BENCH_ROOMGUARD") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("roomguard"),
+    };
+    let (master, tail) = (0, lab.servers.len() - 1);
+    let pid = |id: usize| lab.servers[id].pid().expect("running");
+    let mut rows = Vec::new();
+    for &n in controllers {
+        let mut children = Vec::new();
+        for i in 0..n {
+            let http = format!("127.0.0.1:{}", base_port + 20 + i as u16);
+            let dir = lab.dir().join(format!("controller-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = dir.join("controller.toml");
+            std::fs::write(&config, LabSpec { http_listen: http.clone(), ..spec.clone() }.config_toml()).unwrap();
+            let child = Command::new(&roomguard)
+                .args(["--log", "warn", "run", "--config", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", roomguard.display()));
+            children.push((child, http));
+        }
+        for (_, http) in &children {
+            while http_get(http, "/healthz").is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await; // warm-up
+        let calls = |id: usize| info_field(&info(&lab.servers[id].addr, "commandstats"), "cmdstat_info:", "calls=");
+        let (t0, i0, m0, t0c) = (Instant::now(), calls(master), cpu_ticks(pid(master)), cpu_ticks(pid(tail)));
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let (i1, m1, t1c) = (calls(master), cpu_ticks(pid(master)), cpu_ticks(pid(tail)));
+        let clients =
+            info_field(&info(&lab.servers[master].addr, "clients"), "connected_clients:", "connected_clients:");
+        let row = Load {
+            controllers: n,
+            // Our own two INFO calls (`calls` before and after) are not the controllers'.
+            info_per_s: (i1 - i0).saturating_sub(1) as f64 / secs,
+            master_cpu_pct: (m1 - m0) as f64 / 100.0 / secs * 100.0,
+            tail_cpu_pct: (t1c - t0c) as f64 / 100.0 / secs * 100.0,
+            clients,
+        };
+        eprintln!(
+            "  {n} controllers: {:.0} INFO/s, master {:.1} %, tail {:.1} % of a core, {} clients",
+            row.info_per_s, row.master_cpu_pct, row.tail_cpu_pct, row.clients
+        );
+        rows.push(row);
+        for (mut child, _) in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    rows
+}

@@ -8,7 +8,8 @@
 //!     cargo run --release --example bench -- compare --fault blackhole --down-after 1s --trials 10
 //!
 //! Subcommands: `suite [--quick]`, `recovery`, `compare` (roomguard and Sentinel, trials
-//! interleaved, with the ratio), `dataloss`, `switchover`, `cost`; flags: `--trials N
+//! interleaved, with the ratio), `dataloss`, `switchover`, `cost`, `load` (what N controllers
+//! cost one Redis instance: `--controllers 1,4,16`); flags: `--trials N
 //! --system roomguard|sentinel --topology chained|flat --fault kill|hang|blackhole
 //! --down-after D --shards N --rate R|max --writers N --seconds S --ping-period SECONDS`. `blackhole` drops every
 //! packet to and from room 1 with iptables (root).
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 const BASE: u16 = 24000; // labs of up to 64 shards: 24001..24256
 const BASE_BIG: u16 = 24300; // the cost lab (its HTTP listener on 24299)
+const LOAD_BASE: u16 = 24440; // the load lab: instances 24441-24444, controllers' HTTP from 24460
 pub const SENTINEL_BASE: u16 = 30001;
 
 /// How room 1 is lost.
@@ -80,6 +82,8 @@ struct Opts {
     quick: bool,
     /// Where the cost lab lives (`cost` only).
     cost_base: u16,
+    /// `load`: the numbers of controllers to measure, one after the other.
+    controllers: Vec<usize>,
 }
 
 impl Default for Opts {
@@ -98,6 +102,7 @@ impl Default for Opts {
             seconds: 20,
             quick: false,
             cost_base: BASE_BIG,
+            controllers: vec![1, 4, 16],
         }
     }
 }
@@ -134,6 +139,9 @@ fn parse() -> (String, Opts) {
             "--seconds" => o.seconds = value().parse().expect("--seconds S"),
             "--quick" => o.quick = true,
             "--base-port" => o.cost_base = value().parse().expect("--base-port P"),
+            "--controllers" => {
+                o.controllers = value().split(',').map(|n| n.parse().expect("--controllers N[,N...]")).collect()
+            }
             other => panic!("unknown argument {other}; see examples/bench/main.rs"),
         }
     }
@@ -666,6 +674,20 @@ async fn main() {
             );
         }
         "cost" => print!("{}", cost_row(o.shards, o.seconds, o.cost_base).await),
-        other => panic!("unknown command {other}: suite, recovery, dataloss, switchover or cost"),
+        // What N controllers (one beside each app server) cost one Redis instance.
+        "load" => {
+            let rows = cost::measure_load(&o.controllers, o.seconds, LOAD_BASE).await;
+            println!(
+                "| controllers | INFO calls/s on one instance | its redis-server CPU (master / tail) | connected clients |"
+            );
+            println!("|---|---|---|---|");
+            for r in rows {
+                println!(
+                    "| {} | {:.0} | {:.1} % / {:.1} % of a core | {} |",
+                    r.controllers, r.info_per_s, r.master_cpu_pct, r.tail_cpu_pct, r.clients
+                );
+            }
+        }
+        other => panic!("unknown command {other}: suite, recovery, dataloss, switchover, cost or load"),
     }
 }
