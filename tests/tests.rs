@@ -6,6 +6,7 @@ mod util;
 mod alerts;
 mod cli;
 mod clients;
+mod docs;
 mod failover;
 mod faults;
 mod hostile;
