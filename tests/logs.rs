@@ -32,8 +32,8 @@ fn warnings_are_found_in_both_formats() {
 }
 
 /// `roomguard run` as a process, and `roomguard failover --room 2` as an operator runs it beside
-/// it: the switchover succeeds and the controller, following it, logs nothing at WARN or ERROR
-/// level. Before, it logged `probe … failed: io (broken pipe)` for its own connections that the
+/// it, then `POST /failover?room=1` (the controller's own switchover): both succeed and the
+/// controller logs nothing at WARN or ERROR level. Before, it logged `probe … failed: io (broken pipe)` for its own connections that the
 /// switchover closed, `room 1 is degraded down=0` for one failed probe, and `held back: promote …`
 /// for the promotions the command was making.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,8 +48,10 @@ async fn clean_switchover_on_a_lab_logs_no_warning() {
     };
     clean_stale_iptables(25500);
     let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
+    const TOKEN: &str = "an-admin-token-for-25500";
     let config = lab.dir().join("daemon.toml");
-    std::fs::write(&config, spec.config_toml()).unwrap();
+    let toml = spec.config_toml().replace("[http]\n", &format!("[http]\nadmin_token = \"{TOKEN}\"\n"));
+    std::fs::write(&config, toml).unwrap();
     let d = Daemon::start(&config, spec.http_listen.parse().unwrap()).await;
     // The first audit has run (the settings metric exists) before the switchover.
     assert!(
@@ -70,6 +72,14 @@ async fn clean_switchover_on_a_lab_logs_no_warning() {
     // Past `switchover_timeout` (5 s): what the controller held back while following the
     // switchover would be logged now if it still held.
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, body) = http_post(d.http, "/failover?room=1", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}\n{}", d.log_text());
+    assert!(
+        wait_until(Duration::from_secs(10), || async { told(&d.log_text()) == 4 }).await,
+        "the switch back should be published for both shards:\n{}",
+        d.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let log = d.log_text();
     assert!(warnings(&log).is_empty(), "a clean switchover logged warnings:\n{log}");
     assert!(!log.contains("held back"), "{log}");
