@@ -50,7 +50,12 @@ async fn clean_switchover_on_a_lab_logs_no_warning() {
     let lab = Lab::start(&spec).await.unwrap_or_else(|e| panic!("the lab does not start: {e}"));
     const TOKEN: &str = "an-admin-token-for-25500";
     let config = lab.dir().join("daemon.toml");
-    let toml = spec.config_toml().replace("[http]\n", &format!("[http]\nadmin_token = \"{TOKEN}\"\n"));
+    // A probe timeout of 1 s instead of 250 ms: a test machine loaded by other tests must not
+    // produce timeouts (real warnings) that are not what this test is about.
+    let toml = spec
+        .config_toml()
+        .replace("[http]\n", &format!("[http]\nadmin_token = \"{TOKEN}\"\n"))
+        .replace("[controller]\n", "[controller]\ntimeout = \"1s\"\n");
     std::fs::write(&config, toml).unwrap();
     let d = Daemon::start(&config, spec.http_listen.parse().unwrap()).await;
     // The first audit has run (the settings metric exists) before the switchover.
@@ -97,8 +102,10 @@ async fn lab_says_its_settings_are_deliberate_once_and_switches_quietly() {
     let log = std::env::temp_dir().join(format!("roomguard-test-lab-{}.log", port(25510)));
     let base = port(25510).to_string();
     let mut cmd = roomguard_dying_with_us(&["lab", "--base-port", &base, "--http", &http, "--duration", "90s"]);
+    // The probe timeout as in the test above: no load-induced timeouts.
     cmd.env("ROOMGUARD_LOG", "info")
         .env("ROOMGUARD_LOG_FORMAT", "json")
+        .env("ROOMGUARD_CONTROLLER__TIMEOUT", "1s")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
