@@ -250,9 +250,13 @@ impl Connection<'_> {
         };
         match canonical {
             "get-master-addr-by-name" => match args {
+                // A master that answers as a replica is never named (Sentinel never names one it
+                // demoted): a client told nothing asks again, one told a replica gets READONLY.
                 [_, name] => match view.shard(name).and_then(|s| s.master.as_ref()) {
-                    Some(m) => Reply::Array(vec![bulk(&m.addr.host), bulk(m.addr.port.to_string())]),
-                    None => Reply::NullArray,
+                    Some(m) if !m.answers_as_replica() => {
+                        Reply::Array(vec![bulk(&m.addr.host), bulk(m.addr.port.to_string())])
+                    }
+                    _ => Reply::NullArray,
                 },
                 _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
             },
@@ -320,7 +324,7 @@ impl Connection<'_> {
                     Some(m) => (
                         if m.odown {
                             "odown"
-                        } else if m.sdown {
+                        } else if m.sdown || m.answers_as_replica() {
                             "sdown"
                         } else {
                             "ok"
@@ -349,7 +353,9 @@ fn flags(base: &str, n: &NodeView) -> String {
     let mut f = base.to_string();
     // A "replica" that answers as a master (a returning stale master not yet demoted) is not
     // one to read from: flagged down so clients skip it.
-    if n.sdown || (base == "slave" && n.answers_as_master) {
+    // Likewise a master that answers as a replica (demoted by another process, before the
+    // round that names its successor).
+    if n.sdown || (base == "slave" && n.answers_as_master) || (base == "master" && n.answers_as_replica()) {
         f.push_str(",s_down");
     }
     if n.odown {
@@ -390,7 +396,7 @@ fn master_state(s: &ShardView, view: &Discovery) -> Reply {
         ("last-ping-reply", m.silent_ms.to_string()),
         ("down-after-milliseconds", view.down_after_ms.to_string()),
         ("info-refresh", "0".into()),
-        ("role-reported", if m.answers_as_master || m.disconnected { "master" } else { "slave" }.into()),
+        ("role-reported", if m.answers_as_replica() { "slave" } else { "master" }.into()),
         ("role-reported-time", "0".into()),
         ("config-epoch", view.epoch.to_string()),
         ("num-slaves", s.replicas.len().to_string()),
@@ -488,5 +494,60 @@ mod tests {
         let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Some(&snapshot));
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
         assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
+    }
+
+    fn ask(endpoint: &super::super::server::Endpoint, args: &[&str]) -> String {
+        let mut connection = Connection::new(endpoint);
+        let mut out = Vec::new();
+        connection.handle(&args.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Issue 15: the moment a probe sees the reported master answer as a replica (demoted by
+    /// another process), the endpoint stops naming it, before any round; and a replica entry
+    /// that answers as a master is flagged at once. Fails if `Discovery::observe` does nothing.
+    #[test]
+    fn a_master_seen_answering_as_a_replica_is_no_longer_named() {
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/info/{name}", env!("CARGO_MANIFEST_DIR"));
+            crate::info::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let mut view = seed_view();
+        let up = |n: &NodeView| NodeView { sdown: false, disconnected: false, answers_as_master: true, ..n.clone() };
+        let master = up(view.shards[0].master.as_ref().unwrap());
+        let mut replica = NodeView { answers_as_master: false, link_up: true, ..master.clone() };
+        replica.addr = crate::topology::Addr::new("127.0.0.12", 6401);
+        replica.master = Some(master.addr.clone());
+        view.shards[0].master = Some(master.clone());
+        view.shards[0].replicas = vec![replica.clone()];
+        let name = view.shards[0].name.clone();
+        let reported = |view: &Discovery| {
+            let endpoint = endpoint(view.clone());
+            (
+                ask(&endpoint, &["SENTINEL", "get-master-addr-by-name", &name]),
+                flags_of(&master_state(&view.shards[0], view)),
+            )
+        };
+        let (addr, master_flags) = reported(&view);
+        assert!(addr.contains(&master.addr.host), "{addr}");
+        assert_eq!(master_flags, "master");
+
+        // Another process demoted it: the next probe says so.
+        let as_replica = fixture("redis7-replica.txt");
+        assert!(view.observe(&master.addr, &as_replica));
+        let (addr, master_flags) = reported(&view);
+        assert_eq!(addr, "*-1\r\n", "a master answering as a replica is not named");
+        assert_eq!(master_flags, "master,s_down");
+        let Reply::Map(pairs) = master_state(&view.shards[0], &view) else { panic!() };
+        assert!(pairs.contains(&(bulk("role-reported"), bulk("slave"))), "{pairs:?}");
+        assert!(!view.observe(&master.addr, &as_replica), "no change the second time");
+
+        // A replica entry promoted elsewhere is flagged (clients skip it) at once.
+        assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave");
+        assert!(view.observe(&replica.addr, &fixture("redis7-master.txt")));
+        assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave,s_down");
+        // The other direction waits for the round: an answer as a master does not restore it.
+        assert!(!view.observe(&master.addr, &fixture("redis7-master.txt")));
+        assert_eq!(reported(&view).0, "*-1\r\n");
     }
 }
