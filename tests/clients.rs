@@ -12,6 +12,7 @@ use std::{
 };
 
 use redis::aio::MultiplexedConnection;
+use roomguard::probe;
 
 use crate::util::*;
 
@@ -209,5 +210,166 @@ async fn node_clients_follow_a_graceful_failover_and_a_room_loss() {
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success());
     eprintln!("node clients' errors: after the graceful failover {graceful}; after room 2's loss {lost}");
+    c.stop().await;
+}
+
+/// What a client polling the endpoint saw ([`poll_endpoint`]).
+#[derive(Default)]
+struct Polled {
+    /// Addresses the endpoint named as a master, in order (each change once).
+    named: Vec<String>,
+    /// Replies naming no master.
+    nulls: u64,
+    /// Addresses seen answering `ROLE` as a replica after the endpoint named them.
+    replicas: std::collections::HashSet<String>,
+    /// The endpoint named an address that had already answered as a replica: (address, how
+    /// many times).
+    stale: std::collections::HashMap<String, u64>,
+    rounds: u64,
+}
+
+/// The first element of `ROLE` (`master`, `slave`), or `None` when `con` does not answer.
+async fn role_of(con: &mut MultiplexedConnection) -> Option<String> {
+    match redis::cmd("ROLE").query_async::<redis::Value>(con).await {
+        Ok(redis::Value::Array(items)) => match items.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A client asking the endpoint for `shard`'s master as fast as it can and checking with
+/// `ROLE` that every address it is given answers as a master (or not at all). An address
+/// that answered as a replica, is named *again* afterwards and still answers as a replica was
+/// named while it was a replica: recorded in `stale`. (An address named just before its
+/// demotion, whose `ROLE` then says slave, is the ordinary race of any discovery and is not
+/// counted.)
+async fn poll_endpoint(endpoint: String, shard: String, stop: Arc<AtomicBool>, polled: Arc<Mutex<Polled>>) {
+    let mut sentinel = connect(&endpoint).await;
+    let mut nodes: std::collections::HashMap<String, MultiplexedConnection> = Default::default();
+    while !stop.load(Ordering::Relaxed) {
+        let reply: Option<(String, u16)> =
+            match redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&shard).query_async(&mut sentinel).await {
+                Ok(reply) => reply,
+                Err(e) => panic!("the endpoint failed: {e}"),
+            };
+        let Some((host, port)) = reply else {
+            polled.lock().unwrap().nulls += 1;
+            continue;
+        };
+        let named = format!("{host}:{port}");
+        let was_replica = {
+            let mut p = polled.lock().unwrap();
+            p.rounds += 1;
+            if p.named.last() != Some(&named) {
+                p.named.push(named.clone());
+            }
+            p.replicas.contains(&named)
+        };
+        if !nodes.contains_key(&named) {
+            match probe::connect(&addr(&named), &Default::default(), Duration::from_millis(500)).await {
+                Ok(con) => drop(nodes.insert(named.clone(), con)),
+                Err(_) => continue,
+            }
+        }
+        let role = role_of(nodes.get_mut(&named).unwrap()).await;
+        let mut p = polled.lock().unwrap();
+        match role.as_deref() {
+            // It answered as a replica before the endpoint named it, and still does.
+            Some("slave") if was_replica => *p.stale.entry(named).or_default() += 1,
+            Some("slave") => drop(p.replicas.insert(named)),
+            // Promoted since (a failback): naming it is right.
+            Some(_) => drop(p.replicas.remove(&named)),
+            // Closed (a demotion kills every client): reconnect next time.
+            None => drop(nodes.remove(&named)),
+        }
+    }
+}
+
+/// Item 3 of issue 15: a `roomguard failover` run in another process beside a running
+/// controller never leaves that controller's endpoint naming a master that answers as a
+/// replica, neither through the controller (the default when it answers on `[http] listen`)
+/// nor acting directly (`--direct`: it waits for the endpoint to name the new masters before
+/// it demotes the old ones). Clients poll `get-master-addr-by-name` as fast as they can and
+/// `ROLE` every address they are given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_failover_never_leaves_the_endpoint_naming_a_replica() {
+    const TOKEN: &str = "clients-test-admin-token-0123456789";
+    let sentinel_listen = format!("127.0.0.1:{}", port(25808));
+    let lab = lab_with(roomguard::lab::LabSpec {
+        base_port: 25800,
+        sentinel_listen: Some(sentinel_listen.clone()),
+        ..Default::default()
+    })
+    .await;
+    // The controller's HTTP server on a known port with an admin token, in the file the CLI
+    // reads too: the CLI finds it there.
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", port(25809)).parse().unwrap();
+    let config_file = config_path(&lab);
+    let toml = std::fs::read_to_string(&config_file).unwrap().replace(
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[http]\nlisten = \"{http}\"\nadmin_token = \"{TOKEN}\"\n"),
+    );
+    assert!(toml.contains(TOKEN), "{toml}");
+    std::fs::write(&config_file, toml).unwrap();
+    let mut config = lab.config.clone();
+    config.http.listen = http;
+    config.http.admin_token = Some(roomguard::config::Secret::new(TOKEN));
+    let c = Controller::start_with(config).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pollers = Vec::new();
+    let mut seen = Vec::new();
+    for head in [25801, 25802] {
+        for _ in 0..2 {
+            let polled = Arc::new(Mutex::new(Polled::default()));
+            pollers.push(tokio::spawn(poll_endpoint(
+                sentinel_listen.clone(),
+                shard(head),
+                stop.clone(),
+                polled.clone(),
+            )));
+            seen.push((head, polled));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let file = config_file.to_str().unwrap();
+    // Through the running controller (found on its [http] listen), then back acting directly.
+    for (room, direct) in [("2", false), ("1", true)] {
+        let mut args = vec!["failover", "--room", room, "--config", file];
+        if direct {
+            args.push("--direct");
+        }
+        let mut cmd = roomguard(&args);
+        cmd.env("ROOMGUARD_LOG", "info");
+        let out = run(cmd).await;
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("the CLI (failover to room {room}):\n{stderr}");
+        assert!(out.status.success() && stdout.contains("graceful failover"), "{stdout}\n{stderr}");
+        assert_eq!(stderr.contains("through the controller running at"), !direct, "{stderr}");
+        assert!(c.wait_healthy_primary(room, Duration::from_secs(10)).await, "{}", c.report_text());
+        // The pollers see the new masters.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in pollers {
+        p.await.unwrap();
+    }
+    for (head, polled) in seen {
+        let p = polled.lock().unwrap();
+        eprintln!(
+            "{}: {} answers, {} null, named {:?}, seen as replicas {:?}",
+            shard(head),
+            p.rounds,
+            p.nulls,
+            p.named,
+            p.replicas
+        );
+        assert_eq!(p.named, [at(1, head), at(2, head), at(1, head)], "the pollers did not follow both failovers");
+        assert!(p.stale.is_empty(), "the endpoint named instances that answered as replicas: {:?}", p.stale);
+    }
     c.stop().await;
 }
