@@ -244,6 +244,7 @@ impl Connection<'_> {
             other => other,
         };
         let view = self.endpoint.view.borrow();
+        let others = self.endpoint.settings.peers.len();
         let named = |f: &dyn Fn(&ShardView) -> Reply| match args {
             [_, name] => view.shard(name).map_or_else(|| err("ERR No such master with that name"), f),
             _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
@@ -260,15 +261,18 @@ impl Connection<'_> {
                 },
                 _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
             },
-            "masters" => Reply::Array(view.shards.iter().map(|s| master_state(s, &view)).collect()),
-            "master" => named(&|s| master_state(s, &view)),
+            "masters" => Reply::Array(view.shards.iter().map(|s| master_state(s, &view, others)).collect()),
+            "master" => named(&|s| master_state(s, &view, others)),
             "replicas" | "slaves" => {
                 named(&|s| Reply::Array(s.replicas.iter().map(|r| replica_state(r, view.down_after_ms)).collect()))
             }
-            "sentinels" => named(&|_| Reply::Array(vec![])),
+            "sentinels" => named(&|_| Reply::Array(self.endpoint.settings.peers.iter().map(peer_state).collect())),
             "myid" => bulk(&self.endpoint.myid),
             "ckquorum" => named(&|_| {
-                Reply::Simple("OK 1 usable Sentinels. Quorum and failover authorization can be reached".into())
+                Reply::Simple(format!(
+                    "OK {} usable Sentinels. Quorum and failover authorization can be reached",
+                    1 + self.endpoint.settings.peers.len()
+                ))
             }),
             "failover" => {
                 err("ERR roomguard decides failovers itself: use `roomguard failover --room R` or POST /failover")
@@ -335,9 +339,10 @@ impl Connection<'_> {
                 };
                 let _ = write!(
                     out,
-                    "master{i}:name={},status={status},address={address},slaves={},sentinels=1\r\n",
+                    "master{i}:name={},status={status},address={address},slaves={},sentinels={}\r\n",
                     s.name,
-                    s.replicas.len()
+                    s.replicas.len(),
+                    1 + self.endpoint.settings.peers.len()
                 );
             }
         }
@@ -371,7 +376,30 @@ fn pairs(kv: Vec<(&str, String)>) -> Reply {
     Reply::Map(kv.into_iter().map(|(k, v)| (bulk(k), bulk(v))).collect())
 }
 
-fn master_state(s: &ShardView, view: &Discovery) -> Reply {
+/// A peer controller's endpoint as `SENTINEL SENTINELS` lists another Sentinel (sentinel.c's
+/// `addReplySentinelRedisInstance`). Its run ID is unknown here and its health unchecked: a
+/// client that cannot reach it moves on to the next endpoint, as with a Sentinel that died.
+fn peer_state(peer: &crate::topology::Addr) -> Reply {
+    pairs(vec![
+        ("name", peer.to_string()),
+        ("ip", peer.host.clone()),
+        ("port", peer.port.to_string()),
+        ("runid", String::new()),
+        ("flags", "sentinel".into()),
+        ("link-pending-commands", "0".into()),
+        ("link-refcount", "1".into()),
+        ("last-ping-sent", "0".into()),
+        ("last-ok-ping-reply", "0".into()),
+        ("last-ping-reply", "0".into()),
+        ("down-after-milliseconds", "0".into()),
+        ("last-hello-message", "0".into()),
+        ("voted-leader", "?".into()),
+        ("voted-leader-epoch", "0".into()),
+    ])
+}
+
+/// `others`: how many other controllers' endpoints are configured (`num-other-sentinels`).
+fn master_state(s: &ShardView, view: &Discovery, others: usize) -> Reply {
     let Some(m) = &s.master else {
         return pairs(vec![
             ("name", s.name.clone()),
@@ -379,7 +407,7 @@ fn master_state(s: &ShardView, view: &Discovery) -> Reply {
             ("port", "0".into()),
             ("flags", "master,s_down,disconnected".into()),
             ("num-slaves", s.replicas.len().to_string()),
-            ("num-other-sentinels", "0".into()),
+            ("num-other-sentinels", others.to_string()),
             ("quorum", "1".into()),
         ]);
     };
@@ -400,7 +428,7 @@ fn master_state(s: &ShardView, view: &Discovery) -> Reply {
         ("role-reported-time", "0".into()),
         ("config-epoch", view.epoch.to_string()),
         ("num-slaves", s.replicas.len().to_string()),
-        ("num-other-sentinels", "0".into()),
+        ("num-other-sentinels", others.to_string()),
         ("quorum", "1".into()),
         ("failover-timeout", "0".into()),
         ("parallel-syncs", "1".into()),
@@ -459,7 +487,7 @@ mod tests {
         let topology = crate::topology::fixtures::seed();
         let initial = seed_view();
         let s = &initial.shards[0];
-        assert_eq!(flags_of(&master_state(s, &initial)), "master,s_down,disconnected");
+        assert_eq!(flags_of(&master_state(s, &initial, 0)), "master,s_down,disconnected");
         let endpoint = endpoint(initial.clone());
         let mut connection = Connection::new(&endpoint);
         let mut out = Vec::new();
@@ -488,12 +516,12 @@ mod tests {
         let designated = vec![Some(0), Some(4)];
         let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, None);
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
-        assert!(flags_of(&master_state(&view.shards[0], &view)).contains("s_down"), "{view:?}");
+        assert!(flags_of(&master_state(&view.shards[0], &view, 0)).contains("s_down"), "{view:?}");
         // Once it answers as a master it is reported up.
         observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
         let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Some(&snapshot));
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
-        assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
+        assert_eq!(flags_of(&master_state(&view.shards[0], &view, 0)), "master");
     }
 
     fn ask(endpoint: &super::super::server::Endpoint, args: &[&str]) -> String {
@@ -525,7 +553,7 @@ mod tests {
             let endpoint = endpoint(view.clone());
             (
                 ask(&endpoint, &["SENTINEL", "get-master-addr-by-name", &name]),
-                flags_of(&master_state(&view.shards[0], view)),
+                flags_of(&master_state(&view.shards[0], view, 0)),
             )
         };
         let (addr, master_flags) = reported(&view);
@@ -538,7 +566,7 @@ mod tests {
         let (addr, master_flags) = reported(&view);
         assert_eq!(addr, "*-1\r\n", "a master answering as a replica is not named");
         assert_eq!(master_flags, "master,s_down");
-        let Reply::Map(pairs) = master_state(&view.shards[0], &view) else { panic!() };
+        let Reply::Map(pairs) = master_state(&view.shards[0], &view, 0) else { panic!() };
         assert!(pairs.contains(&(bulk("role-reported"), bulk("slave"))), "{pairs:?}");
         assert!(!view.observe(&master.addr, &as_replica), "no change the second time");
 
