@@ -6,7 +6,9 @@
 //
 // Per shard: an ioredis and an iovalkey master client, an ioredis and an iovalkey replica
 // client (role: 'slave') and a node-redis sentinel; every client writes (masters) or reads
-// (replicas) every 20 ms ($RG_NODE_INTERVAL_MS), and every error is counted by client and
+// (replicas) every 20 ms ($RG_NODE_INTERVAL_MS; or, with $RG_NODE_RATE=<writes/s>, each
+// library writes at that steady rate in all, spread over the shards, without waiting for
+// replies: examples/client_errors.rs), and every error is counted by client and
 // kind. Prints "ready" once all answered; then, for each line on stdin (the test fails over
 // meanwhile), checks within the deadline that every master client writes to the master the
 // endpoint names, that the replica connections are on replicas (ROLE) and that node-redis
@@ -35,7 +37,7 @@ const errors = {};
 const writes = { ioredis: 0, iovalkey: 0, 'node-redis': 0 };
 // Per client library, every acknowledged write: [key, when (ms since the epoch)].
 const acked = { ioredis: [], iovalkey: [], 'node-redis': [] };
-const started = Date.now();
+let started = Date.now();
 
 function count(client, error, where) {
   const message = String(error?.message ?? error);
@@ -83,7 +85,44 @@ async function load(c) {
     await new Promise((r) => (INTERVAL_MS > 0 ? setTimeout(r, INTERVAL_MS) : setImmediate(r)));
   }
 }
-const loads = clients.map(load);
+// Open loop: every 5 ms, the writes due by now at RATE per library, not waiting for replies
+// (a client that stalls accumulates them, as an application's requests would); replica
+// reads at most one per client per tick.
+const RATE = Number(process.env.RG_NODE_RATE ?? 0);
+let pending = 0;
+async function paced() {
+  const t0 = Date.now();
+  let issued = 0;
+  let n = 0;
+  while (!stopping) {
+    const due = Math.floor(((Date.now() - t0) * RATE) / 1000);
+    for (; issued < due; issued += 1) {
+      const c = clients[issued % clients.length];
+      n += 1;
+      const key = `node:${c.name}:${n}`;
+      const ack = (lib, k) => () => {
+        writes[lib]++;
+        acked[lib].push([k, Date.now()]);
+      };
+      const track = (p) => {
+        pending += 1;
+        p.finally(() => (pending -= 1));
+      };
+      track(c.master.set(`io:${key}`, String(n)).then(ack('ioredis', `io:${key}`), (e) => count('ioredis', e)));
+      track(c.valkey.set(`iv:${key}`, String(n)).then(ack('iovalkey', `iv:${key}`), (e) => count('iovalkey', e)));
+      track(c.nodeRedis.set(`nr:${key}`, String(n)).then(ack('node-redis', `nr:${key}`), (e) => count('node-redis', e)));
+    }
+    for (const c of clients) {
+      c.replica.get('k').catch((e) => count('ioredis-replica', e));
+      c.valkeyReplica.get('k').catch((e) => count('iovalkey-replica', e));
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  while (pending > 0) await new Promise((r) => setTimeout(r, 10));
+}
+// Rates count from here.
+started = Date.now();
+const loads = RATE > 0 ? [paced()] : clients.map(load);
 
 async function endpointMaster(name) {
   const s = new Redis({ host, port, lazyConnect: true, maxRetriesPerRequest: 1 });
