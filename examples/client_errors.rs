@@ -11,6 +11,8 @@
 //!   waits for the endpoint);
 //! - `roomloss`: every room-1 process SIGKILLed; the controller fails over to room 2.
 //!
+//! Run:
+//!
 //!     cargo build --release --bin roomguard --example client_errors
 //!     target/release/examples/client_errors --rates 20,1000 --scenarios graceful,roomloss --trials 3
 //!
