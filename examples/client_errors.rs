@@ -74,98 +74,15 @@ async fn trial(scenario: &str, rate: u32) -> Result<Outcome, TrialError> {
     let shared = daemon.shared();
     let stop = tokio_util::sync::CancellationToken::new();
     let controller = tokio::spawn(daemon.run_until(stop.clone().cancelled_owned()));
-    let primary = |room: &'static str| {
-        let shared = shared.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                let report = shared.report.read().expect("report").clone();
-                if report.is_some_and(|r| r.primary_room.as_deref() == Some(room)) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            false
-        }
+    let primary = Primary(shared);
+    // Whatever happens, the controller is stopped before the next trial (its ports).
+    let driven = match primary.is("1").await {
+        true => drive(scenario, rate, &mut lab, &config_file, &primary).await,
+        false => Err(TrialError::Lab("the controller never got ready".into())),
     };
-    if !primary("1").await {
-        return Err(TrialError::Lab("the controller never got ready".into()));
-    }
-
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shards: Vec<String> = lab.topology().shards.iter().map(|s| s.name.clone()).collect();
-    let mut node = tokio::process::Command::new("node")
-        .arg(repo.join("tests/node/sentinel_clients.mjs"))
-        .args(["127.0.0.1".to_string(), (BASE + 9).to_string()])
-        .args(&shards)
-        .env("RG_NODE_RATE", rate.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| TrialError::Node(format!("node: {e}")))?;
-    let mut stdin = node.stdin.take().expect("piped");
-    let mut stdout = BufReader::new(node.stdout.take().expect("piped")).lines();
-    let mut stderr = node.stderr.take().expect("piped");
-    let mut next_line = async || match tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await {
-        Ok(Ok(Some(line))) => Ok(line),
-        other => {
-            let mut err = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
-            Err(TrialError::Node(format!("{other:?}: {err}")))
-        }
-    };
-    if next_line().await? != "ready" {
-        return Err(TrialError::Node("not ready".into()));
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut killed_at = String::new();
-    match scenario {
-        "graceful" => {
-            let roomguard = std::env::current_exe()
-                .ok()
-                .and_then(|p| Some(p.parent()?.parent()?.join("roomguard")))
-                .filter(|p| p.is_file())
-                .ok_or_else(|| {
-                    TrialError::Failover("build the roomguard binary first (cargo build --release)".into())
-                })?;
-            let out = tokio::process::Command::new(roomguard)
-                .args(["failover", "--room", "2", "--config"])
-                .arg(&config_file)
-                .env_remove("ROOMGUARD_CONFIG")
-                .env("ROOMGUARD_LOG", "warn")
-                .output()
-                .await
-                .map_err(|e| TrialError::Failover(e.to_string()))?;
-            if !out.status.success() {
-                return Err(TrialError::Failover(String::from_utf8_lossy(&out.stderr).into_owned()));
-            }
-        }
-        _ => {
-            for id in lab.room(0) {
-                lab.servers[id].kill();
-            }
-            let ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis();
-            killed_at = format!(" {ms}");
-        }
-    }
-    if !primary("2").await {
-        return Err(TrialError::Failover("room 2 never became primary".into()));
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stdin
-        .write_all(format!("{scenario}{killed_at}\n").as_bytes())
-        .await
-        .map_err(|e| TrialError::Node(e.to_string()))?;
-    let line = next_line().await?;
-    if !line.starts_with("check 1 ok ") {
-        return Err(TrialError::Node(line));
-    }
-    drop(stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(20), node.wait()).await;
     stop.cancel();
     let _ = controller.await;
+    let line = driven?;
     let errors = serde_json::Deserializer::from_str(line.trim_start_matches("check 1 ok "))
         .into_iter()
         .next()
@@ -217,4 +134,104 @@ async fn main() {
             }
         }
     }
+}
+
+/// Waits (at most 20 s) until the controller reports `room` primary.
+struct Primary(std::sync::Arc<roomguard::controller::Shared>);
+
+impl Primary {
+    async fn is(&self, room: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let report = self.0.report.read().expect("report").clone();
+            if report.is_some_and(|r| r.primary_room.as_deref() == Some(room)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// The node clients through one failover: their report line.
+async fn drive(
+    scenario: &str,
+    rate: u32,
+    lab: &mut Lab,
+    config_file: &std::path::Path,
+    primary: &Primary,
+) -> Result<String, TrialError> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shards: Vec<String> = lab.topology().shards.iter().map(|s| s.name.clone()).collect();
+    let mut node = tokio::process::Command::new("node")
+        .arg(repo.join("tests/node/sentinel_clients.mjs"))
+        .args(["127.0.0.1".to_string(), (BASE + 9).to_string()])
+        .args(&shards)
+        .env("RG_NODE_RATE", rate.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TrialError::Node(format!("node: {e}")))?;
+    let mut stdin = node.stdin.take().expect("piped");
+    let mut stdout = BufReader::new(node.stdout.take().expect("piped")).lines();
+    let mut stderr = node.stderr.take().expect("piped");
+    let mut next_line = async || match tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await {
+        Ok(Ok(Some(line))) => Ok(line),
+        other => {
+            let mut err = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
+            Err(TrialError::Node(format!("{other:?}: {err}")))
+        }
+    };
+    if next_line().await? != "ready" {
+        return Err(TrialError::Node("not ready".into()));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut killed_at = String::new();
+    match scenario {
+        "graceful" => {
+            let roomguard = std::env::current_exe()
+                .ok()
+                .and_then(|p| Some(p.parent()?.parent()?.join("roomguard")))
+                .filter(|p| p.is_file())
+                .ok_or_else(|| {
+                    TrialError::Failover("build the roomguard binary first (cargo build --release)".into())
+                })?;
+            let out = tokio::process::Command::new(roomguard)
+                .args(["failover", "--room", "2", "--config"])
+                .arg(config_file)
+                .env_remove("ROOMGUARD_CONFIG")
+                .env("ROOMGUARD_LOG", "warn")
+                .output()
+                .await
+                .map_err(|e| TrialError::Failover(e.to_string()))?;
+            if !out.status.success() {
+                return Err(TrialError::Failover(String::from_utf8_lossy(&out.stderr).into_owned()));
+            }
+        }
+        _ => {
+            for id in lab.room(0) {
+                lab.servers[id].kill();
+            }
+            let ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis();
+            killed_at = format!(" {ms}");
+        }
+    }
+    if !primary.is("2").await {
+        return Err(TrialError::Failover("room 2 never became primary".into()));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stdin
+        .write_all(format!("{scenario}{killed_at}\n").as_bytes())
+        .await
+        .map_err(|e| TrialError::Node(e.to_string()))?;
+    let line = next_line().await?;
+    if !line.starts_with("check 1 ok ") {
+        return Err(TrialError::Node(line));
+    }
+    drop(stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(20), node.wait()).await;
+    Ok(line)
 }
