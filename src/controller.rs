@@ -838,7 +838,7 @@ impl Controller {
             for (id, obs) in latest.instances.iter().enumerate() {
                 let newer = obs.probed_at.is_some_and(|p| observation.get(id).probed_at.is_none_or(|q| p > q));
                 if let Some(info) = obs.info.as_ref().filter(|_| newer && obs.reachable) {
-                    view.observe(t.addr(id), info);
+                    view.observe(t.instance(id).shard, t.addr(id), info);
                 }
             }
             let view = std::mem::take(&mut view);

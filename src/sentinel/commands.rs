@@ -562,20 +562,20 @@ mod tests {
 
         // Another process demoted it: the next probe says so.
         let as_replica = fixture("redis7-replica.txt");
-        assert!(view.observe(&master.addr, &as_replica));
+        assert!(view.observe(0, &master.addr, &as_replica));
         let (addr, master_flags) = reported(&view);
         assert_eq!(addr, "*-1\r\n", "a master answering as a replica is not named");
         assert_eq!(master_flags, "master,s_down");
         let Reply::Map(pairs) = master_state(&view.shards[0], &view, 0) else { panic!() };
         assert!(pairs.contains(&(bulk("role-reported"), bulk("slave"))), "{pairs:?}");
-        assert!(!view.observe(&master.addr, &as_replica), "no change the second time");
+        assert!(!view.observe(0, &master.addr, &as_replica), "no change the second time");
 
         // A replica entry promoted elsewhere is flagged (clients skip it) at once.
         assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave");
-        assert!(view.observe(&replica.addr, &fixture("redis7-master.txt")));
+        assert!(view.observe(0, &replica.addr, &fixture("redis7-master.txt")));
         assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave,s_down");
         // The other direction waits for the round: an answer as a master does not restore it.
-        assert!(!view.observe(&master.addr, &fixture("redis7-master.txt")));
+        assert!(!view.observe(0, &master.addr, &fixture("redis7-master.txt")));
         assert_eq!(reported(&view).0, "*-1\r\n");
     }
 }

@@ -152,10 +152,11 @@ impl Discovery {
     /// only: a reported master that answers as a replica stops being named as the master, and
     /// a replica entry that answers as a master is flagged (clients skip it). The other
     /// direction (a node that answers as a master again) waits for the round, which verifies
-    /// it. Returns whether the view changed.
-    pub fn observe(&mut self, addr: &Addr, info: &ReplicationInfo) -> bool {
+    /// it. `shard` is the instance's shard (its index in the topology, as in `shards`): the
+    /// pollers call this for every answer. Returns whether the view changed.
+    pub fn observe(&mut self, shard: usize, addr: &Addr, info: &ReplicationInfo) -> bool {
         let mut changed = false;
-        for shard in &mut self.shards {
+        if let Some(shard) = self.shards.get_mut(shard) {
             if let Some(m) = shard.master.as_mut().filter(|m| m.addr == *addr)
                 && info.role == Role::Replica
                 && let Some(link) = &info.master
