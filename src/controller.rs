@@ -175,6 +175,9 @@ pub struct Controller {
     last_failed: HashMap<InstanceId, String>,
     /// When the state file last changed under us (a `roomguard failover` run elsewhere).
     followed_at: Option<Instant>,
+    /// The masters that state-file change replaced: the switchover that wrote it demotes them
+    /// itself, paused, on the connection that fenced their writes (see `round`).
+    handed_over: Vec<InstanceId>,
     /// The last round's verified view, to derive events from.
     snapshot: Option<Snapshot>,
     /// systemd: READY=1 after the first round, WATCHDOG=1 from the heartbeat.
@@ -205,6 +208,7 @@ impl Controller {
             acted_at: HashMap::new(),
             last_failed: HashMap::new(),
             followed_at: None,
+            handed_over: Vec::new(),
             snapshot: None,
             triggers: vec![None; shards],
             pause: None,
@@ -303,8 +307,20 @@ impl Controller {
         let plan_settings = plan::PlanSettings { newer_master_grace: settings.down_after, now };
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
-        let actions: Vec<Action> =
-            plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
+        // A switchover run by another process (`roomguard failover --direct`) demotes the old
+        // masters itself, writes still paused, on the connections that paused them: a demotion
+        // from here would close those connections (CLIENT KILL), leaving the pause to expire by
+        // itself. So the old masters it replaced are left to it for `switchover_timeout`.
+        let handing_over = self.followed_at.is_some_and(|at| at.elapsed() < settings.switchover_timeout);
+        let actions: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|a| !self.acted_at.contains_key(&a.instance()))
+            .filter(|a| {
+                !(handing_over && matches!(a, Action::Demote { .. }) && self.handed_over.contains(&a.instance()))
+            })
+            .cloned()
+            .collect();
         // What clients are told goes out before the round acts: the plan demotes an old master
         // only once its successor answers as a master, which this view then names; published
         // after the demotion, the endpoint would name a replica in between (issue 15).
@@ -420,8 +436,14 @@ impl Controller {
             Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
                 info!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
                 self.followed_at = Some(Instant::now());
+                self.handed_over.clear();
                 // The move's trigger, for the events: what the file's last failover says.
                 for (shard, master) in file.masters.iter().enumerate() {
+                    if let Some(old) =
+                        self.state.as_ref().and_then(|s| s.masters[shard]).filter(|m| Some(*m) != *master)
+                    {
+                        self.handed_over.push(old);
+                    }
                     if self.state.as_ref().is_some_and(|s| s.masters[shard] != *master) {
                         let name = &self.shared.config.topology.shards[shard].name;
                         self.triggers[shard] = Some(

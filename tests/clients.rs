@@ -355,6 +355,10 @@ async fn a_cli_failover_never_leaves_the_endpoint_naming_a_replica() {
         eprintln!("the CLI (failover to room {room}):\n{stderr}");
         assert!(out.status.success() && stdout.contains("graceful failover"), "{stdout}\n{stderr}");
         assert_eq!(stderr.contains("through the controller running at"), !direct, "{stderr}");
+        // The controller's loop left the old masters to the CLI, which demoted them on the
+        // connections that paused them and lifted the pause (the loop's own demotion closed
+        // those connections: the pause then outlived the failover by switchover_timeout × 2).
+        assert!(!stderr.contains("could not unpause") && !stderr.contains("could not demote"), "{stderr}");
         assert!(c.wait_healthy_primary(room, Duration::from_secs(10)).await, "{}", c.report_text());
         // The pollers see the new masters.
         tokio::time::sleep(Duration::from_millis(300)).await;
