@@ -342,19 +342,22 @@ async fn a_cli_failover_never_leaves_the_endpoint_naming_a_replica() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let file = config_file.to_str().unwrap();
-    // Through the running controller (found on its [http] listen), then back acting directly.
-    for (room, direct) in [("2", false), ("1", true)] {
+    // Through the running controller (found on its [http] listen), back acting directly, then
+    // through the controller again, named by `--via` alone.
+    let mut via = 0;
+    for (room, how) in [("2", None), ("1", Some("--direct")), ("2", Some("--via"))] {
         let mut args = vec!["failover", "--room", room, "--config", file];
-        if direct {
-            args.push("--direct");
-        }
+        args.extend(how);
         let mut cmd = roomguard(&args);
         cmd.env("ROOMGUARD_LOG", "info");
         let out = run(cmd).await;
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         eprintln!("the CLI (failover to room {room}):\n{stderr}");
         assert!(out.status.success() && stdout.contains("graceful failover"), "{stdout}\n{stderr}");
-        assert_eq!(stderr.contains("through the controller running at"), !direct, "{stderr}");
+        assert_eq!(stderr.contains("through the controller running at"), how.is_none(), "{stderr}");
+        // Only a failover through the admin API is counted by the controller as its own.
+        via += u32::from(how != Some("--direct"));
+        assert_eq!(c.metric("roomguard_failovers_total", &["trigger=\"manual\""]), f64::from(via), "{how:?}");
         // The controller's loop left the old masters to the CLI, which demoted them on the
         // connections that paused them and lifted the pause (the loop's own demotion closed
         // those connections: the pause then outlived the failover by switchover_timeout × 2).
@@ -377,7 +380,7 @@ async fn a_cli_failover_never_leaves_the_endpoint_naming_a_replica() {
             p.named,
             p.replicas
         );
-        assert_eq!(p.named, [at(1, head), at(2, head), at(1, head)], "the pollers did not follow both failovers");
+        assert_eq!(p.named, [at(1, head), at(2, head), at(1, head), at(2, head)], "the pollers missed a failover");
         assert!(p.stale.is_empty(), "the endpoint named instances that answered as replicas: {:?}", p.stale);
     }
     c.stop().await;
