@@ -453,23 +453,23 @@ pub async fn execute(
 ) -> Result<Applied, ActError> {
     let id = action.instance();
     let result = execute_once(topology, redis, timeout, action).await;
-    let to = match *action {
-        Action::Demote { to, .. } | Action::Repoint { to, .. } => to,
-        Action::Promote { .. } => return result,
-    };
-    // Two controllers demoting the same returning master race: the first one's `CLIENT KILL`
-    // closes the second one's connection under its `REPLICAOF` (or during its handshake). That
-    // command may have taken effect; read again on a new connection before calling it failed.
+    // Two controllers acting on the same instance race: the first one's `CLIENT KILL` closes the
+    // second one's connection under its `REPLICAOF` (a demotion, or a promotion's `MULTI`: two
+    // controllers rescuing the same shard), or during its handshake. That command may have taken
+    // effect, or the other controller's did the same: read again on a new connection before
+    // calling it failed.
     match &result {
         Err(ActError::Command { error, .. } | ActError::Connect { error, .. }) if error.kind == ProbeErrorKind::Io => {
-            let target = topology.addr(to);
             let again = async { Node::connect(topology.addr(id), redis.instance(id), timeout).await?.info().await };
-            match again.await {
-                Ok(info) if info.master.as_ref().is_some_and(|l| l.points_to(&target.host, target.port)) => {
-                    Ok(Applied::AlreadyDone)
+            let done = match (again.await, action) {
+                (Ok(info), Action::Promote { .. }) => info.role == Role::Master,
+                (Ok(info), Action::Demote { to, .. } | Action::Repoint { to, .. }) => {
+                    let target = topology.addr(*to);
+                    info.master.as_ref().is_some_and(|l| l.points_to(&target.host, target.port))
                 }
-                _ => result,
-            }
+                (Err(_), _) => false,
+            };
+            if done { Ok(Applied::AlreadyDone) } else { result }
         }
         _ => result,
     }

@@ -119,11 +119,20 @@ pub enum Command {
         /// cut off rather than the old room down).
         #[arg(long)]
         force: bool,
-        /// Ask a running controller to do it (`http://host:port` of its `[http] listen`)
-        /// instead of acting on Redis from here.
-        #[arg(long, value_name = "URL")]
+        /// Ask the controller at URL (`http://host:port` of its `[http] listen`; without URL,
+        /// the configured `[http] listen`) to do it instead of acting on Redis from here.
+        /// Without --via or --direct, a controller that answers on the configured `[http]
+        /// listen` does it when its admin token is known (the config's `[http] admin_token`,
+        /// --token); otherwise this process acts.
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
         via: Option<String>,
-        /// The controller's `[http] admin_token` (for --via).
+        /// Act on Redis from this process even when a controller answers on the configured
+        /// `[http] listen` (it then waits, at most 2 s, for this host's Sentinel endpoint to
+        /// name the new masters before closing the old masters' clients).
+        #[arg(long, conflicts_with = "via")]
+        direct: bool,
+        /// The controller's `[http] admin_token` (for --via; with --via alone or by default,
+        /// the config's when not given).
         #[arg(long, env = "ROOMGUARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -221,8 +230,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(result))
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
+        Command::Failover { via: Some(url), token, room, force, config, .. } if url.is_empty() => {
+            let config = load(&config)?;
+            let token = token.or_else(|| config.http.admin_token.as_ref().map(|t| t.expose().to_string()));
+            failover_via(controller_url(config.http.listen), token, room, force).await
+        }
         Command::Failover { via: Some(url), token, room, force, .. } => failover_via(url, token, room, force).await,
-        Command::Failover { config, room, force, .. } => failover(&load(&config)?, &room, force).await,
+        Command::Failover { config, room, force, direct: true, .. } => failover(&load(&config)?, &room, force).await,
+        Command::Failover { config, room, force, token, .. } => {
+            let config = load(&config)?;
+            match running_controller(&config, token).await {
+                Some((url, token)) => {
+                    eprintln!("failing over through the controller running at {url} (--direct to act from here)");
+                    failover_via(url, Some(token), room, force).await
+                }
+                None => failover(&config, &room, force).await,
+            }
+        }
         Command::Pause { via: ViaArgs { via: Some(url), token }, reason, .. } => {
             let mut query = vec![];
             if let Some(reason) = reason {
@@ -441,6 +465,52 @@ async fn post(
         Ok((status, response.body_mut().read_to_string()?))
     })
     .await?
+}
+
+/// The controller running with this configuration, as `(url, admin token)`, when its HTTP
+/// server answers on `[http] listen` and its admin token is known (`--token`, else the
+/// config's). A failover made there never leaves that controller's Sentinel endpoint naming a
+/// master it has just demoted, and never races its loop.
+async fn running_controller(config: &Config, token: Option<String>) -> Option<(String, String)> {
+    if config.http.listen.port() == 0 {
+        return None;
+    }
+    let url = controller_url(config.http.listen);
+    let healthz = format!("{url}/healthz");
+    // Any HTTP answer (a stalled controller's 503 included) says a controller is there.
+    let answers = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .into();
+        agent.get(&healthz).call().is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    if !answers {
+        return None;
+    }
+    match token.or_else(|| config.http.admin_token.as_ref().map(|t| t.expose().to_string())) {
+        Some(token) => Some((url, token)),
+        None => {
+            eprintln!(
+                "a controller answers at {url}, but no admin token is known here (`[http] admin_token`, --token): \
+                 acting from this process"
+            );
+            None
+        }
+    }
+}
+
+/// The URL of the controller listening on `listen` (an unspecified address: this host's).
+fn controller_url(listen: std::net::SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, listen.port()))
 }
 
 /// `failover --via URL`: the running controller's admin API does the work.

@@ -177,6 +177,9 @@ pub struct Controller {
     last_failed: HashMap<InstanceId, String>,
     /// When the state file last changed under us (a `roomguard failover` run elsewhere).
     followed_at: Option<Instant>,
+    /// The masters that state-file change replaced: the switchover that wrote it demotes them
+    /// itself, paused, on the connection that fenced their writes (see `round`).
+    handed_over: Vec<InstanceId>,
     /// The last round's verified view, to derive events from.
     snapshot: Option<Snapshot>,
     /// systemd: READY=1 after the first round, WATCHDOG=1 from the heartbeat.
@@ -208,6 +211,7 @@ impl Controller {
             acted_at: HashMap::new(),
             last_failed: HashMap::new(),
             followed_at: None,
+            handed_over: Vec::new(),
             snapshot: None,
             triggers: vec![None; shards],
             pause: None,
@@ -230,7 +234,7 @@ impl Controller {
                 _ = ticker.tick() => {}
             }
             let observation = store.snapshot().aged(Instant::now(), max_age).with_inferred_losses(self.topology());
-            self.round(&observation).await;
+            self.round(&observation, &store).await;
             self.beat();
         }
         info!("control loop stopped: no new actions");
@@ -251,7 +255,8 @@ impl Controller {
         &self.shared.config.topology
     }
 
-    async fn round(&mut self, observation: &Observation) {
+    /// `store` is re-read when the round's view is published (see [`Controller::publish`]).
+    async fn round(&mut self, observation: &Observation, store: &ObservationStore) {
         if !observation.complete() {
             return;
         }
@@ -305,15 +310,30 @@ impl Controller {
         let plan_settings = plan::PlanSettings { newer_master_grace: settings.down_after, now };
         let plan = plan::plan(self.topology(), observation, &verdict, &masters, &plan_settings);
         self.log_vetoes(&plan);
-        let actions: Vec<Action> =
-            plan.actions.iter().filter(|a| !self.acted_at.contains_key(&a.instance())).cloned().collect();
+        // A switchover run by another process (`roomguard failover --direct`) demotes the old
+        // masters itself, writes still paused, on the connections that paused them: a demotion
+        // from here would close those connections (CLIENT KILL), leaving the pause to expire by
+        // itself. So the old masters it replaced are left to it for `switchover_timeout`.
+        let handing_over = self.followed_at.is_some_and(|at| at.elapsed() < settings.switchover_timeout);
+        let actions: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|a| !self.acted_at.contains_key(&a.instance()))
+            .filter(|a| {
+                !(handing_over && matches!(a, Action::Demote { .. }) && self.handed_over.contains(&a.instance()))
+            })
+            .cloned()
+            .collect();
+        // What clients are told goes out before the round acts: the plan demotes an old master
+        // only once its successor answers as a master, which this view then names; published
+        // after the demotion, the endpoint would name a replica in between (issue 15).
+        self.publish(observation, &verdict, &masters, now, store);
         match action_guard {
             Some(_guard) => self.act(&actions).await,
             None if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             None => {}
         }
         self.verify_in_flight(observation, &masters).await;
-        self.publish(observation, &verdict, &masters, now);
 
         let metrics = &self.shared.metrics;
         metrics.update(self.topology(), observation, &verdict, &masters);
@@ -434,8 +454,14 @@ impl Controller {
                 // clients are told the new masters, and a hook or event follows.
                 debug!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
                 self.followed_at = Some(Instant::now());
+                self.handed_over.clear();
                 // The move's trigger, for the events: what the file's last failover says.
                 for (shard, master) in file.masters.iter().enumerate() {
+                    if let Some(old) =
+                        self.state.as_ref().and_then(|s| s.masters[shard]).filter(|m| Some(*m) != *master)
+                    {
+                        self.handed_over.push(old);
+                    }
                     if self.state.as_ref().is_some_and(|s| s.masters[shard] != *master) {
                         let name = &self.shared.config.topology.shards[shard].name;
                         self.triggers[shard] = Some(
@@ -837,15 +863,35 @@ impl Controller {
     /// was verified and publishes them. A master switch is published once, whichever path made
     /// it (this loop, `POST /failover`, a `roomguard failover` elsewhere): it is read from the
     /// verified masters, not from the decision.
-    fn publish(&mut self, observation: &Observation, verdict: &Verdict, masters: &Masters, now: Instant) {
+    ///
+    /// The round's observation was read when the round started; answers that arrived since are
+    /// applied on top ([`Discovery::observe`]) under the view's lock, which the pollers take to
+    /// apply an answer once it is in the store: so a round never brings back a demoted master
+    /// that a probe already saw answer as a replica.
+    fn publish(
+        &mut self,
+        observation: &Observation,
+        verdict: &Verdict,
+        masters: &Masters,
+        now: Instant,
+        store: &ObservationStore,
+    ) {
         let t = &self.shared.config.topology;
         let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
         // The view first: a client that reacts to an event (node-redis re-reads the topology
         // on `+switch-master` and `+slave`) must be told what the event says.
         let epoch = self.state.as_ref().map_or(0, |s| s.epoch);
-        let view =
+        let mut view =
             Discovery::build(t, observation, verdict, &snapshot, epoch, self.shared.config.controller.down_after, now);
         self.shared.discovery.send_if_modified(|current| {
+            let latest = store.snapshot();
+            for (id, obs) in latest.instances.iter().enumerate() {
+                let newer = obs.probed_at.is_some_and(|p| observation.get(id).probed_at.is_none_or(|q| p > q));
+                if let Some(info) = obs.info.as_ref().filter(|_| newer && obs.reachable) {
+                    view.observe(t.instance(id).shard, t.addr(id), info);
+                }
+            }
+            let view = std::mem::take(&mut view);
             let changed = *current != view;
             if changed {
                 *current = view;

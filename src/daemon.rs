@@ -226,7 +226,15 @@ impl Daemon {
             timeout: c.controller.timeout,
             interval: c.controller.poll_interval,
         };
-        daemon.spawn(Task::Poller, probe::poller(&topology, &poll, &store, &shared.metrics, &stop_rest));
+        // Every answer reaches the endpoint's view at once (a demotion made elsewhere stops
+        // the demoted master being named before the next round).
+        let discovery = shared.clone();
+        let instances: Vec<_> = topology.instances.iter().map(|i| (i.shard, i.addr.clone())).collect();
+        let on_answer = move |id: usize, info: &crate::info::ReplicationInfo| {
+            let (shard, addr) = &instances[id];
+            discovery.discovery.send_if_modified(|view| view.observe(*shard, addr, info));
+        };
+        daemon.spawn(Task::Poller, probe::poller(&topology, &poll, &store, &shared.metrics, &stop_rest, on_answer));
         let control_loop = tokio::spawn(Controller::new(shared.clone(), state).run(store.clone(), stop_loop));
         daemon.aborts.push((Task::Loop, control_loop.abort_handle()));
         daemon.control_loop = Some(control_loop);

@@ -20,7 +20,7 @@ use crate::{
     info::{self, ReplicationInfo},
     metrics::Metrics,
     observe::{Observation, ObservationStore, ProbeError, ProbeErrorKind},
-    topology::{Addr, Topology},
+    topology::{Addr, InstanceId, Topology},
     version::ServerVersion,
     wire,
 };
@@ -190,12 +190,16 @@ const PROBE_GROUP: usize = 32;
 /// within a burst (replies handled one after the other) small next to the probe timeout. A hung
 /// instance still delays no other: its probe stays in flight (bounded by the timeout) and it
 /// misses its turns meanwhile.
+///
+/// `on_answer` is called with every answer right after it is recorded (the Sentinel endpoint
+/// reacts to a demotion at once, not at the next round: [`crate::sentinel::Discovery::observe`]).
 pub fn poller(
     topology: &Topology,
     settings: &PollSettings,
     store: &ObservationStore,
     metrics: &Arc<Metrics>,
     token: &CancellationToken,
+    on_answer: impl Fn(InstanceId, &ReplicationInfo) + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let mut idle: Vec<Option<Prober>> = topology
         .instances
@@ -261,7 +265,14 @@ pub fn poller(
                         store.set_version(id, version);
                     }
                     store.set_run_id(id, prober.run_id());
+                    // Recorded before the endpoint's view hears of it: the loop re-reads the
+                    // store when it publishes a round's view, so an answer is either in that
+                    // view or applied after it.
+                    let answer = outcome.as_ref().ok().cloned();
                     store.record(id, started, latency, outcome);
+                    if let Some(info) = &answer {
+                        on_answer(id, info);
+                    }
                     idle[id] = Some(prober);
                 }
             }

@@ -31,6 +31,7 @@ fn sentinel_settings() -> SentinelSettings {
         max_connections: sentinel::DEFAULT_MAX_CONNECTIONS,
         max_request_bytes: sentinel::DEFAULT_MAX_REQUEST_BYTES,
         idle_timeout: sentinel::DEFAULT_IDLE_TIMEOUT,
+        peers: vec![],
     }
 }
 

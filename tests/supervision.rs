@@ -23,6 +23,7 @@ async fn a_task_that_dies_stops_the_controller_and_is_named() {
         max_connections: sentinel::DEFAULT_MAX_CONNECTIONS,
         max_request_bytes: sentinel::DEFAULT_MAX_REQUEST_BYTES,
         idle_timeout: sentinel::DEFAULT_IDLE_TIMEOUT,
+        peers: vec![],
     });
     for task in [Task::Poller, Task::Loop, Task::Http, Task::Sentinel, Task::Hooks, Task::Audit] {
         let daemon = Daemon::start(config.clone()).await.unwrap();

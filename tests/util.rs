@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
 /// base+9). Ranges in use at offset 0: 21000-21349, 22000-22589 and 24800-24879 (the scripted
 /// suite), 23000-23999 (the Redis version tests), 25000-25299 (maintenance mode, secrets from files,
-/// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 26000-26019
+/// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 25800-25999
+/// (clients, issue 15's last items), 26000-26019
 /// (supervision), 27000-27299 and 28000-28299.
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();

@@ -157,7 +157,7 @@ _roomguard() {
             return 0
             ;;
         roomguard__subcmd__failover)
-            opts="-c -h --config --room --force --via --token --log --log-format --help"
+            opts="-c -h --config --room --force --via --direct --token --log --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -52,12 +52,13 @@ complete -c roomguard -n "__fish_roomguard_using_subcommand status" -l json -d '
 complete -c roomguard -n "__fish_roomguard_using_subcommand status" -s h -l help -d 'Print help'
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -s c -l config -d 'The controller configuration [default: ./controller.toml when it exists, else /etc/roomguard/controller.toml (the package\'s, which the service uses)]' -r -F
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l room -d 'The room to make primary' -r
-complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l via -d 'Ask a running controller to do it (`http://host:port` of its `[http] listen`) instead of acting on Redis from here' -r
-complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l token -d 'The controller\'s `[http] admin_token` (for --via)' -r
+complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l via -d 'Ask the controller at URL (`http://host:port` of its `[http] listen`; without URL, the configured `[http] listen`) to do it instead of acting on Redis from here. Without --via or --direct, a controller that answers on the configured `[http] listen` does it when its admin token is known (the config\'s `[http] admin_token`, --token); otherwise this process acts' -r
+complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l token -d 'The controller\'s `[http] admin_token` (for --via; with --via alone or by default, the config\'s when not given)' -r
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l log -d 'Log filter (tracing directives, e.g. `info`, `roomguard=debug,warn`) [default: the config\'s `controller.log` for `run`, else `info`]' -r
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l log-format -d 'Log format' -r -f -a "plain\t''
 json\t''"
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l force -d 'Promote even when room ROOM\'s heads still hear the old masters (this host may be cut off rather than the old room down)'
+complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -l direct -d 'Act on Redis from this process even when a controller answers on the configured `[http] listen` (it then waits, at most 2 s, for this host\'s Sentinel endpoint to name the new masters before closing the old masters\' clients)'
 complete -c roomguard -n "__fish_roomguard_using_subcommand failover" -s h -l help -d 'Print help'
 complete -c roomguard -n "__fish_roomguard_using_subcommand pause" -s c -l config -d 'The controller configuration [default: ./controller.toml when it exists, else /etc/roomguard/controller.toml (the package\'s, which the service uses)]' -r -F
 complete -c roomguard -n "__fish_roomguard_using_subcommand pause" -l reason -d 'Why (shown by `status`, the status page and the controllers\' logs)' -r

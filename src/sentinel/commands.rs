@@ -244,27 +244,35 @@ impl Connection<'_> {
             other => other,
         };
         let view = self.endpoint.view.borrow();
+        let others = self.endpoint.settings.peers.len();
         let named = |f: &dyn Fn(&ShardView) -> Reply| match args {
             [_, name] => view.shard(name).map_or_else(|| err("ERR No such master with that name"), f),
             _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
         };
         match canonical {
             "get-master-addr-by-name" => match args {
+                // A master that answers as a replica is never named (Sentinel never names one it
+                // demoted): a client told nothing asks again, one told a replica gets READONLY.
                 [_, name] => match view.shard(name).and_then(|s| s.master.as_ref()) {
-                    Some(m) => Reply::Array(vec![bulk(&m.addr.host), bulk(m.addr.port.to_string())]),
-                    None => Reply::NullArray,
+                    Some(m) if !m.answers_as_replica() => {
+                        Reply::Array(vec![bulk(&m.addr.host), bulk(m.addr.port.to_string())])
+                    }
+                    _ => Reply::NullArray,
                 },
                 _ => err(format!("ERR wrong number of arguments for 'sentinel|{sub}' command")),
             },
-            "masters" => Reply::Array(view.shards.iter().map(|s| master_state(s, &view)).collect()),
-            "master" => named(&|s| master_state(s, &view)),
+            "masters" => Reply::Array(view.shards.iter().map(|s| master_state(s, &view, others)).collect()),
+            "master" => named(&|s| master_state(s, &view, others)),
             "replicas" | "slaves" => {
                 named(&|s| Reply::Array(s.replicas.iter().map(|r| replica_state(r, view.down_after_ms)).collect()))
             }
-            "sentinels" => named(&|_| Reply::Array(vec![])),
+            "sentinels" => named(&|_| Reply::Array(self.endpoint.settings.peers.iter().map(peer_state).collect())),
             "myid" => bulk(&self.endpoint.myid),
             "ckquorum" => named(&|_| {
-                Reply::Simple("OK 1 usable Sentinels. Quorum and failover authorization can be reached".into())
+                Reply::Simple(format!(
+                    "OK {} usable Sentinels. Quorum and failover authorization can be reached",
+                    1 + self.endpoint.settings.peers.len()
+                ))
             }),
             "failover" => {
                 err("ERR roomguard decides failovers itself: use `roomguard failover --room R` or POST /failover")
@@ -320,7 +328,7 @@ impl Connection<'_> {
                     Some(m) => (
                         if m.odown {
                             "odown"
-                        } else if m.sdown {
+                        } else if m.sdown || m.answers_as_replica() {
                             "sdown"
                         } else {
                             "ok"
@@ -331,9 +339,10 @@ impl Connection<'_> {
                 };
                 let _ = write!(
                     out,
-                    "master{i}:name={},status={status},address={address},slaves={},sentinels=1\r\n",
+                    "master{i}:name={},status={status},address={address},slaves={},sentinels={}\r\n",
                     s.name,
-                    s.replicas.len()
+                    s.replicas.len(),
+                    1 + self.endpoint.settings.peers.len()
                 );
             }
         }
@@ -349,7 +358,9 @@ fn flags(base: &str, n: &NodeView) -> String {
     let mut f = base.to_string();
     // A "replica" that answers as a master (a returning stale master not yet demoted) is not
     // one to read from: flagged down so clients skip it.
-    if n.sdown || (base == "slave" && n.answers_as_master) {
+    // Likewise a master that answers as a replica (demoted by another process, before the
+    // round that names its successor).
+    if n.sdown || (base == "slave" && n.answers_as_master) || (base == "master" && n.answers_as_replica()) {
         f.push_str(",s_down");
     }
     if n.odown {
@@ -365,7 +376,30 @@ fn pairs(kv: Vec<(&str, String)>) -> Reply {
     Reply::Map(kv.into_iter().map(|(k, v)| (bulk(k), bulk(v))).collect())
 }
 
-fn master_state(s: &ShardView, view: &Discovery) -> Reply {
+/// A peer controller's endpoint as `SENTINEL SENTINELS` lists another Sentinel (sentinel.c's
+/// `addReplySentinelRedisInstance`). Its run ID is unknown here and its health unchecked: a
+/// client that cannot reach it moves on to the next endpoint, as with a Sentinel that died.
+fn peer_state(peer: &crate::topology::Addr) -> Reply {
+    pairs(vec![
+        ("name", peer.to_string()),
+        ("ip", peer.host.clone()),
+        ("port", peer.port.to_string()),
+        ("runid", String::new()),
+        ("flags", "sentinel".into()),
+        ("link-pending-commands", "0".into()),
+        ("link-refcount", "1".into()),
+        ("last-ping-sent", "0".into()),
+        ("last-ok-ping-reply", "0".into()),
+        ("last-ping-reply", "0".into()),
+        ("down-after-milliseconds", "0".into()),
+        ("last-hello-message", "0".into()),
+        ("voted-leader", "?".into()),
+        ("voted-leader-epoch", "0".into()),
+    ])
+}
+
+/// `others`: how many other controllers' endpoints are configured (`num-other-sentinels`).
+fn master_state(s: &ShardView, view: &Discovery, others: usize) -> Reply {
     let Some(m) = &s.master else {
         return pairs(vec![
             ("name", s.name.clone()),
@@ -373,7 +407,7 @@ fn master_state(s: &ShardView, view: &Discovery) -> Reply {
             ("port", "0".into()),
             ("flags", "master,s_down,disconnected".into()),
             ("num-slaves", s.replicas.len().to_string()),
-            ("num-other-sentinels", "0".into()),
+            ("num-other-sentinels", others.to_string()),
             ("quorum", "1".into()),
         ]);
     };
@@ -390,11 +424,11 @@ fn master_state(s: &ShardView, view: &Discovery) -> Reply {
         ("last-ping-reply", m.silent_ms.to_string()),
         ("down-after-milliseconds", view.down_after_ms.to_string()),
         ("info-refresh", "0".into()),
-        ("role-reported", if m.answers_as_master || m.disconnected { "master" } else { "slave" }.into()),
+        ("role-reported", if m.answers_as_replica() { "slave" } else { "master" }.into()),
         ("role-reported-time", "0".into()),
         ("config-epoch", view.epoch.to_string()),
         ("num-slaves", s.replicas.len().to_string()),
-        ("num-other-sentinels", "0".into()),
+        ("num-other-sentinels", others.to_string()),
         ("quorum", "1".into()),
         ("failover-timeout", "0".into()),
         ("parallel-syncs", "1".into()),
@@ -453,7 +487,7 @@ mod tests {
         let topology = crate::topology::fixtures::seed();
         let initial = seed_view();
         let s = &initial.shards[0];
-        assert_eq!(flags_of(&master_state(s, &initial)), "master,s_down,disconnected");
+        assert_eq!(flags_of(&master_state(s, &initial, 0)), "master,s_down,disconnected");
         let endpoint = endpoint(initial.clone());
         let mut connection = Connection::new(&endpoint);
         let mut out = Vec::new();
@@ -482,11 +516,66 @@ mod tests {
         let designated = vec![Some(0), Some(4)];
         let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, None);
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
-        assert!(flags_of(&master_state(&view.shards[0], &view)).contains("s_down"), "{view:?}");
+        assert!(flags_of(&master_state(&view.shards[0], &view, 0)).contains("s_down"), "{view:?}");
         // Once it answers as a master it is reported up.
         observation.instances[0].record(now, Duration::ZERO, Ok(fixture("redis7-master.txt")));
         let snapshot = Snapshot::take(&topology, &observation, &verdict, &designated, Some(&snapshot));
         let view = Discovery::build(&topology, &observation, &verdict, &snapshot, 1, Duration::from_secs(5), now);
-        assert_eq!(flags_of(&master_state(&view.shards[0], &view)), "master");
+        assert_eq!(flags_of(&master_state(&view.shards[0], &view, 0)), "master");
+    }
+
+    fn ask(endpoint: &super::super::server::Endpoint, args: &[&str]) -> String {
+        let mut connection = Connection::new(endpoint);
+        let mut out = Vec::new();
+        connection.handle(&args.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Issue 15: the moment a probe sees the reported master answer as a replica (demoted by
+    /// another process), the endpoint stops naming it, before any round; and a replica entry
+    /// that answers as a master is flagged at once. Fails if `Discovery::observe` does nothing.
+    #[test]
+    fn a_master_seen_answering_as_a_replica_is_no_longer_named() {
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/info/{name}", env!("CARGO_MANIFEST_DIR"));
+            crate::info::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let mut view = seed_view();
+        let up = |n: &NodeView| NodeView { sdown: false, disconnected: false, answers_as_master: true, ..n.clone() };
+        let master = up(view.shards[0].master.as_ref().unwrap());
+        let mut replica = NodeView { answers_as_master: false, link_up: true, ..master.clone() };
+        replica.addr = crate::topology::Addr::new("127.0.0.12", 6401);
+        replica.master = Some(master.addr.clone());
+        view.shards[0].master = Some(master.clone());
+        view.shards[0].replicas = vec![replica.clone()];
+        let name = view.shards[0].name.clone();
+        let reported = |view: &Discovery| {
+            let endpoint = endpoint(view.clone());
+            (
+                ask(&endpoint, &["SENTINEL", "get-master-addr-by-name", &name]),
+                flags_of(&master_state(&view.shards[0], view, 0)),
+            )
+        };
+        let (addr, master_flags) = reported(&view);
+        assert!(addr.contains(&master.addr.host), "{addr}");
+        assert_eq!(master_flags, "master");
+
+        // Another process demoted it: the next probe says so.
+        let as_replica = fixture("redis7-replica.txt");
+        assert!(view.observe(0, &master.addr, &as_replica));
+        let (addr, master_flags) = reported(&view);
+        assert_eq!(addr, "*-1\r\n", "a master answering as a replica is not named");
+        assert_eq!(master_flags, "master,s_down");
+        let Reply::Map(pairs) = master_state(&view.shards[0], &view, 0) else { panic!() };
+        assert!(pairs.contains(&(bulk("role-reported"), bulk("slave"))), "{pairs:?}");
+        assert!(!view.observe(0, &master.addr, &as_replica), "no change the second time");
+
+        // A replica entry promoted elsewhere is flagged (clients skip it) at once.
+        assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave");
+        assert!(view.observe(0, &replica.addr, &fixture("redis7-master.txt")));
+        assert_eq!(flags("slave", &view.shards[0].replicas[0]), "slave,s_down");
+        // The other direction waits for the round: an answer as a master does not restore it.
+        assert!(!view.observe(0, &master.addr, &fixture("redis7-master.txt")));
+        assert_eq!(reported(&view).0, "*-1\r\n");
     }
 }

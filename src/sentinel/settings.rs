@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::secret::Secret;
+use crate::{secret::Secret, topology::Addr};
 
 /// `[sentinel]` as serde reads it.
 #[derive(Debug, Deserialize)]
@@ -19,6 +19,7 @@ pub struct RawSentinel {
     pub max_request_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    pub peers: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +34,11 @@ pub struct SentinelSettings {
     /// A connection that sends nothing this long and is not subscribed is closed (a
     /// subscriber waits for events, possibly for months, and is never timed out).
     pub idle_timeout: Duration,
+    /// The other controllers' endpoints (`host:port`), answered to `SENTINEL SENTINELS` as
+    /// Sentinel names the other Sentinels: clients add them to their list and ask the next
+    /// one when this one cannot help (ioredis and iovalkey then stop reporting "All sentinels
+    /// are unreachable" at every reconnect). This endpoint's own address is left out.
+    pub peers: Vec<Addr>,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -59,11 +65,12 @@ impl RawSentinel {
             max_connections: None,
             max_request_bytes: None,
             idle_timeout: None,
+            peers: None,
         }
     }
 
     pub fn validate(self) -> Result<SentinelSettings, String> {
-        let listen = self
+        let listen: SocketAddr = self
             .listen
             .parse()
             .map_err(|_| format!("`sentinel.listen` = \"{}\" is not an ip:port address", self.listen))?;
@@ -80,7 +87,16 @@ impl RawSentinel {
         if idle_timeout.is_zero() {
             return Err("`sentinel.idle_timeout` must be greater than zero".into());
         }
-        Ok(SentinelSettings { listen, password, max_connections, max_request_bytes, idle_timeout })
+        let mut peers = Vec::new();
+        for (i, peer) in self.peers.unwrap_or_default().iter().enumerate() {
+            let addr: Addr = peer.parse().map_err(|e| format!("`sentinel.peers[{i}]` = \"{peer}\": {e}"))?;
+            // A list shared by every host names this one too.
+            let this = listen.ip().to_string() == addr.host && listen.port() == addr.port;
+            if !this && !peers.contains(&addr) {
+                peers.push(addr);
+            }
+        }
+        Ok(SentinelSettings { listen, password, max_connections, max_request_bytes, idle_timeout, peers })
     }
 }
 
@@ -149,5 +165,19 @@ mod tests {
         // The process' own limit is raised (to the hard limit where the system allows it).
         let (before, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
         assert!(raise_nofile_limit().unwrap() >= before);
+    }
+
+    #[test]
+    fn peers_are_addresses_without_this_endpoint() {
+        let with = |peers: &[&str]| {
+            let mut raw = RawSentinel::listening_on("127.0.0.1:26379");
+            raw.peers = Some(peers.iter().map(|p| p.to_string()).collect());
+            raw.validate()
+        };
+        let settings = with(&["10.0.0.2:26379", "127.0.0.1:26379", "10.0.0.2:26379", "app-3:26379"]).unwrap();
+        assert_eq!(settings.peers, [Addr::new("10.0.0.2", 26379), Addr::new("app-3", 26379)]);
+        assert!(with(&[]).unwrap().peers.is_empty());
+        let e = with(&["10.0.0.2"]).unwrap_err();
+        assert!(e.contains("`sentinel.peers[0]` = \"10.0.0.2\"") && e.contains("host:port"), "{e}");
     }
 }

@@ -1,12 +1,18 @@
 //! The discovery view: what the endpoint reports, rebuilt by the controller every round and
 //! shared with every connection through a `watch`.
+//!
+//! Between two rounds the pollers' answers are applied at once ([`Discovery::observe`]), in
+//! the safe direction only: the moment a probe sees the reported master answer as a replica
+//! (another process demoted it: `roomguard failover` run elsewhere, a second controller), the
+//! endpoint stops naming it, rather than a round later. A client that rediscovers in that gap
+//! would otherwise be sent to a replica and get `READONLY`.
 
 use std::time::{Duration, Instant};
 
 use crate::{
     detect::Verdict,
     events::{LiveRole, Snapshot},
-    info::Role,
+    info::{ReplicationInfo, Role},
     observe::Observation,
     topology::{Addr, Topology},
 };
@@ -25,11 +31,22 @@ pub struct NodeView {
     pub answers_as_master: bool,
     /// A replica: its link to its master is up.
     pub link_up: bool,
-    /// A replica: the master it reports.
+    /// A replica: the master it reports (the last one it reported while it does not answer).
+    /// On a shard's master entry, `Some` means that it answers as a replica: see
+    /// [`NodeView::answers_as_replica`].
     pub master: Option<Addr>,
     pub offset: i64,
     /// Milliseconds since it last answered (0 while it answers).
     pub silent_ms: u64,
+}
+
+impl NodeView {
+    /// It last answered as a replica. A master entry that does is never named as the master
+    /// (`get-master-addr-by-name` answers null, `SENTINEL MASTER` flags it `s_down`): clients
+    /// retry until the controller names the new master.
+    pub fn answers_as_replica(&self) -> bool {
+        self.master.is_some()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +146,49 @@ impl Discovery {
             })
             .collect();
         Discovery { shards, epoch, down_after_ms: down_after.as_millis() as u64 }
+    }
+
+    /// Applies one probe's answer from `addr` at once, between rounds, in the safe direction
+    /// only: a reported master that answers as a replica stops being named as the master, and
+    /// a replica entry that answers as a master is flagged (clients skip it). The other
+    /// direction (a node that answers as a master again) waits for the round, which verifies
+    /// it. `shard` is the instance's shard (its index in the topology, as in `shards`): the
+    /// pollers call this for every answer. Returns whether the view changed.
+    pub fn observe(&mut self, shard: usize, addr: &Addr, info: &ReplicationInfo) -> bool {
+        let mut changed = false;
+        if let Some(shard) = self.shards.get_mut(shard) {
+            if let Some(m) = shard.master.as_mut().filter(|m| m.addr == *addr)
+                && info.role == Role::Replica
+                && let Some(link) = &info.master
+            {
+                let parent = Some(Addr::new(link.host.clone(), link.port));
+                if m.master != parent || m.answers_as_master || m.disconnected {
+                    *m = NodeView {
+                        answers_as_master: false,
+                        disconnected: false,
+                        master: parent,
+                        link_up: link.link_up,
+                        offset: info.repl_offset,
+                        silent_ms: 0,
+                        ..m.clone()
+                    };
+                    changed = true;
+                }
+            }
+            for r in shard.replicas.iter_mut().filter(|r| r.addr == *addr) {
+                if info.role == Role::Master && !r.answers_as_master {
+                    *r = NodeView {
+                        answers_as_master: true,
+                        disconnected: false,
+                        master: None,
+                        link_up: false,
+                        ..r.clone()
+                    };
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     pub(super) fn shard(&self, name: &[u8]) -> Option<&ShardView> {
