@@ -15,7 +15,6 @@
 //! service's own user.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -117,7 +116,7 @@ pub fn pause(state_file: &Path, by: &str, reason: Option<&str>) -> Result<(Pause
     };
     let path = path(state_file);
     let text = serde_json::to_string_pretty(&pause).expect("a pause serializes");
-    write_readable(&path, text.as_bytes()).map_err(|error| MaintenanceError::Write { path, error })?;
+    crate::state::write_atomically(&path, text.as_bytes()).map_err(|error| MaintenanceError::Write { path, error })?;
     Ok((pause, true))
 }
 
@@ -149,22 +148,6 @@ pub fn cli_author() -> String {
         });
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "?".into());
     format!("{user}@{host} (cli)")
-}
-
-/// Writes atomically (temp file, fsync, rename, fsync of the directory), mode 0644.
-fn write_readable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.write_all(b"\n")?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ fn parent_dir(path: &Path) -> &Path {
 /// temp file is created 0600, and a state file root left 0600 kept the packaged service (a
 /// `DynamicUser=`) from reading it: from following the failover, and from starting at all.
 /// The state directory (0700 with the package) keeps other users out.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
