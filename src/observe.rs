@@ -358,19 +358,22 @@ impl Observation {
     pub fn with_inferred_losses(mut self, topology: &Topology) -> Observation {
         for master in 0..self.instances.len() {
             let Some(lost) = self.inferred_loss(topology, master) else { continue };
-            let recorded_held = self.instances[master].lost_history.as_ref().is_some_and(|recorded| {
-                let offset = self.live(master).map_or(0, |i| i.repl_offset);
-                topology.shard_members(topology.instance(master).shard).filter(|&id| id != master).any(|id| {
-                    self.live(id).is_some_and(|i| {
-                        i.shares_history(recorded.replid.as_deref()).unwrap_or(true) && i.repl_offset > offset
-                    })
-                })
-            });
-            if !recorded_held {
+            if !self.lost_history_still_held(topology, master) {
                 self.instances[master].lost_history = Some(lost);
             }
         }
         self
+    }
+
+    /// `id` restarted with less data than it had, and another live instance of its shard still
+    /// holds more of the history it lost. Redis < 4.0 (no IDs): any other instance ahead of it.
+    pub fn lost_history_still_held(&self, topology: &Topology, id: InstanceId) -> bool {
+        let Some(lost) = self.get(id).lost_history.as_ref() else { return false };
+        let offset = self.live(id).map_or(0, |i| i.repl_offset);
+        topology.shard_members(topology.instance(id).shard).filter(|&other| other != id).any(|other| {
+            self.live(other)
+                .is_some_and(|i| i.shares_history(lost.replid.as_deref()).unwrap_or(true) && i.repl_offset > offset)
+        })
     }
 
     /// The history the replicas of `master` show it lost (see [`Self::with_inferred_losses`]).
@@ -450,19 +453,18 @@ impl ObservationStore {
         }
     }
 
-    /// The version read on the instance's current connection (when one was read).
-    pub fn set_version(&self, id: InstanceId, version: ServerVersion) {
-        self.inner.lock().expect("observation lock poisoned").instances[id].version = Some(version);
-    }
-
-    /// The `run_id` read on the instance's current connection (`None`: not read).
-    pub fn set_run_id(&self, id: InstanceId, run_id: Option<&str>) {
+    /// The process behind the instance's current connection, as read when it was opened: its
+    /// version and `run_id` (`None`: not read; what was learnt before is kept).
+    pub fn set_server(&self, id: InstanceId, version: Option<ServerVersion>, run_id: Option<&str>) {
         let mut observation = self.inner.lock().expect("observation lock poisoned");
-        let known = &mut observation.instances[id].run_id;
+        let instance = &mut observation.instances[id];
+        if version.is_some() {
+            instance.version = version;
+        }
         if let Some(run_id) = run_id
-            && known.as_deref() != Some(run_id)
+            && instance.run_id.as_deref() != Some(run_id)
         {
-            *known = Some(run_id.to_owned());
+            instance.run_id = Some(run_id.to_owned());
         }
     }
 

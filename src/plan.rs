@@ -345,19 +345,6 @@ fn rescuer(
     })
 }
 
-/// `id` restarted with less data than it had, and another live instance of its shard still
-/// holds more of the history it lost.
-fn still_held(topology: &Topology, observation: &Observation, id: InstanceId) -> bool {
-    let Some(lost) = observation.get(id).lost_history.as_ref() else { return false };
-    let offset = observation.live(id).map_or(0, |i| i.repl_offset);
-    // Redis < 4.0 (no IDs): any other instance ahead of it.
-    topology.shard_members(topology.instance(id).shard).filter(|&other| other != id).any(|other| {
-        observation
-            .live(other)
-            .is_some_and(|i| i.shares_history(lost.replid.as_deref()).unwrap_or(true) && i.repl_offset > offset)
-    })
-}
-
 /// `master` (answering `now`) restarted with less data than it had, and `other` holds more of
 /// the history it lost. Needs replication IDs (Redis >= 4.0).
 fn holds_lost_history(
@@ -409,7 +396,7 @@ fn adoption(
         .filter(|&id| id != master)
         // One that restarted with less data than it had is not followed while another
         // instance still holds what it lost (once none does, the data is gone either way).
-        .filter(|&id| !still_held(topology, observation, id))
+        .filter(|&id| !observation.lost_history_still_held(topology, id))
         .filter_map(|id| observation.live(id).filter(|i| i.role == Role::Master).map(|i| (id, i)))
         .collect();
     let master_serving = observation.live(master).is_some_and(|i| i.role == Role::Master);

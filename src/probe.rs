@@ -261,10 +261,7 @@ pub fn poller(
                     }
                     metrics.record_probe(id, latency, outcome.as_ref().err());
                     // The process first: the reply is recorded as that process's.
-                    if let Some(version) = prober.version() {
-                        store.set_version(id, version);
-                    }
-                    store.set_run_id(id, prober.run_id());
+                    store.set_server(id, prober.version(), prober.run_id());
                     // Recorded before the endpoint's view hears of it: the loop re-reads the
                     // store when it publishes a round's view, so an answer is either in that
                     // view or applied after it.
