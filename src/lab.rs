@@ -70,6 +70,8 @@ pub enum LabError {
     Config(#[from] ConfigError),
     #[error("cannot black-hole {ip}: `iptables {rule}` failed: {why} (it needs root and iptables)")]
     Iptables { ip: String, rule: String, why: String },
+    #[error("cannot put a latency proxy in front of {addr}: {why}")]
+    Proxy { addr: Addr, why: String },
 }
 
 /// The Redis server binary: `$ROOMGUARD_REDIS_SERVER` or `redis-server` from `PATH`.

@@ -40,12 +40,13 @@ impl Lab {
         let mut slow = SlowRoom { rules: Vec::new(), proxies: Vec::new() };
         for id in t.room_members(room) {
             let addr = t.addr(id);
-            let target: SocketAddr = format!("{}:{}", addr.host, addr.port).parse().map_err(|_| {
-                LabError::Iptables { ip: addr.host.clone(), rule: "DNAT".into(), why: "not an IP address".into() }
-            })?;
-            let (port, proxy) = jitter_proxy(target, max_delay, seed ^ u64::from(addr.port)).await.map_err(|e| {
-                LabError::Iptables { ip: addr.host.clone(), rule: "DNAT".into(), why: format!("proxy: {e}") }
-            })?;
+            let proxy_error = |why: String| LabError::Proxy { addr: addr.clone(), why };
+            let target: SocketAddr = format!("{}:{}", addr.host, addr.port)
+                .parse()
+                .map_err(|_| proxy_error("the lab's address is not an IP address".into()))?;
+            let (port, proxy) = jitter_proxy(target, max_delay, seed ^ u64::from(addr.port))
+                .await
+                .map_err(|e| proxy_error(e.to_string()))?;
             slow.proxies.push(proxy);
             let owner = format!("roomguard slow {addr}");
             delete_iptables_owner("nat", &owner);
