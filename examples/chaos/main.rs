@@ -634,16 +634,13 @@ async fn main() -> std::process::ExitCode {
                         let _ = lab.servers[id].restart_with(None, &["--repl-diskless-sync-delay", &delay]);
                     }
                 }
-                Fault::RestartController { k, abrupt: true } => {
-                    hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
+                Fault::RestartController { k, abrupt } => {
+                    hooks_ran[k] += hooks_ok(&controllers[k]);
                     auto_failovers_of_stopped += auto_failovers(&controllers[k]);
-                    kill_controller(controllers.remove(k)).await;
-                    controllers.insert(k, start_controller(config_of(k), k, &log).await);
-                }
-                Fault::RestartController { k, abrupt: false } => {
-                    hooks_ran[k] += metric_sum(&controllers[k], "roomguard_hook_runs_total{", "outcome=\"ok\"");
-                    auto_failovers_of_stopped += auto_failovers(&controllers[k]);
-                    if let Err(e) = stop_controller(controllers.remove(k)).await {
+                    let old = controllers.remove(k);
+                    if abrupt {
+                        kill_controller(old).await;
+                    } else if let Err(e) = stop_controller(old).await {
                         run.violation(format!("controller {k} ended badly when stopped: {e}"));
                     }
                     controllers.insert(k, start_controller(config_of(k), k, &log).await);
@@ -823,12 +820,11 @@ async fn main() -> std::process::ExitCode {
         // Every event ran its hooks: none failed, timed out or was dropped, and each run that
         // ended ok left its line (hook runs finish in the background: give them a moment).
         for (k, c) in controllers.iter().enumerate() {
-            let not_ok = metric_sum(c, "roomguard_hook_runs_total{", "")
-                - metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"");
+            let not_ok = metric_sum(c, "roomguard_hook_runs_total{", "") - hooks_ok(c);
             if not_ok > 0.0 {
                 run.violation(format!("episode {episode}: controller {k}: {not_ok} hook runs did not end ok"));
             }
-            let ran = hooks_ran[k] + metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"");
+            let ran = hooks_ran[k] + hooks_ok(c);
             let lines = std::fs::read_to_string(hook_log(k)).map_or(0, |t| t.lines().count()) as f64;
             if lines != ran {
                 run.violation(format!("episode {episode}: controller {k}: {ran} hook runs ok, {lines} recorded"));
@@ -901,6 +897,11 @@ async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
 
 /// `roomguard_diverged_bytes_total`, summed over every controller: bytes demoted stale masters
 /// had written past their successors' promotion points.
+/// The hook runs of a controller that ended ok.
+fn hooks_ok(c: &Controller) -> f64 {
+    metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"")
+}
+
 /// The automatic failovers a controller counted (successful or not).
 fn auto_failovers(c: &Controller) -> f64 {
     metric_sum(c, "roomguard_failovers_total{", "trigger=\"auto\"")
