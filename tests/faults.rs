@@ -343,9 +343,7 @@ async fn row7_restart_mid_failover_finishes_the_job() {
 async fn row8_two_controllers_converge_without_fighting() {
     let mut lab = lab(21160).await;
     let a = Controller::start(&lab).await;
-    let mut config = lab.config.clone();
-    config.controller.state_file = lab.dir().join("second-state.json");
-    let b = Controller::start_with(config).await;
+    let b = Controller::start_with(second_controller(&lab)).await;
 
     for id in lab.room(0) {
         lab.servers[id].kill();
@@ -419,10 +417,19 @@ async fn dbsize(a: &str) -> Option<i64> {
     redis::cmd("DBSIZE").query_async(&mut con).await.ok()
 }
 
-async fn write_keys(a: &str, n: usize) {
+/// The lab's configuration for a second controller beside the first, as one beside each app
+/// server: its own state file.
+fn second_controller(lab: &roomguard::lab::Lab) -> roomguard::config::Config {
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join("second-state.json");
+    config
+}
+
+/// Writes `k<i>` = i for every i in `keys` to `a`.
+async fn write_keys(a: &str, keys: std::ops::Range<usize>) {
     let mut con = connect(a).await;
     let mut pipe = redis::pipe();
-    for i in 0..n {
+    for i in keys {
         pipe.set(format!("k{i}"), i).ignore();
     }
     let () = pipe.query_async(&mut con).await.unwrap();
@@ -441,7 +448,7 @@ async fn all_hold(addrs: &[String], n: i64) -> bool {
 /// once all four hold 1000 keys written to its master.
 async fn shard_holding_keys(base: u16) -> [String; 4] {
     let chain = [at(1, base + 1), at(1, base + 3), at(2, base + 1), at(2, base + 3)];
-    write_keys(&chain[0], 1000).await;
+    write_keys(&chain[0], 0..1000).await;
     assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
     chain
 }
@@ -595,7 +602,7 @@ async fn row10d_second_restart_empty_is_rescued_too() {
         futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
         report(&c)
     );
-    write_keys(&chain[0], 500).await;
+    write_keys(&chain[0], 0..500).await;
     assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 500).await }).await);
     c.shared.live.send_modify(|live| live.auto_failover = true);
     wait_seen(&c, &chain).await;
@@ -616,17 +623,10 @@ async fn row10d_second_restart_empty_is_rescued_too() {
 async fn row10e_master_restarted_from_an_older_rdb_with_two_controllers() {
     let mut lab = lab(21330).await;
     let a = Controller::start(&lab).await;
-    let mut config = lab.config.clone();
-    config.controller.state_file = lab.dir().join("second-state.json");
-    let b = Controller::start_with(config).await;
+    let b = Controller::start_with(second_controller(&lab)).await;
     let chain = shard_holding_keys(21330).await;
     let () = redis::cmd("SAVE").query_async(&mut connect(&chain[0]).await).await.unwrap();
-    let mut con = connect(&chain[0]).await;
-    let mut pipe = redis::pipe();
-    for i in 1000..1500 {
-        pipe.set(format!("k{i}"), i).ignore();
-    }
-    let () = pipe.query_async(&mut con).await.unwrap();
+    write_keys(&chain[0], 1000..1500).await;
     assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1500).await }).await);
     wait_seen(&a, &chain).await;
     wait_seen(&b, &chain).await;
@@ -653,8 +653,7 @@ async fn row10e_master_restarted_from_an_older_rdb_with_two_controllers() {
 async fn two_controllers_one_judged_the_master_lost_the_newer_master_wins() {
     let mut lab = lab(21340).await;
     let a = Controller::start(&lab).await;
-    let mut config = lab.config.clone();
-    config.controller.state_file = lab.dir().join("second-state.json");
+    let mut config = second_controller(&lab);
     config.controller.auto_failover = false;
     let b = Controller::start_with(config).await;
     let chain = shard_holding_keys(21340).await;
@@ -734,9 +733,7 @@ async fn row1_latency_jitter_causes_no_action() {
 async fn row10_two_controllers_rescue_without_fighting() {
     let mut lab = lab(21250).await;
     let a = Controller::start(&lab).await;
-    let mut config = lab.config.clone();
-    config.controller.state_file = lab.dir().join("second-state.json");
-    let b = Controller::start_with(config).await;
+    let b = Controller::start_with(second_controller(&lab)).await;
     let chain = shard_holding_keys(21250).await;
     wait_seen(&a, &chain).await;
     wait_seen(&b, &chain).await;
@@ -911,7 +908,7 @@ async fn antiflap_manual_switchover_then_new_room_lost_fails_back_at_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(c.wait_healthy_primary("2", Duration::from_secs(10)).await, "{}", report(&c));
     let chain = [at(2, 24801), at(2, 24803), at(1, 24801), at(1, 24803)];
-    write_keys(&chain[0], 1000).await;
+    write_keys(&chain[0], 0..1000).await;
     assert!(wait_until(Duration::from_secs(5), || async { all_hold(&chain, 1000).await }).await);
 
     for id in lab.room(1) {
@@ -953,7 +950,7 @@ async fn antiflap_three_rooms_cascade_reaches_room_3_within_the_cooldown() {
     let chains: Vec<Vec<String>> =
         (24811..=24812).map(|head| (1..=3).flat_map(|room| [at(room, head), at(room, head + 2)]).collect()).collect();
     for chain in &chains {
-        write_keys(&chain[0], 1000).await;
+        write_keys(&chain[0], 0..1000).await;
         assert!(wait_until(Duration::from_secs(5), || async { all_hold(chain, 1000).await }).await);
     }
 
