@@ -358,6 +358,14 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         decision: &decision,
         plan: &plan,
         epoch: state.as_ref().map_or(0, |s| s.epoch),
+        coordination: config.coordination.as_ref().map(|k| crate::report::CoordinationReport {
+            mode: "(status reads Redis and the state file; GET /topology of a controller tells who acts)".into(),
+            name: k.name.clone(),
+            acting: None,
+            etcd_reachable: false,
+            fencing_token: state.as_ref().and_then(|s| s.fencing_token),
+            on_etcd_unavailable: k.on_unavailable.label(),
+        }),
         last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
         cooling: &plan::cooling(
             state.as_ref().map_or(&[][..], |s| &s.room_failures),

@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub sentinel: Option<RawSentinel>,
     #[serde(default, rename = "hook")]
     pub hooks: Vec<RawHook>,
+    /// `[coordination]`: etcd; quorum-free when absent ([`crate::coordination`]).
+    pub coordination: Option<crate::coordination::RawCoordination>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +320,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub sentinel: Option<SentinelSettings>,
     pub hooks: Vec<HookSettings>,
+    /// `[coordination]`: etcd ([`crate::coordination`]); quorum-free when `None`.
+    pub coordination: Option<crate::coordination::CoordinationSettings>,
     /// Set by [`crate::lab`] only (never read from a file): the lab's Redis settings (no
     /// persistence, `repl-diskless-sync-delay 0`) are deliberate, so the settings audit
     /// reports its findings at debug level instead of warning about them.
@@ -369,7 +373,7 @@ fn env_overrides() -> Env {
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
-    let RawConfig { rooms, controller: c, http, redis, shards, sentinel, hooks } = raw;
+    let RawConfig { rooms, controller: c, http, redis, shards, sentinel, hooks, coordination } = raw;
 
     if rooms.is_empty() {
         return Err("`rooms` is empty: name at least one room".into());
@@ -490,6 +494,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
     let state_file = if c.state_file.is_absolute() { c.state_file.clone() } else { base.join(&c.state_file) };
     let topology = Topology::new(rooms, built);
     let redis = validate_redis(&redis, &topology, base)?;
+    let coordination =
+        coordination.map(|c| c.validate(&topology, crate::coordination::default_name(listen.port()))).transpose()?;
     Ok(Config {
         origin: String::new(),
         topology,
@@ -508,6 +514,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, String> {
         redis,
         sentinel,
         hooks,
+        coordination,
         lab: false,
     })
 }

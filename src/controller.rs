@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     act::{self, Applied},
     config::Config,
+    coordination::{Authority, Coordinator, PublishError},
     detect::{self, RoomStatus, Verdict},
     events::{Event, Snapshot},
     health::Heartbeat,
@@ -62,6 +63,8 @@ pub struct Shared {
     pub rounds: Heartbeat,
     /// The poller's heartbeat ([`ObservationStore::ticks`]).
     pub polls: Heartbeat,
+    /// `[coordination]`: etcd ([`crate::coordination`]); `None`: quorum-free.
+    pub coordination: Option<Arc<Coordinator>>,
 }
 
 /// Events buffered per subscriber; a subscriber that falls further behind is told so
@@ -190,6 +193,13 @@ pub struct Controller {
     pause: Option<crate::maintenance::Pause>,
     /// The pause file as last read (`None`: absent), to re-read it only when it changes.
     pause_seen: Option<Option<FileIdentity>>,
+    /// `[coordination]`: what this controller may do, as last logged.
+    authority: Option<Authority>,
+    /// `[coordination]`: decisions taken without etcd (quorum-free fallback, or a failover
+    /// committed through the state file) that the shared record does not have yet.
+    unpublished: bool,
+    /// The last failed publication, logged once.
+    last_publish_error: Option<String>,
 }
 
 impl Controller {
@@ -216,6 +226,9 @@ impl Controller {
             triggers: vec![None; shards],
             pause: None,
             pause_seen: None,
+            authority: None,
+            unpublished: false,
+            last_publish_error: None,
             notifier: crate::notify::Notifier::from_env(),
         }
     }
@@ -263,6 +276,7 @@ impl Controller {
         let started = Instant::now();
         let settings = self.shared.config.controller.clone();
         let now = Instant::now();
+        let authority = self.authority(now);
         let verdict = detect::assess(self.topology(), observation, now, settings.detect());
         let newly_lost: Vec<RoomId> = (0..verdict.rooms.len())
             .filter(|&r| {
@@ -272,9 +286,11 @@ impl Controller {
         self.log_rooms(&verdict);
         self.log_restarted_empty(observation);
         self.reload_state_if_changed().await;
+        self.follow_shared_state(&authority).await;
         self.follow_pause().await;
         self.fill_unknown_masters(observation).await;
         self.record_room_failures(&newly_lost).await;
+        self.publish_unpublished(&authority).await;
 
         // A manual failover run by this process (the admin API) holds the lock until it has
         // converged: decide and act on nothing meanwhile, it is deciding. Otherwise the round
@@ -299,12 +315,16 @@ impl Controller {
                 unix_ms(SystemTime::now()),
             ),
         };
-        let decision = if action_guard.is_none() || !self.acted_at.is_empty() {
+        // With [coordination], only the acting controller decides (or every controller, in the
+        // quorum-free fallback); the others follow the shared record.
+        let decision = if !authority.may_act() {
+            Decision::default()
+        } else if action_guard.is_none() || !self.acted_at.is_empty() {
             Decision { held: self.held.clone(), ..Decision::default() }
         } else {
             plan::decide(self.topology(), observation, &verdict, &state.masters, &policy)
         };
-        self.apply_decision(&decision, observation).await;
+        self.apply_decision(&decision, observation, &authority).await;
 
         let masters = self.state.as_ref().expect("filled").masters.clone();
         let plan_settings = plan::PlanSettings { newer_master_grace: settings.down_after, now };
@@ -327,9 +347,10 @@ impl Controller {
         // What clients are told goes out before the round acts: the plan demotes an old master
         // only once its successor answers as a master, which this view then names; published
         // after the demotion, the endpoint would name a replica in between (issue 15).
-        self.publish(observation, &verdict, &masters, now, store);
+        self.publish(observation, &verdict, &masters, now, store, &authority);
         match action_guard {
-            Some(_guard) => self.act(&actions).await,
+            Some(_guard) if authority.may_act() => self.act(&actions).await,
+            Some(_) => {}
             None if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             None => {}
         }
@@ -351,9 +372,136 @@ impl Controller {
             last_failover: state.last_failover.as_ref(),
             cooling: &policy.cooling,
             pause: self.pause.as_ref(),
+            coordination: self.coordination_report(&authority, now),
         });
         *self.shared.report.write().expect("report lock") = Some(report);
         self.shared.ready.store(true, Ordering::Release);
+    }
+
+    /// What this round may do: always act without `[coordination]`; with it, what the etcd
+    /// session allows (logged on change, with the metrics).
+    fn authority(&mut self, now: Instant) -> Authority {
+        let Some(coordination) = self.shared.coordination.clone() else { return Authority::Act };
+        let authority = coordination.authority(now);
+        if self.authority.as_ref() != Some(&authority) {
+            match &authority {
+                Authority::Act => info!("acting: this controller holds the etcd lease and decides"),
+                Authority::Observe { acting } => info!(
+                    acting = acting.as_deref().unwrap_or("nobody yet"),
+                    "observing: another controller acts; following the shared record"
+                ),
+                Authority::Hold => error!(
+                    "etcd UNREACHABLE: holding (on_etcd_unavailable = \"hold\"): no automatic failover \
+                     and no action until etcd answers again"
+                ),
+                Authority::QuorumFree => warn!(
+                    "etcd unreachable: acting QUORUM-FREE meanwhile (on_etcd_unavailable = \"quorum-free\"); \
+                     decisions are published when etcd answers again"
+                ),
+            }
+            self.authority = Some(authority.clone());
+        }
+        let status = coordination.status();
+        self.shared.metrics.set_coordination(
+            crate::coordination::reachable(&coordination.settings, &status, now),
+            authority == Authority::Act,
+            authority == Authority::Hold,
+            self.state.as_ref().and_then(|s| s.fencing_token),
+            coordination.watch_events(),
+        );
+        authority
+    }
+
+    fn coordination_report(&self, authority: &Authority, now: Instant) -> Option<crate::report::CoordinationReport> {
+        let coordination = self.shared.coordination.as_ref()?;
+        let status = coordination.status();
+        Some(crate::report::CoordinationReport {
+            mode: authority.label().into(),
+            name: coordination.settings.name.clone(),
+            acting: status.acting_name.clone(),
+            etcd_reachable: crate::coordination::reachable(&coordination.settings, &status, now),
+            fencing_token: self.state.as_ref().and_then(|s| s.fencing_token),
+            on_etcd_unavailable: coordination.settings.on_unavailable.label(),
+        })
+    }
+
+    /// `[coordination]`: takes the shared record when it is newer than what this controller
+    /// holds (another controller acted, or this one before a restart). Decisions of this
+    /// controller that etcd does not have yet go first while it may act.
+    async fn follow_shared_state(&mut self, authority: &Authority) {
+        let Some(shared) = self.shared.coordination.as_ref().and_then(|c| c.shared_state()) else { return };
+        if self.state.as_ref().and_then(|s| s.fencing_token).is_some_and(|t| t >= shared.revision) {
+            return;
+        }
+        if self.unpublished && authority.may_act() {
+            return;
+        }
+        let mut next = shared.state.clone();
+        if let Some(current) = &self.state {
+            // The anti-flap memory is the union of both (it only ever holds failovers back).
+            for (room, at) in current.room_failures.iter().enumerate() {
+                if let Some(at) = at {
+                    next.record_room_failure(room, *at);
+                }
+            }
+        }
+        self.note_moves(&next);
+        debug!(fencing_token = shared.revision, epoch = next.epoch, "following the shared record");
+        self.unpublished = false;
+        self.state = Some(next.clone());
+        self.save(&next).await;
+    }
+
+    /// `[coordination]`: while acting, publishes what etcd does not have yet: the masters read
+    /// from Redis on a first start, decisions taken in the quorum-free fallback, a failover
+    /// committed through the state file.
+    async fn publish_unpublished(&mut self, authority: &Authority) {
+        let Some(coordination) = self.shared.coordination.clone() else { return };
+        let shared = coordination.shared_state();
+        let Some(state) = self.state.clone() else { return };
+        let first = shared.is_none() && state.masters.iter().any(Option::is_some);
+        if *authority != Authority::Act || !(self.unpublished || first) {
+            return;
+        }
+        match coordination.publish_state(&state, shared.as_ref().map(|s| s.revision)).await {
+            Ok(token) => {
+                info!(fencing_token = token, epoch = state.epoch, "decisions published to etcd");
+                let next = State { fencing_token: Some(token), ..state };
+                self.state = Some(next.clone());
+                self.unpublished = false;
+                self.last_publish_error = None;
+                self.save(&next).await;
+            }
+            Err(e @ PublishError::Conflict { .. }) | Err(e @ PublishError::NotActing { .. }) => {
+                // Someone else's decisions are newer: follow them (next round).
+                self.publish_failed(&e, "local decisions not published: another controller's are newer");
+                self.unpublished = false;
+            }
+            Err(e) => self.publish_failed(&e, "cannot publish to etcd yet"),
+        }
+    }
+
+    fn publish_failed(&mut self, error: &PublishError, what: &str) {
+        let text = error.to_string();
+        if self.last_publish_error.as_ref() != Some(&text) {
+            warn!(error = %text, "{what}");
+            self.last_publish_error = Some(text);
+        }
+    }
+
+    /// Notes, per shard, why its designated master moved in `next` (for the events).
+    fn note_moves(&mut self, next: &State) {
+        for (shard, master) in next.masters.iter().enumerate() {
+            if self.state.as_ref().is_some_and(|s| s.masters[shard] != *master) {
+                let name = &self.shared.config.topology.shards[shard].name;
+                self.triggers[shard] = Some(
+                    next.last_failover
+                        .as_ref()
+                        .filter(|f| f.shards.contains(name))
+                        .map_or(Trigger::Manual, |f| f.trigger),
+                );
+            }
+        }
     }
 
     /// Logs every change of a room's status; a controller cut off from a room says so loudly.
@@ -471,6 +619,10 @@ impl Controller {
                                 .map_or(Trigger::Manual, |f| f.trigger),
                         );
                     }
+                }
+                // A failover committed through the file: etcd must have it too.
+                if let Some(c) = &self.shared.coordination {
+                    self.unpublished = c.shared_state().is_none_or(|s| file.fencing_token != Some(s.revision));
                 }
                 self.state = Some(file);
             }
@@ -617,7 +769,7 @@ impl Controller {
     /// Records new masters and persists them *before* anything is sent to Redis. A decision
     /// that cannot be saved is not taken: the masters stay as they were (so nothing is
     /// promoted), and the next round decides again.
-    async fn apply_decision(&mut self, decision: &Decision, observation: &Observation) {
+    async fn apply_decision(&mut self, decision: &Decision, observation: &Observation, authority: &Authority) {
         self.log_held(decision);
         if decision.changes.is_empty() {
             self.last_unsaved.clear();
@@ -643,6 +795,26 @@ impl Controller {
         let record =
             recorded.map(|(trigger, room, shards)| FailoverRecord::now(*trigger, t.room_name(*room), names(shards)));
         next.last_failover = record.clone().or(next.last_failover);
+        // With [coordination], the shared record first (compare-and-swap: only the holder of
+        // the acting lease, only from the record it last saw); its revision is the token.
+        if let Some(coordination) = self.shared.coordination.clone() {
+            if *authority == Authority::Act {
+                let expected = coordination.shared_state().map(|s| s.revision);
+                match coordination.publish_state(&next, expected).await {
+                    Ok(token) => {
+                        next.fencing_token = Some(token);
+                        self.last_publish_error = None;
+                    }
+                    Err(e) => {
+                        self.publish_failed(&e, "FAILOVER HELD: decided, but not published to etcd; not acting on it");
+                        return;
+                    }
+                }
+            } else {
+                // The quorum-free fallback: published when etcd answers again.
+                self.unpublished = true;
+            }
+        }
         if !self.save(&next).await {
             if self.last_unsaved != decision.changes {
                 let what: Vec<String> = decision
@@ -875,9 +1047,11 @@ impl Controller {
         masters: &Masters,
         now: Instant,
         store: &ObservationStore,
+        authority: &Authority,
     ) {
         let t = &self.shared.config.topology;
-        let snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
+        let mut snapshot = Snapshot::take(t, observation, verdict, masters, self.snapshot.as_ref());
+        snapshot.epoch = self.state.as_ref().map_or(0, |s| s.fencing_token.unwrap_or(s.epoch));
         // The view first: a client that reacts to an event (node-redis re-reads the topology
         // on `+switch-master` and `+slave`) must be told what the event says.
         let epoch = self.state.as_ref().map_or(0, |s| s.epoch);
@@ -898,6 +1072,16 @@ impl Controller {
             }
             changed
         });
+        if let Some(coordination) = self.shared.coordination.as_ref().filter(|_| *authority == Authority::Act) {
+            coordination.offer_view(crate::coordination::SharedView::new(
+                t,
+                &self.shared.discovery.borrow(),
+                &snapshot,
+                &self.triggers,
+                self.state.as_ref().and_then(|s| s.fencing_token),
+                &coordination.settings.name,
+            ));
+        }
         if let Some(before) = &self.snapshot {
             let events = crate::events::diff(t, before, &snapshot, &self.triggers);
             for event in events {

@@ -14,6 +14,11 @@
 //! | sentinel | the Sentinel-compatible endpoint, when configured ([`crate::sentinel`]) | at shutdown |
 //! | hooks | `[[hook]]` runs (the hooks SIGHUP reloads) ([`crate::hooks`]) | at shutdown |
 //! | audit | Redis settings and ping periods ([`crate::audit`]) | at shutdown |
+//! | coordination | with `[coordination]`: the etcd lease and watch ([`crate::coordination`]) | at shutdown |
+//! | fence | with `[coordination] room`: fences the room when it loses the quorum ([`crate::fence`]) | at shutdown |
+//!
+//! A discovery-only controller (`[coordination] role = "discovery"`) runs no poller, loop,
+//! audit or fence: its "loop" is [`crate::follower`], fed by the etcd watch.
 //!
 //! **Supervision.** A task that ends before shutdown was asked for (it returned, or it
 //! panicked) leaves the controller blind or mute: a dead poller would freeze the last
@@ -61,6 +66,8 @@ pub enum Task {
     Sentinel,
     Hooks,
     Audit,
+    Coordination,
+    Fence,
 }
 
 impl Task {
@@ -72,6 +79,8 @@ impl Task {
             Task::Sentinel => "Sentinel endpoint",
             Task::Hooks => "hook runner",
             Task::Audit => "settings audit",
+            Task::Coordination => "etcd session",
+            Task::Fence => "room fence",
         }
     }
 }
@@ -127,6 +136,8 @@ pub enum DaemonError {
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("cannot listen on {addr} ([sentinel] listen): {error}")]
     SentinelBind { addr: SocketAddr, error: std::io::Error },
+    #[error("[coordination]: {0}")]
+    Coordination(String),
     #[error("the {task} ended while the controller was running ({how})")]
     TaskEnded { task: Task, how: Ended },
 }
@@ -178,6 +189,16 @@ impl Daemon {
             warn!(http = %http_addr, "the admin API is enabled on a non-loopback address: its token travels in clear text");
         }
 
+        let coordination = match &config.coordination {
+            Some(settings) => Some(
+                crate::coordination::Coordinator::new(settings.clone(), topology.clone())
+                    .await
+                    .map_err(DaemonError::Coordination)?,
+            ),
+            None => None,
+        };
+        let discovery_only =
+            config.coordination.as_ref().is_some_and(|c| c.role == crate::coordination::Role::Discovery);
         let store = ObservationStore::new(topology.instances.len());
         let initial = Discovery::initial(
             &topology,
@@ -196,6 +217,7 @@ impl Daemon {
             discovery: tokio::sync::watch::channel(initial).0,
             rounds: Heartbeat::default(),
             polls: store.ticks().clone(),
+            coordination: coordination.clone(),
         });
         if let Some(f) = state.as_ref().and_then(|s| s.last_failover.as_ref()) {
             let at = std::time::UNIX_EPOCH + Duration::from_millis(f.at_unix_ms);
@@ -234,12 +256,42 @@ impl Daemon {
             let (shard, addr) = &instances[id];
             discovery.discovery.send_if_modified(|view| view.observe(*shard, addr, info));
         };
-        daemon.spawn(Task::Poller, probe::poller(&topology, &poll, &store, &shared.metrics, &stop_rest, on_answer));
-        let control_loop = tokio::spawn(Controller::new(shared.clone(), state).run(store.clone(), stop_loop));
+        if let Some(coordination) = &coordination {
+            daemon.spawn(Task::Coordination, coordination.clone().run(stop_rest.clone()));
+        }
+        let control_loop = match &coordination {
+            Some(coordination) if discovery_only => {
+                info!(name = %coordination.settings.name, "discovery-only: serving the acting controller's view from etcd; no Redis is polled");
+                tokio::spawn(crate::follower::run(coordination.clone(), shared.clone(), stop_loop))
+            }
+            _ => {
+                daemon.spawn(
+                    Task::Poller,
+                    probe::poller(&topology, &poll, &store, &shared.metrics, &stop_rest, on_answer),
+                );
+                if let Some((coordination, room)) =
+                    coordination.as_ref().and_then(|k| k.settings.room.map(|room| (k.clone(), room)))
+                {
+                    let fence = crate::fence::run(
+                        coordination,
+                        c.clone(),
+                        room,
+                        store.clone(),
+                        shared.metrics.clone(),
+                        stop_rest.clone(),
+                    );
+                    daemon.spawn(Task::Fence, fence);
+                }
+                daemon.spawn(
+                    Task::Audit,
+                    audit::run(c.clone(), shared.metrics.clone(), store.clone(), stop_rest.clone()),
+                );
+                tokio::spawn(Controller::new(shared.clone(), state).run(store, stop_loop))
+            }
+        };
         daemon.aborts.push((Task::Loop, control_loop.abort_handle()));
         daemon.control_loop = Some(control_loop);
         daemon.spawn(Task::Http, http::serve(listener, shared.clone(), stop_rest.clone()));
-        daemon.spawn(Task::Audit, audit::run(c.clone(), shared.metrics.clone(), store, stop_rest.clone()));
         let nofile = sentinel::raise_nofile_limit();
         if let (Some(listener), Some(settings)) = (sentinel_listener, &c.sentinel) {
             let serve = sentinel::serve(

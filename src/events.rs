@@ -49,6 +49,9 @@ pub enum Event {
         /// master and down instances excluded): reconfigured for the new master, as Sentinel
         /// announces them (`+slave-reconf-done`) before the switch.
         reconfigured: Vec<Addr>,
+        /// The decision's epoch: with `[coordination]` its fencing token (the etcd revision),
+        /// else the state file's epoch. Hooks get it as `RG_EPOCH`.
+        epoch: u64,
     },
     /// An instance has been failing for `down_after` (Sentinel's `+sdown`), or is back.
     SubjectivelyDown { instance: InstanceRef, down: bool },
@@ -86,7 +89,7 @@ impl Event {
 pub const HOOK_EVENTS: &[&str] = &["failover", "switchover", "demote", "room_lost", "room_back", "cut_off"];
 
 /// What the controller verified in one round: the input of [`diff`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// The master clients should use, per shard: the designated master once it answers as a
     /// master; until then the previous verified one (as Sentinel keeps reporting the old
@@ -104,9 +107,13 @@ pub struct Snapshot {
     /// replica's parent as `host:port`.
     pub roles: Vec<Option<LiveRole>>,
     pub rooms: Vec<RoomStatus>,
+    /// The designated masters' epoch: the fencing token with `[coordination]`, else the
+    /// state file's epoch (set by the loop after [`Snapshot::take`]).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LiveRole {
     Master,
     Replica(Addr),
@@ -172,7 +179,7 @@ impl Snapshot {
                     .or_else(|| previous.and_then(|p| p.roles.get(id).cloned().flatten()))
             })
             .collect();
-        Snapshot { masters, verified, sdown: verdict.down.clone(), odown, roles, rooms }
+        Snapshot { masters, verified, sdown: verdict.down.clone(), odown, roles, rooms, epoch: 0 }
     }
 }
 
@@ -238,6 +245,7 @@ pub fn diff(topology: &Topology, before: &Snapshot, after: &Snapshot, triggers: 
                 trigger: triggers.get(shard).copied().flatten().unwrap_or(Trigger::Adopted),
                 replicas: others.iter().map(|&id| t.addr(id).clone()).collect(),
                 reconfigured,
+                epoch: after.epoch,
             });
         }
     }
@@ -339,6 +347,7 @@ mod tests {
             odown: vec![false; 8],
             roles,
             rooms: vec![RoomStatus::Up, RoomStatus::Up],
+            epoch: 0,
         }
     }
 
@@ -538,6 +547,7 @@ mod tests {
             trigger,
             replicas: vec![],
             reconfigured: vec![],
+            epoch: 0,
         };
         assert_eq!(switched(Trigger::Manual).hook_name(), Some("switchover"));
         assert_eq!(switched(Trigger::Auto).hook_name(), Some("failover"));

@@ -114,7 +114,8 @@ pub fn check_program(hook: &HookSettings, number: usize) -> Result<(), String> {
 pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![("RG_EVENT", event.hook_name().unwrap_or_default().to_string())];
     match event {
-        Event::MasterSwitched { shard, old, new, room, trigger, .. } => env.extend([
+        Event::MasterSwitched { shard, old, new, room, trigger, epoch, .. } => env.extend([
+            ("RG_EPOCH", epoch.to_string()),
             ("RG_SHARD", shard.clone()),
             ("RG_ROOM", room.clone()),
             ("RG_OLD_MASTER", old.to_string()),
@@ -410,6 +411,7 @@ mod tests {
             trigger: Trigger::Manual,
             replicas: vec![],
             reconfigured: vec![],
+            epoch: 7,
         }
     }
 
@@ -530,12 +532,14 @@ mod tests {
             trigger: Trigger::Manual,
             replicas: vec![],
             reconfigured: vec![],
+            epoch: 42,
         });
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("RG_EVENT"), Some("switchover"));
         assert_eq!(get("RG_OLD_MASTER"), Some("10.0.0.1:6401"));
         assert_eq!(get("RG_NEW_MASTER"), Some("10.0.0.2:6401"));
         assert_eq!(get("RG_TRIGGER"), Some("manual"));
+        assert_eq!(get("RG_EPOCH"), Some("42"));
         assert_eq!(
             environment(&Event::CutOff { room: "1".into() }),
             [("RG_EVENT", "cut_off".into()), ("RG_ROOM", "1".into())]

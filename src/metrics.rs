@@ -180,6 +180,15 @@ pub struct Metrics {
     /// Maintenance mode ([`crate::maintenance`]): 1 while paused, and since when.
     pub paused: Gauge,
     pub paused_since_timestamp: FloatGauge,
+    /// `[coordination]` ([`crate::coordination`]); all 0 without it.
+    pub coordination_etcd_up: Gauge,
+    pub coordination_acting: Gauge,
+    pub coordination_holding: Gauge,
+    pub coordination_fencing_token: Gauge,
+    pub coordination_fenced_instances: Gauge,
+    pub coordination_watch_events: Counter,
+    /// The session's count when `coordination_watch_events` was last brought up to it.
+    watch_events_seen: std::sync::atomic::AtomicU64,
     pub probe_duration: Family<ProbeLabels, Histogram>,
     pub probe_errors: Family<ProbeErrorLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
@@ -236,6 +245,13 @@ impl Metrics {
             state_save_failing: Gauge::default(),
             paused: Gauge::default(),
             paused_since_timestamp: FloatGauge::default(),
+            coordination_etcd_up: Gauge::default(),
+            coordination_acting: Gauge::default(),
+            coordination_holding: Gauge::default(),
+            coordination_fencing_token: Gauge::default(),
+            coordination_fenced_instances: Gauge::default(),
+            coordination_watch_events: Counter::default(),
+            watch_events_seen: Default::default(),
             probe_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
             }),
@@ -351,6 +367,36 @@ impl Metrics {
             "Unix time the pause in effect started; 0 when not paused",
             Unit::Seconds,
             m.paused_since_timestamp.clone(),
+        );
+        r.register(
+            "coordination_etcd_up",
+            "With [coordination]: 1 while the etcd quorum answers (acting-capable: a round trip within the lease TTL; discovery-only: the watch is open)",
+            m.coordination_etcd_up.clone(),
+        );
+        r.register(
+            "coordination_acting",
+            "With [coordination]: 1 while this controller holds the acting lease (exactly one controller of a deployment should)",
+            m.coordination_acting.clone(),
+        );
+        r.register(
+            "coordination_holding",
+            "With [coordination] and on_etcd_unavailable = \"hold\": 1 while etcd is unreachable, so no automatic failover happens",
+            m.coordination_holding.clone(),
+        );
+        r.register(
+            "coordination_fencing_token",
+            "With [coordination]: the etcd revision of the shared record this controller follows (the fencing token, RG_EPOCH)",
+            m.coordination_fencing_token.clone(),
+        );
+        r.register(
+            "coordination_fenced_instances",
+            "With [coordination] room: masters of this controller's room whose writes it fences (lost the etcd quorum and the other rooms)",
+            m.coordination_fenced_instances.clone(),
+        );
+        r.register(
+            "coordination_watch_events",
+            "With [coordination]: etcd watch responses received",
+            m.coordination_watch_events.clone(),
         );
         r.register_with_unit("probe_duration", "INFO replication round trips", Unit::Seconds, m.probe_duration.clone());
         r.register("probe_errors", "Failed probes by kind", m.probe_errors.clone());
@@ -521,6 +567,20 @@ impl Metrics {
     pub fn set_paused(&self, since_unix_ms: Option<u64>) {
         self.paused.set(i64::from(since_unix_ms.is_some()));
         self.paused_since_timestamp.set(since_unix_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+    }
+
+    /// `[coordination]`: what the session and the loop know now.
+    pub fn set_coordination(&self, etcd_up: bool, acting: bool, holding: bool, token: Option<u64>, watch_events: u64) {
+        self.coordination_etcd_up.set(i64::from(etcd_up));
+        self.coordination_acting.set(i64::from(acting));
+        self.coordination_holding.set(i64::from(holding));
+        self.coordination_fencing_token.set(token.unwrap_or(0) as i64);
+        let seen = self.watch_events_seen.swap(watch_events, std::sync::atomic::Ordering::Relaxed);
+        self.coordination_watch_events.inc_by(watch_events.saturating_sub(seen));
+    }
+
+    pub fn set_fenced(&self, instances: usize) {
+        self.coordination_fenced_instances.set(instances as i64);
     }
 
     pub fn sentinel_command(&self, command: &str) {

@@ -37,6 +37,37 @@ pub struct Report {
     pub pending: Vec<String>,
     /// Maintenance mode: automatic failover paused since when, by whom ([`crate::maintenance`]).
     pub paused: Option<Pause>,
+    /// With `[coordination]`: who acts and the fencing token.
+    pub coordination: Option<CoordinationReport>,
+}
+
+/// With `[coordination]` ([`crate::coordination`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct CoordinationReport {
+    /// `acting`, `observing`, `holding`, `quorum-free` or `discovery-only`.
+    pub mode: String,
+    /// This controller's name in etcd.
+    pub name: String,
+    /// The controller holding the acting lease, as last read.
+    pub acting: Option<String>,
+    pub etcd_reachable: bool,
+    /// The etcd revision of the designated masters followed (`RG_EPOCH`).
+    pub fencing_token: Option<u64>,
+    pub on_etcd_unavailable: &'static str,
+}
+
+impl CoordinationReport {
+    fn line(&self) -> String {
+        format!(
+            "coordination: {} as {} (acting: {}; etcd {}; fencing token {}; on etcd loss: {})",
+            self.mode,
+            self.name,
+            self.acting.as_deref().unwrap_or("nobody"),
+            if self.etcd_reachable { "reachable" } else { "UNREACHABLE" },
+            self.fencing_token.map_or("-".to_string(), |t| t.to_string()),
+            self.on_etcd_unavailable
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +170,7 @@ pub struct ReportInput<'a> {
     /// By room: its cooldown, if it is in one ([`crate::plan::cooling`]).
     pub cooling: &'a [Option<Cooling>],
     pub pause: Option<&'a Pause>,
+    pub coordination: Option<CoordinationReport>,
 }
 
 impl Report {
@@ -154,6 +186,7 @@ impl Report {
             last_failover,
             cooling,
             pause,
+            coordination,
         } = input;
         let mut primary_rooms: Vec<usize> = masters.iter().flatten().map(|&m| t.instance(m).room).collect();
         primary_rooms.dedup();
@@ -275,6 +308,99 @@ impl Report {
             vetoed,
             pending,
             paused: pause.cloned(),
+            coordination,
+        }
+    }
+
+    /// A discovery-only controller's report: the acting controller's view as the watch
+    /// delivered it (no probe of its own).
+    pub fn from_view(
+        t: &Topology,
+        view: Option<&crate::coordination::SharedView>,
+        coordination: CoordinationReport,
+    ) -> Report {
+        let shards: Vec<ShardReport> = view
+            .map(|v| {
+                v.discovery
+                    .shards
+                    .iter()
+                    .map(|s| {
+                        let node = |n: &crate::sentinel::NodeView, master: bool| InstanceReport {
+                            instance: n.addr.to_string(),
+                            room: t
+                                .find_any(&n.addr.host, n.addr.port)
+                                .map_or_else(|| "?".to_string(), |id| t.room_name(t.instance(id).room).to_string()),
+                            version: None,
+                            reachable: !n.disconnected,
+                            down: n.sdown,
+                            role: Some(if n.answers_as_master { Role::Master } else { Role::Replica }),
+                            master: n.master.as_ref().map(|m| m.to_string()),
+                            link_up: (!master).then_some(n.link_up),
+                            offset: Some(n.offset),
+                            lag_bytes: None,
+                            desired: if master { "master".into() } else { "replica".into() },
+                            in_place: !n.disconnected && n.answers_as_master == master,
+                            error: None,
+                        };
+                        ShardReport {
+                            name: s.name.clone(),
+                            master: s.master.as_ref().map(|m| m.addr.to_string()),
+                            silence: SilenceReport {
+                                threshold_ms: 0,
+                                basis: "acting_controller",
+                                why: "judged by the acting controller".into(),
+                            },
+                            instances: s
+                                .master
+                                .iter()
+                                .map(|m| node(m, true))
+                                .chain(s.replicas.iter().map(|r| node(r, false)))
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let masters: Vec<Option<String>> = shards.iter().map(|s| s.master.clone()).collect();
+        let rooms_of: Vec<Option<String>> = masters
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .and_then(|a| a.parse().ok())
+                    .and_then(|a: crate::topology::Addr| t.find_any(&a.host, a.port))
+                    .map(|id| t.rooms[t.instance(id).room].clone())
+            })
+            .collect();
+        let primary_room = match rooms_of.first() {
+            Some(Some(first)) if rooms_of.iter().all(|r| r.as_ref() == Some(first)) => Some(first.clone()),
+            _ => None,
+        };
+        let healthy = view.is_some()
+            && shards.iter().all(|s| s.master.is_some())
+            && shards.iter().flat_map(|s| &s.instances).all(|i| i.in_place);
+        let verdict = match view {
+            Some(v) => format!(
+                "{}: primary room {}; discovery-only, following {}'s view (fencing token {})",
+                if healthy { "HEALTHY" } else { "DEGRADED" },
+                primary_room.as_deref().unwrap_or("mixed/unknown"),
+                v.by,
+                v.fencing_token.map_or("-".to_string(), |t| t.to_string())
+            ),
+            None => "DEGRADED: discovery-only, no view from an acting controller yet".into(),
+        };
+        Report {
+            primary_room,
+            healthy,
+            verdict,
+            epoch: view.map_or(0, |v| v.discovery.epoch),
+            rooms: vec![],
+            shards,
+            last_failover: None,
+            held: vec![],
+            vetoed: vec![],
+            pending: vec![],
+            paused: None,
+            coordination: Some(coordination),
         }
     }
 
@@ -321,6 +447,10 @@ impl Report {
             }
         }
         let mut out = format!("{table}\n{}\n", self.verdict);
+        if let Some(c) = &self.coordination {
+            out.push_str(&c.line());
+            out.push('\n');
+        }
         let mut silence: Vec<(&str, Vec<&str>)> = Vec::new();
         for s in &self.shards {
             match silence.iter_mut().find(|(why, _)| *why == s.silence.why) {

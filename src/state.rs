@@ -104,6 +104,10 @@ struct StateFile {
     /// room name -> when it last failed (Unix ms): judged lost, or failed away from.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     room_failures: BTreeMap<String, u64>,
+    /// With `[coordination]`: the etcd revision of the shared record these masters came
+    /// from ([`crate::coordination`]), the fencing token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fencing_token: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,11 +119,14 @@ pub struct State {
     /// By room index: when it last failed (Unix ms); `None` (or no entry): not since the
     /// file was created.
     pub room_failures: Vec<Option<u64>>,
+    /// With `[coordination]`: the etcd revision of the shared record that holds these
+    /// masters. A later decision has a larger one; hooks get it as `RG_EPOCH`.
+    pub fencing_token: Option<u64>,
 }
 
 impl State {
     pub fn new(masters: Masters) -> Self {
-        State { epoch: 0, masters, last_failover: None, room_failures: Vec::new() }
+        State { epoch: 0, masters, last_failover: None, room_failures: Vec::new(), fencing_token: None }
     }
 
     /// Records that `room` failed at `at_unix_ms` (never moves the time back).
@@ -138,11 +145,17 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(StateError::Read { path: path.into(), error }),
         };
-        let file: StateFile =
-            serde_json::from_str(&text).map_err(|error| StateError::Parse { path: path.into(), error })?;
-        let mismatch = |problem: String| StateError::Mismatch { path: path.into(), problem };
+        State::from_json(&text, topology).map_err(|e| match e {
+            JsonError::Parse(error) => StateError::Parse { path: path.into(), error },
+            JsonError::Mismatch(problem) => StateError::Mismatch { path: path.into(), problem },
+        })
+    }
+
+    /// Reads the state file's text (also the shared record of [`crate::coordination`]).
+    pub fn from_json(text: &str, topology: &Topology) -> Result<Option<State>, JsonError> {
+        let file: StateFile = serde_json::from_str(text).map_err(JsonError::Parse)?;
         if file.version != VERSION {
-            return Err(mismatch(format!("version {} is not supported (expected {VERSION})", file.version)));
+            return Err(JsonError::Mismatch(format!("version {} is not supported (expected {VERSION})", file.version)));
         }
         let mut masters = vec![None; topology.shards.len()];
         for (shard_name, addr) in &file.masters {
@@ -150,17 +163,31 @@ impl State {
             let Some(shard) = topology.shard_id(shard_name) else { continue };
             let id =
                 topology.shard_members(shard).find(|&id| topology.addr(id).to_string() == *addr).ok_or_else(|| {
-                    mismatch(format!("shard \"{shard_name}\" names master {addr}, which is not one of its instances"))
+                    JsonError::Mismatch(format!(
+                        "shard \"{shard_name}\" names master {addr}, which is not one of its instances"
+                    ))
                 })?;
             masters[shard] = Some(id);
         }
         // A room removed from the config is simply forgotten, as a shard is.
         let room_failures = topology.rooms.iter().map(|room| file.room_failures.get(room).copied()).collect();
-        Ok(Some(State { epoch: file.epoch, masters, last_failover: file.last_failover, room_failures }))
+        Ok(Some(State {
+            epoch: file.epoch,
+            masters,
+            last_failover: file.last_failover,
+            room_failures,
+            fencing_token: file.fencing_token,
+        }))
     }
 
     /// Writes the state file atomically.
     pub fn save(&self, path: &Path, topology: &Topology) -> Result<(), StateError> {
+        let text = self.to_json(topology);
+        write_atomically(path, text.as_bytes()).map_err(|error| StateError::Write { path: path.into(), error })
+    }
+
+    /// The state file's text.
+    pub fn to_json(&self, topology: &Topology) -> String {
         let file = StateFile {
             version: VERSION,
             epoch: self.epoch,
@@ -179,10 +206,17 @@ impl State {
                 .zip(&topology.rooms)
                 .filter_map(|(at, room)| at.map(|at| (room.clone(), at)))
                 .collect(),
+            fencing_token: self.fencing_token,
         };
-        let text = serde_json::to_string_pretty(&file).expect("state serializes");
-        write_atomically(path, text.as_bytes()).map_err(|error| StateError::Write { path: path.into(), error })
+        serde_json::to_string_pretty(&file).expect("state serializes")
     }
+}
+
+/// Why a state text was refused (the caller names where it came from).
+#[derive(Debug)]
+pub enum JsonError {
+    Parse(serde_json::Error),
+    Mismatch(String),
 }
 
 /// Checks that the state file can be written where it is configured: its directory exists,
@@ -241,6 +275,7 @@ mod tests {
             masters: vec![Some(2), None],
             last_failover: Some(FailoverRecord::now(Trigger::Auto, "2", vec!["shard-6401".into()])),
             room_failures: vec![Some(1_700_000_000_000), None],
+            fencing_token: Some(12),
         };
         state.save(&path, &t).unwrap();
         assert_eq!(State::load(&path, &t).unwrap(), Some(state));

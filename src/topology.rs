@@ -20,7 +20,7 @@ pub type InstanceId = usize;
 /// `host:port` of a Redis instance, exactly as configured. Redis reports `master_host` as the
 /// string given to `REPLICAOF`, and roomguard only ever gives it these strings, so matching
 /// an observed master to an instance is a plain comparison.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Addr {
     pub host: String,
     pub port: u16,

@@ -154,6 +154,7 @@ mod tests {
                 trigger: crate::state::Trigger::Auto,
                 replicas: vec![Addr::new("127.0.0.12", 6403), master.clone()],
                 reconfigured: vec![Addr::new("127.0.0.12", 6403)],
+                epoch: 3,
             }),
             [
                 ("+slave-reconf-done", "slave 127.0.0.12:6403 127.0.0.12 6403 @ shard-6401 127.0.0.11 6401"),

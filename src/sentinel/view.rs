@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// One instance as the endpoint reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeView {
     pub addr: Addr,
     /// Failing for `down_after`.
@@ -49,7 +49,7 @@ impl NodeView {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardView {
     pub name: String,
     /// The verified master (`None` before one is known).
@@ -59,7 +59,7 @@ pub struct ShardView {
 }
 
 /// What the endpoint reports; replaced by the controller every round.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Discovery {
     pub shards: Vec<ShardView>,
     pub epoch: u64,

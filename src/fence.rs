@@ -1,0 +1,202 @@
+//! Fencing: a controller that lives in a room (`[coordination] room`) and has lost both the
+//! etcd quorum and every other room stops its room's masters from accepting writes.
+//!
+//! Why: with one etcd member per site, a partition between the rooms leaves the room without
+//! the quorum on the losing side. The other side's acting controller fails that room over
+//! (its witnesses no longer hear it) while the room's masters still take writes from the
+//! clients in the room — writes that the heal will discard. Fencing bounds that window.
+//!
+//! How: `CLIENT PAUSE <3 periods> WRITE`, renewed every period (`lease_ttl / 3`) while the
+//! condition holds. Writes wait (clients time out; nothing is acknowledged), reads and
+//! replication go on, and the pause expires by itself if this controller dies, so a dead
+//! controller never leaves a room unwritable for longer than one lease. Redis < 6.2 has no
+//! write-only pause: the `min-slaves-to-write` fence of the switchover ([`WriteFence`]),
+//! which does not expire, restored when the fence is lifted.
+//!
+//! When: no successful etcd round trip for [`crate::coordination::CoordinationSettings::fence_after`]
+//! *and* the last probe of every instance outside the room failed. The second condition keeps
+//! an etcd outage (every member down, every room still connected) from fencing every room at
+//! once: only a room that is cut off from the others fences itself.
+//!
+//! Lifted: when the condition ends, for a master that the shared record still names; a
+//! master that the record no longer names (the other side failed over) stays fenced until the
+//! acting controller has demoted it, so that its writes stay refused until it replicates.
+
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    act::{Node, WriteFence},
+    config::Config,
+    coordination::Coordinator,
+    info::Role,
+    metrics::Metrics,
+    observe::{Observation, ObservationStore},
+    plan::Masters,
+    topology::{InstanceId, RoomId, Topology},
+};
+
+/// Pure: the instances of `room` to keep fenced now. `cut`: the quorum has not answered for
+/// `fence_after`; `fenced`: those fenced so far; `designated`: the shared record's masters.
+pub fn to_fence(
+    topology: &Topology,
+    observation: &Observation,
+    room: RoomId,
+    cut: bool,
+    fenced: &[InstanceId],
+    designated: Option<&Masters>,
+) -> Vec<InstanceId> {
+    let isolated = topology
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.room != room)
+        .all(|(id, _)| !observation.get(id).reachable);
+    let answers_as_master =
+        |id: InstanceId| observation.get(id).info.as_ref().is_some_and(|info| info.role == Role::Master);
+    topology
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.room == room)
+        .map(|(id, _)| id)
+        .filter(|&id| answers_as_master(id))
+        .filter(|&id| {
+            let partitioned = cut && isolated;
+            let superseded = fenced.contains(&id)
+                && designated.is_some_and(|m| m.get(topology.instance(id).shard).copied().flatten() != Some(id));
+            partitioned || superseded
+        })
+        .collect()
+}
+
+/// Runs the fence for `room` until `stop`.
+pub async fn run(
+    coordinator: Arc<Coordinator>,
+    config: Config,
+    room: RoomId,
+    store: ObservationStore,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let settings = &coordinator.settings;
+    let period = settings.request_timeout();
+    let pause_for = period * 3;
+    let t = &config.topology;
+    let mut fenced: BTreeMap<InstanceId, WriteFence> = BTreeMap::new();
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_cut = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let status = coordinator.status();
+        let now = Instant::now();
+        let silent = now.saturating_duration_since(status.last_contact.unwrap_or(status.started));
+        let cut = silent > settings.fence_after();
+        let observation = store.snapshot();
+        let designated = coordinator.shared_state().map(|s| s.state.masters);
+        let current: Vec<InstanceId> = fenced.keys().copied().collect();
+        let wanted = to_fence(t, &observation, room, cut, &current, designated.as_ref());
+        if cut != was_cut && cut {
+            warn!(
+                room = t.room_name(room),
+                silent = ?silent,
+                "etcd has not answered for {silent:?}: if this room is also cut off from the other rooms, its masters are fenced"
+            );
+        }
+        was_cut = cut;
+        for &id in &wanted {
+            let addr = t.addr(id);
+            let version = observation.get(id).version;
+            let renew = matches!(fenced.get(&id), None | Some(WriteFence::PauseWrite));
+            if !renew {
+                continue;
+            }
+            let fence = async {
+                let mut node = Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
+                node.fence_writes(version, pause_for).await
+            };
+            match fence.await {
+                Ok(fence) => {
+                    if !fenced.contains_key(&id) {
+                        error!(
+                            instance = %addr,
+                            room = t.room_name(room),
+                            "FENCED {addr}: this controller lost the etcd quorum and every other room, \
+                             so the other side may have failed this room over; its writes are refused \
+                             until etcd answers again (and it is still the designated master) or it is demoted"
+                        );
+                    }
+                    fenced.insert(id, fence);
+                }
+                Err(e) => error!(instance = %addr, error = %e, "cannot fence {addr}"),
+            }
+        }
+        let lift: Vec<InstanceId> = fenced.keys().copied().filter(|id| !wanted.contains(id)).collect();
+        for id in lift {
+            let addr = t.addr(id);
+            let fence = fenced[&id].clone();
+            let lifted = async {
+                let mut node = Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
+                node.lift_fence(&fence).await
+            };
+            match lifted.await {
+                Ok(()) => {
+                    info!(instance = %addr, "fence lifted on {addr}");
+                    fenced.remove(&id);
+                }
+                Err(e) => {
+                    warn!(instance = %addr, error = %e, "cannot lift the fence on {addr} yet ({})", fence.manual_lift())
+                }
+            }
+        }
+        metrics.set_fenced(fenced.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{observe::InstanceObservation, topology::Addr};
+
+    fn topology() -> Topology {
+        let a = |p| Addr::new("127.0.0.11", p);
+        let b = |p| Addr::new("127.0.0.12", p);
+        Topology::new(
+            vec!["1".into(), "2".into()],
+            vec![("s1".into(), vec![vec![a(6401), a(6402)], vec![b(6401), b(6402)]])],
+        )
+    }
+
+    fn observed(master: bool, reachable: bool) -> InstanceObservation {
+        let text = if master {
+            "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
+        } else {
+            "role:slave\r\nmaster_host:x\r\nmaster_port:1\r\nmaster_link_status:up\r\nslave_repl_offset:0\r\nmaster_repl_offset:0\r\n"
+        };
+        InstanceObservation { reachable, info: Some(crate::info::parse(text).unwrap()), ..Default::default() }
+    }
+
+    #[test]
+    fn a_room_is_fenced_only_when_cut_from_etcd_and_from_every_other_room() {
+        let t = topology();
+        let mut o = Observation::new(4);
+        o.instances = vec![observed(true, true), observed(false, true), observed(false, false), observed(false, false)];
+        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![0]);
+        // etcd down but room 2 still answers: an outage, not a partition.
+        o.instances[2].reachable = true;
+        assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
+        o.instances[2].reachable = false;
+        assert!(to_fence(&t, &o, 0, false, &[], None).is_empty());
+        // etcd back: a fenced master the record no longer names stays fenced until demoted.
+        assert_eq!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(2)])), vec![0]);
+        assert!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(0)])).is_empty());
+        o.instances[0] = observed(false, true);
+        assert!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(2)])).is_empty());
+    }
+}
