@@ -388,7 +388,7 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn failover(config: &Config, room: &str, force: bool) -> anyhow::Result<ExitCode> {
-    match switchover::failover(config, room, force).await {
+    match switchover::failover(config, room, force, None).await {
         Ok(report) => {
             print!("{}", report.render());
             Ok(ExitCode::SUCCESS)
@@ -694,7 +694,7 @@ async fn lab_command(
             Ok(None) => println!("not paused"),
             Err(e) => println!("resume failed: {e}"),
         },
-        ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false).await {
+        ("failover", Some(_)) => match switchover::failover(&lab.config, arg, false, None).await {
             Ok(report) => print!("{}", report.render()),
             Err(e) => println!("failover failed: {e}"),
         },

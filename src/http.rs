@@ -180,6 +180,21 @@ async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q
     if let Some(refused) = refusal(&shared, &headers, &format!("failover to room {}", q.room)) {
         return refused;
     }
+    if let Some(coordination) = &shared.coordination {
+        let authority = coordination.authority(Instant::now());
+        if authority != crate::coordination::Authority::Act {
+            let acting = coordination.status().acting_name.unwrap_or_else(|| "nobody".into());
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "failover to room {}: this controller is not the acting one ({}; acting: {acting}); \
+                     send it to the acting controller",
+                    q.room,
+                    authority.label()
+                ),
+            );
+        }
+    }
     info!(room = %q.room, force = q.force, "admin API: failover requested");
     // A task of its own: if the client goes away, hyper drops this handler, but the failover
     // (pause, promote, converge, unpause) runs to its end and is counted all the same.
@@ -188,7 +203,7 @@ async fn failover(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q
         async move {
             let _guard = shared.action_lock.lock().await;
             let started = Instant::now();
-            let result = switchover::failover(&shared.config, &q.room, q.force).await;
+            let result = switchover::failover(&shared.config, &q.room, q.force, shared.coordination.as_deref()).await;
             match &result {
                 Ok(report) => {
                     if report.shards.iter().any(|s| s.how != "already") {

@@ -40,6 +40,7 @@ use tracing::{error, info, warn};
 use crate::{
     act::{self, ActError, Node, WriteFence},
     config::Config,
+    coordination::Coordinator,
     detect::{self, DetectSettings},
     info::Role,
     observe::Observation,
@@ -79,6 +80,10 @@ pub enum FailoverError {
     State(#[from] StateError),
     #[error("{error}; nothing changed and writes were unpaused")]
     NotSaved { error: StateError },
+    #[error("the decision could not be published to etcd ({error}); nothing changed and writes were unpaused")]
+    NotPublished { error: String },
+    #[error("{why}; nothing changed")]
+    NotActing { why: String },
     #[error(
         "shard \"{shard}\": promoting {head} failed: {error}; the shard keeps its old master {master} \
          and writes were unpaused{moved}"
@@ -137,7 +142,22 @@ struct Move {
     graceful: bool,
 }
 
-pub async fn failover(config: &Config, room: &str, force: bool) -> Result<FailoverReport, FailoverError> {
+/// `coordination`: with `[coordination]`, the acting controller's handle; the decision is
+/// published to etcd (compare-and-swap) before anything is promoted. A failover with
+/// `[coordination]` and no handle (run from the command line with `--direct`) is refused.
+pub async fn failover(
+    config: &Config,
+    room: &str,
+    force: bool,
+    coordination: Option<&Coordinator>,
+) -> Result<FailoverReport, FailoverError> {
+    if config.coordination.is_some() && coordination.is_none() {
+        return Err(FailoverError::NotActing {
+            why: "with [coordination], a failover is run by the acting controller: \
+                  `roomguard failover --via http://<acting controller>` (or without --direct)"
+                .into(),
+        });
+    }
     let t = &config.topology;
     let c = &config.controller;
     let room_id = t.room_id(room).ok_or_else(|| FailoverError::UnknownRoom {
@@ -203,7 +223,7 @@ pub async fn failover(config: &Config, room: &str, force: bool) -> Result<Failov
         let pause_started = Instant::now();
         writes_refused = paused.iter().any(|(_, f)| matches!(f, WriteFence::MinReplicas { .. }));
         // No early return until every paused master is unpaused.
-        let committed = commit(config, &mut state, &moves, room, &mut paused).await;
+        let committed = commit(config, &mut state, &moves, room, &mut paused, coordination).await;
         // Still paused, the old masters demoted (their clients closed with the demotion): close
         // the clients that connected since, so that no write held by the pause runs there
         // (it would fail with READONLY); clients re-send them to the new master.
@@ -244,6 +264,7 @@ async fn commit(
     moves: &[Move],
     room: &str,
     paused: &mut [(Node, WriteFence)],
+    coordination: Option<&Coordinator>,
 ) -> Result<(), FailoverError> {
     let t = &config.topology;
     let c = &config.controller;
@@ -254,6 +275,16 @@ async fn commit(
     state.epoch += 1;
     let names = moves.iter().map(|m| t.shards[m.shard].name.clone()).collect();
     state.last_failover = Some(FailoverRecord::now(Trigger::Manual, room, names));
+    if let Some(coordination) = coordination {
+        let expected = coordination.shared_state().map(|s| s.revision);
+        match coordination.publish_state(state, expected).await {
+            Ok(token) => state.fencing_token = Some(token),
+            Err(e) => {
+                *state = before;
+                return Err(FailoverError::NotPublished { error: e.to_string() });
+            }
+        }
+    }
     if let Err(error) = state.save(&c.state_file, t) {
         *state = before;
         return Err(FailoverError::NotSaved { error });
@@ -291,6 +322,12 @@ async fn commit(
         } else {
             Some(FailoverRecord::now(Trigger::Manual, room, moved.clone()))
         };
+        if let Some(coordination) = coordination {
+            match coordination.publish_state(state, state.fencing_token).await {
+                Ok(token) => state.fencing_token = Some(token),
+                Err(e) => warn!(error = %e, "could not publish the old masters back to etcd"),
+            }
+        }
         if let Err(e) = state.save(&c.state_file, t) {
             warn!(error = %e, "could not write the old masters back to the state file");
         }

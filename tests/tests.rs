@@ -6,6 +6,7 @@ mod util;
 mod alerts;
 mod cli;
 mod clients;
+mod coordination;
 mod docs;
 mod failover;
 mod faults;

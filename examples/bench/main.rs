@@ -352,7 +352,7 @@ async fn switchover_trial(o: &Opts) -> Switch {
     let Guard::Roomguard { shared, .. } = &d.guard else { unreachable!() };
     let report = {
         let _guard = shared.action_lock.lock().await;
-        roomguard::switchover::failover(&shared.config, "2", false).await.expect("switchover")
+        roomguard::switchover::failover(&shared.config, "2", false, None).await.expect("switchover")
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();

@@ -656,7 +656,7 @@ async fn main() -> std::process::ExitCode {
                     let room_name = t.rooms[r].clone();
                     let outcome = tokio::time::timeout(
                         Duration::from_secs(30),
-                        roomguard::switchover::failover(&config, &room_name, false),
+                        roomguard::switchover::failover(&config, &room_name, false, None),
                     )
                     .await;
                     run.log(match outcome {

@@ -1,0 +1,310 @@
+//! `[coordination]` on real etcd and real Redis (issue 16): one acting controller by lease,
+//! decisions published by compare-and-swap with fencing tokens, discovery-only controllers,
+//! what happens when etcd is unreachable, and a room fenced when it loses the quorum.
+//!
+//! Labs here use 24880-24999 (logical ports, through `port`).
+
+use std::time::Duration;
+
+use roomguard::coordination::{CoordinationSettings, Role, Unavailable};
+
+use crate::util::*;
+
+/// One etcd member on `ip`, for the tests that need etcd but no partition.
+struct OneEtcd {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+    ports: (String, u16, u16),
+}
+
+impl OneEtcd {
+    fn start(ip: &str, client_port: u16, peer_port: u16) -> OneEtcd {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(dir.path(), ip, client_port, peer_port);
+        OneEtcd {
+            child,
+            url: format!("http://{ip}:{client_port}"),
+            _dir: dir,
+            ports: (ip.to_string(), client_port, peer_port),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same data.
+    fn restart(&mut self) {
+        let (ip, c, p) = self.ports.clone();
+        self.child = Self::spawn(self._dir.path(), &ip, c, p);
+    }
+
+    fn spawn(dir: &std::path::Path, ip: &str, client_port: u16, peer_port: u16) -> std::process::Child {
+        let url = format!("http://{ip}:{client_port}");
+        let peer = format!("http://{ip}:{peer_port}");
+        let mut cmd = roomguard::lab::dies_with_parent(std::path::Path::new("etcd"));
+        cmd.args(["--name", "m1", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("m1={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap());
+        roomguard::lab::spawn_child(cmd).expect("etcd starts (scripts/ensure-deps installs etcd-server)")
+    }
+}
+
+impl Drop for OneEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coordinated(
+    lab: &roomguard::lab::Lab,
+    etcd: &[String],
+    name: &str,
+    role: Role,
+    room: Option<usize>,
+) -> roomguard::config::Config {
+    let mut config = lab.config.clone();
+    config.controller.state_file = lab.dir().join(format!("state-{name}.json"));
+    config.coordination = Some(CoordinationSettings {
+        endpoints: etcd.to_vec(),
+        prefix: "/roomguard/test".into(),
+        name: name.into(),
+        role,
+        room,
+        lease_ttl: Duration::from_secs(3),
+        on_unavailable: Unavailable::Hold,
+    });
+    config
+}
+
+/// A hook that appends `event|shard|new master|trigger|RG_EPOCH` to `epochs.log`.
+fn epoch_hook(lab: &roomguard::lab::Lab, config: &mut roomguard::config::Config, name: &str) -> std::path::PathBuf {
+    let log = lab.dir().join(format!("epochs-{name}.log"));
+    let script = lab.dir().join(format!("epoch-{name}.sh"));
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$RG_EVENT|$RG_SHARD|$RG_NEW_MASTER|$RG_TRIGGER|$RG_EPOCH\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    config.hooks = vec![roomguard::hooks::HookSettings {
+        events: vec!["failover".into(), "switchover".into()],
+        command: vec![script.display().to_string()],
+        timeout: Duration::from_secs(10),
+    }];
+    log
+}
+
+fn state_token(config: &roomguard::config::Config) -> Option<u64> {
+    roomguard::state::State::load(&config.controller.state_file, &config.topology)
+        .unwrap()
+        .and_then(|s| s.fencing_token)
+}
+
+fn acting(c: &Controller) -> bool {
+    c.metric("roomguard_coordination_acting", &[]) == 1.0
+}
+
+fn primary(c: &Controller) -> Option<String> {
+    c.shared.report.read().unwrap().as_ref().and_then(|r| r.primary_room.clone())
+}
+
+/// Two acting-capable controllers: exactly one holds the lease; only it fails a lost room
+/// over; the decision's etcd revision (the fencing token) is in both state files, on
+/// `/topology` and in the hook's `RG_EPOCH`; the observer's own publication is refused by etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
+    let mut lab = lab(24880).await;
+    let etcd = OneEtcd::start("127.0.0.13", port(24885), port(24886));
+    let urls = vec![etcd.url.clone()];
+    let mut config_a = coordinated(&lab, &urls, "a", Role::Acting, None);
+    let hooks_a = epoch_hook(&lab, &mut config_a, "a");
+    let mut config_b = coordinated(&lab, &urls, "b", Role::Acting, None);
+    let hooks_b = epoch_hook(&lab, &mut config_b, "b");
+    let a = Controller::start_with(config_a.clone()).await;
+    let b = Controller::start_with(config_b.clone()).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { acting(&a) || acting(&b) }).await,
+        "nobody acts:\n{}",
+        a.report_text()
+    );
+    assert!(
+        !wait_until(Duration::from_secs(3), || async { acting(&a) == acting(&b) }).await,
+        "exactly one controller acts"
+    );
+    let (actor, observer, observer_config) = if acting(&a) { (&a, &b, &config_b) } else { (&b, &a, &config_a) };
+    // The actor published the masters it read from Redis: both state files hold its token.
+    assert!(wait_until(Duration::from_secs(5), || async { state_token(observer_config).is_some() }).await);
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || async { primary(actor).as_deref() == Some("2") }).await,
+        "{}",
+        actor.report_text()
+    );
+    assert!(wait_until(Duration::from_secs(5), || async { primary(observer).as_deref() == Some("2") }).await);
+    let token = state_token(&config_a).expect("a fencing token in the state file");
+    assert!(
+        wait_until(Duration::from_secs(5), || async { state_token(&config_b) == Some(token) }).await,
+        "both controllers hold the same decision: {token} vs {:?}",
+        state_token(&config_b)
+    );
+    let (_, topology) = http_get(actor.http, "/topology").await;
+    assert!(topology.contains(&format!("\"fencing_token\":{token}")), "{topology}");
+    assert!(topology.contains("\"mode\":\"acting\""), "{topology}");
+    let (_, topology) = http_get(observer.http, "/topology").await;
+    assert!(topology.contains("\"mode\":\"observing\""), "{topology}");
+    // The hooks of both controllers ran for each shard with the token as RG_EPOCH.
+    for log in [&hooks_a, &hooks_b] {
+        assert!(
+            wait_until(Duration::from_secs(10), || async {
+                std::fs::read_to_string(log).unwrap_or_default().lines().count() == 2
+            })
+            .await,
+            "{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        for line in std::fs::read_to_string(log).unwrap().lines() {
+            assert!(line.starts_with("failover|") && line.ends_with(&format!("|auto|{token}")), "{line}");
+        }
+    }
+    // etcd refuses a decision from the controller that does not hold the lease.
+    let coordination = observer.shared.coordination.clone().unwrap();
+    let state =
+        roomguard::state::State::load(&observer_config.controller.state_file, &lab.config.topology).unwrap().unwrap();
+    let refused = coordination.publish_state(&state, Some(token)).await.unwrap_err();
+    assert!(refused.to_string().contains("no longer holds the acting key"), "{refused}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `on_etcd_unavailable = "hold"`: with etcd gone, a lost room is not failed over (and says
+/// so); once etcd is back, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_hold_means_no_failover_until_it_is_back() {
+    let mut lab = lab(24920).await;
+    let mut etcd = OneEtcd::start("127.0.0.13", port(24925), port(24926));
+    let urls = vec![etcd.url.clone()];
+    let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
+    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
+    etcd.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_holding", &[]) == 1.0 }).await,
+        "{}",
+        a.report_text()
+    );
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        !wait_until(Duration::from_secs(5), || async { is_master(&at(2, 24921)).await }).await,
+        "no failover while etcd is unreachable and the policy is hold"
+    );
+    assert!(a.report_text().contains("coordination: holding"), "{}", a.report_text());
+    etcd.restart();
+    assert!(
+        wait_until(Duration::from_secs(20), || async { primary(&a).as_deref() == Some("2") }).await,
+        "{}",
+        a.report_text()
+    );
+    a.stop().await;
+}
+
+/// `on_etcd_unavailable = "quorum-free"`: with etcd gone the controller acts as without it,
+/// and publishes what it decided once etcd answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_quorum_free_fails_over_and_publishes_later() {
+    let mut lab = lab(24940).await;
+    let mut etcd = OneEtcd::start("127.0.0.13", port(24945), port(24946));
+    let urls = vec![etcd.url.clone()];
+    let mut config = coordinated(&lab, &urls, "a", Role::Acting, None);
+    config.coordination.as_mut().unwrap().on_unavailable = Unavailable::QuorumFree;
+    let a = Controller::start_with(config.clone()).await;
+    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
+    let before = wait_for_token(&config).await;
+    etcd.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { a.report_text().contains("coordination: quorum-free") }).await,
+        "{}",
+        a.report_text()
+    );
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || async { primary(&a).as_deref() == Some("2") }).await,
+        "{}",
+        a.report_text()
+    );
+    assert_eq!(state_token(&config), Some(before), "decided without etcd: no new token yet");
+    etcd.restart();
+    assert!(
+        wait_until(Duration::from_secs(20), || async { state_token(&config).is_some_and(|t| t > before) }).await,
+        "published once etcd is back: {:?}\n{}",
+        state_token(&config),
+        a.report_text()
+    );
+    a.stop().await;
+}
+
+async fn wait_for_token(config: &roomguard::config::Config) -> u64 {
+    assert!(wait_until(Duration::from_secs(5), || async { state_token(config).is_some() }).await);
+    state_token(config).unwrap()
+}
+
+/// A discovery-only controller polls no Redis: its Sentinel endpoint and hooks follow the
+/// acting controller's view through the etcd watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_only_controller_reports_a_failover_from_the_watch() {
+    let mut lab = lab(24900).await;
+    let etcd = OneEtcd::start("127.0.0.13", port(24905), port(24906));
+    let urls = vec![etcd.url.clone()];
+    let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
+    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await);
+    let mut config = coordinated(&lab, &urls, "d", Role::Discovery, None);
+    let hooks = epoch_hook(&lab, &mut config, "d");
+    let endpoint = format!("127.0.0.1:{}", port(24907));
+    config.sentinel = Some(roomguard::sentinel::RawSentinel::listening_on(&endpoint).validate().unwrap());
+    let d = Controller::start_with(config).await;
+    let shard = &lab.config.topology.shards[0].name;
+    let master = |d: &Controller| {
+        d.shared.discovery.borrow().shards[0].master.as_ref().map(|m| m.addr.to_string()).unwrap_or_default()
+    };
+    assert_eq!(master(&d), at(1, 24901));
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(wait_until(Duration::from_secs(15), || async { master(&d) == at(2, 24901) }).await, "{}", d.report_text());
+    // What a client asks (redis-cli against the discovery-only endpoint).
+    let out = run({
+        let mut cmd = std::process::Command::new("redis-cli");
+        cmd.args(["-p", &port(24907).to_string(), "-h", "127.0.0.1", "SENTINEL", "get-master-addr-by-name", shard]);
+        cmd
+    })
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(":"), at(2, 24901));
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            std::fs::read_to_string(&hooks).unwrap_or_default().lines().count() == 2
+        })
+        .await
+    );
+    assert!(
+        std::fs::read_to_string(&hooks).unwrap().lines().all(|l| l.starts_with("failover|") && l.contains("|auto|"))
+    );
+    // It never probed Redis.
+    assert_eq!(d.metric("roomguard_probe_duration_seconds_count", &[]), 0.0, "{}", d.metrics());
+    assert!(d.metric("roomguard_coordination_watch_events_total", &[]) >= 1.0);
+    assert!(d.report_text().contains("discovery-only"), "{}", d.report_text());
+    d.stop().await;
+    a.stop().await;
+}
