@@ -44,6 +44,7 @@ fn accepted_keys() -> BTreeSet<(String, String)> {
         ("http", "rooms = [\"1\"]\n[http]\nzz_probe = 1\n".to_string()),
         ("redis", "rooms = [\"1\"]\n[redis]\nzz_probe = 1\n".to_string()),
         ("sentinel", "rooms = [\"1\"]\n[sentinel]\nlisten = \"127.0.0.1:1\"\nzz_probe = 1\n".to_string()),
+        ("coordination", "rooms = [\"1\"]\n[coordination]\netcd = []\nzz_probe = 1\n".to_string()),
         ("hook", "rooms = [\"1\"]\n[[hook]]\nevents = []\ncommand = [\"x\"]\nzz_probe = 1\n".to_string()),
         ("shard", format!("rooms = [\"1\"]\n{SHARD}zz_probe = 1\n")),
     ];
@@ -90,7 +91,7 @@ fn every_configuration_key_is_documented_and_every_documented_key_exists() {
     let documented = documented_keys(&doc);
     let mut accepted = accepted_keys();
     // Sections are documented through their keys.
-    for section in ["controller", "http", "redis", "sentinel", "hook", "shard"] {
+    for section in ["controller", "http", "redis", "sentinel", "coordination", "hook", "shard"] {
         accepted.remove(&(String::new(), section.to_string()));
     }
     let undocumented: Vec<_> = accepted.difference(&documented).collect();
