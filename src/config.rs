@@ -644,6 +644,21 @@ impl Config {
         for h in &self.hooks {
             out.push_str(&format!("hook on {}: {}\n", h.events.join(", "), h.command.join(" ")));
         }
+        if let Some(k) = &self.coordination {
+            let role = match (k.role, k.room) {
+                (crate::coordination::Role::Discovery, _) => "discovery-only (polls no Redis)".to_string(),
+                (_, Some(room)) => format!("acting-capable in room {} (fenced when cut off)", t.rooms[room]),
+                (_, None) => "acting-capable (no room: fences nothing)".to_string(),
+            };
+            out.push_str(&format!(
+                "coordination: etcd {} under {} as \"{}\", {role}; lease {}, on etcd loss: {}\n",
+                k.endpoints.join(", "),
+                k.prefix,
+                k.name,
+                humantime::format_duration(k.lease_ttl),
+                k.on_unavailable.label()
+            ));
+        }
         for (shard_id, shard) in t.shards.iter().enumerate() {
             out.push_str(&format!("shard {}:\n", shard.name));
             for room in 0..t.rooms.len() {
@@ -868,6 +883,34 @@ room.2 = ["192.168.99.12:6402", "192.168.99.12:6404"]
         assert_eq!(cfg.hooks[0].timeout, Duration::from_secs(5));
         assert!(!format!("{cfg:?}").contains("\"pw\""));
         assert!(cfg.describe().contains("sentinel endpoint: 127.0.0.1:26379"));
+    }
+
+    #[test]
+    fn coordination_section() {
+        assert!(load(SEED).unwrap().coordination.is_none());
+        let cfg = load(&format!(
+            "{SEED}\n[coordination]\netcd = [\"http://10.0.3.5:2379\"]\nroom = \"2\"\nname = \"c2\"\n\
+             lease_ttl = \"4s\"\non_etcd_unavailable = \"quorum-free\"\n"
+        ))
+        .unwrap();
+        let k = cfg.coordination.as_ref().unwrap();
+        assert_eq!((k.room, k.name.as_str(), k.lease_ttl), (Some(1), "c2", Duration::from_secs(4)));
+        assert_eq!(k.on_unavailable, crate::coordination::Unavailable::QuorumFree);
+        assert!(
+            cfg.describe().contains(
+                "coordination: etcd http://10.0.3.5:2379 under /roomguard as \"c2\", acting-capable in room 2"
+            ),
+            "{}",
+            cfg.describe()
+        );
+        for (section, expected) in [
+            ("etcd = [\"http://e:1\"]\nrole = \"watcher\"", "role"),
+            ("etcd = [\"http://e:1\"]\nroom = \"3\"", "`coordination.room` = \"3\""),
+            ("etcd = \"http://e:1\"", "etcd"),
+        ] {
+            let e = load(&format!("{SEED}\n[coordination]\n{section}\n")).unwrap_err();
+            assert!(e.contains(expected), "{e}");
+        }
     }
 
     #[test]
