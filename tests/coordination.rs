@@ -308,3 +308,80 @@ async fn a_discovery_only_controller_reports_a_failover_from_the_watch() {
     d.stop().await;
     a.stop().await;
 }
+
+/// The config file of a `roomguard run` process in a coordinated lab: its own state file and
+/// HTTP port, `[coordination]` with `extra` lines.
+fn process_config(
+    lab: &roomguard::lab::Lab,
+    spec: &roomguard::lab::LabSpec,
+    name: &str,
+    http: u16,
+    etcd: &[String],
+    extra: &str,
+) -> (std::path::PathBuf, std::net::SocketAddr) {
+    let listen = format!("127.0.0.1:{http}");
+    let toml = spec
+        .config_toml()
+        .replace(&format!("listen = \"{}\"", spec.http_listen), &format!("listen = \"{listen}\""))
+        .replace("state_file = \"roomguard-state.json\"", &format!("state_file = \"state-{name}.json\""));
+    let urls: Vec<String> = etcd.iter().map(|u| format!("\"{u}\"")).collect();
+    let toml = format!(
+        "{toml}\n[coordination]\netcd = [{}]\nprefix = \"/roomguard/test\"\nname = \"{name}\"\n{extra}\n",
+        urls.join(", ")
+    );
+    let path = lab.dir().join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    (path, listen.parse().unwrap())
+}
+
+/// The acting controller (a `roomguard run` process) is SIGKILLed: the other takes the lease
+/// once it lapses and fails a lost room over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_passes_to_another_controller_when_the_acting_one_is_killed() {
+    deadline();
+    let spec = roomguard::lab::LabSpec { base_port: port(24960), ..Default::default() };
+    let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
+    let etcd = OneEtcd::start("127.0.0.13", port(24965), port(24966));
+    let urls = vec![etcd.url.clone()];
+    let (config_a, http_a) = process_config(&lab, &spec, "a", port(24967), &urls, "");
+    let (config_b, http_b) = process_config(&lab, &spec, "b", port(24968), &urls, "");
+    let mut a = Daemon::start(&config_a, http_a).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+            .await,
+        "{}",
+        a.log_text()
+    );
+    let b = Daemon::start(&config_b, http_b).await;
+    assert!(
+        !wait_until(Duration::from_secs(2), || async { b.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+            .await
+    );
+    a.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { b.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+            .await,
+        "{}",
+        b.log_text()
+    );
+    assert!(b.log_text().contains("this controller is now the ACTING controller"), "{}", b.log_text());
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            is_master(&at(2, 24961)).await && is_master(&at(2, 24962)).await
+        })
+        .await,
+        "{}",
+        b.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            b.metric("roomguard_failovers_total", &["trigger=\"auto\"", "outcome=\"ok\""]).await == 1.0
+        })
+        .await,
+        "{}",
+        b.log_text()
+    );
+}

@@ -570,6 +570,12 @@ impl Daemon {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// SIGKILL: the process dies at once (no orderly stop, nothing released).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// True while the process runs (it did not crash).
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
