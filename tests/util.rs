@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
 /// base+9). Ranges in use at offset 0: 21000-21349, 22000-22589 and 24800-24879 (the scripted
-/// suite), 23000-23999 (the Redis version tests), 25000-25299 (maintenance mode, secrets from files,
+/// suite), 24880-24949 (`tests/coordination.rs`, one etcd each), 23000-23999 (the Redis version tests), 25000-25299 (maintenance mode, secrets from files,
 /// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 25800-25999
 /// (clients, issue 15's last items), 26000-26019
 /// (supervision), 26100-26999 (etcd clusters for coordination, issue 16: 10 ports per cluster,
