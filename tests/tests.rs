@@ -8,6 +8,7 @@ mod cli;
 mod clients;
 mod coordination;
 mod docs;
+mod etcd;
 mod failover;
 mod faults;
 mod hostile;

@@ -28,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 /// `ROOMGUARD_...`: those are config overrides, and an unknown key is an error.)
 /// Labs take 10 ports from their base (instances on base+1..=base+4, a daemon's HTTP on
 /// base+9). Ranges in use at offset 0: 21000-21349, 22000-22589 and 24800-24879 (the scripted
-/// suite), 23000-23999 (the Redis version tests), 25000-25299 (maintenance mode, secrets from files,
+/// suite), 24880-24949 (`tests/coordination.rs`, one etcd each), 23000-23999 (the Redis version tests), 25000-25299 (maintenance mode, secrets from files,
 /// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 25800-25999
 /// (clients, issue 15's last items), 26000-26019
-/// (supervision), 27000-27299 and 28000-28299.
+/// (supervision), 26100-26999 (etcd clusters for coordination, issue 16: 10 ports per cluster,
+/// see `tests/etcd.rs`), 27000-27299 and 28000-28299.
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
@@ -521,6 +522,70 @@ impl Drop for IptablesRule {
     }
 }
 
+/// A uid (and gid of the same number) to run one process under, so that iptables can tell it
+/// from the others: every process of the lab connects from 127.0.0.1, whatever room it stands
+/// for, so a rule by address cannot cut "room 1's controller" from room 2; a rule by owner
+/// (`-m owner --uid-owner`, valid in `OUTPUT`, which jumps to the lab's chain) can. The uid
+/// needs no passwd entry. Use distinct uids for processes a test cuts differently.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ControllerUid {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl ControllerUid {
+    pub const fn new(uid: u32) -> ControllerUid {
+        ControllerUid { uid, gid: uid }
+    }
+
+    /// `cmd` to run under this uid and gid, without supplementary groups (std drops them when
+    /// the parent is root). Works on [`roomguard_dying_with_us`]'s `setpriv` command: the uid
+    /// changes before `setpriv` runs, which then sets the death signal and execs. Spawn it
+    /// yourself (`roomguard::lab::spawn_child`, or [`Daemon::start_as`] for `roomguard run`):
+    /// [`run`] rebuilds the command and would lose the uid. Files the process needs: see
+    /// [`open_to_all`].
+    pub fn apply(&self, cmd: &mut std::process::Command) {
+        std::os::unix::process::CommandExt::uid(cmd, self.uid);
+        std::os::unix::process::CommandExt::gid(cmd, self.gid);
+    }
+}
+
+/// chmod 0777 on `dir` (a lab's or test's tempdir, 0700 when created) and 0666 on the files
+/// directly in it: what a process under a [`ControllerUid`] needs to read the config and write
+/// the state file beside it (the state file is replaced by rename, so the directory must be
+/// writable).
+pub fn open_to_all(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+    }
+}
+
+/// Cuts every TCP connection between processes of `uid` and `ip` on `ports`, both ways, until
+/// the rules are dropped (owned by the lab or cluster at logical `base`). A packet the uid
+/// sends to `ip` marks its connection (CONNMARK) and every packet of a marked connection is
+/// dropped, in either direction: with an owner match alone the peer's packets would still
+/// arrive (on loopback they leave from the peer's socket, not the uid's), measured at about
+/// 200 ms of server-pushed data (one retransmission timeout) after the cut. New connections
+/// hang in `connect` (DROP, not RST). The mark is unique per physical port range, uid and
+/// address, so cuts of other tests never match. The owner match is valid only in `OUTPUT` and
+/// `POSTROUTING`: the lab's chain is jumped to from `OUTPUT` alone (loopback packets, both
+/// ways, pass there), which is why this works; never add a jump to it from `INPUT`.
+pub fn cut_uid_from(base: u16, uid: u32, ip: &str, ports: std::ops::RangeInclusive<u16>) -> Vec<IptablesRule> {
+    let octet: u32 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("an IPv4 address");
+    let mark = format!("0x{:x}", (u32::from(*ports.start()) << 16) | ((uid & 0xff) << 8) | octet);
+    let (uid, range) = (uid.to_string(), format!("{}:{}", ports.start(), ports.end()));
+    let set = ["-m", "owner", "--uid-owner", &uid, "-d", ip, "-p", "tcp", "--dport", &range];
+    vec![
+        IptablesRule::add(base, "filter", &[&set[..], &["-j", "CONNMARK", "--set-mark", &mark]].concat()),
+        IptablesRule::add(base, "filter", &["-m", "connmark", "--mark", &mark, "-j", "DROP"]),
+    ]
+}
+
 /// The controller as a separate `roomguard run` process: for what only a process shows (its
 /// log, its memory). Killed when dropped.
 pub struct Daemon {
@@ -532,9 +597,17 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `roomguard run --config <config>`; the config's `[http] listen` must be `http`.
     pub async fn start(config: &std::path::Path, http: SocketAddr) -> Daemon {
+        Self::start_as(config, http, None).await
+    }
+
+    /// [`Self::start`] under `uid` (see [`ControllerUid`]) when given.
+    pub async fn start_as(config: &std::path::Path, http: SocketAddr, uid: Option<ControllerUid>) -> Daemon {
         deadline();
         let log = config.with_extension("log");
         let mut cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
+        if let Some(uid) = uid {
+            uid.apply(&mut cmd);
+        }
         cmd.env("ROOMGUARD_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
             .stdout(std::process::Stdio::null());
