@@ -2,90 +2,13 @@
 //! decisions published by compare-and-swap with fencing tokens, discovery-only controllers,
 //! what happens when etcd is unreachable, and a room fenced when it loses the quorum.
 //!
-//! Labs here use 24880-24999 (logical ports, through `port`).
+//! Labs here use 24880-24999, etcd clusters 26500-26599 (logical ports, through `port`).
 
 use std::time::Duration;
 
 use roomguard::coordination::{CoordinationSettings, Role, Unavailable};
 
-use crate::util::*;
-
-/// etcd members started and stopped by the test (Debian's `etcd-server`, 3.4), each on its own
-/// loopback address: member i on `(ip, client port, peer port)`. Killed when dropped.
-struct Etcd {
-    members: Vec<(String, u16, u16)>,
-    children: Vec<Option<std::process::Child>>,
-    dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start(members: &[(&str, u16, u16)]) -> Etcd {
-        let members: Vec<(String, u16, u16)> = members.iter().map(|(ip, c, p)| (ip.to_string(), *c, *p)).collect();
-        let mut etcd =
-            Etcd { children: members.iter().map(|_| None).collect(), members, dir: tempfile::tempdir().unwrap() };
-        for i in 0..etcd.members.len() {
-            etcd.restart(i);
-        }
-        etcd
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.members.iter().map(|(ip, c, _)| format!("http://{ip}:{c}")).collect()
-    }
-
-    /// SIGKILL of member `i`.
-    fn stop(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts member `i` (again, on its data).
-    fn restart(&mut self, i: usize) {
-        let cluster: Vec<String> =
-            self.members.iter().enumerate().map(|(j, (ip, _, p))| format!("m{j}=http://{ip}:{p}")).collect();
-        let (ip, client, peer) = &self.members[i];
-        let (url, peer) = (format!("http://{ip}:{client}"), format!("http://{ip}:{peer}"));
-        let mut cmd = roomguard::lab::dies_with_parent(std::path::Path::new("etcd"));
-        cmd.args(["--name", &format!("m{i}"), "--data-dir"])
-            .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &format!("roomguard-test-{client}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join(format!("m{i}.log")))
-                    .unwrap(),
-            );
-        self.children[i] =
-            Some(roomguard::lab::spawn_child(cmd).expect("etcd starts (scripts/ensure-deps installs etcd-server)"));
-    }
-
-    /// The end of every member's log, for failure messages.
-    fn logs(&self) -> String {
-        (0..self.members.len())
-            .map(|i| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(8).collect();
-                format!("--- etcd m{i}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.stop(i);
-        }
-    }
-}
+use crate::{etcd::EtcdCluster, util::*};
 
 fn coordinated(
     lab: &roomguard::lab::Lab,
@@ -146,8 +69,8 @@ fn primary(c: &Controller) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
     let mut lab = lab(24880).await;
-    let etcd = Etcd::start(&[("127.0.0.13", port(24885), port(24886))]);
-    let urls = etcd.urls();
+    let etcd = EtcdCluster::on(26500, &["127.0.0.13"]).await;
+    let urls = etcd.endpoints();
     let mut config_a = coordinated(&lab, &urls, "a", Role::Acting, None);
     let hooks_a = epoch_hook(&lab, &mut config_a, "a");
     let mut config_b = coordinated(&lab, &urls, "b", Role::Acting, None);
@@ -216,11 +139,11 @@ async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_etcd_down_hold_means_no_failover_until_it_is_back() {
     let mut lab = lab(24920).await;
-    let mut etcd = Etcd::start(&[("127.0.0.13", port(24925), port(24926))]);
-    let urls = etcd.urls();
+    let mut etcd = EtcdCluster::on(26510, &["127.0.0.13"]).await;
+    let urls = etcd.endpoints();
     let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
     assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
-    etcd.stop(0);
+    etcd.kill(1);
     assert!(
         wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_holding", &[]) == 1.0 }).await,
         "{}",
@@ -234,7 +157,7 @@ async fn with_etcd_down_hold_means_no_failover_until_it_is_back() {
         "no failover while etcd is unreachable and the policy is hold"
     );
     assert!(a.report_text().contains("coordination: holding"), "{}", a.report_text());
-    etcd.restart(0);
+    etcd.start(1);
     assert!(
         wait_until(Duration::from_secs(20), || async { primary(&a).as_deref() == Some("2") }).await,
         "{}",
@@ -248,14 +171,14 @@ async fn with_etcd_down_hold_means_no_failover_until_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_etcd_down_quorum_free_fails_over_and_publishes_later() {
     let mut lab = lab(24940).await;
-    let mut etcd = Etcd::start(&[("127.0.0.13", port(24945), port(24946))]);
-    let urls = etcd.urls();
+    let mut etcd = EtcdCluster::on(26520, &["127.0.0.13"]).await;
+    let urls = etcd.endpoints();
     let mut config = coordinated(&lab, &urls, "a", Role::Acting, None);
     config.coordination.as_mut().unwrap().on_unavailable = Unavailable::QuorumFree;
     let a = Controller::start_with(config.clone()).await;
     assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
     let before = wait_for_token(&config).await;
-    etcd.stop(0);
+    etcd.kill(1);
     assert!(
         wait_until(Duration::from_secs(10), || async { a.report_text().contains("coordination: quorum-free") }).await,
         "{}",
@@ -270,7 +193,7 @@ async fn with_etcd_down_quorum_free_fails_over_and_publishes_later() {
         a.report_text()
     );
     assert_eq!(state_token(&config), Some(before), "decided without etcd: no new token yet");
-    etcd.restart(0);
+    etcd.start(1);
     assert!(
         wait_until(Duration::from_secs(20), || async { state_token(&config).is_some_and(|t| t > before) }).await,
         "published once etcd is back: {:?}\n{}",
@@ -290,8 +213,8 @@ async fn wait_for_token(config: &roomguard::config::Config) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovery_only_controller_reports_a_failover_from_the_watch() {
     let mut lab = lab(24900).await;
-    let etcd = Etcd::start(&[("127.0.0.13", port(24905), port(24906))]);
-    let urls = etcd.urls();
+    let etcd = EtcdCluster::on(26530, &["127.0.0.13"]).await;
+    let urls = etcd.endpoints();
     let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
     assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await);
     let mut config = coordinated(&lab, &urls, "d", Role::Discovery, None);
@@ -365,14 +288,10 @@ async fn the_lease_passes_to_another_controller_when_the_acting_one_is_killed() 
     deadline();
     let spec = roomguard::lab::LabSpec { base_port: port(24960), ..Default::default() };
     let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
-    let etcd = Etcd::start(&[
-        ("127.0.0.11", port(24963), port(24964)),
-        ("127.0.0.12", port(24965), port(24966)),
-        ("127.0.0.13", port(24967), port(24968)),
-    ]);
-    let urls = etcd.urls();
-    let (config_a, http_a) = process_config(&lab, &spec, "a", port(24969), &urls, "");
-    let (config_b, http_b) = process_config(&lab, &spec, "b", port(24970), &urls, "");
+    let etcd = EtcdCluster::new(26540).await;
+    let urls = etcd.endpoints();
+    let (config_a, http_a) = process_config(&lab, &spec, "a", port(24967), &urls, "");
+    let (config_b, http_b) = process_config(&lab, &spec, "b", port(24968), &urls, "");
     let mut a = Daemon::start(&config_a, http_a).await;
     assert!(
         wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_acting", &[]).await == 1.0 })

@@ -196,14 +196,18 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
             }
         }
         let sent = Instant::now();
-        match renew(c, &mut lease).await {
-            Ok(()) => c.contact(sent),
-            Err(e) => {
-                c.failed(e);
-                continue;
-            }
+        // A keep-alive is no proof of the quorum: a leader cut off from the other members
+        // still answers them locally until it steps down (measured: up to 1 s). Only the
+        // campaign's transaction (a linearizable read or a write) counts as contact.
+        if let Err(e) = renew(c, &mut lease).await {
+            c.failed(e);
+            continue;
         }
-        match campaign(c, &lease).await {
+        let outcome = campaign(c, &lease).await;
+        if outcome.is_ok() {
+            c.contact(sent);
+        }
+        match outcome {
             Ok(true) => {
                 let until = sent + c.settings.lease_ttl - c.settings.request_timeout();
                 let was = c.status().acting_until.is_some_and(|u| Instant::now() < u);
@@ -371,7 +375,12 @@ async fn follow_keys(c: &Coordinator, stop: &CancellationToken) {
             };
             match message {
                 Ok(Some(response)) if !response.canceled() => {
-                    c.contact(Instant::now());
+                    // For a discovery-only controller the open watch is what "reachable"
+                    // means; an acting-capable one counts linearizable requests only (a
+                    // member cut off from the quorum may still deliver what it had).
+                    if c.settings.role == Role::Discovery {
+                        c.contact(Instant::now());
+                    }
                     c.watch_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for event in response.events() {
                         let Some(kv) = event.kv() else { continue };
