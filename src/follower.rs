@@ -66,7 +66,9 @@ pub async fn run(coordinator: Arc<Coordinator>, shared: Arc<Shared>, stop: Cance
             on_etcd_unavailable: coordinator.settings.on_unavailable.label(),
         };
         *shared.report.write().expect("report lock") = Some(Report::from_view(&t, last.as_ref(), report));
+        // Both heartbeats of /healthz: there is no poller, the watch is this loop's input.
         shared.rounds.beat();
+        shared.polls.beat();
         notifier.round_completed(shared.ready.load(Ordering::Acquire));
         shared.metrics.record_liveness(SystemTime::now(), None);
     }

@@ -252,6 +252,8 @@ async fn a_discovery_only_controller_reports_a_failover_from_the_watch() {
     assert_eq!(d.metric("roomguard_probe_duration_seconds_count", &[]), 0.0, "{}", d.metrics());
     assert!(d.metric("roomguard_coordination_watch_events_total", &[]) >= 1.0);
     assert!(d.report_text().contains("discovery-only"), "{}", d.report_text());
+    let (status, body) = http_get(d.http, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
     d.stop().await;
     a.stop().await;
 }
