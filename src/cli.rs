@@ -358,14 +358,10 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         decision: &decision,
         plan: &plan,
         epoch: state.as_ref().map_or(0, |s| s.epoch),
-        coordination: config.coordination.as_ref().map(|k| crate::report::CoordinationReport {
-            mode: "(status reads Redis and the state file; GET /topology of a controller tells who acts)".into(),
-            name: k.name.clone(),
-            acting: None,
-            etcd_reachable: false,
-            fencing_token: state.as_ref().and_then(|s| s.fencing_token),
-            on_etcd_unavailable: k.on_unavailable.label(),
-        }),
+        coordination: match &config.coordination {
+            Some(k) => Some(coordination_report(config, k, state.as_ref()).await),
+            None => None,
+        },
         last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
         cooling: &plan::cooling(
             state.as_ref().map_or(&[][..], |s| &s.room_failures),
@@ -375,6 +371,34 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
         ),
         pause: pause.as_ref(),
     }))
+}
+
+/// `[coordination]` as `status` sees it: one read of etcd (who acts, the shared record's
+/// fencing token); the state file's token when etcd does not answer.
+async fn coordination_report(
+    config: &Config,
+    settings: &crate::coordination::CoordinationSettings,
+    state: Option<&State>,
+) -> crate::report::CoordinationReport {
+    let read = match crate::coordination::Coordinator::new(settings.clone(), config.topology.clone()).await {
+        Ok(c) => c.read_once().await.map(|()| c),
+        Err(e) => Err(e),
+    };
+    let (acting, reachable, token) = match &read {
+        Ok(c) => (c.status().acting_name, true, c.shared_state().map(|s| s.revision)),
+        Err(_) => (None, false, state.and_then(|s| s.fencing_token)),
+    };
+    crate::report::CoordinationReport {
+        mode: match &read {
+            Ok(_) => "read by `roomguard status`".into(),
+            Err(e) => format!("read by `roomguard status`; etcd: {e}"),
+        },
+        name: settings.name.clone(),
+        acting,
+        etcd_reachable: reachable,
+        fencing_token: token,
+        on_etcd_unavailable: settings.on_unavailable.label(),
+    }
 }
 
 async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {

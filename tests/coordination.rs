@@ -110,6 +110,19 @@ async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
     assert!(topology.contains("\"mode\":\"acting\""), "{topology}");
     let (_, topology) = http_get(observer.http, "/topology").await;
     assert!(topology.contains("\"mode\":\"observing\""), "{topology}");
+    // `roomguard status` reads who acts and the token from etcd.
+    let config_file = config_path(&lab);
+    let toml = std::fs::read_to_string(&config_file).unwrap();
+    std::fs::write(
+        &config_file,
+        format!("{toml}\n[coordination]\netcd = [\"{}\"]\nprefix = \"/roomguard/test\"\nname = \"cli\"\n", urls[0]),
+    )
+    .unwrap();
+    let out = run(roomguard(&["status", "--json", "--config", config_file.to_str().unwrap()])).await;
+    let status = String::from_utf8_lossy(&out.stdout);
+    let acting_name = if acting(&a) { "a" } else { "b" };
+    assert!(status.contains(&format!("\"fencing_token\": {token}")), "{status}");
+    assert!(status.contains(&format!("\"acting\": \"{acting_name}\"")), "{status}");
     // The hooks of both controllers ran for each shard with the token as RG_EPOCH.
     for log in [&hooks_a, &hooks_b] {
         assert!(

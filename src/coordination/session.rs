@@ -100,6 +100,19 @@ impl Coordinator {
         }
     }
 
+    /// One linearizable read of every key under the prefix (`roomguard status`): who acts
+    /// and the shared record, then [`Coordinator::status`] and [`Coordinator::shared_state`].
+    pub async fn read_once(&self) -> Result<(), String> {
+        let prefix = format!("{}/", self.settings.prefix);
+        let sent = Instant::now();
+        let response = self.request(self.client.clone().get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        self.contact(sent);
+        for kv in response.kvs() {
+            self.apply(kv);
+        }
+        Ok(())
+    }
+
     /// One etcd request, bounded by the request timeout (the client's own timeout does not
     /// cover a connection that is still being set up).
     async fn request<T>(
