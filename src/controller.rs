@@ -603,23 +603,16 @@ impl Controller {
                 debug!(epoch = file.epoch, "state file changed on disk with a newer epoch; following it");
                 self.followed_at = Some(Instant::now());
                 self.handed_over.clear();
-                // The move's trigger, for the events: what the file's last failover says.
+                // The masters it replaced, left to the switchover that wrote it (see `round`).
                 for (shard, master) in file.masters.iter().enumerate() {
                     if let Some(old) =
                         self.state.as_ref().and_then(|s| s.masters[shard]).filter(|m| Some(*m) != *master)
                     {
                         self.handed_over.push(old);
                     }
-                    if self.state.as_ref().is_some_and(|s| s.masters[shard] != *master) {
-                        let name = &self.shared.config.topology.shards[shard].name;
-                        self.triggers[shard] = Some(
-                            file.last_failover
-                                .as_ref()
-                                .filter(|f| f.shards.contains(name))
-                                .map_or(Trigger::Manual, |f| f.trigger),
-                        );
-                    }
                 }
+                // The move's trigger, for the events: what the file's last failover says.
+                self.note_moves(&file);
                 // A failover committed through the file: etcd must have it too.
                 if let Some(c) = &self.shared.coordination {
                     self.unpublished = c.shared_state().is_none_or(|s| file.fencing_token != Some(s.revision));

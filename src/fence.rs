@@ -162,16 +162,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{observe::InstanceObservation, topology::Addr};
-
-    fn topology() -> Topology {
-        let a = |p| Addr::new("127.0.0.11", p);
-        let b = |p| Addr::new("127.0.0.12", p);
-        Topology::new(
-            vec!["1".into(), "2".into()],
-            vec![("s1".into(), vec![vec![a(6401), a(6402)], vec![b(6401), b(6402)]])],
-        )
-    }
+    use crate::{observe::InstanceObservation, topology::fixtures::seed};
 
     fn observed(master: bool, reachable: bool) -> InstanceObservation {
         let text = if master {
@@ -184,19 +175,28 @@ mod tests {
 
     #[test]
     fn a_room_is_fenced_only_when_cut_from_etcd_and_from_every_other_room() {
-        let t = topology();
-        let mut o = Observation::new(4);
-        o.instances = vec![observed(true, true), observed(false, true), observed(false, false), observed(false, false)];
-        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![0]);
-        // etcd down but room 2 still answers: an outage, not a partition.
-        o.instances[2].reachable = true;
+        let t = seed();
+        let id =
+            |a: &str| t.find_any(a.split(':').next().unwrap(), a.split(':').nth(1).unwrap().parse().unwrap()).unwrap();
+        let (m1, m2) = (id("192.168.99.11:6401"), id("192.168.99.11:6402"));
+        let (h1, h2) = (id("192.168.99.12:6401"), id("192.168.99.12:6402"));
+        // Room 1 answers (its two masters, its replicas); room 2 does not.
+        let mut o = Observation::new(8);
+        for (i, obs) in o.instances.iter_mut().enumerate() {
+            let room_1 = t.instance(i).room == 0;
+            *obs = observed(i == m1 || i == m2, room_1);
+        }
+        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![m1, m2]);
+        // etcd down but a room-2 instance still answers: an outage, not a partition.
+        o.instances[h1].reachable = true;
         assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
-        o.instances[2].reachable = false;
+        o.instances[h1].reachable = false;
         assert!(to_fence(&t, &o, 0, false, &[], None).is_empty());
         // etcd back: a fenced master the record no longer names stays fenced until demoted.
-        assert_eq!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(2)])), vec![0]);
-        assert!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(0)])).is_empty());
-        o.instances[0] = observed(false, true);
-        assert!(to_fence(&t, &o, 0, false, &[0], Some(&vec![Some(2)])).is_empty());
+        let failed_over = vec![Some(h1), Some(h2)];
+        assert_eq!(to_fence(&t, &o, 0, false, &[m1], Some(&failed_over)), vec![m1]);
+        assert!(to_fence(&t, &o, 0, false, &[m1], Some(&vec![Some(m1), Some(m2)])).is_empty());
+        o.instances[m1] = observed(false, true);
+        assert!(to_fence(&t, &o, 0, false, &[m1], Some(&failed_over)).is_empty());
     }
 }

@@ -122,28 +122,19 @@ pub fn newer(candidate: &SharedState, current: Option<&SharedState>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Addr;
-
-    fn topology() -> Topology {
-        let a = |p| Addr::new("127.0.0.11", p);
-        let b = |p| Addr::new("127.0.0.12", p);
-        Topology::new(
-            vec!["1".into(), "2".into()],
-            vec![("s1".into(), vec![vec![a(6401), a(6402)], vec![b(6401), b(6402)]])],
-        )
-    }
+    use crate::topology::fixtures::seed as topology;
 
     #[test]
     fn a_state_round_trips_and_a_foreign_one_is_refused() {
         let t = topology();
-        let mut state = State::new(vec![Some(2)]);
+        let mut state = State::new(vec![Some(2), None]);
         state.room_failures = vec![None, None];
         state.epoch = 4;
         state.fencing_token = Some(17);
         let json = state.to_json(&t);
         let shared = parse_state(json.as_bytes(), 18, &t).unwrap();
         assert_eq!((shared.revision, shared.state.clone()), (18, State { fencing_token: Some(18), ..state }));
-        let other = json.replace("127.0.0.12:6401", "10.0.0.1:6401");
+        let other = json.replace("192.168.99.12:6401", "10.0.0.1:6401");
         assert!(parse_state(other.as_bytes(), 19, &t).unwrap_err().contains("not one of its instances"));
         assert!(parse_state(b"{", 19, &t).unwrap_err().starts_with("not roomguard state"));
         assert!(newer(&shared, None));
@@ -158,13 +149,13 @@ mod tests {
             layout: layout(&t),
             discovery: Discovery::default(),
             snapshot: Snapshot::default(),
-            triggers: vec![None],
+            triggers: vec![None, None],
             fencing_token: Some(3),
             by: "c1".into(),
         };
         let bytes = serde_json::to_vec(&view).unwrap();
         assert_eq!(parse_view(&bytes, &t).unwrap(), view);
-        assert_eq!(layout(&t), "1,2;s1=127.0.0.11:6401,127.0.0.11:6402,127.0.0.12:6401,127.0.0.12:6402");
+        assert!(layout(&t).starts_with("1,2;shard-6401=192.168.99.11:6401,"), "{}", layout(&t));
         let foreign = SharedView { layout: "1,2;s1=10.0.0.1:1".into(), ..view };
         let e = parse_view(&serde_json::to_vec(&foreign).unwrap(), &t).unwrap_err();
         assert!(e.contains("written by c1 for another deployment layout"), "{e}");
