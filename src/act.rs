@@ -257,7 +257,13 @@ impl Node {
             self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await?;
             return Ok(WriteFence::PauseWrite);
         }
-        let to_write = self.config_get("min-slaves-to-write").await?.unwrap_or_else(|| "0".into());
+        let mut to_write = self.config_get("min-slaves-to-write").await?.unwrap_or_else(|| "0".into());
+        // Already fenced (another controller's fence, or one a stopped controller left): the
+        // value to restore is not this one but Redis' default.
+        if to_write.trim() == IMPOSSIBLE_REPLICAS {
+            tracing::warn!(instance = %self.addr, "min-slaves-to-write is already {IMPOSSIBLE_REPLICAS} (a fence left in place): restoring 0 afterwards");
+            to_write = "0".into();
+        }
         let max_lag = self.config_get("min-slaves-max-lag").await?.unwrap_or_else(|| "10".into());
         let fence = WriteFence::MinReplicas { to_write, max_lag: max_lag.clone() };
         // The check is off while min-slaves-max-lag is 0.

@@ -348,8 +348,10 @@ impl Controller {
         // only once its successor answers as a master, which this view then names; published
         // after the demotion, the endpoint would name a replica in between (issue 15).
         self.publish(observation, &verdict, &masters, now, store, &authority);
+        // Asked again: the round's etcd calls and file writes may have outlasted the lease.
+        let still = authority.may_act() && self.authority(Instant::now()).may_act();
         match action_guard {
-            Some(_guard) if authority.may_act() => self.act(&actions).await,
+            Some(_guard) if still => self.act(&actions).await,
             Some(_) => {}
             None if !actions.is_empty() => debug!("a manual failover is in progress; acting next round"),
             None => {}
@@ -430,10 +432,14 @@ impl Controller {
     /// controller that etcd does not have yet go first while it may act.
     async fn follow_shared_state(&mut self, authority: &Authority) {
         let Some(shared) = self.shared.coordination.as_ref().and_then(|c| c.shared_state()) else { return };
-        if self.state.as_ref().and_then(|s| s.fencing_token).is_some_and(|t| t >= shared.revision) {
-            return;
-        }
-        if self.unpublished && authority.may_act() {
+        if self.unpublished {
+            // Decisions etcd does not have: published first while this controller may act
+            // (against the record they derive from: if etcd moved on, they lose); dropped for
+            // the record as soon as another controller acts.
+            if authority.may_act() {
+                return;
+            }
+        } else if self.state.as_ref().and_then(|s| s.fencing_token).is_some_and(|t| t >= shared.revision) {
             return;
         }
         let mut next = shared.state.clone();
@@ -463,7 +469,10 @@ impl Controller {
         if *authority != Authority::Act || !(self.unpublished || first) {
             return;
         }
-        match coordination.publish_state(&state, shared.as_ref().map(|s| s.revision)).await {
+        // The record this state derives from; on a first start none, or the one etcd holds but
+        // this controller cannot read (written for another layout: it is replaced, loudly).
+        let expected = state.fencing_token.or(coordination.unreadable_revision());
+        match coordination.publish_state(&state, expected).await {
             Ok(token) => {
                 info!(fencing_token = token, epoch = state.epoch, "decisions published to etcd");
                 let next = State { fencing_token: Some(token), ..state };
@@ -472,11 +481,12 @@ impl Controller {
                 self.last_publish_error = None;
                 self.save(&next).await;
             }
-            Err(e @ PublishError::Conflict { .. }) | Err(e @ PublishError::NotActing { .. }) => {
-                // Someone else's decisions are newer: follow them (next round).
-                self.publish_failed(&e, "local decisions not published: another controller's are newer");
+            Err(e @ PublishError::Conflict { .. }) => {
+                // Etcd moved on since these decisions' record: follow it (next round).
+                self.publish_failed(&e, "local decisions not published: the shared record is newer");
                 self.unpublished = false;
             }
+            // Not acting any more: `follow_shared_state` drops them for the record.
             Err(e) => self.publish_failed(&e, "cannot publish to etcd yet"),
         }
     }
@@ -792,7 +802,9 @@ impl Controller {
         // the acting lease, only from the record it last saw); its revision is the token.
         if let Some(coordination) = self.shared.coordination.clone() {
             if *authority == Authority::Act {
-                let expected = coordination.shared_state().map(|s| s.revision);
+                // Against the record this state derives from, not the newest one seen: if etcd
+                // moved on, this decision was taken on an old picture and is dropped.
+                let expected = next.fencing_token.or(coordination.unreadable_revision());
                 match coordination.publish_state(&next, expected).await {
                     Ok(token) => {
                         next.fencing_token = Some(token);

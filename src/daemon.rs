@@ -33,7 +33,8 @@
 //!
 //! Shutdown order: the loop first (no new action; the round in flight finishes), then
 //! everything else, then the work that must not be cut short (an admin-API failover, a hook
-//! run in progress, both on [`Shared::tasks`]).
+//! run in progress, both on [`Shared::tasks`]), and last the etcd session, which revokes the
+//! lease: another controller may act at once, and nothing here acts any more.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -160,6 +161,9 @@ pub struct Daemon {
     names: Vec<(tokio::task::Id, Task)>,
     aborts: Vec<(Task, AbortHandle)>,
     stop_rest: CancellationToken,
+    /// The etcd session, apart like the loop: stopped after everything else ([`Daemon::stop`]).
+    session: Option<JoinHandle<()>>,
+    stop_session: CancellationToken,
 }
 
 impl Daemon {
@@ -241,6 +245,8 @@ impl Daemon {
             names: Vec::new(),
             aborts: Vec::new(),
             stop_rest: stop_rest.clone(),
+            session: None,
+            stop_session: CancellationToken::new(),
         };
         let c = &shared.config;
         let poll = PollSettings {
@@ -257,7 +263,17 @@ impl Daemon {
             discovery.discovery.send_if_modified(|view| view.observe(*shard, addr, info));
         };
         if let Some(coordination) = &coordination {
-            daemon.spawn(Task::Coordination, coordination.clone().run(stop_rest.clone()));
+            // Stopped last (`stop_session`): an admin-API failover still running at shutdown
+            // publishes through it, and the lease is revoked only once nothing acts any more.
+            let session = tokio::spawn(coordination.clone().run(daemon.stop_session.clone()));
+            daemon.aborts.push((Task::Coordination, session.abort_handle()));
+            daemon.session = Some(session);
+            if coordination.settings.role == crate::coordination::Role::Acting && coordination.settings.room.is_none() {
+                warn!(
+                    "[coordination] without `room`: this controller fences no room when a partition cuts it \
+                     from the quorum (docs/coordination.md#fencing)"
+                );
+            }
         }
         let control_loop = match &coordination {
             Some(coordination) if discovery_only => {
@@ -356,9 +372,17 @@ impl Daemon {
     /// [`DaemonError::TaskEnded`]).
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         let mut control_loop = self.control_loop.take().expect("set by start");
+        let mut session = self.session.take();
+        let session_ended = async {
+            match session.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
         let failure = tokio::select! {
             _ = shutdown => None,
             joined = &mut control_loop => Some((Task::Loop, Ended::of(joined))),
+            joined = session_ended => Some((Task::Coordination, Ended::of(joined))),
             Some(joined) = self.tasks.join_next_with_id() => Some(match joined {
                 Ok((id, ())) => (self.task(id), Ended::Returned),
                 Err(e) => (self.task(e.id()), Ended::of(Err(e))),
@@ -366,6 +390,8 @@ impl Daemon {
         };
         crate::notify::stopping();
         let loop_done = matches!(failure, Some((Task::Loop, _)));
+        // A session that ended is not awaited again.
+        let session = if matches!(failure, Some((Task::Coordination, _))) { None } else { session };
         let failure = failure.map(|(task, how)| DaemonError::TaskEnded { task, how });
         match &failure {
             None => info!("shutting down: no new actions; stopping the loop, then the other tasks"),
@@ -375,7 +401,7 @@ impl Daemon {
                  (safe: decisions are in the state file before they are acted on)"
             ),
         }
-        let stop = self.stop(control_loop, loop_done);
+        let stop = self.stop(control_loop, loop_done, session);
         match failure {
             None => match stop.await {
                 Some(e) => Err(e),
@@ -392,7 +418,12 @@ impl Daemon {
 
     /// Stops the loop (its round finishes), then everything else; returns the first task that
     /// panicked meanwhile.
-    async fn stop(mut self, control_loop: JoinHandle<()>, loop_done: bool) -> Option<DaemonError> {
+    async fn stop(
+        mut self,
+        control_loop: JoinHandle<()>,
+        loop_done: bool,
+        session: Option<JoinHandle<()>>,
+    ) -> Option<DaemonError> {
         let mut panicked = None;
         self.stop_loop.cancel();
         if !loop_done && let how @ Ended::Panicked(_) = Ended::of(control_loop.await) {
@@ -409,6 +440,13 @@ impl Daemon {
         }
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+        self.stop_session.cancel();
+        if let Some(session) = session
+            && let how @ Ended::Panicked(_) = Ended::of(session.await)
+        {
+            error!("the etcd session {how} while stopping");
+            panicked.get_or_insert(DaemonError::TaskEnded { task: Task::Coordination, how });
+        }
         info!("stopped");
         panicked
     }

@@ -39,7 +39,17 @@ use crate::{
 };
 
 /// Pure: the instances of `room` to keep fenced now. `cut`: the quorum has not answered for
-/// `fence_after`; `fenced`: those fenced so far; `designated`: the shared record's masters.
+/// `fence_after`; `fenced`: those fenced so far; `designated`: the shared record's masters
+/// (read afresh before anything is lifted).
+///
+/// A room is partitioned when the quorum is cut, every instance outside the room fails its
+/// probes, *and* Redis agrees: every replica in another room that replicates from this room
+/// has stopped acknowledging (its `lag` is [`QUIET_LAG`] seconds or more; replicas acknowledge
+/// every second). The last condition keeps a controller whose own host lost the network from
+/// pausing a room whose links to the other rooms are fine.
+///
+/// A fence stays while the quorum is cut (whatever the probes say), and after, on a master the
+/// record no longer names, until it answers as a replica.
 pub fn to_fence(
     topology: &Topology,
     observation: &Observation,
@@ -56,6 +66,13 @@ pub fn to_fence(
         .all(|(id, _)| !observation.get(id).reachable);
     let answers_as_master =
         |id: InstanceId| observation.get(id).info.as_ref().is_some_and(|info| info.role == Role::Master);
+    let other_rooms_quiet = topology.room_members(room).all(|id| {
+        let replicas = observation.get(id).info.as_ref().map(|i| i.replicas.as_slice()).unwrap_or_default();
+        replicas
+            .iter()
+            .filter(|r| topology.find_any(&r.host, r.port).is_some_and(|other| topology.instance(other).room != room))
+            .all(|r| r.lag.is_none_or(|lag| lag >= QUIET_LAG))
+    });
     topology
         .instances
         .iter()
@@ -64,13 +81,18 @@ pub fn to_fence(
         .map(|(id, _)| id)
         .filter(|&id| answers_as_master(id))
         .filter(|&id| {
-            let partitioned = cut && isolated;
+            let partitioned = cut && isolated && other_rooms_quiet;
+            let held = fenced.contains(&id) && cut;
             let superseded = fenced.contains(&id)
                 && designated.is_some_and(|m| m.get(topology.instance(id).shard).copied().flatten() != Some(id));
-            partitioned || superseded
+            partitioned || held || superseded
         })
         .collect()
 }
+
+/// A replica's `lag` (seconds since its last acknowledgement) from which it no longer hears
+/// its master: replicas acknowledge every second, so 0 or 1 is a live link.
+pub const QUIET_LAG: i64 = 2;
 
 /// Runs the fence for `room` until `stop`.
 pub async fn run(
@@ -110,18 +132,23 @@ pub async fn run(
             );
         }
         was_cut = cut;
-        for &id in &wanted {
+        // Every master at once: the bound must not grow with the number of masters.
+        let fences =
+            wanted.iter().filter(|id| matches!(fenced.get(id), None | Some(WriteFence::PauseWrite))).map(|&id| {
+                let (addr, version) = (t.addr(id), observation.get(id).version);
+                let config = &config;
+                async move {
+                    let fenced = async {
+                        let mut node =
+                            Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
+                        node.fence_writes(version, pause_for).await
+                    };
+                    (id, fenced.await)
+                }
+            });
+        for (id, outcome) in futures::future::join_all(fences).await {
             let addr = t.addr(id);
-            let version = observation.get(id).version;
-            let renew = matches!(fenced.get(&id), None | Some(WriteFence::PauseWrite));
-            if !renew {
-                continue;
-            }
-            let fence = async {
-                let mut node = Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
-                node.fence_writes(version, pause_for).await
-            };
-            match fence.await {
+            match outcome {
                 Ok(fence) => {
                     if !fenced.contains_key(&id) {
                         error!(
@@ -137,7 +164,20 @@ pub async fn run(
                 Err(e) => error!(instance = %addr, error = %e, "cannot fence {addr}"),
             }
         }
-        let lift: Vec<InstanceId> = fenced.keys().copied().filter(|id| !wanted.contains(id)).collect();
+        // Lifting needs the record as etcd holds it now, not as the watch last delivered it: a
+        // master the other side replaced during the partition must stay fenced.
+        let mut lift: Vec<InstanceId> = fenced.keys().copied().filter(|id| !wanted.contains(id)).collect();
+        if !lift.is_empty() {
+            match coordinator.read_once().await {
+                Ok(()) => {
+                    let designated = coordinator.shared_state().map(|s| s.state.masters);
+                    let current: Vec<InstanceId> = fenced.keys().copied().collect();
+                    let still = to_fence(t, &observation, room, cut, &current, designated.as_ref());
+                    lift.retain(|id| !still.contains(id));
+                }
+                Err(_) => lift.clear(),
+            }
+        }
         for id in lift {
             let addr = t.addr(id);
             let fence = fenced[&id].clone();
@@ -165,8 +205,17 @@ mod tests {
     use crate::{observe::InstanceObservation, topology::fixtures::seed};
 
     fn observed(master: bool, reachable: bool) -> InstanceObservation {
+        observed_with(master, reachable, "")
+    }
+
+    fn observed_with(master: bool, reachable: bool, replica_lines: &str) -> InstanceObservation {
         let text = if master {
-            "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
+            &format!("role:master\r\n{replica_lines}master_repl_offset:0\r\n")
+        } else if !replica_lines.is_empty() {
+            &format!(
+                "role:slave\r\nmaster_host:x\r\nmaster_port:1\r\nmaster_link_status:up\r\nslave_repl_offset:0\r\n\
+                 {replica_lines}master_repl_offset:0\r\n"
+            )
         } else {
             "role:slave\r\nmaster_host:x\r\nmaster_port:1\r\nmaster_link_status:up\r\nslave_repl_offset:0\r\nmaster_repl_offset:0\r\n"
         };
@@ -192,6 +241,17 @@ mod tests {
         assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
         o.instances[h1].reachable = false;
         assert!(to_fence(&t, &o, 0, false, &[], None).is_empty());
+        // Only this controller lost the network: room 2's head still acknowledges room 1's tail.
+        let tail = id("192.168.99.11:6403");
+        let line = |lag| format!("slave0:ip=192.168.99.12,port=6401,state=online,offset=0,lag={lag}\r\n");
+        o.instances[tail] = observed_with(false, true, &line(1));
+        assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
+        o.instances[tail] = observed_with(false, true, &line(QUIET_LAG));
+        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![m1, m2]);
+        // Fenced stays fenced while etcd is cut, even if room 2 answers again.
+        o.instances[h1].reachable = true;
+        assert_eq!(to_fence(&t, &o, 0, true, &[m1, m2], None), vec![m1, m2]);
+        o.instances[h1].reachable = false;
         // etcd back: a fenced master the record no longer names stays fenced until demoted.
         let failed_over = vec![Some(h1), Some(h2)];
         assert_eq!(to_fence(&t, &o, 0, false, &[m1], Some(&failed_over)), vec![m1]);

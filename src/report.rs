@@ -375,16 +375,19 @@ impl Report {
             Some(Some(first)) if rooms_of.iter().all(|r| r.as_ref() == Some(first)) => Some(first.clone()),
             _ => None,
         };
+        // Views come only from the acting controller: without one, this one may be stale.
         let healthy = view.is_some()
+            && coordination.acting.is_some()
             && shards.iter().all(|s| s.master.is_some())
             && shards.iter().flat_map(|s| &s.instances).all(|i| i.in_place);
         let verdict = match view {
             Some(v) => format!(
-                "{}: primary room {}; discovery-only, following {}'s view (fencing token {})",
+                "{}: primary room {}; discovery-only, following {}'s view (fencing token {}){}",
                 if healthy { "HEALTHY" } else { "DEGRADED" },
                 primary_room.as_deref().unwrap_or("mixed/unknown"),
                 v.by,
-                v.fencing_token.map_or("-".to_string(), |t| t.to_string())
+                v.fencing_token.map_or("-".to_string(), |t| t.to_string()),
+                if coordination.acting.is_none() { "; NO acting controller: the view may be stale" } else { "" }
             ),
             None => "DEGRADED: discovery-only, no view from an acting controller yet".into(),
         };

@@ -276,7 +276,9 @@ async fn commit(
     let names = moves.iter().map(|m| t.shards[m.shard].name.clone()).collect();
     state.last_failover = Some(FailoverRecord::now(Trigger::Manual, room, names));
     if let Some(coordination) = coordination {
-        let expected = coordination.shared_state().map(|s| s.revision);
+        // Against the record the state file's masters derive from (the running controller
+        // keeps the file on the shared record): a decision on an old picture is refused.
+        let expected = before.fencing_token.or(coordination.unreadable_revision());
         match coordination.publish_state(state, expected).await {
             Ok(token) => state.fencing_token = Some(token),
             Err(e) => {

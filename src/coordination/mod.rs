@@ -162,11 +162,12 @@ impl CoordinationSettings {
     }
 
     /// How long without a successful round trip to the quorum before this controller takes
-    /// its room's side of a partition for granted and fences it: two thirds of the lease, so
-    /// that (with one renewal period and the Redis command) the room is fenced about when
-    /// the acting lease it may hold lapses and another room's controller can take over.
+    /// its room's side of a partition for granted and fences it: one lease. Shorter would
+    /// fence the *surviving* room when the lost room held the etcd leader (the election and
+    /// one timed-out request take 2–3 s); with one renewal period and the Redis command, the
+    /// room is fenced a little after a lease it may hold has lapsed.
     pub fn fence_after(&self) -> Duration {
-        self.lease_ttl * 2 / 3
+        self.lease_ttl
     }
 
     /// From the moment a room loses the quorum to the moment its masters refuse writes, at
@@ -261,6 +262,8 @@ pub struct Coordinator {
     outbox: tokio::sync::watch::Sender<Option<SharedView>>,
     /// The lease the session holds (for the compare-and-swap).
     lease: Mutex<Option<i64>>,
+    /// The revision of a `state` record this controller cannot read (another layout).
+    unreadable: Mutex<Option<u64>>,
     /// Watch responses received (a metric).
     watch_events: std::sync::atomic::AtomicU64,
 }
@@ -296,6 +299,7 @@ impl Coordinator {
             view: tokio::sync::watch::channel(None).0,
             outbox: tokio::sync::watch::channel(None).0,
             lease: Mutex::new(None),
+            unreadable: Mutex::new(None),
             watch_events: Default::default(),
         }))
     }
@@ -333,6 +337,11 @@ impl Coordinator {
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// The revision of a `state` record that could not be read, if that is what etcd holds.
+    pub fn unreadable_revision(&self) -> Option<u64> {
+        *self.unreadable.lock().expect("unreadable")
     }
 
     pub fn watch_events(&self) -> u64 {
@@ -399,8 +408,8 @@ mod tests {
     #[test]
     fn the_fencing_bound_is_shorter_than_two_leases() {
         let s = settings(Unavailable::Hold);
-        assert_eq!(s.fence_after(), Duration::from_secs(2));
-        assert_eq!(s.fencing_bound(Duration::from_millis(250)), Duration::from_millis(3250));
+        assert_eq!(s.fence_after(), Duration::from_secs(3));
+        assert_eq!(s.fencing_bound(Duration::from_millis(250)), Duration::from_millis(4250));
         assert_eq!(s.key("state"), "/roomguard/state");
     }
 

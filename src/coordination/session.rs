@@ -21,7 +21,7 @@ use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     Coordinator, Role,
@@ -44,6 +44,8 @@ pub enum PublishError {
 struct Lease {
     id: Option<i64>,
     keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+    /// When the last renewal that etcd answered was sent (or the lease granted).
+    renewed_at: Option<Instant>,
 }
 
 impl Coordinator {
@@ -75,7 +77,15 @@ impl Coordinator {
         if response.succeeded() {
             let mut state = stored;
             state.fencing_token = Some(revision);
-            self.state.send_replace(Some(record::SharedState { revision, state }));
+            let shared = record::SharedState { revision, state };
+            self.state.send_if_modified(|current| {
+                let newer = record::newer(&shared, current.as_ref());
+                if newer {
+                    *current = Some(shared);
+                }
+                newer
+            });
+            *self.unreadable.lock().expect("unreadable") = None;
             return Ok(revision);
         }
         let mut current = 0;
@@ -150,6 +160,7 @@ impl Coordinator {
         if key == self.settings.key(STATE).as_bytes() {
             match record::parse_state(kv.value(), kv.mod_revision() as u64, &self.topology) {
                 Ok(shared) => {
+                    *self.unreadable.lock().expect("unreadable") = None;
                     self.state.send_if_modified(|current| {
                         let newer = record::newer(&shared, current.as_ref());
                         if newer {
@@ -158,7 +169,16 @@ impl Coordinator {
                         newer
                     });
                 }
-                Err(e) => warn!(key = %self.settings.key(STATE), error = %e, "ignoring the shared record"),
+                Err(e) => {
+                    error!(
+                        key = %self.settings.key(STATE),
+                        revision = kv.mod_revision(),
+                        error = %e,
+                        "the shared record cannot be used (written for another configuration?): the acting \
+                         controller replaces it with the masters it reads from Redis"
+                    );
+                    *self.unreadable.lock().expect("unreadable") = Some(kv.mod_revision() as u64);
+                }
             }
         } else if key == self.settings.key(VIEW).as_bytes() {
             match record::parse_view(kv.value(), &self.topology) {
@@ -211,17 +231,19 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
         let sent = Instant::now();
         // A keep-alive is no proof of the quorum: a leader cut off from the other members
         // still answers them locally until it steps down (measured: up to 1 s). Only the
-        // campaign's transaction (a linearizable read or a write) counts as contact.
-        if let Err(e) = renew(c, &mut lease).await {
-            c.failed(e);
-            continue;
+        // campaign's transaction (a linearizable read or a write) counts as contact; it runs
+        // whether or not the renewal worked, so that reaching etcd is noticed either way.
+        let renewed = renew(c, &mut lease, sent).await;
+        if let Err(e) = &renewed {
+            c.failed(e.clone());
         }
         let outcome = campaign(c, &lease).await;
         if outcome.is_ok() {
             c.contact(sent);
         }
         match outcome {
-            Ok(true) => {
+            // Acting needs this tick's renewal: the deadline below counts from it.
+            Ok(true) if renewed.is_ok() => {
                 let until = sent + c.settings.lease_ttl - c.settings.request_timeout();
                 let was = c.status().acting_until.is_some_and(|u| Instant::now() < u);
                 c.update(|s| {
@@ -232,11 +254,16 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
                     info!(name = %c.settings.name, "this controller is now the ACTING controller (it holds the etcd lease)");
                 }
             }
+            // Still ours, but not renewed this tick: acting until the last deadline.
+            Ok(true) => {}
             Ok(false) => {
                 let was = c.status().acting_until.is_some_and(|u| Instant::now() < u);
                 c.update(|s| s.acting_until = None);
                 if was {
                     warn!("this controller is no longer the acting controller");
+                    // Whatever another controller wrote meanwhile is rewritten when this one
+                    // acts again.
+                    written_view = None;
                 }
             }
             Err(e) => {
@@ -254,49 +281,63 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
     }
 }
 
-/// Renews the lease, or grants one when there is none (or it expired).
-async fn renew(c: &Coordinator, lease: &mut Lease) -> Result<(), String> {
+/// Renews the lease, or grants one when there is none. A lease that etcd says expired, or
+/// that no renewal reached for a whole TTL (etcd has expired it, or will: its own leader
+/// change aside), is dropped and a new one granted next time: a controller cut off longer
+/// than its lease must be able to act again once etcd answers.
+async fn renew(c: &Coordinator, lease: &mut Lease, sent: Instant) -> Result<(), String> {
     let ttl = c.settings.lease_ttl.as_secs() as i64;
     if lease.id.is_none() {
         let granted = c.request(c.client.clone().lease_grant(ttl, None)).await?;
-        lease.id = Some(granted.id());
+        *lease = Lease { id: Some(granted.id()), keeper: None, renewed_at: Some(sent) };
         *c.lease.lock().expect("lease id") = lease.id;
-        lease.keeper = None;
         debug!(lease = granted.id(), ttl, "etcd lease granted");
         return Ok(());
     }
     let id = lease.id.expect("checked");
-    if lease.keeper.is_none() {
-        lease.keeper = Some(c.request(c.client.clone().lease_keep_alive(id)).await?);
-    }
-    let (keeper, stream) = lease.keeper.as_mut().expect("set above");
-    let renewed = c
-        .request(async {
+    let renewed = async {
+        if lease.keeper.is_none() {
+            lease.keeper = Some(c.request(c.client.clone().lease_keep_alive(id)).await?);
+        }
+        let (keeper, stream) = lease.keeper.as_mut().expect("set above");
+        c.request(async {
             keeper.keep_alive().await?;
             stream.message().await
         })
-        .await;
-    match renewed {
-        Ok(Some(response)) if response.ttl() > 0 => Ok(()),
-        Ok(_) => {
-            // Expired (ttl 0) or the stream ended: a new lease next time.
-            warn!(lease = id, "the etcd lease expired");
-            *lease = Lease::default();
-            *c.lease.lock().expect("lease id") = None;
-            c.update(|s| s.acting_until = None);
-            Err("the etcd lease expired".into())
-        }
-        Err(e) => {
-            lease.keeper = None;
-            Err(e)
-        }
+        .await
     }
+    .await;
+    let expired = match renewed {
+        Ok(Some(response)) if response.ttl() > 0 => {
+            lease.renewed_at = Some(sent);
+            return Ok(());
+        }
+        // TTL 0, or the stream ended.
+        Ok(_) => "etcd says it expired".to_string(),
+        Err(e) if e.contains("lease not found") => e,
+        Err(e) if lease.renewed_at.is_some_and(|at| sent.saturating_duration_since(at) < c.settings.lease_ttl) => {
+            lease.keeper = None;
+            return Err(e);
+        }
+        Err(e) => format!("not renewed for a whole TTL ({e})"),
+    };
+    warn!(lease = id, "the etcd lease is gone: {expired}; a new one will be granted");
+    *lease = Lease::default();
+    *c.lease.lock().expect("lease id") = None;
+    c.update(|s| s.acting_until = None);
+    Err(format!("the etcd lease is gone: {expired}"))
 }
 
 /// Takes the acting key if nobody holds it; true when this controller holds it.
 async fn campaign(c: &Coordinator, lease: &Lease) -> Result<bool, String> {
-    let Some(id) = lease.id else { return Ok(false) };
     let key = c.settings.key(ACTING);
+    let Some(id) = lease.id else {
+        // No lease to campaign with: still one linearizable read (who acts; etcd answers).
+        let read = c.request(c.client.clone().get(key, None)).await?;
+        let holder = read.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        c.update(|s| s.acting_name = holder);
+        return Ok(false);
+    };
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key.clone(), c.settings.name.clone(), Some(PutOptions::new().with_lease(id)))])
