@@ -229,7 +229,9 @@ impl Daemon {
         }
         // Not fatal: the controller still observes and reports; it cannot take a new decision
         // until the file can be written, and says so (log, metric, alert).
-        if let Err(e) = state::check_writable(&shared.config.controller.state_file) {
+        if discovery_only {
+            // Nothing to write: a discovery-only controller decides nothing.
+        } else if let Err(e) = state::check_writable(&shared.config.controller.state_file) {
             error!(error = %e, "the state file cannot be written: no failover can be decided until it can");
             shared.metrics.record_state_save(false);
         }
