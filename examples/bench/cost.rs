@@ -27,7 +27,7 @@ pub struct Cost {
     pub probe_p99_ms: f64,
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -36,20 +36,20 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 }
 
 /// utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = after.split(' ').collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
+pub fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -194,7 +194,7 @@ pub struct Load {
 }
 
 /// `INFO <section>` of `addr`, raw.
-fn info(addr: &roomguard::topology::Addr, section: &str) -> String {
+pub fn info(addr: &roomguard::topology::Addr, section: &str) -> String {
     let mut s = TcpStream::connect((addr.host.as_str(), addr.port)).unwrap();
     write!(s, "INFO {section}\r\nQUIT\r\n").unwrap();
     let mut out = String::new();
@@ -202,7 +202,7 @@ fn info(addr: &roomguard::topology::Addr, section: &str) -> String {
     out
 }
 
-fn info_field(text: &str, prefix: &str, key: &str) -> u64 {
+pub fn info_field(text: &str, prefix: &str, key: &str) -> u64 {
     let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or("");
     let rest = line.split_once(key).map_or("0", |(_, r)| r);
     rest.split([',', '\r']).next().unwrap_or("0").parse().unwrap_or(0)

@@ -9,11 +9,15 @@
 //!
 //! Subcommands: `suite [--quick]`, `recovery`, `compare` (roomguard and Sentinel, trials
 //! interleaved, with the ratio), `dataloss`, `switchover`, `cost`, `load` (what N controllers
-//! cost one Redis instance: `--controllers 1,4,16`); flags: `--trials N
+//! cost one Redis instance: `--controllers 1,4,16`), `coord-failover` (room loss with and
+//! without `[coordination]`, and the lease handover: `--faults kill,blackhole --modes
+//! quorum-free,etcd,handover`), `coord-cost` (discovery-only vs polling controllers:
+//! `--controllers 10,100`; both in `coord.rs`, ports 14000-14999); flags: `--trials N
 //! --system roomguard|sentinel --topology chained|flat --fault kill|hang|blackhole
 //! --down-after D --shards N --rate R|max --writers N --seconds S --ping-period SECONDS`. `blackhole` drops every
 //! packet to and from room 1 with iptables (root).
 
+mod coord;
 mod cost;
 mod sentinel;
 mod writer;
@@ -84,6 +88,9 @@ struct Opts {
     cost_base: u16,
     /// `load`: the numbers of controllers to measure, one after the other.
     controllers: Vec<usize>,
+    /// `coord-failover`: the faults and the modes, each fault's trials interleaved by mode.
+    faults: Vec<Fault>,
+    modes: Vec<coord::Mode>,
 }
 
 impl Default for Opts {
@@ -103,6 +110,8 @@ impl Default for Opts {
             quick: false,
             cost_base: BASE_BIG,
             controllers: vec![1, 4, 16],
+            faults: vec![Fault::Kill, Fault::BlackHole],
+            modes: vec![coord::Mode::QuorumFree, coord::Mode::Etcd, coord::Mode::Handover],
         }
     }
 }
@@ -141,6 +150,27 @@ fn parse() -> (String, Opts) {
             "--base-port" => o.cost_base = value().parse().expect("--base-port P"),
             "--controllers" => {
                 o.controllers = value().split(',').map(|n| n.parse().expect("--controllers N[,N...]")).collect()
+            }
+            "--faults" => {
+                o.faults = value()
+                    .split(',')
+                    .map(|f| match f {
+                        "kill" => Fault::Kill,
+                        "blackhole" => Fault::BlackHole,
+                        v => panic!("--faults kill,blackhole, not {v}"),
+                    })
+                    .collect()
+            }
+            "--modes" => {
+                o.modes = value()
+                    .split(',')
+                    .map(|m| match m {
+                        "quorum-free" => coord::Mode::QuorumFree,
+                        "etcd" => coord::Mode::Etcd,
+                        "handover" => coord::Mode::Handover,
+                        v => panic!("--modes quorum-free,etcd,handover, not {v}"),
+                    })
+                    .collect()
             }
             other => panic!("unknown argument {other}; see examples/bench/main.rs"),
         }
@@ -227,19 +257,8 @@ impl Deployment {
         t0
     }
 
-    /// Per shard, its room-2 instances: one of them must become the writable master.
     fn room2_candidates(&self) -> Vec<Vec<Addr>> {
-        let t = self.lab.topology();
-        (0..t.shards.len())
-            .map(|s| {
-                let head = t.head(s, 1);
-                let mut v = vec![t.addr(head).clone()];
-                v.extend(
-                    t.shard_members(s).filter(|&i| i != head && t.instance(i).room == 1).map(|i| t.addr(i).clone()),
-                );
-                v
-            })
-            .collect()
+        room2_candidates(&self.lab)
     }
 
     async fn stop(self) {
@@ -250,6 +269,19 @@ impl Deployment {
             }
         }
     }
+}
+
+/// Per shard, its room-2 instances: one of them must become the writable master.
+fn room2_candidates(lab: &Lab) -> Vec<Vec<Addr>> {
+    let t = lab.topology();
+    (0..t.shards.len())
+        .map(|s| {
+            let head = t.head(s, 1);
+            let mut v = vec![t.addr(head).clone()];
+            v.extend(t.shard_members(s).filter(|&i| i != head && t.instance(i).room == 1).map(|i| t.addr(i).clone()));
+            v
+        })
+        .collect()
 }
 
 /// Waits until, in every shard, one of its candidates answers `SET` with OK. Returns the time
@@ -581,6 +613,14 @@ async fn suite(quick: bool) {
     for shards in if quick { vec![2, 16] } else { vec![2, 32, 64] } {
         out.push_str(&cost_row(shards, base.seconds, BASE_BIG).await);
     }
+    // 6: coordination through etcd (issue 16): failover time beside quorum-free, and what
+    // discovery-only controllers cost Redis compared with polling ones.
+    out.push_str("\n### Room loss with `[coordination]` (one etcd member on 127.0.0.13)\n\n");
+    let faults = [Fault::Kill, Fault::BlackHole];
+    let modes = [coord::Mode::QuorumFree, coord::Mode::Etcd, coord::Mode::Handover];
+    out.push_str(&coord::failover(&modes, &faults, if quick { 2 } else { 10 }).await);
+    out.push_str("\n### What controllers cost Redis (8 instances)\n\n");
+    out.push_str(&coord::cost(if quick { &[10] } else { &[10, 100] }, base.seconds).await);
     out.push_str(&format!("\nLoad average at end: {}; suite took {:.0?}.\n", load(), started.elapsed()));
     println!("{out}");
 }
@@ -688,6 +728,10 @@ async fn main() {
                 );
             }
         }
-        other => panic!("unknown command {other}: suite, recovery, dataloss, switchover, cost or load"),
+        "coord-failover" => print!("{}", coord::failover(&o.modes, &o.faults, o.trials).await),
+        "coord-cost" => print!("{}", coord::cost(&o.controllers, o.seconds).await),
+        other => panic!(
+            "unknown command {other}: suite, recovery, dataloss, switchover, cost, load, coord-failover or coord-cost"
+        ),
     }
 }
