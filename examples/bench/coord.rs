@@ -210,8 +210,11 @@ async fn failover_trial(mode: Mode, fault: Fault, etcd: &Etcd, trial: usize) -> 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // Let the controllers watch a healthy deployment for a while, as in `deploy`.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the controllers watch a healthy deployment for a while, as in `deploy`, plus a
+    // random 0-1 s: the lease is renewed every second from the controller's start and the
+    // masters ping every second, so without it the fault would fall at the same phase of both
+    // in every trial (the handover would measure one point of its range, not its spread).
+    tokio::time::sleep(Duration::from_millis(1500) + jitter(Duration::from_secs(1))).await;
 
     let mut hole = None;
     let mut pids: Vec<String> =
@@ -240,6 +243,13 @@ async fn failover_trial(mode: Mode, fault: Fault, etcd: &Etcd, trial: usize) -> 
     drop(controllers);
     drop(hole);
     took.map(|(t, _)| t)
+}
+
+/// Uniform in `[0, max)`, from the clock's nanoseconds (no generator needed for this).
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    Duration::from_nanos(mixed % max.as_nanos() as u64)
 }
 
 /// `trials` rounds of every mode in `modes`, interleaved, for each fault: one table row per
