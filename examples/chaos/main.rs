@@ -30,14 +30,33 @@
 //!   [`CATCH_UP`]): it is then in every room, and losing it later is a violation whatever
 //!   the fault (the chain's promise).
 //!
+//! `--etcd` runs the same soak coordinated (issue 16, docs/coordination.md): three etcd members
+//! on 127.0.0.11-13 (the soak's own, clients on `--etcd-port`, `--base-port` + 900 by
+//! default, peers one above), every controller with `[coordination]`, `room` round-robin
+//! (controller k in room k mod rooms) and `on_etcd_unavailable` from `--on-etcd-unavailable`
+//! or else chosen by the seed (printed). Extra faults: an etcd member killed, or two (the
+//! quorum: the controllers hold or act quorum-free), restarted from their data dirs when
+//! healed; the acting controller killed (a first fault of its own, and half the controller
+//! restarts); manual failovers go through `POST /failover` (the CLI's direct path is refused
+//! with `[coordination]`), to the acting controller every other time. Extra invariants at each
+//! quiet point: every etcd member answers, exactly one controller acts, none holds or fences
+//! its room, every one follows the same shared record, and its fencing token never goes back.
+//! The invariants that count per controller hold as they are: the automatic failovers are
+//! summed over every controller (one acting controller counts them once), and the hooks and
+//! the commands after a quiet point are counted per controller against its own.
+//!
 //! A run is reproducible from its seed (the choice and timing of faults; not the timing of
 //! Redis and the controllers). On a violation it prints the seed and the timeline and exits 1.
 //!
 //!     scripts/chaos [--minutes N] [--seed S] [--rooms 2|3] [--controllers K] [--base-port P]
+//!                   [--etcd [--etcd-port P] [--on-etcd-unavailable hold|quorum-free]]
 //!
-//! Ports: 29001-29004 on 127.0.0.11-13 (Redis), 29100.. (the controllers' Sentinel endpoints);
+//! Ports: 29001-29004 on 127.0.0.11-13 (Redis), 29100.. (the controllers' Sentinel endpoints),
+//! with `--etcd` 29900 and 29901 on the same addresses (etcd);
 //! another `--base-port` runs a second soak beside the first.
 //! Needs root (iptables, for the black hole).
+
+mod etcd;
 
 use std::{
     collections::BTreeMap,
@@ -112,7 +131,13 @@ enum Fault {
     CutOffControllers(usize),
     /// A controller is stopped and started again from its state file: gracefully, or
     /// `abrupt`ly (its runtime is dropped mid-round, as SIGKILL would: no orderly stop).
-    RestartController { k: usize, abrupt: bool },
+    /// `acting` (`--etcd` only): whichever controller holds the etcd lease when the fault
+    /// starts, instead of controller `k` (`k` when none does).
+    RestartController { k: usize, abrupt: bool, acting: bool },
+    /// `--etcd`: SIGKILL etcd member `member` (0-based), and with `quorum` the next one too (the
+    /// quorum is lost: the controllers hold, or act quorum-free, as `on_etcd_unavailable`
+    /// says); healed by restarting them from their data dirs.
+    KillEtcd { member: usize, quorum: bool },
     /// `failover --room R` (graceful when the masters answer), during whatever else happens:
     /// the CLI's path, or `POST /failover` to a controller (`http`).
     ManualFailover { room: usize, http: bool },
@@ -158,8 +183,12 @@ impl Fault {
             Fault::RestartMasterEmpty { .. } => "restart master empty, sync delay 5s",
             Fault::CutOffControllers(_) => "controllers cut off from a room",
             Fault::SlowRoom { .. } => "latency and jitter to a room",
-            Fault::RestartController { abrupt: false, .. } => "restart controller",
-            Fault::RestartController { abrupt: true, .. } => "kill and restart controller",
+            Fault::RestartController { abrupt: false, acting: false, .. } => "restart controller",
+            Fault::RestartController { abrupt: true, acting: false, .. } => "kill and restart controller",
+            Fault::RestartController { abrupt: false, acting: true, .. } => "restart the acting controller",
+            Fault::RestartController { abrupt: true, acting: true, .. } => "kill and restart the acting controller",
+            Fault::KillEtcd { quorum: false, .. } => "kill an etcd member",
+            Fault::KillEtcd { quorum: true, .. } => "kill two etcd members (quorum lost)",
             Fault::ManualFailover { http: false, .. } => "manual failover (CLI)",
             Fault::ManualFailover { http: true, .. } => "manual failover (POST /failover)",
         }
@@ -429,10 +458,25 @@ struct Opts {
     rooms: usize,
     controllers: usize,
     base_port: u16,
+    /// `--etcd`: the controllers run with `[coordination]`.
+    etcd: bool,
+    /// `--on-etcd-unavailable hold|quorum-free`; chosen by the seed when absent.
+    on_etcd_unavailable: Option<roomguard::coordination::Unavailable>,
+    /// `--etcd-port P`: the members' client port (peers on P + 1); `--base-port` + 900 by default.
+    etcd_port: Option<u16>,
 }
 
 fn parse() -> Opts {
-    let mut o = Opts { minutes: 2.0, seed: 1, rooms: 2, controllers: 2, base_port: BASE_PORT };
+    let mut o = Opts {
+        minutes: 2.0,
+        seed: 1,
+        rooms: 2,
+        controllers: 2,
+        base_port: BASE_PORT,
+        etcd: false,
+        on_etcd_unavailable: None,
+        etcd_port: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -442,9 +486,19 @@ fn parse() -> Opts {
             "--rooms" => o.rooms = value().parse().expect("--rooms 2|3"),
             "--controllers" => o.controllers = value().parse().expect("--controllers K"),
             "--base-port" => o.base_port = value().parse().expect("--base-port P"),
-            other => {
-                panic!("unknown argument {other}: --minutes N --seed S --rooms 2|3 --controllers K --base-port P")
+            "--etcd" => o.etcd = true,
+            "--etcd-port" => o.etcd_port = Some(value().parse().expect("--etcd-port P")),
+            "--on-etcd-unavailable" => {
+                o.on_etcd_unavailable = Some(match value().as_str() {
+                    "hold" => roomguard::coordination::Unavailable::Hold,
+                    "quorum-free" => roomguard::coordination::Unavailable::QuorumFree,
+                    other => panic!("--on-etcd-unavailable hold|quorum-free, not {other}"),
+                })
             }
+            other => panic!(
+                "unknown argument {other}: --minutes N --seed S --rooms 2|3 --controllers K --base-port P \
+                 [--etcd [--etcd-port P] [--on-etcd-unavailable hold|quorum-free]]"
+            ),
         }
     }
     assert!((2..=3).contains(&o.rooms) && o.controllers >= 1, "--rooms 2|3, --controllers >= 1");
@@ -478,6 +532,29 @@ async fn main() -> std::process::ExitCode {
     let (base_config, dir) = (lab.config.clone(), lab.dir().to_path_buf());
     // Every event of every controller runs a hook that appends it to hooks-<k>.log.
     let hook_log = |k: usize| dir.join(format!("hooks-{k}.log"));
+    // `--etcd`: three etcd members on the room addresses, and every controller coordinated
+    // through them, in room k mod rooms (round-robin), with the same behaviour when etcd is
+    // unavailable (the flag's, else one chosen by the seed on a generator of its own, so that
+    // the faults of a seed stay those of the uncoordinated mode as far as they can).
+    let coordination = o.etcd.then(|| {
+        let unavailable = o.on_etcd_unavailable.unwrap_or({
+            if Rng(o.seed ^ 0x5eed_e7cd).below(2) == 0 {
+                roomguard::coordination::Unavailable::Hold
+            } else {
+                roomguard::coordination::Unavailable::QuorumFree
+            }
+        });
+        (o.etcd_port.unwrap_or(o.base_port + 900), unavailable)
+    });
+    let mut etcd = match coordination {
+        Some((port, _)) => Some(
+            etcd::Etcd::start(port, dir.join("etcd"))
+                .await
+                .unwrap_or_else(|e| panic!("etcd (ports {port} and {}): {e}", port + 1)),
+        ),
+        None => None,
+    };
+    let etcd_endpoints = etcd.as_ref().map(|e| e.endpoints()).unwrap_or_default();
     let config_of = |k: usize| {
         let mut c = base_config.clone();
         c.controller.state_file = dir.join(format!("state-{k}.json"));
@@ -494,6 +571,17 @@ async fn main() -> std::process::ExitCode {
         if let Some(s) = c.sentinel.as_mut() {
             s.listen = format!("127.0.0.1:{}", o.base_port + 100 + k as u16).parse().expect("address");
         }
+        if let Some((_, on_unavailable)) = coordination {
+            c.coordination = Some(roomguard::coordination::CoordinationSettings {
+                endpoints: etcd_endpoints.clone(),
+                prefix: roomguard::coordination::DEFAULT_PREFIX.into(),
+                name: format!("c{k}"),
+                role: roomguard::coordination::Role::Acting,
+                room: Some(k % o.rooms),
+                lease_ttl: roomguard::coordination::DEFAULT_LEASE_TTL,
+                on_unavailable,
+            });
+        }
         c
     };
     let mut controllers = Vec::new();
@@ -505,8 +593,17 @@ async fn main() -> std::process::ExitCode {
     // Automatic failovers counted by the controllers' earlier incarnations.
     let mut auto_failovers_of_stopped = 0.0;
     let mut run = Run { started: Instant::now(), timeline: vec![], violations: vec![] };
+    let mode = match coordination {
+        Some((port, unavailable)) => format!(
+            "coordinated through etcd (3 members, client port {port}; controller k in room k mod {}), \
+             on_etcd_unavailable = \"{}\"",
+            o.rooms,
+            unavailable.label()
+        ),
+        None => "quorum-free".to_string(),
+    };
     run.log(format!(
-        "seed {}, {} rooms, {} shards, {} controllers, {} minutes",
+        "seed {}, {} rooms, {} shards, {} controllers, {} minutes, {mode}",
         o.seed,
         o.rooms,
         t.shards.len(),
@@ -528,6 +625,8 @@ async fn main() -> std::process::ExitCode {
     let mut lost_by_cause: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut faults_by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut recovery: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    // `--etcd`: the fencing token every controller followed at the last quiet point.
+    let mut last_token = 0;
 
     let deadline = Instant::now() + Duration::from_secs_f64(o.minutes * 60.0);
     let mut episode = 0;
@@ -539,12 +638,19 @@ async fn main() -> std::process::ExitCode {
         let instance = rng.below(t.instances.len() as u64) as usize;
         let shard = rng.below(t.shards.len() as u64) as usize;
         let other = (room + 1 + rng.below(o.rooms as u64 - 1) as usize) % o.rooms;
+        // `--etcd`: half the controller restarts hit the acting controller; a manual failover
+        // goes through `POST /failover` (the CLI's path is refused with [coordination]: only the
+        // acting controller runs one).
         let restart = |rng: &mut Rng| Fault::RestartController {
             k: rng.below(o.controllers as u64) as usize,
             abrupt: rng.below(2) == 0,
+            acting: o.etcd && rng.below(2) == 0,
         };
-        let manual = |rng: &mut Rng, room: usize| Fault::ManualFailover { room, http: rng.below(2) == 0 };
-        let first = match rng.below(11) {
+        let manual = |rng: &mut Rng, room: usize| Fault::ManualFailover { room, http: o.etcd || rng.below(2) == 0 };
+        let first = match rng.below(if o.etcd { 14 } else { 11 }) {
+            11 => Fault::KillEtcd { member: rng.below(3) as usize, quorum: false },
+            12 => Fault::RestartController { k: 0, abrupt: true, acting: true },
+            13 => Fault::KillEtcd { member: rng.below(3) as usize, quorum: true },
             10 => Fault::SlowRoom { room, max_delay_ms: 100 + rng.below(500) },
             9 => Fault::CutOffControllers(room),
             8 => Fault::Partition(room, other),
@@ -579,6 +685,7 @@ async fn main() -> std::process::ExitCode {
         let mut slowed: Vec<roomguard::lab::SlowRoom> = vec![];
         let mut hung: Vec<InstanceId> = vec![];
         let mut killed: Vec<InstanceId> = vec![];
+        let mut killed_etcd: Vec<usize> = vec![];
         for (i, &fault) in faults.iter().enumerate() {
             if i > 0 {
                 tokio::time::sleep(gap).await;
@@ -634,7 +741,29 @@ async fn main() -> std::process::ExitCode {
                         let _ = lab.servers[id].restart_with(None, &["--repl-diskless-sync-delay", &delay]);
                     }
                 }
-                Fault::RestartController { k, abrupt } => {
+                Fault::KillEtcd { member, quorum } => {
+                    let etcd = etcd.as_mut().expect("--etcd");
+                    for i in std::iter::once(member).chain(quorum.then_some((member + 1) % 3)) {
+                        etcd.kill(i);
+                        killed_etcd.push(i);
+                    }
+                    run.log(format!("episode {episode}: etcd members {killed_etcd:?} (0-based) killed"));
+                }
+                Fault::RestartController { k, abrupt, acting } => {
+                    let k = if acting {
+                        match controllers.iter().position(is_acting) {
+                            Some(a) => {
+                                run.log(format!("episode {episode}: the acting controller is c{a}"));
+                                a
+                            }
+                            None => {
+                                run.log(format!("episode {episode}: no controller acts: c{k} instead"));
+                                k
+                            }
+                        }
+                    } else {
+                        k
+                    };
                     hooks_ran[k] += hooks_ok(&controllers[k]);
                     auto_failovers_of_stopped += auto_failovers(&controllers[k]);
                     let old = controllers.remove(k);
@@ -647,6 +776,12 @@ async fn main() -> std::process::ExitCode {
                 }
                 Fault::ManualFailover { room: r, http: true } => {
                     let k = rng.below(controllers.len() as u64) as usize;
+                    // `--etcd`: only the acting controller runs it (the others answer 409, also
+                    // worth sending): to the acting one every other time.
+                    let k = match controllers.iter().position(is_acting) {
+                        Some(a) if o.etcd && rng.below(2) == 0 => a,
+                        _ => k,
+                    };
                     let room_name = t.rooms[r].clone();
                     let answer = post_failover(controllers[k].http, &room_name).await;
                     run.log(format!("POST /failover?room={room_name} to controller {k}: {answer}"));
@@ -679,16 +814,38 @@ async fn main() -> std::process::ExitCode {
                 let _ = lab.servers[id].restart_with(None, &RESTART_ARGS);
             }
         }
+        for &i in &killed_etcd {
+            if let Err(e) = etcd.as_mut().expect("--etcd").restart(i) {
+                run.violation(format!("episode {episode}: {e}"));
+            }
+        }
         run.log(format!("episode {episode}: healed"));
 
         // The quiet point.
         let healed = Instant::now();
+        // `--etcd`: every member answers again (a restarted one rejoins from its data dir) and
+        // none exited on its own.
+        if let Some(etcd) = etcd.as_mut() {
+            let crashed: Vec<usize> = (0..3).filter(|&i| !etcd.running(i)).collect();
+            if !crashed.is_empty() {
+                run.violation(format!("episode {episode}: etcd members {crashed:?} (0-based) exited"));
+            } else if let Err(e) = etcd.wait_healthy(SETTLE).await {
+                run.violation(format!("episode {episode}: {e}"));
+            }
+            if !run.violations.is_empty() {
+                break;
+            }
+        }
         let mut settled = false;
+        let mut coordination_ok = Ok(0);
         while healed.elapsed() < SETTLE {
             let redis_ok = roomguard::cli::snapshot(&lab.config).await.is_ok_and(|r| r.healthy);
             let views_ok =
                 controllers.iter().all(|c| c.shared.report.read().expect("report").as_ref().is_some_and(|r| r.healthy));
-            if redis_ok && views_ok {
+            // `--etcd`: one acting controller, none fenced or holding, every one on the same
+            // shared record.
+            coordination_ok = if o.etcd { coordination_settled(&controllers) } else { Ok(0) };
+            if redis_ok && views_ok && coordination_ok.is_ok() {
                 settled = true;
                 break;
             }
@@ -700,8 +857,16 @@ async fn main() -> std::process::ExitCode {
         }
         if !settled {
             let report = roomguard::cli::snapshot(&lab.config).await.map(|r| r.render()).unwrap_or_default();
-            run.violation(format!("episode {episode}: not settled {SETTLE:?} after healing:\n{report}"));
+            let coordination = coordination_ok.err().map(|e| format!("coordination: {e}\n")).unwrap_or_default();
+            run.violation(format!("episode {episode}: not settled {SETTLE:?} after healing:\n{coordination}{report}"));
             break;
+        }
+        // `--etcd`: the fencing token (the shared record's revision) never goes back.
+        if let Ok(token) = coordination_ok {
+            if token < last_token {
+                run.violation(format!("episode {episode}: the fencing token went back from {last_token} to {token}"));
+            }
+            last_token = token;
         }
         let report = roomguard::cli::snapshot(&lab.config).await.expect("snapshot");
         for (s, shard) in report.shards.iter().enumerate() {
@@ -798,6 +963,10 @@ async fn main() -> std::process::ExitCode {
         }
         // No automatic failover unless a room or an instance was lost: a partition, a cut-off
         // controller, a slow link, a controller restart or a manual failover alone justify none.
+        // `--etcd`: the same sum over every controller, though only the acting one decides
+        // (and, in the quorum-free fallback, every one): a failover counted by any of them, or
+        // by one since killed, is one too many; killing an etcd member, the quorum or the
+        // acting controller justifies none either.
         let autos = auto_failovers_of_stopped + controllers.iter().map(auto_failovers).sum::<f64>();
         if autos > auto_before_episode && !faults.iter().any(|f| f.may_fail_over()) {
             run.violation(format!(
@@ -819,6 +988,8 @@ async fn main() -> std::process::ExitCode {
         }
         // Every event ran its hooks: none failed, timed out or was dropped, and each run that
         // ended ok left its line (hook runs finish in the background: give them a moment).
+        // Counted per controller against its own log, so it holds whether every controller
+        // sees an event from its own probes or, observing, from the shared record.
         for (k, c) in controllers.iter().enumerate() {
             let not_ok = metric_sum(c, "roomguard_hook_runs_total{", "") - hooks_ok(c);
             if not_ok > 0.0 {
@@ -844,7 +1015,7 @@ async fn main() -> std::process::ExitCode {
     }
     let total_acked: usize = acked.iter().map(|a| a.lock().expect("acked").len()).sum();
     println!(
-        "\nchaos: seed {}, {} rooms, {} controllers, {episode} episodes in {:.0?}",
+        "\nchaos: seed {}, {} rooms, {} controllers, {episode} episodes in {:.0?}, {mode}",
         o.seed,
         o.rooms,
         o.controllers,
@@ -916,6 +1087,36 @@ fn metric_sum(c: &Controller, prefix: &str, filter: &str) -> f64 {
         .filter(|l| l.starts_with(prefix) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `--etcd`: whether this controller holds the acting lease now.
+fn is_acting(c: &Controller) -> bool {
+    metric_sum(c, "roomguard_coordination_acting ", "") == 1.0
+}
+
+/// `--etcd`, at a quiet point: exactly one controller acts, none holds (etcd answers every
+/// one) or fences its room, and every one follows the same shared record (a non-zero fencing
+/// token), which is returned; else why not.
+fn coordination_settled(controllers: &[Controller]) -> Result<u64, String> {
+    let acting: Vec<usize> = (0..controllers.len()).filter(|&k| is_acting(&controllers[k])).collect();
+    let holding: Vec<usize> = (0..controllers.len())
+        .filter(|&k| metric_sum(&controllers[k], "roomguard_coordination_holding ", "") > 0.0)
+        .collect();
+    let fencing: Vec<usize> = (0..controllers.len())
+        .filter(|&k| metric_sum(&controllers[k], "roomguard_coordination_fenced_instances ", "") > 0.0)
+        .collect();
+    let tokens: Vec<u64> =
+        controllers.iter().map(|c| metric_sum(c, "roomguard_coordination_fencing_token ", "") as u64).collect();
+    if acting.len() != 1
+        || !holding.is_empty()
+        || !fencing.is_empty()
+        || tokens.iter().any(|&t| t != tokens[0] || t == 0)
+    {
+        return Err(format!(
+            "acting controllers {acting:?}, holding {holding:?}, fencing {fencing:?}, fencing tokens {tokens:?}"
+        ));
+    }
+    Ok(tokens[0])
 }
 
 fn diverged_total(controllers: &[Controller]) -> f64 {
