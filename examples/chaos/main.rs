@@ -36,8 +36,8 @@
 //! (controller k in room k mod rooms) and `on_etcd_unavailable` from `--on-etcd-unavailable`
 //! or else chosen by the seed (printed). Extra faults: an etcd member killed, or two (the
 //! quorum: the controllers hold or act quorum-free), restarted from their data dirs when
-//! healed; the acting controller killed (a first fault of its own, and half the controller
-//! restarts); manual failovers go through `POST /failover` (the CLI's direct path is refused
+//! healed; the acting controller killed (while a room is killed, frozen or black-holed, and
+//! in half the controller restarts); manual failovers go through `POST /failover` (the CLI's direct path is refused
 //! with `[coordination]`), to the acting controller every other time. Extra invariants at each
 //! quiet point: every etcd member answers, exactly one controller acts, none holds or fences
 //! its room, every one follows the same shared record, and its fencing token never goes back.
@@ -538,7 +538,7 @@ async fn main() -> std::process::ExitCode {
     // the faults of a seed stay those of the uncoordinated mode as far as they can).
     let coordination = o.etcd.then(|| {
         let unavailable = o.on_etcd_unavailable.unwrap_or({
-            if Rng(o.seed ^ 0x5eed_e7cd).below(2) == 0 {
+            if Rng((o.seed ^ 0x5eed_e7cd) | 1).below(2) == 0 {
                 roomguard::coordination::Unavailable::Hold
             } else {
                 roomguard::coordination::Unavailable::QuorumFree
@@ -647,9 +647,19 @@ async fn main() -> std::process::ExitCode {
             acting: o.etcd && rng.below(2) == 0,
         };
         let manual = |rng: &mut Rng, room: usize| Fault::ManualFailover { room, http: o.etcd || rng.below(2) == 0 };
+        let mut forced_second = None;
         let first = match rng.below(if o.etcd { 14 } else { 11 }) {
             11 => Fault::KillEtcd { member: rng.below(3) as usize, quorum: false },
-            12 => Fault::RestartController { k: 0, abrupt: true, acting: true },
+            // The acting controller killed while a room is lost: the failover waits for its
+            // lease to lapse and another controller to take over.
+            12 => {
+                forced_second = Some(Fault::RestartController { k: 0, abrupt: true, acting: true });
+                match rng.below(3) {
+                    0 => Fault::KillRoom(room),
+                    1 => Fault::HangRoom(room),
+                    _ => Fault::BlackHoleRoom(room),
+                }
+            }
             13 => Fault::KillEtcd { member: rng.below(3) as usize, quorum: true },
             10 => Fault::SlowRoom { room, max_delay_ms: 100 + rng.below(500) },
             9 => Fault::CutOffControllers(room),
@@ -664,7 +674,9 @@ async fn main() -> std::process::ExitCode {
             _ => manual(&mut rng, room),
         };
         faults.push(first);
-        if rng.below(3) == 0 {
+        if let Some(second) = forced_second {
+            faults.push(second);
+        } else if rng.below(3) == 0 {
             let second = match rng.below(3) {
                 0 => restart(&mut rng),
                 1 => {
