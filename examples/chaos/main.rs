@@ -776,13 +776,31 @@ async fn main() -> std::process::ExitCode {
                     } else {
                         k
                     };
-                    hooks_ran[k] += hooks_ok(&controllers[k]);
-                    auto_failovers_of_stopped += auto_failovers(&controllers[k]);
                     let old = controllers.remove(k);
+                    let old_shared = old.shared.clone();
                     if abrupt {
                         kill_controller(old).await;
                     } else if let Err(e) = stop_controller(old).await {
                         run.violation(format!("controller {k} ended badly when stopped: {e}"));
+                    }
+                    // Counted once the incarnation is gone: nothing it runs is missed.
+                    hooks_ran[k] += hooks_ok_of(&old_shared);
+                    auto_failovers_of_stopped +=
+                        metric_sum_of(&old_shared, "roomguard_failovers_total{", "trigger=\"auto\"");
+                    if abrupt {
+                        // A hook run in flight when the runtime was dropped goes on (its shell
+                        // is a process of its own, as it would outlive a SIGKILLed controller)
+                        // and may leave its line, but its outcome is never counted: once such
+                        // runs are done, the lines recorded so far are the new baseline.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let lines = std::fs::read_to_string(hook_log(k)).map_or(0, |t| t.lines().count()) as f64;
+                        if lines > hooks_ran[k] {
+                            run.log(format!(
+                                "episode {episode}: {} hook runs in flight when c{k} was killed left their line uncounted",
+                                lines - hooks_ran[k]
+                            ));
+                            hooks_ran[k] = lines;
+                        }
                     }
                     controllers.insert(k, start_controller(config_of(k), k, &log).await);
                 }
@@ -1082,7 +1100,11 @@ async fn sentinel_master(sentinel: &Addr, shard: &str) -> Option<String> {
 /// had written past their successors' promotion points.
 /// The hook runs of a controller that ended ok.
 fn hooks_ok(c: &Controller) -> f64 {
-    metric_sum(c, "roomguard_hook_runs_total{", "outcome=\"ok\"")
+    hooks_ok_of(&c.shared)
+}
+
+fn hooks_ok_of(shared: &roomguard::controller::Shared) -> f64 {
+    metric_sum_of(shared, "roomguard_hook_runs_total{", "outcome=\"ok\"")
 }
 
 /// The automatic failovers a controller counted (successful or not).
@@ -1092,7 +1114,11 @@ fn auto_failovers(c: &Controller) -> f64 {
 
 /// The sum of a controller's series whose line starts with `prefix` and contains `filter`.
 fn metric_sum(c: &Controller, prefix: &str, filter: &str) -> f64 {
-    c.shared
+    metric_sum_of(&c.shared, prefix, filter)
+}
+
+fn metric_sum_of(shared: &roomguard::controller::Shared, prefix: &str, filter: &str) -> f64 {
+    shared
         .metrics
         .encode()
         .lines()
