@@ -77,8 +77,13 @@ async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
     let hooks_b = epoch_hook(&lab, &mut config_b, "b");
     let a = Controller::start_with(config_a.clone()).await;
     let b = Controller::start_with(config_b.clone()).await;
+    // Just started, both observe for two leases (6 s) before they campaign.
     assert!(
-        wait_until(Duration::from_secs(10), || async { acting(&a) || acting(&b) }).await,
+        !wait_until(Duration::from_secs(4), || async { acting(&a) || acting(&b) }).await,
+        "a controller took the lease during its warm-up"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || async { acting(&a) || acting(&b) }).await,
         "nobody acts:\n{}",
         a.report_text()
     );
@@ -155,7 +160,7 @@ async fn with_etcd_down_hold_means_no_failover_until_it_is_back() {
     let mut etcd = EtcdCluster::on(26510, &["127.0.0.13"]).await;
     let urls = etcd.endpoints();
     let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
-    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
+    assert!(wait_until(Duration::from_secs(20), || async { acting(&a) }).await, "{}", a.report_text());
     etcd.kill(1);
     assert!(
         wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_holding", &[]) == 1.0 }).await,
@@ -189,7 +194,7 @@ async fn with_etcd_down_quorum_free_fails_over_and_publishes_later() {
     let mut config = coordinated(&lab, &urls, "a", Role::Acting, None);
     config.coordination.as_mut().unwrap().on_unavailable = Unavailable::QuorumFree;
     let a = Controller::start_with(config.clone()).await;
-    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await, "{}", a.report_text());
+    assert!(wait_until(Duration::from_secs(20), || async { acting(&a) }).await, "{}", a.report_text());
     let before = wait_for_token(&config).await;
     etcd.kill(1);
     assert!(
@@ -229,7 +234,7 @@ async fn a_discovery_only_controller_reports_a_failover_from_the_watch() {
     let etcd = EtcdCluster::on(26530, &["127.0.0.13"]).await;
     let urls = etcd.endpoints();
     let a = Controller::start_with(coordinated(&lab, &urls, "a", Role::Acting, None)).await;
-    assert!(wait_until(Duration::from_secs(10), || async { acting(&a) }).await);
+    assert!(wait_until(Duration::from_secs(20), || async { acting(&a) }).await);
     let mut config = coordinated(&lab, &urls, "d", Role::Discovery, None);
     let hooks = epoch_hook(&lab, &mut config, "d");
     let endpoint = format!("127.0.0.1:{}", port(24907));
@@ -309,7 +314,7 @@ async fn the_lease_passes_to_another_controller_when_the_acting_one_is_killed() 
     let (config_b, http_b) = process_config(lab.dir(), &spec, "b", port(24968), &urls, "");
     let mut a = Daemon::start(&config_a, http_a).await;
     assert!(
-        wait_until(Duration::from_secs(10), || async { a.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+        wait_until(Duration::from_secs(20), || async { a.metric("roomguard_coordination_acting", &[]).await == 1.0 })
             .await,
         "{}",
         a.log_text()
@@ -321,7 +326,7 @@ async fn the_lease_passes_to_another_controller_when_the_acting_one_is_killed() 
     );
     a.kill();
     assert!(
-        wait_until(Duration::from_secs(10), || async { b.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+        wait_until(Duration::from_secs(20), || async { b.metric("roomguard_coordination_acting", &[]).await == 1.0 })
             .await,
         "{}",
         b.log_text()
@@ -400,7 +405,7 @@ async fn a_partition_fences_the_room_without_the_quorum() {
     open_to_all(dir.path());
     let c2 = Daemon::start_as(&config_2, http_2, Some(ROOM2)).await;
     assert!(
-        wait_until(Duration::from_secs(10), || async { c2.metric("roomguard_coordination_acting", &[]).await == 1.0 })
+        wait_until(Duration::from_secs(20), || async { c2.metric("roomguard_coordination_acting", &[]).await == 1.0 })
             .await,
         "{}",
         c2.log_text()
@@ -408,7 +413,7 @@ async fn a_partition_fences_the_room_without_the_quorum() {
     let c1 = Daemon::start_as(&config_1, http_1, Some(ROOM1)).await;
     // Both follow the same record before the cut.
     assert!(
-        wait_until(Duration::from_secs(10), || async {
+        wait_until(Duration::from_secs(20), || async {
             let token = c2.metric("roomguard_coordination_fencing_token", &[]).await;
             token > 0.0 && c1.metric("roomguard_coordination_fencing_token", &[]).await == token
         })

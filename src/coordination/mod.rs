@@ -178,6 +178,13 @@ impl CoordinationSettings {
         self.fence_after() + self.request_timeout() + redis_timeout
     }
 
+    /// How long a controller that just started observes before it campaigns for the lease:
+    /// two leases, so that a controller that has watched the deployment (seen a master come
+    /// back empty, read the ping periods) takes over first when the acting one restarts.
+    pub fn warm_up(&self) -> Duration {
+        self.lease_ttl * 2
+    }
+
     pub fn key(&self, leaf: &str) -> String {
         format!("{}/{leaf}", self.prefix)
     }

@@ -46,6 +46,10 @@ struct Lease {
     keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
     /// When the last renewal that etcd answered was sent (or the lease granted).
     renewed_at: Option<Instant>,
+    /// A lease dropped here because no renewal reached etcd for a whole TTL. etcd may still
+    /// hold it (a new etcd leader restarts every lease at its full TTL), and with it the acting
+    /// key: it is revoked as soon as etcd answers, so that someone may act at once.
+    dropped: Option<i64>,
 }
 
 impl Coordinator {
@@ -237,9 +241,18 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
         if let Err(e) = &renewed {
             c.failed(e.clone());
         }
-        let outcome = campaign(c, &lease).await;
+        // A controller that just started has no history of the deployment (offsets seen before
+        // a restart, ping periods): while it warms up, one that has it may take the lease first.
+        let warm = sent.saturating_duration_since(c.status().started) >= c.settings.warm_up();
+        let outcome = campaign(c, &lease, warm).await;
         if outcome.is_ok() {
             c.contact(sent);
+            if let Some(dropped) = lease.dropped.take() {
+                match c.request(c.client.clone().lease_revoke(dropped)).await {
+                    Ok(_) => info!(lease = dropped, "revoked the lease dropped while etcd did not answer"),
+                    Err(e) => debug!(lease = dropped, error = %e, "the dropped lease is gone already"),
+                }
+            }
         }
         match outcome {
             // Acting needs this tick's renewal: the deadline below counts from it.
@@ -289,7 +302,7 @@ async fn renew(c: &Coordinator, lease: &mut Lease, sent: Instant) -> Result<(), 
     let ttl = c.settings.lease_ttl.as_secs() as i64;
     if lease.id.is_none() {
         let granted = c.request(c.client.clone().lease_grant(ttl, None)).await?;
-        *lease = Lease { id: Some(granted.id()), keeper: None, renewed_at: Some(sent) };
+        *lease = Lease { id: Some(granted.id()), keeper: None, renewed_at: Some(sent), dropped: lease.dropped };
         *c.lease.lock().expect("lease id") = lease.id;
         debug!(lease = granted.id(), ttl, "etcd lease granted");
         return Ok(());
@@ -322,16 +335,16 @@ async fn renew(c: &Coordinator, lease: &mut Lease, sent: Instant) -> Result<(), 
         Err(e) => format!("not renewed for a whole TTL ({e})"),
     };
     warn!(lease = id, "the etcd lease is gone: {expired}; a new one will be granted");
-    *lease = Lease::default();
+    *lease = Lease { dropped: Some(id), ..Lease::default() };
     *c.lease.lock().expect("lease id") = None;
     c.update(|s| s.acting_until = None);
     Err(format!("the etcd lease is gone: {expired}"))
 }
 
-/// Takes the acting key if nobody holds it; true when this controller holds it.
-async fn campaign(c: &Coordinator, lease: &Lease) -> Result<bool, String> {
+/// Takes the acting key if nobody holds it (and `may_take`); true when this controller holds it.
+async fn campaign(c: &Coordinator, lease: &Lease, may_take: bool) -> Result<bool, String> {
     let key = c.settings.key(ACTING);
-    let Some(id) = lease.id else {
+    let Some(id) = lease.id.filter(|_| may_take) else {
         // No lease to campaign with: still one linearizable read (who acts; etcd answers).
         let read = c.request(c.client.clone().get(key, None)).await?;
         let holder = read.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
