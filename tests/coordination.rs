@@ -399,7 +399,7 @@ async fn a_partition_fences_the_room_without_the_quorum() {
     let mut lab = roomguard::lab::Lab::start(&spec).await.unwrap();
     let etcd = EtcdCluster::new(26550).await;
     let urls = etcd.endpoints();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir_for_other_uids("roomguard-coordination-");
     let (config_1, http_1) = process_config(dir.path(), &spec, "room1", port(24987), &urls, "room = \"1\"");
     let (config_2, http_2) = process_config(dir.path(), &spec, "room2", port(24988), &urls, "room = \"2\"");
     open_to_all(dir.path());

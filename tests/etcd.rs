@@ -68,7 +68,7 @@ impl EtcdCluster {
             "etcd is not installed at {}: run scripts/ensure-deps (apt-get install -y etcd-server)",
             etcd_binary().display()
         );
-        let dir = tempfile::Builder::new().prefix("roomguard-etcd-").tempdir().unwrap();
+        let dir = tempdir_for_other_uids("roomguard-etcd-");
         // The members run under their own uids: they must reach their data dirs.
         chmod(dir.path(), 0o755);
         let mut cluster =

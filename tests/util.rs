@@ -550,6 +550,12 @@ impl ControllerUid {
     }
 }
 
+/// A temporary directory that processes under other uids can reach: in /tmp (world-traversable
+/// on every Linux), not in `$TMPDIR`, which may be private to this user.
+pub fn tempdir_for_other_uids(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
+}
+
 /// chmod 0777 on `dir` (a lab's or test's tempdir, 0700 when created) and 0666 on the files
 /// directly in it: what a process under a [`ControllerUid`] needs to read the config and write
 /// the state file beside it (the state file is replaced by rename, so the directory must be
@@ -606,6 +612,17 @@ impl Daemon {
         let log = config.with_extension("log");
         let mut cmd = roomguard_dying_with_us(&["run", "--config", config.to_str().unwrap()]);
         if let Some(uid) = uid {
+            // The checkout may lie under a directory that uid cannot enter (a CI clone in a
+            // 0700 temporary directory): it runs a copy of the binary beside its config.
+            let dir = config.parent().expect("a config file in a directory");
+            let copy = dir.join("roomguard-as-uid");
+            if !copy.exists() {
+                std::fs::copy(env!("CARGO_BIN_EXE_roomguard"), &copy).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            cmd = roomguard::lab::dies_with_parent(&copy);
+            cmd.args(["run", "--config", config.to_str().unwrap()]).env_remove("ROOMGUARD_CONFIG");
             uid.apply(&mut cmd);
         }
         cmd.env("ROOMGUARD_LOG", "info")
