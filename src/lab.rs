@@ -550,6 +550,41 @@ fn seed_parent(t: &Topology, id: usize) -> Option<Addr> {
 
 /// The iptables chain (in the `filter` and `nat` tables) that holds every rule the lab and the
 /// tests add, jumped to once from `OUTPUT`: nothing is added to `OUTPUT` itself, and
+/// One etcd member (`name`) of a cluster on loopback addresses, as the coordination tests and
+/// `scripts/chaos --etcd` run them: a child killed with its parent ([`dies_with_parent`]),
+/// `cluster` the members' `name=peer-url` pairs, a cluster `token` unique to the caller (members
+/// of another cluster can never join), etcd's default timings (production's), its log on stderr
+/// (for the caller to redirect) and none of this process' `ETCD*` variables (etcd reads its
+/// flags from them too).
+pub fn etcd_member(
+    binary: &Path,
+    name: &str,
+    data_dir: &Path,
+    client_url: &str,
+    peer_url: &str,
+    cluster: &[String],
+    token: &str,
+) -> Command {
+    let mut cmd = dies_with_parent(binary);
+    cmd.args(["--name", name])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", client_url, "--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", &cluster.join(",")])
+        .args(["--initial-cluster-state", "new", "--initial-cluster-token", token])
+        .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+        .args(["--logger", "zap", "--log-outputs", "stderr"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// `iptables -F ROOMGUARD_LAB; iptables -t nat -F ROOMGUARD_LAB` removes whatever a killed run
 /// left. Each rule carries a comment naming its owner (a black-holed room, a test's lab), and
 /// an owner's leftovers are deleted before it adds rules again.

@@ -12,7 +12,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -140,25 +140,15 @@ impl EtcdCluster {
         let name = |j: usize| format!("m{j}");
         let initial: Vec<String> = (1..=self.ips.len()).map(|j| format!("{}={}", name(j), self.peer_url(j))).collect();
         let uid = member_uid(self.ip(i));
-        let mut cmd = roomguard::lab::dies_with_parent(&etcd_binary());
-        cmd.args(["--name", &name(i)])
-            .arg("--data-dir")
-            .arg(self.data_dir(i))
-            .args(["--listen-client-urls", &self.endpoint(i), "--advertise-client-urls", &self.endpoint(i)])
-            .args(["--listen-peer-urls", &self.peer_url(i), "--initial-advertise-peer-urls", &self.peer_url(i)])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-state", "new"])
-            // Unique per cluster: members of another test's cluster can never join this one.
-            .args(["--initial-cluster-token", &format!("roomguard-test-{}", self.client_port())])
-            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = roomguard::lab::etcd_member(
+            &etcd_binary(),
+            &name(i),
+            &self.data_dir(i),
+            &self.endpoint(i),
+            &self.peer_url(i),
+            &initial,
+            &format!("roomguard-test-{}", self.client_port()),
+        );
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
         cmd.stderr(log);
         std::os::unix::process::CommandExt::uid(&mut cmd, uid);

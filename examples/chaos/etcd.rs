@@ -9,7 +9,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -50,25 +50,15 @@ impl Etcd {
         let client = format!("http://{}:{}", MEMBER_IPS[i], self.port);
         let initial: Vec<String> = (0..MEMBER_IPS.len()).map(|j| format!("m{}={}", j + 1, peer(j))).collect();
         let binary = std::env::var_os("ROOMGUARD_ETCD").map_or_else(|| PathBuf::from("/usr/bin/etcd"), PathBuf::from);
-        let mut cmd = roomguard::lab::dies_with_parent(&binary);
-        cmd.args(["--name", &format!("m{}", i + 1)])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("member-{}", i + 1)))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &format!("roomguard-chaos-{}", self.port)])
-            // etcd's defaults, as production runs them (see tests/etcd.rs).
-            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = roomguard::lab::etcd_member(
+            &binary,
+            &format!("m{}", i + 1),
+            &self.dir.join(format!("member-{}", i + 1)),
+            &client,
+            &peer(i),
+            &initial,
+            &format!("roomguard-chaos-{}", self.port),
+        );
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).map_err(|e| e.to_string())?;
         cmd.stderr(log);
