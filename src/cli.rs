@@ -381,24 +381,18 @@ async fn coordination_report(
     state: Option<&State>,
 ) -> crate::report::CoordinationReport {
     let read = match crate::coordination::Coordinator::new(settings.clone(), config.topology.clone()).await {
-        Ok(c) => c.read_once().await.map(|()| c),
+        Ok(c) => c.read_once().await.map(|_| c),
         Err(e) => Err(e),
     };
     let (acting, reachable, token) = match &read {
         Ok(c) => (c.status().acting_name, true, c.shared_state().map(|s| s.revision)),
         Err(_) => (None, false, state.and_then(|s| s.fencing_token)),
     };
-    crate::report::CoordinationReport {
-        mode: match &read {
-            Ok(_) => "read by `roomguard status`".into(),
-            Err(e) => format!("read by `roomguard status`; etcd: {e}"),
-        },
-        name: settings.name.clone(),
-        acting,
-        etcd_reachable: reachable,
-        fencing_token: token,
-        on_etcd_unavailable: settings.on_unavailable.label(),
-    }
+    let mode = match &read {
+        Ok(_) => "read by `roomguard status`".into(),
+        Err(e) => format!("read by `roomguard status`; etcd: {e}"),
+    };
+    crate::report::CoordinationReport::new(settings, mode, acting, reachable, token)
 }
 
 async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {

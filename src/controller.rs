@@ -417,14 +417,13 @@ impl Controller {
     fn coordination_report(&self, authority: &Authority, now: Instant) -> Option<crate::report::CoordinationReport> {
         let coordination = self.shared.coordination.as_ref()?;
         let status = coordination.status();
-        Some(crate::report::CoordinationReport {
-            mode: authority.label().into(),
-            name: coordination.settings.name.clone(),
-            acting: status.acting_name.clone(),
-            etcd_reachable: crate::coordination::reachable(&coordination.settings, &status, now),
-            fencing_token: self.state.as_ref().and_then(|s| s.fencing_token),
-            on_etcd_unavailable: coordination.settings.on_unavailable.label(),
-        })
+        Some(crate::report::CoordinationReport::new(
+            &coordination.settings,
+            authority.label(),
+            status.acting_name.clone(),
+            crate::coordination::reachable(&coordination.settings, &status, now),
+            self.state.as_ref().and_then(|s| s.fencing_token),
+        ))
     }
 
     /// `[coordination]`: takes the shared record when it is newer than what this controller
@@ -469,10 +468,9 @@ impl Controller {
         if *authority != Authority::Act || !(self.unpublished || first) {
             return;
         }
-        // The record this state derives from; on a first start none, or the one etcd holds but
-        // this controller cannot read (written for another layout: it is replaced, loudly).
-        let expected = state.fencing_token.or(coordination.unreadable_revision());
-        match coordination.publish_state(&state, expected).await {
+        // Against the record this state derives from; on a first start none, or the one etcd
+        // holds but this controller cannot read (another layout: it is replaced, loudly).
+        match coordination.publish_state(&state).await {
             Ok(token) => {
                 info!(fencing_token = token, epoch = state.epoch, "decisions published to etcd");
                 let next = State { fencing_token: Some(token), ..state };
@@ -804,8 +802,7 @@ impl Controller {
             if *authority == Authority::Act {
                 // Against the record this state derives from, not the newest one seen: if etcd
                 // moved on, this decision was taken on an old picture and is dropped.
-                let expected = next.fencing_token.or(coordination.unreadable_revision());
-                match coordination.publish_state(&next, expected).await {
+                match coordination.publish_state(&next).await {
                     Ok(token) => {
                         next.fencing_token = Some(token);
                         self.last_publish_error = None;

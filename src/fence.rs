@@ -118,7 +118,7 @@ pub async fn run(
         }
         let status = coordinator.status();
         let now = Instant::now();
-        let silent = now.saturating_duration_since(status.last_contact.unwrap_or(status.started));
+        let silent = status.silent_for(now);
         let cut = silent > settings.fence_after();
         let observation = store.snapshot();
         let designated = coordinator.shared_state().map(|s| s.state.masters);
@@ -169,7 +169,7 @@ pub async fn run(
         let mut lift: Vec<InstanceId> = fenced.keys().copied().filter(|id| !wanted.contains(id)).collect();
         if !lift.is_empty() {
             match coordinator.read_once().await {
-                Ok(()) => {
+                Ok(_) => {
                     let designated = coordinator.shared_state().map(|s| s.state.masters);
                     let current: Vec<InstanceId> = fenced.keys().copied().collect();
                     let still = to_fence(t, &observation, room, cut, &current, designated.as_ref());

@@ -19,7 +19,7 @@ use tracing::info;
 use crate::{
     controller::Shared,
     coordination::{Coordinator, SharedView},
-    events::{self, Snapshot},
+    events,
     report::{CoordinationReport, Report},
 };
 
@@ -28,7 +28,6 @@ use crate::{
 pub async fn run(coordinator: Arc<Coordinator>, shared: Arc<Shared>, stop: CancellationToken) {
     let t = shared.config.topology.clone();
     let mut views = coordinator.subscribe_view();
-    let mut previous: Option<Snapshot> = None;
     let mut ticker = tokio::time::interval(shared.config.controller.poll_interval);
     let mut last: Option<SharedView> = None;
     // systemd: READY=1 once a first view arrived, WATCHDOG=1 at every beat.
@@ -42,29 +41,28 @@ pub async fn run(coordinator: Arc<Coordinator>, shared: Arc<Shared>, stop: Cance
         let view = views.borrow_and_update().clone();
         if let Some(view) = view.as_ref().filter(|v| last.as_ref() != Some(*v)) {
             shared.discovery.send_replace(view.discovery.clone());
-            if let Some(before) = &previous {
-                for event in events::diff(&t, before, &view.snapshot, &view.triggers) {
+            // Events: what changed since the view last taken.
+            if let Some(before) = &last {
+                for event in events::diff(&t, &before.snapshot, &view.snapshot, &view.triggers) {
                     if let events::Event::MasterSwitched { shard, new, .. } = &event {
                         info!(shard = %shard, master = %new, by = %view.by, "new master (from the acting controller's view)");
                     }
                     let _ = shared.events.send(event);
                 }
             }
-            previous = Some(view.snapshot.clone());
             last = Some(view.clone());
             shared.ready.store(true, Ordering::Release);
         }
         let status = coordinator.status();
         let token = last.as_ref().and_then(|v| v.fencing_token);
         shared.metrics.set_coordination(status.watching, false, false, token, coordinator.watch_events());
-        let report = CoordinationReport {
-            mode: "discovery-only".into(),
-            name: coordinator.settings.name.clone(),
-            acting: status.acting_name.clone(),
-            etcd_reachable: status.watching,
-            fencing_token: token,
-            on_etcd_unavailable: coordinator.settings.on_unavailable.label(),
-        };
+        let report = CoordinationReport::new(
+            &coordinator.settings,
+            "discovery-only",
+            status.acting_name,
+            status.watching,
+            token,
+        );
         *shared.report.write().expect("report lock") = Some(Report::from_view(&t, last.as_ref(), report));
         // Both heartbeats of /healthz: there is no poller, the watch is this loop's input.
         shared.rounds.beat();

@@ -57,6 +57,23 @@ pub struct CoordinationReport {
 }
 
 impl CoordinationReport {
+    pub fn new(
+        settings: &crate::coordination::CoordinationSettings,
+        mode: impl Into<String>,
+        acting: Option<String>,
+        etcd_reachable: bool,
+        fencing_token: Option<u64>,
+    ) -> Self {
+        CoordinationReport {
+            mode: mode.into(),
+            name: settings.name.clone(),
+            acting,
+            etcd_reachable,
+            fencing_token,
+            on_etcd_unavailable: settings.on_unavailable.label(),
+        }
+    }
+
     fn line(&self) -> String {
         format!(
             "coordination: {} as {} (acting: {}; etcd {}; fencing token {}; on etcd loss: {})",

@@ -278,8 +278,7 @@ async fn commit(
     if let Some(coordination) = coordination {
         // Against the record the state file's masters derive from (the running controller
         // keeps the file on the shared record): a decision on an old picture is refused.
-        let expected = before.fencing_token.or(coordination.unreadable_revision());
-        match coordination.publish_state(state, expected).await {
+        match coordination.publish_state(state).await {
             Ok(token) => state.fencing_token = Some(token),
             Err(e) => {
                 *state = before;
@@ -325,7 +324,7 @@ async fn commit(
             Some(FailoverRecord::now(Trigger::Manual, room, moved.clone()))
         };
         if let Some(coordination) = coordination {
-            match coordination.publish_state(state, state.fencing_token).await {
+            match coordination.publish_state(state).await {
                 Ok(token) => state.fencing_token = Some(token),
                 Err(e) => warn!(error = %e, "could not publish the old masters back to etcd"),
             }

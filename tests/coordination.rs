@@ -146,7 +146,8 @@ async fn one_controller_acts_and_its_failover_carries_a_fencing_token() {
     let coordination = observer.shared.coordination.clone().unwrap();
     let state =
         roomguard::state::State::load(&observer_config.controller.state_file, &lab.config.topology).unwrap().unwrap();
-    let refused = coordination.publish_state(&state, Some(token)).await.unwrap_err();
+    assert_eq!(state.fencing_token, Some(token));
+    let refused = coordination.publish_state(&state).await.unwrap_err();
     assert!(refused.to_string().contains("no longer holds the acting key"), "{refused}");
     a.stop().await;
     b.stop().await;

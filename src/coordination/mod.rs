@@ -207,6 +207,18 @@ pub struct Status {
     pub watching: bool,
 }
 
+impl Status {
+    /// This controller holds the acting lease at `now`.
+    pub fn acting_at(&self, now: Instant) -> bool {
+        self.acting_until.is_some_and(|until| now < until)
+    }
+
+    /// How long no request reached the quorum (since the start, before the first one).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_contact.unwrap_or(self.started))
+    }
+}
+
 /// What the loop may do this round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authority {
@@ -237,7 +249,7 @@ impl Authority {
 
 /// Pure: what `status` allows at `now`.
 pub fn authority(settings: &CoordinationSettings, status: &Status, now: Instant) -> Authority {
-    if status.acting_until.is_some_and(|until| now < until) {
+    if status.acting_at(now) {
         return Authority::Act;
     }
     if !reachable(settings, status, now) {
@@ -251,7 +263,7 @@ pub fn authority(settings: &CoordinationSettings, status: &Status, now: Instant)
 
 /// Pure: etcd answered within one lease (a controller that just started gets one lease).
 pub fn reachable(settings: &CoordinationSettings, status: &Status, now: Instant) -> bool {
-    now.saturating_duration_since(status.last_contact.unwrap_or(status.started)) <= settings.lease_ttl
+    status.silent_for(now) <= settings.lease_ttl
 }
 
 /// The process's handle on etcd: the session's status, the shared record as last seen, and
@@ -342,12 +354,8 @@ impl Coordinator {
         });
     }
 
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
     /// The revision of a `state` record that could not be read, if that is what etcd holds.
-    pub fn unreadable_revision(&self) -> Option<u64> {
+    fn unreadable_revision(&self) -> Option<u64> {
         *self.unreadable.lock().expect("unreadable")
     }
 

@@ -57,10 +57,14 @@ impl Coordinator {
         *self.lease.lock().expect("lease id")
     }
 
-    /// Publishes a decision: the `state` key is replaced only if it is still at `expected`
-    /// (its revision as this controller last saw it; `None`: absent) and this controller
-    /// still holds the acting key. Returns the new revision, the decision's fencing token.
-    pub async fn publish_state(&self, state: &State, expected: Option<u64>) -> Result<u64, PublishError> {
+    /// Publishes a decision: the `state` key is replaced only if it is still at the revision
+    /// `state` derives from (its `fencing_token`; `None`: a first start, the key absent — or
+    /// unreadable, then that one is replaced) and this controller still holds the acting key.
+    /// A decision taken on an older picture than etcd's is refused, however it was taken (the
+    /// loop, the quorum-free fallback, a switchover). Returns the new revision, the decision's
+    /// fencing token.
+    pub async fn publish_state(&self, state: &State) -> Result<u64, PublishError> {
+        let expected = state.fencing_token.or(self.unreadable_revision());
         let lease = self.lease_id().ok_or(PublishError::NotActing { holder: self.status().acting_name })?;
         let (state_key, acting_key) = (self.settings.key(STATE), self.settings.key(ACTING));
         let mut stored = state.clone();
@@ -81,15 +85,7 @@ impl Coordinator {
         if response.succeeded() {
             let mut state = stored;
             state.fencing_token = Some(revision);
-            let shared = record::SharedState { revision, state };
-            self.state.send_if_modified(|current| {
-                let newer = record::newer(&shared, current.as_ref());
-                if newer {
-                    *current = Some(shared);
-                }
-                newer
-            });
-            *self.unreadable.lock().expect("unreadable") = None;
+            self.take_state(record::SharedState { revision, state });
             return Ok(revision);
         }
         let mut current = 0;
@@ -114,17 +110,21 @@ impl Coordinator {
         }
     }
 
-    /// One linearizable read of every key under the prefix (`roomguard status`): who acts
-    /// and the shared record, then [`Coordinator::status`] and [`Coordinator::shared_state`].
-    pub async fn read_once(&self) -> Result<(), String> {
+    /// One linearizable read of every key under the prefix (`roomguard status`, the fence
+    /// before it lifts, the watch before it starts): who acts and the shared record, then in
+    /// [`Coordinator::status`] and [`Coordinator::shared_state`]. Returns the read's revision.
+    pub async fn read_once(&self) -> Result<i64, String> {
         let prefix = format!("{}/", self.settings.prefix);
         let sent = Instant::now();
         let response = self.request(self.client.clone().get(prefix, Some(GetOptions::new().with_prefix()))).await?;
         self.contact(sent);
+        if !response.kvs().iter().any(|kv| kv.key() == self.settings.key(ACTING).as_bytes()) {
+            self.acting_key_deleted();
+        }
         for kv in response.kvs() {
             self.apply(kv);
         }
-        Ok(())
+        Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     /// One etcd request, bounded by the request timeout (the client's own timeout does not
@@ -163,16 +163,7 @@ impl Coordinator {
         let key = kv.key();
         if key == self.settings.key(STATE).as_bytes() {
             match record::parse_state(kv.value(), kv.mod_revision() as u64, &self.topology) {
-                Ok(shared) => {
-                    *self.unreadable.lock().expect("unreadable") = None;
-                    self.state.send_if_modified(|current| {
-                        let newer = record::newer(&shared, current.as_ref());
-                        if newer {
-                            *current = Some(shared);
-                        }
-                        newer
-                    });
-                }
+                Ok(shared) => self.take_state(shared),
                 Err(e) => {
                     error!(
                         key = %self.settings.key(STATE),
@@ -195,6 +186,19 @@ impl Coordinator {
             let name = String::from_utf8_lossy(kv.value()).into_owned();
             self.update(|s| s.acting_name = Some(name));
         }
+    }
+
+    /// A readable record, kept if it is newer than the one held (the watch and this
+    /// controller's own compare-and-swap may deliver the same one in either order).
+    fn take_state(&self, shared: record::SharedState) {
+        *self.unreadable.lock().expect("unreadable") = None;
+        self.state.send_if_modified(|current| {
+            let newer = record::newer(&shared, current.as_ref());
+            if newer {
+                *current = Some(shared);
+            }
+            newer
+        });
     }
 
     fn acting_key_deleted(&self) {
@@ -258,7 +262,7 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
             // Acting needs this tick's renewal: the deadline below counts from it.
             Ok(true) if renewed.is_ok() => {
                 let until = sent + c.settings.lease_ttl - c.settings.request_timeout();
-                let was = c.status().acting_until.is_some_and(|u| Instant::now() < u);
+                let was = c.status().acting_at(Instant::now());
                 c.update(|s| {
                     s.acting_until = Some(until);
                     s.acting_name = Some(c.settings.name.clone());
@@ -270,7 +274,7 @@ async fn hold_lease(c: &Coordinator, stop: &CancellationToken) {
             // Still ours, but not renewed this tick: acting until the last deadline.
             Ok(true) => {}
             Ok(false) => {
-                let was = c.status().acting_until.is_some_and(|u| Instant::now() < u);
+                let was = c.status().acting_at(Instant::now());
                 c.update(|s| s.acting_until = None);
                 if was {
                     warn!("this controller is no longer the acting controller");
@@ -374,7 +378,7 @@ async fn campaign(c: &Coordinator, lease: &Lease, may_take: bool) -> Result<bool
 
 /// Writes the view the loop offered if it is new and this controller acts.
 async fn flush_view(c: &Coordinator, written: &mut Option<record::SharedView>) {
-    if c.status().acting_until.is_none_or(|until| Instant::now() >= until) {
+    if !c.status().acting_at(Instant::now()) {
         return;
     }
     let offered = c.outbox.borrow().clone();
@@ -406,19 +410,8 @@ async fn follow_keys(c: &Coordinator, stop: &CancellationToken) {
     let prefix = format!("{}/", c.settings.prefix);
     let retry = c.settings.request_timeout();
     while !stop.is_cancelled() {
-        let sent = Instant::now();
-        let read = c.request(c.client.clone().get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await;
-        let revision = match read {
-            Ok(response) => {
-                c.contact(sent);
-                if !response.kvs().iter().any(|kv| kv.key() == c.settings.key(ACTING).as_bytes()) {
-                    c.acting_key_deleted();
-                }
-                for kv in response.kvs() {
-                    c.apply(kv);
-                }
-                response.header().map_or(0, |h| h.revision())
-            }
+        let revision = match c.read_once().await {
+            Ok(revision) => revision,
             Err(e) => {
                 c.failed(e);
                 pause(stop, retry).await;
