@@ -463,10 +463,23 @@ pub async fn execute(
     // second one's connection under its `REPLICAOF` (a demotion, or a promotion's `MULTI`: two
     // controllers rescuing the same shard), or during its handshake. That command may have taken
     // effect, or the other controller's did the same: read again on a new connection before
-    // calling it failed.
+    // calling it failed. The other controller's follow-up `CLIENT KILL` (a demoted instance's
+    // clients are disconnected) may close that one too: a few reads.
     match &result {
         Err(ActError::Command { error, .. } | ActError::Connect { error, .. }) if error.kind == ProbeErrorKind::Io => {
-            let again = async { Node::connect(topology.addr(id), redis.instance(id), timeout).await?.info().await };
+            let again = async {
+                let mut attempts = 3;
+                loop {
+                    attempts -= 1;
+                    let read =
+                        async { Node::connect(topology.addr(id), redis.instance(id), timeout).await?.info().await };
+                    match read.await {
+                        Err(ActError::Command { error, .. } | ActError::Connect { error, .. })
+                            if error.kind == ProbeErrorKind::Io && attempts > 0 => {}
+                        other => break other,
+                    }
+                }
+            };
             let done = match (again.await, action) {
                 (Ok(info), Action::Promote { .. }) => info.role == Role::Master,
                 (Ok(info), Action::Demote { to, .. } | Action::Repoint { to, .. }) => {

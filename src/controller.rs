@@ -247,6 +247,7 @@ impl Controller {
                 _ = ticker.tick() => {}
             }
             let observation = store.snapshot().aged(Instant::now(), max_age).with_inferred_losses(self.topology());
+            store.keep_inferred_losses(&observation);
             self.round(&observation, &store).await;
             self.beat();
         }

@@ -133,6 +133,8 @@ pub struct InstanceObservation {
     pub run_id: Option<String>,
     /// The `run_id` of the process when it last answered as a replica.
     pub replica_run_id: Option<String>,
+    /// When the process that answers started (`uptime_in_seconds`, read with the version).
+    pub started_at: Option<Instant>,
 }
 
 /// The controller's record of one replica's offset: the value, when it was first seen, and
@@ -219,6 +221,14 @@ impl InstanceObservation {
         self.live_info().is_some_and(|i| i.role == Role::Master)
             && self.run_id.is_some()
             && self.run_id == self.replica_run_id
+    }
+
+    /// Its process started less than [`RESTART_EVIDENCE_WINDOW`] before its latest answer.
+    pub fn just_started(&self) -> bool {
+        match (self.started_at, self.answered_at) {
+            (Some(started), Some(answered)) => answered.saturating_duration_since(started) < RESTART_EVIDENCE_WINDOW,
+            _ => false,
+        }
     }
 
     /// Failing continuously for at least `down_after`.
@@ -341,18 +351,30 @@ impl Observation {
         self.instances.iter().all(|i| i.probed_at.is_some())
     }
 
-    /// Adds the lost histories that the replicas show, for masters whose own earlier replies
-    /// do not (see [`LostHistory::between`]): a controller that started after the restart
-    /// never saw the offset go back, and a master that restarted empty twice is remembered
-    /// with its first loss while its replicas, resynced in between, hold the second history.
+    /// Adds the lost histories that the shard's other instances show, for masters whose own
+    /// earlier replies do not (see [`LostHistory::between`]): a controller that started after
+    /// the restart never saw the offset go back, and a master that restarted empty twice is
+    /// remembered with its first loss while its replicas, resynced in between, hold the second
+    /// history.
     ///
-    /// A replica that points at a master, is not in sync with it (its link is down, or a full
-    /// sync is under way) and holds more of another history than the master has of its own,
-    /// while the master has never been promoted since its history began (no second ID: a
-    /// fresh start), is ahead of a master that lost what the replica still has. A healthy
-    /// replica is never ahead of its master; a promoted master that is behind a former sibling
-    /// (a failover that discarded writes) has a second ID and is not this case. Needs
-    /// replication IDs (Redis >= 4.0); older versions rely on the recorded evidence alone.
+    /// The evidence is a master that restarted — it has never been promoted since its history
+    /// began (no second ID: a fresh start), or its process started less than
+    /// [`RESTART_EVIDENCE_WINDOW`] ago (`uptime_in_seconds`; Redis 7 restores an RDB's ID as
+    /// the second one) — and another instance of its shard that holds more of a history the
+    /// master is no longer in. Either
+    /// - a replica that points at it and is not in sync with it (its link is down, or a full
+    ///   sync is under way): a healthy replica is never ahead of its master; or
+    /// - for a fresh master that just started, any instance of the shard: when a whole room
+    ///   restarts, the master's only direct replica is the room's tail, itself restarted, and
+    ///   the history lives on in the next room, which replicates from that tail (finding E of
+    ///   RELIABILITY.md). The window keeps an instance that returns days later with an old
+    ///   dataset from outweighing a master that has served writes since.
+    ///
+    /// A promoted master that is behind a former sibling (a failover that discarded writes) has
+    /// a second ID and a process that did not restart (or was seen answering as a replica), so
+    /// it is not this case. Needs replication IDs (Redis >= 4.0); older versions
+    /// rely on the recorded evidence alone. An inferred loss is kept like a recorded one
+    /// ([`ObservationStore::keep_inferred_losses`]).
     ///
     /// A recorded history stays unless no other instance of the shard still holds it.
     pub fn with_inferred_losses(mut self, topology: &Topology) -> Observation {
@@ -376,18 +398,26 @@ impl Observation {
         })
     }
 
-    /// The history the replicas of `master` show it lost (see [`Self::with_inferred_losses`]).
+    /// The history the other instances of `master`'s shard show it lost (see
+    /// [`Self::with_inferred_losses`]).
     fn inferred_loss(&self, topology: &Topology, master: InstanceId) -> Option<LostHistory> {
-        let now = self.live(master).filter(|i| i.role == Role::Master && i.fresh_history())?;
+        let now = self.live(master).filter(|i| i.role == Role::Master)?;
+        let fresh = now.fresh_history();
+        let restarted = self.instances[master].just_started() && !self.instances[master].promoted_in_place();
+        if !fresh && !restarted {
+            return None;
+        }
         let addr = topology.addr(master);
         topology
             .shard_members(topology.instance(master).shard)
             .filter(|&id| id != master)
             .filter_map(|id| self.live(id))
             .filter(|i| {
-                i.master.as_ref().is_some_and(|link| {
+                let out_of_sync_replica = i.master.as_ref().is_some_and(|link| {
                     link.points_to(&addr.host, addr.port) && (!link.link_up || link.sync_in_progress)
-                }) && i.shares_history(now.replid.as_deref()) == Some(false)
+                });
+                (out_of_sync_replica || (fresh && restarted))
+                    && i.shares_history(now.replid.as_deref()) == Some(false)
                     && i.repl_offset > now.repl_offset
             })
             .max_by_key(|i| i.repl_offset)
@@ -455,16 +485,43 @@ impl ObservationStore {
 
     /// The process behind the instance's current connection, as read when it was opened: its
     /// version and `run_id` (`None`: not read; what was learnt before is kept).
-    pub fn set_server(&self, id: InstanceId, version: Option<ServerVersion>, run_id: Option<&str>) {
+    pub fn set_server(
+        &self,
+        id: InstanceId,
+        version: Option<ServerVersion>,
+        run_id: Option<&str>,
+        started_at: Option<Instant>,
+    ) {
         let mut observation = self.inner.lock().expect("observation lock poisoned");
         let instance = &mut observation.instances[id];
         if version.is_some() {
             instance.version = version;
         }
+        if started_at.is_some() {
+            instance.started_at = started_at;
+        }
         if let Some(run_id) = run_id
             && instance.run_id.as_deref() != Some(run_id)
         {
             instance.run_id = Some(run_id.to_owned());
+        }
+    }
+
+    /// Records the losses `inferred` adds or replaces ([`Observation::with_inferred_losses`]) as
+    /// if this controller had seen them happen: they then stay while the instance answers as
+    /// the same master, as a loss seen directly does, and the same loss is not inferred anew
+    /// from whichever instance is ahead at the next round (a rescuer, once promoted, is in a
+    /// history of its own). Inferred from one snapshot, so only while the master still answers
+    /// with that snapshot's history (it did not replicate or restart meanwhile).
+    pub fn keep_inferred_losses(&self, inferred: &Observation) {
+        let mut observation = self.inner.lock().expect("observation lock poisoned");
+        for (kept, seen) in observation.instances.iter_mut().zip(&inferred.instances) {
+            let (Some(lost), Some(then)) = (&seen.lost_history, seen.live_info()) else { continue };
+            if kept.lost_history.as_ref() != Some(lost)
+                && kept.live_info().is_some_and(|now| now.role == Role::Master && now.replid == then.replid)
+            {
+                kept.lost_history = Some(lost.clone());
+            }
         }
     }
 
@@ -493,5 +550,32 @@ mod tests {
         obs.record(t0 + 3 * second, Duration::ZERO, Err(ProbeError::new(ProbeErrorKind::Refused, "gone")));
         assert!(!obs.is_down(t0 + 3 * second, second));
         assert!(obs.is_down(t0 + 4 * second, second));
+    }
+
+    /// An inferred loss is kept as a seen one is, but only for the history it was inferred on.
+    #[test]
+    fn an_inferred_loss_is_kept_while_the_master_keeps_its_history() {
+        let t0 = Instant::now();
+        let master = |replid: &str| ReplicationInfo {
+            role: Role::Master,
+            master: None,
+            replicas: vec![],
+            replid: Some(replid.into()),
+            replid2: Some(crate::info::NO_REPLID.into()),
+            repl_offset: 14,
+            second_repl_offset: -1,
+        };
+        let store = ObservationStore::new(1);
+        store.record(0, t0, Duration::ZERO, Ok(master("a")));
+        let mut inferred = store.snapshot();
+        let lost = LostHistory { replid: Some("b".into()), offset: 1000 };
+        inferred.instances[0].lost_history = Some(lost.clone());
+        // It restarted again meanwhile: another history, the inference is about the old one.
+        store.record(0, t0, Duration::ZERO, Ok(master("c")));
+        store.keep_inferred_losses(&inferred);
+        assert_eq!(store.snapshot().instances[0].lost_history, None);
+        store.record(0, t0, Duration::ZERO, Ok(master("a")));
+        store.keep_inferred_losses(&inferred);
+        assert_eq!(store.snapshot().instances[0].lost_history, Some(lost));
     }
 }

@@ -1216,6 +1216,54 @@ mod tests {
         assert_eq!(inferred.get(m).lost_history, Some(recorded));
     }
 
+    /// Finding E of RELIABILITY.md: room 1 restarted whole, no persistence, and this controller
+    /// never saw it before (it restarted too). The designated master is empty with a new
+    /// history; room 1's tail came back as a master from the RDB of its last full sync (its
+    /// second ID is the shard's history, its offset 0); room 2's head, which replicates from
+    /// that tail, waits for a full sync and is the last copy. Both restarts are read from the
+    /// processes' uptimes and the room's data is rescued from room 2, as a controller that had
+    /// watched would; a master that has been up for longer than the window is not judged so.
+    #[test]
+    fn a_whole_room_restart_unseen_by_this_controller_is_read_across_the_chain() {
+        let mut s = Scenario::healthy();
+        let masters = infer_masters(&s.topology, &s.observation);
+        let m = s.id("192.168.99.11:6401");
+        let chain = s.topology.chain_order(m);
+        let (tail, head2) = (chain[1], chain[2]);
+        let history = format!("{:040}", 1);
+        s.observation.instances[m] = Default::default();
+        s.observation.instances[tail] = Default::default();
+        s.set_master(m, &"f".repeat(40), "", 0);
+        s.set_master(tail, &"e".repeat(40), &history, 0);
+        s.set_replica(head2, tail, &history, false, -1);
+        let started = |s: &mut Scenario, id: InstanceId, ago: Duration| {
+            s.observation.instances[id].started_at = Some(s.now - ago);
+        };
+        // Up for long: the old rules only (the tail's replica is ahead of it, but the tail is
+        // not fresh; nothing points at the master).
+        started(&mut s, m, crate::observe::RESTART_EVIDENCE_WINDOW * 2);
+        started(&mut s, tail, crate::observe::RESTART_EVIDENCE_WINDOW * 2);
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!((&inferred.get(m).lost_history, &inferred.get(tail).lost_history), (&None, &None));
+        // Just restarted, both.
+        started(&mut s, m, Duration::from_secs(2));
+        started(&mut s, tail, Duration::from_secs(2));
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        let lost = inferred.get(m).lost_history.clone().expect("the master's loss, from room 2's head");
+        assert_eq!((lost.replid.as_deref(), lost.offset), (Some(history.as_str()), 1000));
+        assert!(inferred.get(tail).lost_history.is_some(), "the tail's, from its replica");
+        let (decision, new_masters, plan) = round(&s, &masters, &POLICY);
+        assert_eq!(decision.changes[0].reason, Reason::RestartedEmpty { instance: m });
+        assert_eq!(new_masters[0], Some(head2));
+        assert!(described(&s, &plan).contains(&format!("promote {} (REPLICAOF NO ONE)", s.topology.addr(head2))));
+        // A master promoted in place (this controller saw its process answer as a replica) did
+        // not restart, however recent its start.
+        s.observation.instances[tail].replica_run_id = Some("tail".into());
+        s.observation.instances[tail].run_id = Some("tail".into());
+        let inferred = s.observation.clone().with_inferred_losses(&s.topology);
+        assert_eq!(inferred.get(tail).lost_history, None);
+    }
+
     /// A promoted master behind a former sibling (a failover that discarded writes) is not a
     /// restart: it has a second replication ID. Nothing is inferred.
     #[test]

@@ -117,11 +117,14 @@ pub struct Prober {
     version: Option<ServerVersion>,
     /// The process's `run_id` (a restart changes it), read with the version.
     run_id: Option<String>,
+    /// When that process started, from its `uptime_in_seconds` (whole seconds: up to a second
+    /// early).
+    started_at: Option<Instant>,
 }
 
 impl Prober {
     pub fn new(addr: Addr, auth: RedisSettings, timeout: Duration) -> Self {
-        Prober { addr, auth, timeout, connection: None, version: None, run_id: None }
+        Prober { addr, auth, timeout, connection: None, version: None, run_id: None, started_at: None }
     }
 
     /// The `run_id` of the process behind the current or last connection.
@@ -132,6 +135,11 @@ impl Prober {
     /// The server's version, as read on the current or last connection.
     pub fn version(&self) -> Option<ServerVersion> {
         self.version
+    }
+
+    /// When the process behind the current or last connection started.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.started_at
     }
 
     /// One `INFO replication` round trip. Any error drops the connection, so the next probe
@@ -156,6 +164,9 @@ impl Prober {
                 self.version = Some(version);
             }
             self.run_id = info::server_field(&server, "run_id").map(str::to_owned);
+            self.started_at = info::server_field(&server, "uptime_in_seconds")
+                .and_then(|s| s.parse().ok())
+                .and_then(|secs| Instant::now().checked_sub(Duration::from_secs(secs)));
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
@@ -261,7 +272,7 @@ pub fn poller(
                     }
                     metrics.record_probe(id, latency, outcome.as_ref().err());
                     // The process first: the reply is recorded as that process's.
-                    store.set_server(id, prober.version(), prober.run_id());
+                    store.set_server(id, prober.version(), prober.run_id(), prober.started_at());
                     // Recorded before the endpoint's view hears of it: the loop re-reads the
                     // store when it publishes a round's view, so an answer is either in that
                     // view or applied after it.
@@ -295,14 +306,15 @@ pub async fn probe_all(topology: &Topology, redis: &RedisConfig, timeout: Durati
         async move {
             let started = Instant::now();
             let outcome = prober.probe().await;
-            (started, started.elapsed(), outcome, prober.version())
+            (started, started.elapsed(), outcome, prober.version(), prober.started_at())
         }
     });
     let results = futures::future::join_all(probes).await;
     let mut observation = Observation::new(topology.instances.len());
-    for (id, (started, latency, outcome, version)) in results.into_iter().enumerate() {
+    for (id, (started, latency, outcome, version, started_at)) in results.into_iter().enumerate() {
         observation.instances[id].record(started, latency, outcome);
         observation.instances[id].version = version;
+        observation.instances[id].started_at = started_at;
     }
     observation
 }

@@ -476,6 +476,45 @@ async fn wait_seen(c: &Controller, chain: &[String]) {
 
 /// The sync delay Redis ships with: a master waits this long before it streams a full sync.
 /// The lab uses 0 so chains come up fast; row 10 needs the default's window.
+/// Row 10b once more, for a controller that never saw room 1 before it restarted: it starts
+/// after the restart (an acting controller restarted at that moment, finding E of
+/// RELIABILITY.md). Its designated master has a brand-new, empty history and room 2's head,
+/// replicating from room 1's restarted tail, is ahead in the shard's old one: the master lost
+/// it, although this controller never saw its offset go back. Rescued from room 2, not wiped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row10f_whole_room_restarted_empty_before_the_controller_started_is_rescued() {
+    let mut lab = lab(27300).await;
+    let chain = shard_holding_keys(27300).await;
+    // The controller's state file names room 1's heads, as it would after any earlier round.
+    let before = Controller::start(&lab).await;
+    wait_seen(&before, &chain).await;
+    before.stop().await;
+    // A longer sync delay than Redis' default: the new controller starts within it however
+    // loaded the host is, so a wiped shard is the controller's doing, not the test's timing.
+    for id in lab.room(0) {
+        lab.servers[id].restart_with(None, &["--repl-diskless-sync-delay", "10"]).unwrap();
+    }
+    for id in lab.room(0) {
+        lab.servers[id].wait_ready(&Default::default(), Duration::from_secs(5)).await.unwrap();
+    }
+    let c = Controller::start(&lab).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[2]).await }).await,
+        "room 2's head, the last copy, was not promoted: {}",
+        report(&c)
+    );
+    // Past the moment room 1's empty tail would have streamed its dataset.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async { all_hold(&chain, 1000).await }).await,
+        "data lost: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(&c)
+    );
+    assert_eq!(c.metric("roomguard_failovers_total", &["outcome=\"failed\""]), 0.0, "{}", c.metrics());
+    c.stop().await;
+}
+
 const REDIS_DEFAULT_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "5"];
 
 /// After `chain[0]` restarted without its data (Redis' default sync delay): `chain[1]`, which
