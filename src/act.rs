@@ -27,10 +27,10 @@ use redis::aio::MultiplexedConnection;
 use crate::{
     config::{RedisConfig, RedisSettings},
     detect::Hearing,
+    dial::{classify, connect},
     info::{self, ReplicationInfo, Role},
     observe::{ProbeError, ProbeErrorKind},
     plan::Action,
-    probe::{classify, connect},
     topology::{Addr, Topology},
     version::ServerVersion,
 };

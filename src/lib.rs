@@ -9,6 +9,7 @@
 //!
 //! - [`config`] turns `controller.toml` into a validated [`topology::Topology`];
 //! - [`info`] parses `INFO replication`; [`probe`] polls every instance (one task, grouped probes);
+//!   [`dial`] opens every connection to an instance (the poller's, the actions', the switchover's);
 //! - [`observe`] holds what the pollers saw; [`detect`] judges instances and rooms;
 //! - [`plan`] decides which instance should be each shard's master and diffs the desired
 //!   chains against what Redis reports; [`act`] sends the resulting commands;
@@ -34,6 +35,7 @@ pub mod controller;
 pub mod coordination;
 pub mod daemon;
 pub mod detect;
+pub mod dial;
 pub mod events;
 pub mod fence;
 pub mod follower;

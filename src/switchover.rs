@@ -574,7 +574,7 @@ async fn wait_for_local_endpoint(config: &Config, state: &State, moves: &[Move])
     let endpoint = crate::topology::Addr::new(ip, listen.port());
     let auth = crate::config::RedisSettings { username: None, password: sentinel.password.clone(), tls: None };
     let timeout = config.controller.timeout.min(Duration::from_millis(500));
-    let Ok(mut con) = probe::connect(&endpoint, &auth, timeout).await else { return };
+    let Ok(mut con) = crate::dial::connect(&endpoint, &auth, timeout).await else { return };
     let expected: Vec<(String, String)> = moves
         .iter()
         .filter(|m| m.graceful && state.masters[m.shard] == Some(m.to))
