@@ -14,6 +14,7 @@ use std::{
 };
 
 mod explain;
+mod hook;
 
 use figment::{
     Figment,
@@ -21,9 +22,9 @@ use figment::{
 };
 use serde::Deserialize;
 
+pub use self::hook::{DEFAULT_HOOK_TIMEOUT, HookSettings, RawHook};
 pub use crate::secret::Secret;
 use crate::{
-    hooks::{HookSettings, RawHook},
     sentinel::{RawSentinel, SentinelSettings},
     topology::{Addr, Topology},
     wire::TlsSettings,
