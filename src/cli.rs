@@ -32,9 +32,6 @@ use crate::{
 /// `roomguard --version`: the package version and the git revision built (build.rs).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RG_GIT_REVISION"), ")");
 
-/// The log filter when neither `--log` nor the config's `controller.log` sets one.
-pub const DEFAULT_LOG: &str = "info";
-
 pub const EXIT_DEGRADED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// A supervised task ended (sysexits' `EX_SOFTWARE`): systemd restarts the controller.
@@ -295,7 +292,7 @@ async fn reload_on_sighup(
 ) {
     while hangups.recv().await.is_some() {
         tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-        crate::reload::reload(&shared, Config::load(&path), log_from_cli);
+        crate::reload::reload(&shared.config, &shared.live, &shared.metrics, Config::load(&path), log_from_cli);
     }
 }
 

@@ -14,6 +14,9 @@ pub enum LogError {
     Reload(String),
 }
 
+/// The log filter when neither `--log` nor the config's `controller.log` sets one.
+pub const DEFAULT_LOG: &str = "info";
+
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];

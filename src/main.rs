@@ -10,7 +10,7 @@ use roomguard::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = cli.log.as_deref().unwrap_or(cli::DEFAULT_LOG);
+    let filter = cli.log.as_deref().unwrap_or(roomguard::logging::DEFAULT_LOG);
     if let Err(e) = logging::init(filter, matches!(cli.log_format, LogFormat::Json)) {
         eprintln!("error: --log (or ROOMGUARD_LOG): {e}");
         return ExitCode::from(EXIT_BAD_INPUT);

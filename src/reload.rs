@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::{
-    config::{Config, ConfigError},
-    controller::Shared,
-    hooks::HookSettings,
+    config::{Config, ConfigError, HookSettings},
+    metrics::Metrics,
 };
 
 /// What a running controller reads from the config at every use, so SIGHUP can change it.
@@ -115,11 +115,17 @@ pub enum Outcome {
     Applied(Vec<String>),
 }
 
-/// Applies `loaded` (the config file read again) to the running controller, and logs what
-/// happened. `log_from_cli`: `--log`/`ROOMGUARD_LOG` set the filter, which then wins over
-/// `controller.log`.
-pub fn reload(shared: &Shared, loaded: Result<Config, ConfigError>, log_from_cli: bool) -> Outcome {
-    let outcome = decide(shared, loaded);
+/// Applies `loaded` (the config file read again) to the running controller, which started
+/// with `running` and reads `live` at every use, and logs what happened. `log_from_cli`:
+/// `--log`/`ROOMGUARD_LOG` set the filter, which then wins over `controller.log`.
+pub fn reload(
+    running: &Config,
+    live: &watch::Sender<Live>,
+    metrics: &Metrics,
+    loaded: Result<Config, ConfigError>,
+    log_from_cli: bool,
+) -> Outcome {
+    let outcome = decide(running, live, metrics, loaded);
     match &outcome {
         Outcome::Invalid(e) => error!("SIGHUP: the configuration is invalid; nothing was reloaded: {e}"),
         Outcome::Refused(keys) => error!(
@@ -129,11 +135,12 @@ pub fn reload(shared: &Shared, loaded: Result<Config, ConfigError>, log_from_cli
         ),
         Outcome::Unchanged => info!("SIGHUP: configuration reloaded: nothing changed"),
         Outcome::Applied(changes) => {
-            let new = shared.live.borrow().clone();
+            let new = live.borrow().clone();
             if changes.iter().any(|c| c.starts_with("log ")) {
                 if log_from_cli {
                     info!("SIGHUP: controller.log changed, but --log/ROOMGUARD_LOG sets the filter and wins");
-                } else if let Err(e) = crate::logging::set_filter(new.log.as_deref().unwrap_or(crate::cli::DEFAULT_LOG))
+                } else if let Err(e) =
+                    crate::logging::set_filter(new.log.as_deref().unwrap_or(crate::logging::DEFAULT_LOG))
                 {
                     error!("SIGHUP: {e}");
                 }
@@ -145,24 +152,29 @@ pub fn reload(shared: &Shared, loaded: Result<Config, ConfigError>, log_from_cli
     outcome
 }
 
-fn decide(shared: &Shared, loaded: Result<Config, ConfigError>) -> Outcome {
+fn decide(
+    running: &Config,
+    current: &watch::Sender<Live>,
+    metrics: &Metrics,
+    loaded: Result<Config, ConfigError>,
+) -> Outcome {
     let new = match loaded {
         Ok(new) => new,
         Err(e) => return Outcome::Invalid(e.to_string()),
     };
-    let fixed = fixed_changes(&shared.config, &new);
+    let fixed = fixed_changes(running, &new);
     if !fixed.is_empty() {
         return Outcome::Refused(fixed);
     }
     let live = Live::of(&new);
-    let changes = shared.live.borrow().changes(&live);
+    let changes = current.borrow().changes(&live);
     if changes.is_empty() {
         return Outcome::Unchanged;
     }
     for hook in &live.hooks {
-        shared.metrics.create_hook_series(&hook.events);
+        metrics.create_hook_series(&hook.events);
     }
-    shared.live.send_replace(live);
+    current.send_replace(live);
     Outcome::Applied(changes)
 }
 
