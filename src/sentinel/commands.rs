@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(flags_of(&master_state(&view.shards[0], &view, 0)), "master");
     }
 
-    fn ask(endpoint: &super::super::server::Endpoint, args: &[&str]) -> String {
+    fn ask(endpoint: &super::super::connection::Endpoint, args: &[&str]) -> String {
         let mut connection = Connection::new(endpoint);
         let mut out = Vec::new();
         connection.handle(&args.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>(), &mut out);

@@ -1,12 +1,19 @@
 //! One client's session: reads requests, answers them in bounded chunks, and forwards the
 //! events it subscribed to.
 
-use std::{collections::BTreeSet, sync::atomic::Ordering};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::broadcast,
+    sync::{broadcast, watch},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -14,10 +21,21 @@ use super::{
     parse::{ProtocolError, parse_request},
     pubsub::{glob_match, messages},
     reply::{Reply, bulk, err},
-    server::Endpoint,
-    settings::{OUTPUT_CHUNK, WRITE_TIMEOUT},
+    settings::{OUTPUT_CHUNK, SentinelSettings, WRITE_TIMEOUT},
+    view::Discovery,
 };
-use crate::events::Event;
+use crate::{events::Event, metrics::Metrics};
+
+/// What every connection shares (the accept loop, [`super::server`], makes one).
+pub(super) struct Endpoint {
+    pub(super) settings: SentinelSettings,
+    pub(super) view: watch::Receiver<Discovery>,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) myid: String,
+    pub(super) started: Instant,
+    pub(super) next_id: AtomicU64,
+}
 
 pub(super) struct Connection<'a> {
     pub(super) endpoint: &'a Endpoint,

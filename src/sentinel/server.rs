@@ -13,19 +13,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{connection::Connection, settings::SentinelSettings, view::Discovery};
+use super::{
+    connection::{Connection, Endpoint},
+    settings::SentinelSettings,
+    view::Discovery,
+};
 use crate::{events::Event, metrics::Metrics};
-
-/// What every connection shares.
-pub(super) struct Endpoint {
-    pub(super) settings: SentinelSettings,
-    pub(super) view: watch::Receiver<Discovery>,
-    pub(super) events: broadcast::Sender<Event>,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) myid: String,
-    pub(super) started: Instant,
-    pub(super) next_id: AtomicU64,
-}
 
 /// Binds `[sentinel] listen` (the caller turns an error into a start-up failure).
 pub async fn bind(settings: &SentinelSettings) -> std::io::Result<TcpListener> {
