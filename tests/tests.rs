@@ -20,5 +20,6 @@ mod secrets;
 mod security;
 mod sentinel;
 mod service;
+mod structure;
 mod supervision;
 mod versions;
