@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
     path::Path,
     sync::{
         Arc, RwLock,
@@ -129,22 +128,18 @@ fn settle(
     (running, ended)
 }
 
-/// What tells that the state file was replaced under us. Every writer (this controller, a
-/// `roomguard failover` beside it) renames a new file into place, so the inode changes even
-/// when the write lands in the same mtime tick as the previous one; what the file then says
-/// is judged by its content (a newer epoch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    ino: u64,
-    mtime: Option<SystemTime>,
-    len: u64,
-}
+/// What a file another writer may replace holds (the state file: a `roomguard failover`
+/// beside us; the pause file: `roomguard pause`). A change is told by the content, not the
+/// metadata: a rewrite in the same mtime tick, of the same length, on a reused inode changes
+/// none of those. The files are small (under a kilobyte for a few shards), so reading one
+/// every round costs some 10 µs, off the async workers; it is parsed only when it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileContent(Vec<u8>);
 
-impl FileIdentity {
-    fn of(path: &Path) -> Option<FileIdentity> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileIdentity { dev: m.dev(), ino: m.ino(), mtime: m.modified().ok(), len: m.len() })
+impl FileContent {
+    /// `None`: missing or unreadable (reading it for real then says which).
+    fn of(path: &Path) -> Option<FileContent> {
+        std::fs::read(path).ok().map(FileContent)
     }
 }
 
@@ -154,7 +149,7 @@ pub struct Controller {
     state: Option<State>,
     /// The state file as we last read or wrote it, to notice a `roomguard failover` run
     /// beside us.
-    state_seen: Option<FileIdentity>,
+    state_seen: Option<FileContent>,
     in_flight: Vec<InFlight>,
     /// The last state-file write error, logged once until it changes or the file is written.
     last_save_error: Option<String>,
@@ -192,7 +187,7 @@ pub struct Controller {
     /// Maintenance mode as last read from the pause file ([`crate::maintenance`]).
     pause: Option<crate::maintenance::Pause>,
     /// The pause file as last read (`None`: absent), to re-read it only when it changes.
-    pause_seen: Option<Option<FileIdentity>>,
+    pause_seen: Option<Option<FileContent>>,
     /// `[coordination]`: what this controller may do, as last logged.
     authority: Option<Authority>,
     /// `[coordination]`: decisions taken without etcd (quorum-free fallback, or a failover
@@ -207,7 +202,7 @@ impl Controller {
     pub fn new(shared: Arc<Shared>, state: Option<State>) -> Controller {
         let shards = shared.config.topology.shards.len();
         Controller {
-            state_seen: FileIdentity::of(&shared.config.controller.state_file),
+            state_seen: FileContent::of(&shared.config.controller.state_file),
             shared,
             state,
             in_flight: Vec::new(),
@@ -594,17 +589,19 @@ impl Controller {
     /// newer epoch since we last looked.
     async fn reload_state_if_changed(&mut self) {
         let shared = self.shared.clone();
-        let seen = self.state_seen;
+        let seen = self.state_seen.take();
         // File I/O runs off the async workers (a slow disk must not stall the pollers).
         let read = tokio::task::spawn_blocking(move || {
             let path = &shared.config.controller.state_file;
-            let current = FileIdentity::of(path);
+            let current = FileContent::of(path);
             let file = (current != seen).then(|| State::load(path, &shared.config.topology));
             (current, file)
         })
         .await;
-        let Ok((current, Some(file))) = read else { return };
+        // A failed read task leaves nothing seen: the next round reads the file and compares epochs.
+        let Ok((current, file)) = read else { return };
         self.state_seen = current;
+        let Some(file) = file else { return };
         match file {
             Ok(Some(file)) if self.state.as_ref().is_none_or(|s| file.epoch > s.epoch) => {
                 // A `roomguard failover` on this host wrote it; the switch itself is logged when
@@ -638,11 +635,12 @@ impl Controller {
     /// and sets the metrics.
     async fn follow_pause(&mut self) {
         let path = crate::maintenance::path(&self.shared.config.controller.state_file);
-        let seen = self.pause_seen;
+        // A clone of a few hundred bytes a round.
+        let seen = self.pause_seen.clone();
         let state_file = self.shared.config.controller.state_file.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let current = FileIdentity::of(&path);
-            let pause = (Some(current) != seen).then(|| crate::maintenance::load(&state_file));
+            let current = FileContent::of(&path);
+            let pause = (seen.as_ref() != Some(&current)).then(|| crate::maintenance::load(&state_file));
             (current, pause)
         })
         .await;
@@ -720,7 +718,10 @@ impl Controller {
         let state = state.clone();
         let written = tokio::task::spawn_blocking(move || {
             let path = &shared.config.controller.state_file;
-            state.save(path, &shared.config.topology).map(|()| FileIdentity::of(path))
+            // What we wrote is what we have seen (reading it back could see another writer's).
+            state
+                .save(path, &shared.config.topology)
+                .map(|()| Some(FileContent(state.to_json(&shared.config.topology).into_bytes())))
         })
         .await;
         let error = match written {
