@@ -352,3 +352,57 @@ async fn admin_failover_survives_the_client_going_away() {
     }
     c.stop().await;
 }
+
+/// Another writer (a `roomguard failover` beside the controller) rewrites the state file in
+/// place with a newer epoch naming room 2's heads: the same inode, the same length, the same
+/// mtime (set back). Only the content tells the change: the controller follows it (its report
+/// shows the epoch and room 2's heads as the designated masters). Redis is not switched (a
+/// real switchover would do that), so the controller then waits for room 2's heads to stop
+/// hearing room 1, which is not this test's subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writer_is_followed_by_content_not_by_mtime() {
+    let lab = lab(27700).await;
+    let c = Controller::start(&lab).await;
+    assert!(c.wait_healthy_primary("1", Duration::from_secs(10)).await, "{}", c.report_text());
+    let path = lab.config.controller.state_file.clone();
+    let masters = [at(1, 27701), at(1, 27702)];
+    let written = wait_until(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&path).is_ok_and(|t| masters.iter().all(|m| t.contains(m.as_str())))
+    })
+    .await;
+    assert!(written, "the controller never wrote its masters: {:?}", std::fs::read_to_string(&path));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let epoch = serde_json::from_str::<serde_json::Value>(&text).unwrap()["epoch"].as_u64().unwrap();
+    let newer = epoch + 1;
+    let rewritten = text
+        .replacen(&format!("\"epoch\": {epoch}"), &format!("\"epoch\": {newer}"), 1)
+        .replace(&masters[0], &at(2, 27701))
+        .replace(&masters[1], &at(2, 27702));
+    assert_eq!(rewritten.len(), text.len(), "the rewrite must keep the length:\n{text}\n{rewritten}");
+    assert!(rewritten.contains(&format!("\"epoch\": {newer}")), "{rewritten}");
+
+    let before = std::fs::metadata(&path).unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, rewritten.as_bytes()).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (after.dev(), after.ino(), after.len(), after.modified().unwrap()),
+        (before.dev(), before.ino(), before.len(), before.modified().unwrap()),
+        "the rewrite must look unchanged to the file's metadata"
+    );
+
+    let followed = wait_until(Duration::from_secs(5), || async {
+        c.shared
+            .report
+            .read()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|r| r.epoch == newer && r.primary_room.as_deref() == Some("2"))
+    })
+    .await;
+    assert!(followed, "the controller did not follow the rewritten state file:\n{}", c.report_text());
+    c.stop().await;
+}

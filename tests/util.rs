@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 /// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 25800-25999
 /// (clients, issue 15's last items), 26000-26019
 /// (supervision), 26100-26999 (etcd clusters for coordination, issue 16: 10 ports per cluster,
-/// see `tests/etcd.rs`), 27000-27309 and 28000-28299.
+/// see `tests/etcd.rs`), 27000-27309, 27700-27709 (following another writer of the state file)
+/// and 28000-28299.
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
