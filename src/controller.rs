@@ -798,26 +798,15 @@ impl Controller {
         let record =
             recorded.map(|(trigger, room, shards)| FailoverRecord::now(*trigger, t.room_name(*room), names(shards)));
         next.last_failover = record.clone().or(next.last_failover);
-        // With [coordination], the shared record first (compare-and-swap: only the holder of
-        // the acting lease, only from the record it last saw); its revision is the token.
-        if let Some(coordination) = self.shared.coordination.clone() {
-            if *authority == Authority::Act {
-                // Against the record this state derives from, not the newest one seen: if etcd
-                // moved on, this decision was taken on an old picture and is dropped.
-                match coordination.publish_state(&next).await {
-                    Ok(token) => {
-                        next.fencing_token = Some(token);
-                        self.last_publish_error = None;
-                    }
-                    Err(e) => {
-                        self.publish_failed(&e, "FAILOVER HELD: decided, but not published to etcd; not acting on it");
-                        return;
-                    }
-                }
-            } else {
-                // The quorum-free fallback: published when etcd answers again.
-                self.unpublished = true;
-            }
+        // The state file first, then (with [coordination]) the shared record, so that nothing
+        // reaches etcd, where every controller would act on it, before it is on this host's
+        // disk: a save that fails holds the decision with nothing published. The file takes it
+        // without a fencing token (the revision is unknown until etcd answers): if etcd then
+        // refuses it and the previous state cannot be written back either, a restart still
+        // follows etcd's record over the file's (a file without a token never wins over it).
+        let acting = self.shared.coordination.is_some() && *authority == Authority::Act;
+        if acting {
+            next.fencing_token = None;
         }
         if !self.save(&next).await {
             if self.last_unsaved != decision.changes {
@@ -830,6 +819,33 @@ impl Controller {
                 self.last_unsaved = decision.changes.clone();
             }
             return;
+        }
+        if let Some(coordination) = self.shared.coordination.clone() {
+            if acting {
+                // Compare-and-swap: only the holder of the acting lease, only from the record
+                // this state derives from, not the newest one seen: if etcd moved on, this
+                // decision was taken on an old picture and is dropped. Its revision is the token.
+                let base = State { fencing_token: self.state.as_ref().and_then(|s| s.fencing_token), ..next.clone() };
+                match coordination.publish_state(&base).await {
+                    Ok(token) => {
+                        next.fencing_token = Some(token);
+                        self.last_publish_error = None;
+                        // The token on disk too; without it a restart follows etcd's record,
+                        // which is this very decision.
+                        self.save(&next).await;
+                    }
+                    Err(e) => {
+                        self.publish_failed(&e, "FAILOVER HELD: decided, but not published to etcd; not acting on it");
+                        // The file back to the state the loop goes on from.
+                        let previous = self.state.clone().expect("state");
+                        self.save(&previous).await;
+                        return;
+                    }
+                }
+            } else {
+                // The quorum-free fallback: published when etcd answers again.
+                self.unpublished = true;
+            }
         }
         self.last_unsaved.clear();
         self.state = Some(next);

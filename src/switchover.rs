@@ -82,6 +82,12 @@ pub enum FailoverError {
     NotSaved { error: StateError },
     #[error("the decision could not be published to etcd ({error}); nothing changed and writes were unpaused")]
     NotPublished { error: String },
+    #[error(
+        "the decision could not be published to etcd ({error}), and the state file, which holds it, \
+         could not be written back ({file}): writes were unpaused; fix the state file before \
+         restarting this controller"
+    )]
+    NotPublishedNotRestored { error: String, file: StateError },
     #[error("{why}; nothing changed")]
     NotActing { why: String },
     #[error(
@@ -165,7 +171,7 @@ pub async fn failover(
         known: t.rooms.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
     })?;
     let observation = probe::probe_all(t, &config.redis, c.timeout).await;
-    let mut state = State::load(&c.state_file, t)?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
+    let mut state = load(config).await?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
     let inferred = plan::infer_masters(t, &observation);
     for (shard, slot) in state.masters.iter_mut().enumerate() {
         *slot = match *slot {
@@ -275,20 +281,37 @@ async fn commit(
     state.epoch += 1;
     let names = moves.iter().map(|m| t.shards[m.shard].name.clone()).collect();
     state.last_failover = Some(FailoverRecord::now(Trigger::Manual, room, names));
+    // The state file first, then the shared record: nothing reaches etcd (where the running
+    // controller, or another, would act on it once writes are unpaused) before it is on disk.
+    // The file keeps the token it derives from meanwhile, so that the loop in this process,
+    // which reads the file, does not take it for a decision etcd lacks and publish it itself.
+    save(config, state.clone()).await.map_err(|error| {
+        *state = before.clone();
+        FailoverError::NotSaved { error }
+    })?;
     if let Some(coordination) = coordination {
         // Against the record the state file's masters derive from (the running controller
         // keeps the file on the shared record): a decision on an old picture is refused.
         match coordination.publish_state(state).await {
-            Ok(token) => state.fencing_token = Some(token),
+            Ok(token) => {
+                state.fencing_token = Some(token);
+                if let Err(e) = save(config, state.clone()).await {
+                    // Etcd holds the decision and the file its masters: a restart follows etcd.
+                    warn!(error = %e, "could not write the fencing token to the state file");
+                }
+            }
             Err(e) => {
-                *state = before;
-                return Err(FailoverError::NotPublished { error: e.to_string() });
+                // The file back to the old masters, at a newer epoch than the decision's so
+                // that the loop, which may have read the decision meanwhile, follows it back.
+                let restored = State { epoch: state.epoch + 1, ..before.clone() };
+                let restored_ok = save(config, restored.clone()).await;
+                *state = restored;
+                return Err(match restored_ok {
+                    Ok(()) => FailoverError::NotPublished { error: e.to_string() },
+                    Err(error) => FailoverError::NotPublishedNotRestored { error: e.to_string(), file: error },
+                });
             }
         }
-    }
-    if let Err(error) = state.save(&c.state_file, t) {
-        *state = before;
-        return Err(FailoverError::NotSaved { error });
     }
 
     // Every promotion runs to its end: one shard's failure must not cancel another's mid-command.
@@ -323,14 +346,20 @@ async fn commit(
         } else {
             Some(FailoverRecord::now(Trigger::Manual, room, moved.clone()))
         };
+        // The file first, as above.
+        if let Err(e) = save(config, state.clone()).await {
+            warn!(error = %e, "could not write the old masters back to the state file");
+        }
         if let Some(coordination) = coordination {
             match coordination.publish_state(state).await {
-                Ok(token) => state.fencing_token = Some(token),
+                Ok(token) => {
+                    state.fencing_token = Some(token);
+                    if let Err(e) = save(config, state.clone()).await {
+                        warn!(error = %e, "could not write the fencing token to the state file");
+                    }
+                }
                 Err(e) => warn!(error = %e, "could not publish the old masters back to etcd"),
             }
-        }
-        if let Err(e) = state.save(&c.state_file, t) {
-            warn!(error = %e, "could not write the old masters back to the state file");
         }
         // Converge what moved, and leave what did not where it was, before the unpause.
         if let Err(e) = converge(config, &state.masters, c.switchover_timeout).await {
@@ -347,6 +376,22 @@ async fn commit(
         });
     }
     converge(config, &state.masters, c.switchover_timeout).await
+}
+
+/// Reads the state file off the async workers (a failover through the admin API runs on them).
+async fn load(config: &Config) -> Result<Option<State>, StateError> {
+    let (path, topology) = (config.controller.state_file.clone(), config.topology.clone());
+    tokio::task::spawn_blocking(move || State::load(&path, &topology)).await.unwrap_or_else(|e| {
+        Err(StateError::Read { path: config.controller.state_file.clone(), error: std::io::Error::other(e) })
+    })
+}
+
+/// Writes the state file (two fsyncs and a rename) off the async workers.
+async fn save(config: &Config, state: State) -> Result<(), StateError> {
+    let (path, topology) = (config.controller.state_file.clone(), config.topology.clone());
+    tokio::task::spawn_blocking(move || state.save(&path, &topology)).await.unwrap_or_else(|e| {
+        Err(StateError::Write { path: config.controller.state_file.clone(), error: std::io::Error::other(e) })
+    })
 }
 
 /// Pauses (or fences) writes on the graceful shards' masters and waits until every target

@@ -2,7 +2,8 @@
 //! decisions published by compare-and-swap with fencing tokens, discovery-only controllers,
 //! what happens when etcd is unreachable, and a room fenced when it loses the quorum.
 //!
-//! Labs here use 24880-24999, etcd clusters 26500-26599 (logical ports, through `port`).
+//! Labs here use 24880-24999 and 28500-28519, etcd clusters 26500-26599 (logical ports,
+//! through `port`).
 
 use std::time::Duration;
 
@@ -514,4 +515,70 @@ async fn a_partition_fences_the_room_without_the_quorum() {
     for id in lab.room(0) {
         lab.servers[id].kill();
     }
+}
+
+/// The `state` key's revision in etcd (0: absent).
+async fn shared_revision(etcd: &EtcdCluster) -> i64 {
+    let mut client = etcd.client(&[1]).await.expect("etcd client");
+    let got = client.get("/roomguard/test/state", None).await.expect("etcd get");
+    got.kvs().first().map_or(0, |kv| kv.mod_revision())
+}
+
+/// Issue 12: with `[coordination]`, a decision that cannot be saved to the state file is not
+/// published either (it was once published first, and then followed from etcd next round).
+/// The state file's directory is made immutable: a switchover through the admin API fails
+/// with the write error and a lost room is not failed over; etcd's record stays as it was all
+/// along. Once the directory is writable again the failover is saved, published and done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_decision_is_not_published_to_etcd() {
+    const TOKEN: &str = "a-long-enough-admin-token-28500";
+    let mut lab = lab(28500).await;
+    let etcd = EtcdCluster::on(26590, &["127.0.0.13"]).await;
+    let mut config = coordinated(&lab, &etcd.endpoints(), "a", Role::Acting, None);
+    let state_dir = lab.dir().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    config.controller.state_file = state_dir.join("state.json");
+    config.http.admin_token = Some(roomguard::config::Secret::new(TOKEN));
+    let a = Controller::start_with(config.clone()).await;
+    assert!(wait_until(Duration::from_secs(20), || async { acting(&a) }).await, "{}", a.report_text());
+    let token = wait_for_token(&config).await;
+    assert_eq!(shared_revision(&etcd).await, token as i64);
+    let immutable = Immutable::set(&state_dir);
+
+    let (status, body) = http_post(a.http, "/failover?room=2", Some(TOKEN)).await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("cannot write state file") && body.contains("writes were unpaused"), "{body}");
+    assert_eq!(shared_revision(&etcd).await, token as i64, "the unsaved switchover was published");
+    for head in [28501, 28502] {
+        assert!(accepts_writes(&at(1, head)).await, "{} still paused", at(1, head));
+    }
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || async { a.metric("roomguard_state_save_errors_total", &[]) >= 3.0 })
+            .await,
+        "{}",
+        a.metrics()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(shared_revision(&etcd).await, token as i64, "the unsaved failover was published");
+    assert!(is_replica(&at(2, 28501)).await && is_replica(&at(2, 28502)).await, "{}", a.report_text());
+    assert_eq!(a.metric("roomguard_actions_total", &[]), 0.0, "{}", a.report_text());
+
+    drop(immutable);
+    assert!(
+        wait_until(Duration::from_secs(15), || async { primary(&a).as_deref() == Some("2") }).await,
+        "{}",
+        a.report_text()
+    );
+    let published = shared_revision(&etcd).await;
+    assert!(published > token as i64);
+    assert!(
+        wait_until(Duration::from_secs(5), || async { state_token(&config) == Some(published as u64) }).await,
+        "the state file holds the decision's token: {:?} vs {published}",
+        state_token(&config)
+    );
+    a.stop().await;
 }

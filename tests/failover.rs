@@ -234,31 +234,6 @@ async fn manual_failover_when_the_old_room_is_dead_is_forced() {
     assert!(state.contains("\"trigger\": \"manual\""), "{state}");
 }
 
-/// A `SET` on `a` answered within a second: writes are not paused.
-async fn accepts_writes(a: &str) -> bool {
-    let mut con = connect(a).await;
-    let mut set = redis::cmd("SET");
-    set.arg("after-failover").arg(1);
-    matches!(tokio::time::timeout(Duration::from_secs(1), set.query_async::<()>(&mut con)).await, Ok(Ok(())))
-}
-
-/// `chattr +i` on a directory: nothing can be created in it, not even by root. Undone on drop.
-struct Immutable(std::path::PathBuf);
-
-impl Immutable {
-    fn set(dir: &std::path::Path) -> Immutable {
-        let status = std::process::Command::new("chattr").arg("+i").arg(dir).status().expect("chattr");
-        assert!(status.success(), "chattr +i {}", dir.display());
-        Immutable(dir.to_owned())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
 /// Issue 12, item 1: the state file cannot be written once writes are paused. Nothing changes,
 /// the old masters take writes again at once (not when the pause expires), and the error says
 /// why.

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 /// the ops features of issue 14), 25500-25799 (logs, configuration errors, docs), 25800-25999
 /// (clients, issue 15's last items), 26000-26019
 /// (supervision), 26100-26999 (etcd clusters for coordination, issue 16: 10 ports per cluster,
-/// see `tests/etcd.rs`), 27000-27309, 27700-27709 (following another writer of the state file)
-/// and 28000-28299.
+/// see `tests/etcd.rs`), 27000-27309, 27700-27709 (following another writer of the state file),
+/// 28000-28299 and 28500-28599 (issue 12's last gaps).
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
@@ -715,4 +715,29 @@ pub async fn graceful_failover_cli(config: &std::path::Path, room: &str) -> Stri
     assert!(out.status.success(), "failover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("graceful failover"), "{stdout}");
     stdout
+}
+
+/// `chattr +i` on a directory: nothing can be created in it, not even by root. Undone on drop.
+pub struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    pub fn set(dir: &std::path::Path) -> Immutable {
+        let status = std::process::Command::new("chattr").arg("+i").arg(dir).status().expect("chattr");
+        assert!(status.success(), "chattr +i {}", dir.display());
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A `SET` on `a` answered within a second: writes are not paused.
+pub async fn accepts_writes(a: &str) -> bool {
+    let mut con = connect(a).await;
+    let mut set = redis::cmd("SET");
+    set.arg("after-failover").arg(1);
+    matches!(tokio::time::timeout(Duration::from_secs(1), set.query_async::<()>(&mut con)).await, Ok(Ok(())))
 }
