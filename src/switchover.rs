@@ -76,6 +76,9 @@ pub enum FailoverError {
     NoChain { shard: String, head: String, master: String, why: String },
     #[error(transparent)]
     Act(#[from] ActError),
+    /// A master or head that stopped answering once writes were paused.
+    #[error("{error}; writes were unpaused and nothing changed")]
+    AfterPause { error: ActError },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{error}; nothing changed and writes were unpaused")]
@@ -418,7 +421,7 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Nod
             Ok(fence) => paused.push((node, fence)),
             Err(e) => {
                 unpause_all(&mut paused).await;
-                return Err(e.into());
+                return Err(FailoverError::AfterPause { error: e });
             }
         }
     }
@@ -428,14 +431,17 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Nod
             Ok(info) => info,
             Err(e) => {
                 unpause_all(&mut paused).await;
-                return Err(e.into());
+                return Err(FailoverError::AfterPause { error: e });
             }
         };
         if !master_info.has_replids() {
             // Redis < 4.0: every link of the chain numbers its own stream; follow it link by link.
             if let Err(e) = catch_up_link_by_link(config, m, &mut paused[i].0, deadline).await {
                 unpause_all(&mut paused).await;
-                return Err(e);
+                return Err(match e {
+                    FailoverError::Act(error) => FailoverError::AfterPause { error },
+                    other => other,
+                });
             }
             continue;
         }
@@ -444,7 +450,7 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Nod
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(e), _) | (_, Err(e)) => {
                     unpause_all(&mut paused).await;
-                    return Err(e.into());
+                    return Err(FailoverError::AfterPause { error: e });
                 }
             };
             let behind = master.repl_offset - head.repl_offset;

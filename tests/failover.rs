@@ -261,6 +261,36 @@ async fn switchover_whose_decision_cannot_be_saved_unpauses_at_once() {
     assert_no_replicaof(&lab, "nothing changed").await;
 }
 
+/// Issue 12: a head that stops answering once writes are paused (it hangs, SIGSTOP). The
+/// switchover is held in its wait for the head (the head's parent hangs too, and its master
+/// took a write), which gives the test its moment: once writes block on the master, the head
+/// hangs. The switchover fails naming the head, says writes were unpaused, and they were: at
+/// once, not when the pause expires; nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_whose_head_stops_answering_after_the_pause_unpauses_at_once() {
+    let mut lab = lab(28560).await;
+    let (master, parent, head) = (at(1, 28561), at(1, 28563), at(2, 28561));
+    lab.server(&parent).hang();
+    let mut con = connect(&master).await;
+    redis::cmd("SET").arg("behind").arg(1).query_async::<()>(&mut con).await.unwrap();
+    let config = config_path(&lab);
+    let failover = tokio::spawn(run(roomguard(&["failover", "--room", "2", "--config", config.to_str().unwrap()])));
+    let paused = wait_until(Duration::from_secs(10), || async { !accepts_writes(&master).await }).await;
+    lab.server(&head).hang();
+    let out = failover.await.unwrap();
+    let unpaused = accepts_writes(&master).await && accepts_writes(&at(1, 28562)).await;
+    lab.server(&head).resume();
+    lab.server(&parent).resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(paused, "writes were never paused: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&head) && stderr.contains("writes were unpaused and nothing changed"), "{stderr}");
+    assert!(unpaused, "the old masters are still paused after the switchover failed: {stderr}");
+    assert!(is_master(&master).await && is_master(&at(1, 28562)).await);
+    assert!(!lab.config.controller.state_file.exists(), "nothing saved");
+    assert_no_replicaof(&lab, "nothing changed").await;
+}
+
 /// Issue 12, item 1: one shard's promotion is refused (its room-2 head has `REPLICAOF` renamed
 /// away). The other shard's promotion is not cancelled and completes; the refused shard keeps
 /// its old master (state file included); every old master takes writes at once; the error
