@@ -344,7 +344,16 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
     };
     let settings = detect::DetectSettings { down_after: Duration::ZERO, silence: c.silence() };
     let verdict = detect::assess(t, &observation, Instant::now(), settings);
-    let decision = Decision::default();
+    let cooling = plan::cooling(
+        state.as_ref().map_or(&[][..], |s| &s.room_failures),
+        t.rooms.len(),
+        c.cooldown,
+        crate::state::unix_ms(std::time::SystemTime::now()),
+    );
+    // The failovers the loop would hold on this picture (cooldown, pause, auto_failover off, no
+    // target). Only those: what it would change is the running controller's to decide.
+    let policy = plan::Policy { auto_failover: c.auto_failover, paused: pause.is_some(), adopt: true, cooling };
+    let decision = Decision { held: plan::decide(t, &observation, &verdict, &masters, &policy).held, changes: vec![] };
     let settings = plan::PlanSettings { newer_master_grace: c.down_after, now: Instant::now() };
     let plan = plan::plan(t, &observation, &verdict, &masters, &settings);
     Ok(Report::build(ReportInput {
@@ -360,12 +369,7 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
             None => None,
         },
         last_failover: state.as_ref().and_then(|s| s.last_failover.as_ref()),
-        cooling: &plan::cooling(
-            state.as_ref().map_or(&[][..], |s| &s.room_failures),
-            t.rooms.len(),
-            c.cooldown,
-            crate::state::unix_ms(std::time::SystemTime::now()),
-        ),
+        cooling: &policy.cooling,
         pause: pause.as_ref(),
     }))
 }

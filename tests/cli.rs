@@ -353,3 +353,27 @@ async fn completions_and_man_pages_are_current() {
     }
     assert_eq!(std::fs::read_to_string(dir.path().join("roomguard.1")).unwrap(), page);
 }
+
+/// Issue 12: `status` shows the failovers the loop would hold (here: `auto_failover = false`
+/// and room 1 lost), as `/topology` does; it once showed only the cooldowns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_held_failover() {
+    let mut lab = lab(28520).await;
+    let config = lab.dir().join("auto-off.toml");
+    let toml = std::fs::read_to_string(config_path(&lab)).unwrap();
+    assert!(toml.contains("cooldown = \"10s\""), "{toml}");
+    std::fs::write(&config, toml.replace("cooldown = \"10s\"", "cooldown = \"10s\"\nauto_failover = false")).unwrap();
+    let config = config.to_str().unwrap();
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    let out = run(roomguard(&["status", "--config", config])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for head in [28521, 28522] {
+        let line = format!("shard {}: room 1 is lost but not failed over: auto_failover is off", shard(head));
+        assert!(stdout.contains(&line), "{line}\n{}", text(&out));
+    }
+    let out = run(roomguard(&["status", "--json", "--config", config])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["held"].as_array().map(Vec::len), Some(2), "{json}");
+}
