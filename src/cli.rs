@@ -220,11 +220,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Installed before anything else starts: from here on SIGHUP reloads, never kills.
             let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler")?;
-            let daemon = Daemon::start(config).await?;
-            let reloader = tokio::spawn(reload_on_sighup(hangups, path, daemon.shared(), log_from_cli));
-            let result = daemon.run_until(shutdown_signal()).await;
-            reloader.abort();
-            Ok(exit_code(result))
+            let mut daemon = Daemon::start(config).await?;
+            daemon.reload_on_sighup(hangups, path, log_from_cli);
+            Ok(exit_code(daemon.run_until(shutdown_signal()).await))
         }
         Command::Status { config, json } => status(&load(&config)?, json).await,
         Command::Failover { via: Some(url), token, room, force, config, .. } if url.is_empty() => {
@@ -282,22 +280,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Re-reads the config file at every SIGHUP and applies what can change
-/// ([`crate::reload`]); whatever happens is logged, and the process runs on.
-async fn reload_on_sighup(
-    mut hangups: tokio::signal::unix::Signal,
-    path: PathBuf,
-    shared: std::sync::Arc<controller::Shared>,
-    log_from_cli: bool,
-) {
-    while hangups.recv().await.is_some() {
-        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-        crate::reload::reload(&shared.config, &shared.live, &shared.metrics, Config::load(&path), log_from_cli);
-    }
-}
-
 /// A daemon that stopped because a task ended exits with [`EXIT_TASK_FAILED`] (already logged).
-fn exit_code(result: Result<(), DaemonError>) -> ExitCode {
+pub fn exit_code(result: Result<(), DaemonError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

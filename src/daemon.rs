@@ -16,6 +16,7 @@
 //! | audit | Redis settings and ping periods ([`crate::audit`]) | at shutdown |
 //! | coordination | with `[coordination]`: the etcd lease and watch ([`crate::coordination`]) | at shutdown |
 //! | fence | with `[coordination] room`: fences the room when it loses the quorum ([`crate::fence`]) | at shutdown |
+//! | reload | `roomguard run`: re-reads the config file at every SIGHUP ([`crate::reload`]) | at shutdown |
 //!
 //! A discovery-only controller (`[coordination] role = "discovery"`) runs no poller, loop,
 //! audit or fence: its "loop" is [`crate::follower`], fed by the etcd watch.
@@ -36,7 +37,7 @@
 //! run in progress, both on [`Shared::tasks`]), and last the etcd session, which revokes the
 //! lease: another controller may act at once, and nothing here acts any more.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     net::TcpListener,
@@ -69,6 +70,7 @@ pub enum Task {
     Audit,
     Coordination,
     Fence,
+    Reload,
 }
 
 impl Task {
@@ -82,6 +84,7 @@ impl Task {
             Task::Audit => "settings audit",
             Task::Coordination => "etcd session",
             Task::Fence => "room fence",
+            Task::Reload => "SIGHUP reloader",
         }
     }
 }
@@ -338,6 +341,27 @@ impl Daemon {
         );
         daemon.spawn(Task::Hooks, run);
         Ok(daemon)
+    }
+
+    /// `roomguard run`: re-reads the config file at `path` at every SIGHUP of `hangups` and
+    /// applies what can change ([`crate::reload`]); whatever happens is logged, and the process
+    /// runs on. Supervised like every other task.
+    pub fn reload_on_sighup(&mut self, mut hangups: tokio::signal::unix::Signal, path: PathBuf, log_from_cli: bool) {
+        let (shared, stop) = (self.shared.clone(), self.stop_rest.clone());
+        self.spawn(Task::Reload, async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    hangup = hangups.recv() => {
+                        if hangup.is_none() {
+                            break;
+                        }
+                        info!(config = %path.display(), "SIGHUP: reloading the configuration");
+                        crate::reload::reload(&shared.config, &shared.live, &shared.metrics, Config::load(&path), log_from_cli);
+                    }
+                }
+            }
+        });
     }
 
     fn spawn(&mut self, task: Task, future: impl Future<Output = ()> + Send + 'static) {

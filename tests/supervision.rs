@@ -25,8 +25,11 @@ async fn a_task_that_dies_stops_the_controller_and_is_named() {
         idle_timeout: sentinel::DEFAULT_IDLE_TIMEOUT,
         peers: vec![],
     });
-    for task in [Task::Poller, Task::Loop, Task::Http, Task::Sentinel, Task::Hooks, Task::Audit] {
-        let daemon = Daemon::start(config.clone()).await.unwrap();
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    for task in [Task::Poller, Task::Loop, Task::Http, Task::Sentinel, Task::Hooks, Task::Audit, Task::Reload] {
+        let mut daemon = Daemon::start(config.clone()).await.unwrap();
+        // As `roomguard run` starts it.
+        daemon.reload_on_sighup(tokio::signal::unix::signal(hangup).unwrap(), config_path(&lab), false);
         let (http, shared) = (daemon.http_addr(), daemon.shared());
         let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
         let run = tokio::spawn(daemon.run_until(std::future::pending()));
@@ -44,6 +47,49 @@ async fn a_task_that_dies_stops_the_controller_and_is_named() {
             Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(ended, task),
             other => panic!("{task}: {other:?}"),
         }
+        assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
+    }
+}
+
+/// The two tasks of `[coordination] room`: the etcd session and the room fence. Either one's
+/// death stops the controller, named, and `roomguard run` maps that to exit code 70 (no task
+/// of a running process can be made to end from outside, so this is as close to the binary
+/// as it gets: the same `run_until` and the same mapping `roomguard run` uses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_session_and_the_room_fence_are_supervised_and_exit_70() {
+    use roomguard::coordination::{CoordinationSettings, Role, Unavailable};
+    let lab = lab(28540).await;
+    let etcd = crate::etcd::EtcdCluster::on(26600, &["127.0.0.13"]).await;
+    let mut config = lab.config.clone();
+    config.coordination = Some(CoordinationSettings {
+        endpoints: etcd.endpoints(),
+        prefix: "/roomguard/supervision".into(),
+        name: "a".into(),
+        role: Role::Acting,
+        room: Some(0),
+        lease_ttl: Duration::from_secs(3),
+        on_unavailable: Unavailable::Hold,
+    });
+    for task in [Task::Coordination, Task::Fence] {
+        let daemon = Daemon::start(config.clone()).await.unwrap();
+        let (http, shared) = (daemon.http_addr(), daemon.shared());
+        let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
+        let run = tokio::spawn(daemon.run_until(std::future::pending()));
+        assert!(
+            wait_until(Duration::from_secs(5), || async { shared.ready.load(std::sync::atomic::Ordering::Acquire) })
+                .await,
+            "{task}: controller never ready"
+        );
+        abort.abort();
+        let result = tokio::time::timeout(Duration::from_secs(15), run)
+            .await
+            .unwrap_or_else(|_| panic!("the death of the {task} went unnoticed"))
+            .unwrap();
+        match &result {
+            Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(*ended, task),
+            other => panic!("{task}: {other:?}"),
+        }
+        assert_eq!(roomguard::cli::exit_code(result), std::process::ExitCode::from(roomguard::cli::EXIT_TASK_FAILED));
         assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
     }
 }
