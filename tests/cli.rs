@@ -377,3 +377,38 @@ async fn status_shows_a_held_failover() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["held"].as_array().map(Vec::len), Some(2), "{json}");
 }
+
+/// `check-config` run by a user who cannot write in the state file's directory (here
+/// `nobody`, in a directory owned by root) fails, naming the directory and why; run as root
+/// on the same files it passes, so the uid is what fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_refuses_a_state_dir_this_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    // In /tmp, open to every user: the checkout may lie in a directory `nobody` cannot enter.
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("roomguard");
+    std::fs::copy(env!("CARGO_BIN_EXE_roomguard"), &binary).unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, SEED).unwrap();
+    let check = |as_nobody: bool| {
+        let mut cmd = std::process::Command::new(if as_nobody { "setpriv" } else { binary.to_str().unwrap() });
+        if as_nobody {
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&binary);
+        }
+        cmd.args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("ROOMGUARD_CONFIG")
+            .env("ROOMGUARD_CONTROLLER__STATE_FILE", state_dir.join("state.json"));
+        run(cmd)
+    };
+    let out = check(false).await;
+    assert!(out.status.success(), "as root: {}", text(&out));
+    let out = check(true).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let expected = format!("its directory {} is not writable by this user", state_dir.display());
+    assert!(text(&out).contains(&expected), "{expected}\n{}", text(&out));
+}
