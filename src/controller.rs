@@ -29,7 +29,7 @@ use crate::{
     health::Heartbeat,
     info::Role,
     metrics::Metrics,
-    observe::{self, Observation, ObservationStore},
+    observe::{self, Observation, ObservationStore, PingPeriod},
     plan::{self, Action, Decision, MasterChange, Masters, Policy, Reason},
     report::{Report, ReportInput},
     sentinel::Discovery,
@@ -157,6 +157,8 @@ pub struct Controller {
     last_unsaved: Vec<MasterChange>,
     /// Last logged room statuses and held reasons, so that warnings are logged on change.
     last_rooms: Vec<RoomStatus>,
+    /// Each shard's silence rule as last logged.
+    last_silence: Vec<detect::SilenceRule>,
     /// Per instance, the lost histories already logged while it stays flagged as restarted
     /// empty (to log and count each restart once: after a second one the replicas hold
     /// another history; the recorded and the inferred evidence may take turns).
@@ -209,6 +211,7 @@ impl Controller {
             last_save_error: None,
             last_unsaved: Vec::new(),
             last_rooms: vec![],
+            last_silence: vec![],
             restarted_empty: vec![],
             held: vec![],
             last_vetoed: vec![],
@@ -280,6 +283,7 @@ impl Controller {
             })
             .collect();
         self.log_rooms(&verdict);
+        self.log_silence(&verdict);
         self.log_restarted_empty(observation);
         self.reload_state_if_changed().await;
         self.follow_shared_state(&authority).await;
@@ -558,6 +562,41 @@ impl Controller {
             }
         }
         self.last_rooms = statuses;
+    }
+
+    /// Logs each change of a shard's silence rule: a period read (or changed) at last, or the
+    /// fallback while the period of an instance that drives its replicas is not known. A
+    /// refused `CONFIG GET` is the audit's to say (once per instance).
+    fn log_silence(&mut self, verdict: &Verdict) {
+        if verdict.silence == self.last_silence {
+            return;
+        }
+        let t = self.topology();
+        for (shard, rule) in verdict.silence.iter().enumerate() {
+            if self.last_silence.get(shard) == Some(rule) {
+                continue;
+            }
+            let name = &t.shards[shard].name;
+            let threshold = humantime::format_duration(rule.threshold);
+            match rule.source {
+                detect::SilenceSource::Fallback { instance, period: PingPeriod::Unknown } => info!(
+                    shard = %name,
+                    instance = %t.addr(instance),
+                    "shard {name}: the ping period of {} is not known yet (not read since the controller started): \
+                     silence evidence after {threshold}, Redis' whole-second count, until it is",
+                    t.addr(instance)
+                ),
+                detect::SilenceSource::Fallback { .. } => {
+                    debug!(shard = %name, "shard {name}: silence evidence after {threshold} (fallback)")
+                }
+                detect::SilenceSource::PingPeriod { seconds } => info!(
+                    shard = %name,
+                    "shard {name}: silence evidence after {threshold} (repl-ping-replica-period {seconds}s + margin)"
+                ),
+                detect::SilenceSource::Configured => {}
+            }
+        }
+        self.last_silence.clone_from(&verdict.silence);
     }
 
     /// Logs and counts each instance that came back as a master without its history.

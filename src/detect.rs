@@ -22,8 +22,9 @@
 //! `repl-ping-replica-period` included, and a chained replica forwards its master's stream byte
 //! for byte (Redis >= 4.0; older versions ping their own replicas with their own period). So
 //! the controller times how long each witness's offset has stood still
-//! ([`crate::observe::OffsetProgress`]) and compares that with the shard's ping period plus a
-//! margin ([`SilenceRule`]): a healthy link, even an idle one, is never still for longer.
+//! ([`crate::observe::OffsetProgress`]) and compares that with the ping period of the
+//! instances that drive its stream plus a margin ([`SilenceRule`]): a healthy link, even an
+//! idle one, is never still for longer.
 //!
 //! The margin covers what separates a healthy link's longest stillness from the period:
 //! - the controller sees a new offset up to one `poll_interval` late (plus a probe's round trip);
@@ -74,7 +75,7 @@ impl SilenceSettings {
     }
 }
 
-/// A shard's silence threshold and where it comes from.
+/// A replica's silence threshold (or a shard's, as shown) and where it comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SilenceRule {
     /// A witness whose offset stood still longer than this no longer hears its master.
@@ -88,9 +89,11 @@ pub struct SilenceRule {
 pub enum SilenceSource {
     /// `controller.link_silence` is set.
     Configured,
-    /// The longest `repl-ping-replica-period` among the shard's instances, plus the margin.
+    /// The longest `repl-ping-replica-period` among the instances that drive the replica's
+    /// stream ([`drivers`]), plus the margin.
     PingPeriod { seconds: u64 },
-    /// Some instance's period is not known ([`FALLBACK_LINK_SILENCE`]).
+    /// The period of an instance that may drive the stream is not known
+    /// ([`FALLBACK_LINK_SILENCE`], or the longest known period plus the margin if longer).
     Fallback { instance: InstanceId, period: PingPeriod },
 }
 
@@ -98,34 +101,99 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
+/// The instances whose `repl-ping-replica-period` can set the pace of `id`'s offset, from the
+/// replication links last seen (a silent room's instances no longer answer: their last
+/// replies are what they were doing when they went silent). Going up from `id`'s master:
+/// every replica on the way whose version is not known to forward its master's stream (Redis
+/// < 4.0 pings its own replicas with its own period), and the master at the top, whose PING
+/// every replica below it receives. `None` when the way up is not known: an instance on it
+/// never answered, a master outside the shard, a loop.
+fn drivers(topology: &Topology, observation: &Observation, id: InstanceId) -> Option<Vec<InstanceId>> {
+    let shard = topology.instance(id).shard;
+    let mut link = observation.live(id)?.master.as_ref()?;
+    let mut out = Vec::new();
+    for _ in topology.shard_members(shard) {
+        let up = topology.find_any(&link.host, link.port).filter(|&m| topology.instance(m).shard == shard)?;
+        let seen = observation.get(up);
+        match seen.info.as_ref()?.master.as_ref() {
+            Some(next) => {
+                if !seen.version.is_some_and(|v| v.forwards_master_stream()) {
+                    out.push(up);
+                }
+                link = next;
+            }
+            None => {
+                out.push(up);
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
 impl SilenceRule {
-    /// The shard's rule. The period that matters for a witness is that of the instance whose
-    /// stream it receives (its shard's master on Redis >= 4.0, its direct master before); the
-    /// longest among all the shard's instances covers both and a master that moved rooms.
-    pub fn for_shard(
+    /// The rule for one replica: the ping periods of the instances that drive its stream
+    /// ([`drivers`]; every other instance of its shard when they are not known). An instance
+    /// that drives nobody (a dead replica, a lost room that nothing replicates from) does not
+    /// matter, however unknown its period.
+    pub fn for_replica(
         topology: &Topology,
         observation: &Observation,
-        shard: ShardId,
+        id: InstanceId,
         settings: SilenceSettings,
     ) -> Self {
         if let Some(threshold) = settings.configured {
             return SilenceRule { threshold, source: SilenceSource::Configured };
         }
+        let shard = topology.instance(id).shard;
+        let drivers = drivers(topology, observation, id)
+            .unwrap_or_else(|| topology.shard_members(shard).filter(|&m| m != id).collect());
+        Self::from_periods(observation, &drivers, settings.margin)
+    }
+
+    /// A shard's rule, as `status` and the metric show it: the longest of its replicas' rules
+    /// (`rules`, per instance, for the replicas that answer), or with none answering the rule
+    /// of every instance's period.
+    pub fn for_shard(
+        topology: &Topology,
+        observation: &Observation,
+        shard: ShardId,
+        settings: SilenceSettings,
+        rules: &[Option<SilenceRule>],
+    ) -> Self {
+        if let Some(threshold) = settings.configured {
+            return SilenceRule { threshold, source: SilenceSource::Configured };
+        }
+        let is_fallback = |r: &SilenceRule| matches!(r.source, SilenceSource::Fallback { .. });
+        topology
+            .shard_members(shard)
+            .filter_map(|id| rules[id])
+            .max_by_key(|r| (r.threshold, is_fallback(r)))
+            .unwrap_or_else(|| {
+                let members: Vec<InstanceId> = topology.shard_members(shard).collect();
+                Self::from_periods(observation, &members, settings.margin)
+            })
+    }
+
+    /// The longest known period of `ids` plus `margin`, or the fallback if one of them is not
+    /// known (never shorter than a known period allows).
+    fn from_periods(observation: &Observation, ids: &[InstanceId], margin: Duration) -> Self {
         let mut longest = 0;
-        for id in topology.shard_members(shard) {
+        let mut unknown = None;
+        for &id in ids {
             match observation.get(id).ping_period {
                 PingPeriod::Known(seconds) => longest = longest.max(seconds),
                 period => {
-                    let source = SilenceSource::Fallback { instance: id, period };
-                    return SilenceRule { threshold: FALLBACK_LINK_SILENCE, source };
+                    unknown.get_or_insert(SilenceSource::Fallback { instance: id, period });
                 }
             }
         }
         // Redis treats a period of 0 as 1.
         let seconds = longest.max(1);
-        SilenceRule {
-            threshold: Duration::from_secs(seconds) + settings.margin,
-            source: SilenceSource::PingPeriod { seconds },
+        let derived = Duration::from_secs(seconds) + margin;
+        match unknown {
+            None => SilenceRule { threshold: derived, source: SilenceSource::PingPeriod { seconds } },
+            Some(source) => SilenceRule { threshold: FALLBACK_LINK_SILENCE.max(derived), source },
         }
     }
 
@@ -237,8 +305,10 @@ pub struct Verdict {
     pub rooms: Vec<RoomVerdict>,
     /// `hearing[instance]`, for every replica that answers.
     pub hearing: Vec<Option<Hearing>>,
-    /// `silence[shard]`.
+    /// `silence[shard]`: the longest of its replicas' rules (what `status` shows).
     pub silence: Vec<SilenceRule>,
+    /// `rules[instance]`, for every replica that answers: what its hearing was judged by.
+    pub rules: Vec<Option<SilenceRule>>,
 }
 
 impl Verdict {
@@ -254,12 +324,17 @@ impl Verdict {
 
 pub fn assess(topology: &Topology, observation: &Observation, now: Instant, settings: DetectSettings) -> Verdict {
     let down: Vec<bool> = observation.instances.iter().map(|i| i.is_down(now, settings.down_after)).collect();
+    let rules: Vec<Option<SilenceRule>> = (0..topology.instances.len())
+        .map(|id| {
+            observation.live(id)?.master.as_ref()?;
+            Some(SilenceRule::for_replica(topology, observation, id, settings.silence))
+        })
+        .collect();
     let silence: Vec<SilenceRule> = (0..topology.shards.len())
-        .map(|shard| SilenceRule::for_shard(topology, observation, shard, settings.silence))
+        .map(|shard| SilenceRule::for_shard(topology, observation, shard, settings.silence, &rules))
         .collect();
-    let hearing: Vec<Option<Hearing>> = (0..topology.instances.len())
-        .map(|id| Hearing::judge(observation, id, &silence[topology.instance(id).shard]))
-        .collect();
+    let hearing: Vec<Option<Hearing>> =
+        (0..topology.instances.len()).map(|id| Hearing::judge(observation, id, rules[id].as_ref()?)).collect();
     let rooms = (0..topology.rooms.len())
         .map(|room| {
             let members: Vec<InstanceId> = topology.room_members(room).collect();
@@ -296,7 +371,7 @@ pub fn assess(topology: &Topology, observation: &Observation, now: Instant, sett
             RoomVerdict { status, down: down_count, total: members.len(), failing, witnesses }
         })
         .collect();
-    Verdict { down, rooms, hearing, silence }
+    Verdict { down, rooms, hearing, silence, rules }
 }
 
 #[cfg(test)]
@@ -396,6 +471,20 @@ pub(crate) mod scenario {
             self
         }
 
+        /// The `repl-ping-replica-period` of the instance at `addr`, as the audit read it.
+        pub fn set_period(&mut self, addr: &str, period: crate::observe::PingPeriod) {
+            let id = self.id(addr);
+            self.observation.instances[id].ping_period = period;
+        }
+
+        /// Every instance runs `version`.
+        pub fn version(mut self, version: crate::version::ServerVersion) -> Self {
+            for i in &mut self.observation.instances {
+                i.version = Some(version);
+            }
+            self
+        }
+
         /// The replica's offset (as it is now) has been seen standing still for `for_`: a
         /// first probe `for_` ago and one now, both showing it.
         pub fn still(&mut self, id: InstanceId, for_: Duration) {
@@ -442,6 +531,7 @@ pub(crate) mod scenario {
 #[cfg(test)]
 mod tests {
     use super::{scenario::Scenario, *};
+    use crate::version::ServerVersion;
 
     const SETTINGS: DetectSettings = DetectSettings {
         down_after: Duration::from_secs(1),
@@ -637,33 +727,76 @@ mod tests {
                 [RoomStatus::Lost, RoomStatus::Up],
             ),
             (
-                "one period unknown: today's 12s rule, 1.5s of stillness is not silence",
+                "room 1's head's period unknown (it drives the chain): the fallback, 1.5s of stillness is not silence",
                 {
                     let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
-                    s.observation.instances[0].ping_period = PingPeriod::Unknown;
+                    s.set_period("192.168.99.11:6401", PingPeriod::Unknown);
                     s
                 },
                 [RoomStatus::CutOff, RoomStatus::Up],
             ),
             (
-                "one period refused (ACL): today's 12s rule",
+                "room 1's tail's period refused, its version unknown (before 4.0 it pings room 2 itself): the fallback",
                 {
                     let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
-                    s.observation.instances[3].ping_period = PingPeriod::Refused;
+                    s.set_period("192.168.99.11:6403", PingPeriod::Refused);
                     s
                 },
                 [RoomStatus::CutOff, RoomStatus::Up],
             ),
             (
-                "the longest period of the shard counts (room 1 pings every 5s)",
+                "room 1's tail's period refused on Redis 7 (it forwards the head's stream): not a driver",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1).version(ServerVersion::redis(7, 0, 15));
+                    s.set_period("192.168.99.11:6403", PingPeriod::Refused);
+                    s.set_period("192.168.99.11:6404", PingPeriod::Refused);
+                    s
+                },
+                [RoomStatus::Lost, RoomStatus::Up],
+            ),
+            (
+                "room 2's tails dead since the controller started (periods unknown, drive nobody): derived",
                 {
                     let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
-                    for id in s.topology.room_members(0).collect::<Vec<_>>() {
-                        s.observation.instances[id].ping_period = PingPeriod::Known(5);
+                    for tail in ["192.168.99.12:6403", "192.168.99.12:6404"] {
+                        let id = s.id(tail);
+                        s.fail(id, Duration::from_secs(5));
+                        s.observation.instances[id].info = None;
+                        s.set_period(tail, PingPeriod::Unknown);
                     }
                     s
                 },
+                [RoomStatus::Lost, RoomStatus::Degraded],
+            ),
+            (
+                "the way up not known (room 1's tail never answered, its period unknown): the fallback",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
+                    let tail = s.id("192.168.99.11:6403");
+                    s.observation.instances[tail].info = None;
+                    s.set_period("192.168.99.11:6403", PingPeriod::Unknown);
+                    s
+                },
                 [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "the longest period of the drivers counts (room 1's head pings every 5s)",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1).version(ServerVersion::redis(7, 0, 15));
+                    s.set_period("192.168.99.11:6401", PingPeriod::Known(5));
+                    s
+                },
+                [RoomStatus::CutOff, RoomStatus::Up],
+            ),
+            (
+                "a longer period where it drives nobody does not count (room 2's tails ping every 5s)",
+                {
+                    let mut s = room1_silent(ms(1500), ms(1500), 1, 1);
+                    s.set_period("192.168.99.12:6403", PingPeriod::Known(5));
+                    s.set_period("192.168.99.12:6404", PingPeriod::Known(5));
+                    s
+                },
+                [RoomStatus::Lost, RoomStatus::Up],
             ),
             (
                 "within down_after the room is not lost however silent",
@@ -732,6 +865,19 @@ mod tests {
         assert_eq!(v.silence[1].quiet_seconds_limit(), 12);
         let v = assess(&s.topology, &s.observation, s.now, SETTINGS);
         assert_eq!(v.silence[0].source, SilenceSource::Configured);
+
+        // A fallback is never shorter than a known period of the drivers allows.
+        let mut s = Scenario::healthy().ping_period(1);
+        s.set_period("192.168.99.11:6401", PingPeriod::Known(20));
+        s.set_period("192.168.99.11:6403", PingPeriod::Unknown);
+        let v = assess(&s.topology, &s.observation, s.now, DERIVED);
+        let head2 = s.id("192.168.99.12:6401");
+        let fallback = SilenceSource::Fallback { instance: s.id("192.168.99.11:6403"), period: PingPeriod::Unknown };
+        assert_eq!(v.rules[head2], Some(SilenceRule { threshold: Duration::from_millis(20_400), source: fallback }));
+        // The shard shows its longest rule; room 2's tail is driven by the head alone on its
+        // way up too (through the tail, whose period is unknown): the same rule.
+        assert_eq!(v.silence[0], v.rules[head2].unwrap());
+        assert_eq!(v.rules[s.id("192.168.99.11:6401")], None, "a master has no rule");
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub async fn failover(
             .ok_or_else(|| FailoverError::NoTarget { shard: name.clone(), room: room.to_string() })?;
         if !from_live && !force {
             let info = observation.live(to).expect("found live");
-            let rule = detect::SilenceRule::for_shard(t, &observation, shard, c.silence());
+            let rule = detect::SilenceRule::for_replica(t, &observation, to, c.silence());
             let hears = detect::Hearing::judge(&observation, to, &rule).is_some_and(detect::Hearing::hears);
             if let Some(link) = info.master.as_ref().filter(|_| hears) {
                 return Err(FailoverError::StillHeard {

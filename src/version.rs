@@ -74,6 +74,13 @@ impl ServerVersion {
         self.at_least(4, 0)
     }
 
+    /// A replica forwards its master's stream to its own replicas byte for byte and pings
+    /// them only when it is a master itself (PSYNC2, Redis 4.0); before, it pings them every
+    /// `repl-ping-slave-period` of its own.
+    pub fn forwards_master_stream(&self) -> bool {
+        self.has_replids()
+    }
+
     /// `bind-source-addr` exists (Redis 7.0). Redis 3.0 to 6.2 bind replication to their first
     /// `bind` address anyway; 2.8 binds it to nothing (the kernel picks the source).
     pub fn has_bind_source_addr(&self) -> bool {
