@@ -29,8 +29,9 @@ use crate::{
     act::{ActError, Node},
     config::Config,
     detect::SilenceSettings,
+    info::Role,
     metrics::Metrics,
-    observe::{ObservationStore, PingPeriod, ProbeErrorKind},
+    observe::{Observation, ObservationStore, PingPeriod, ProbeErrorKind},
     topology::InstanceId,
 };
 
@@ -38,6 +39,11 @@ pub const AUDIT_PERIOD: Duration = Duration::from_secs(60);
 
 /// How soon an instance whose settings could not be read is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// How often the ping period of the instances that drive replicas is read again between two
+/// audits: a period raised at runtime (`CONFIG SET`) is followed within this (plus a read), so
+/// for that long a healthy idle link may look silent (docs/detection.md).
+pub const PERIOD_REFRESH: Duration = Duration::from_secs(5);
 
 /// The period Redis recommends against nothing and roomguard recommends for production: one
 /// PING per second per replica, detection of a silent room in about a second.
@@ -140,26 +146,37 @@ pub fn findings(seen: &Seen, silence: SilenceSettings, poll_interval: Duration) 
     out
 }
 
-/// Reads the audited settings of one instance. The ping period first: an instance that
-/// refuses `CONFIG GET` (`NOPERM`, a renamed or disabled `CONFIG`) has it [`PingPeriod::Refused`]
-/// and nothing else read.
-pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
-    let number = |v: Option<String>| v.and_then(|v| v.trim().parse::<u64>().ok());
-    let yes = |v: Option<String>| v.map(|v| v.trim() == "yes");
+/// Reads one instance's `repl-ping-replica-period` (`repl-ping-slave-period` before Redis 5):
+/// [`PingPeriod::Refused`] when `CONFIG GET` is refused (`NOPERM`, a renamed or disabled
+/// `CONFIG`).
+pub async fn read_ping_period(node: &mut Node) -> Result<PingPeriod, ActError> {
     let period = match node.config_get("repl-ping-replica-period").await {
         // Before Redis 5 the parameter had only its old name.
         Ok(None) => node.config_get("repl-ping-slave-period").await,
         other => other,
     };
-    let ping_period = match period {
-        Ok(value) => number(value).map_or(PingPeriod::Unknown, PingPeriod::Known),
+    match period {
+        Ok(value) => {
+            Ok(value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(PingPeriod::Unknown, PingPeriod::Known))
+        }
         Err(ActError::Command { error, .. })
             if matches!(error.kind, ProbeErrorKind::Auth | ProbeErrorKind::UnknownCommand | ProbeErrorKind::Redis) =>
         {
-            return Ok(Seen { ping_period: PingPeriod::Refused, ..Seen::default() });
+            Ok(PingPeriod::Refused)
         }
-        Err(e) => return Err(e),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the audited settings of one instance. The ping period first: an instance that
+/// refuses `CONFIG GET` has it [`PingPeriod::Refused`] and nothing else read.
+pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
+    let number = |v: Option<String>| v.and_then(|v| v.trim().parse::<u64>().ok());
+    let yes = |v: Option<String>| v.map(|v| v.trim() == "yes");
+    let ping_period = read_ping_period(node).await?;
+    if ping_period == PingPeriod::Refused {
+        return Ok(Seen { ping_period, ..Seen::default() });
+    }
     let save = node.config_get("save").await?;
     let appendonly = yes(node.config_get("appendonly").await?);
     Ok(Seen {
@@ -173,15 +190,31 @@ pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
     })
 }
 
+/// The instances whose ping period drives some replica's offset, as the pollers see them now:
+/// those that answer as masters, and replicas with replicas of their own that may ping them
+/// (a version before 4.0, or not known). See [`crate::detect::SilenceRule::for_replica`].
+fn drivers(observation: &Observation) -> Vec<InstanceId> {
+    (0..observation.instances.len())
+        .filter(|&id| {
+            observation.live(id).is_some_and(|info| {
+                info.role == Role::Master
+                    || (!info.replicas.is_empty()
+                        && !observation.get(id).version.is_some_and(|v| v.forwards_master_stream()))
+            })
+        })
+        .collect()
+}
+
 /// Audits every instance now and every [`AUDIT_PERIOD`] (every [`RETRY`] while some instance
-/// could not be read); passes the ping periods to `store`, logs a finding when it appears (one
-/// line naming every instance it appeared on; at debug level in the lab, whose settings are
-/// deliberate) and exports `roomguard_config_warning{check}` (1 while it holds).
+/// could not be read), and re-reads the ping period of the instances that drive replicas every
+/// [`PERIOD_REFRESH`] in between; passes the ping periods to `store`, logs a finding when it
+/// appears (one line naming every instance it appeared on; at debug level in the lab, whose
+/// settings are deliberate) and exports `roomguard_config_warning{check}` (1 while it holds).
 pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore, token: CancellationToken) {
     let (config, metrics): (&Config, &Metrics) = (&config, &metrics);
     let c = &config.controller;
     let mut known: Vec<Vec<Finding>> = vec![Vec::new(); config.topology.instances.len()];
-    let mut refused = vec![false; config.topology.instances.len()];
+    let mut periods = Periods::new(config.topology.instances.len());
     loop {
         let audits = (0..config.topology.instances.len()).map(|id| async move {
             let addr = config.topology.addr(id);
@@ -193,21 +226,12 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
         });
         let mut incomplete = false;
         let mut audited = Vec::new();
+        let mut read = Vec::new();
         for (id, result) in futures::future::join_all(audits).await {
             let addr = config.topology.addr(id);
             match result {
                 Ok(Ok(seen)) => {
-                    store.record_ping_period(id, seen.ping_period);
-                    let now_refused = seen.ping_period == PingPeriod::Refused;
-                    if now_refused && !refused[id] {
-                        warn!(
-                            instance = %addr,
-                            "CONFIG GET repl-ping-replica-period refused: its shard's silence evidence falls back to \
-                             master_last_io_seconds_ago above {} (grant +config|get for detection at the ping period)",
-                            humantime::format_duration(crate::detect::FALLBACK_LINK_SILENCE)
-                        );
-                    }
-                    refused[id] = now_refused;
+                    read.push((id, seen.ping_period));
                     incomplete |= seen.ping_period == PingPeriod::Unknown;
                     audited.push((id, findings(&seen, c.silence(), c.poll_interval)));
                 }
@@ -221,6 +245,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
                 }
             }
         }
+        periods.note(config, &store, &read);
         for (finding, ids) in new_findings(&known, &audited) {
             let instances: Vec<String> = ids.iter().map(|&id| config.topology.addr(id).to_string()).collect();
             let (n, instances) = (instances.len(), instances.join(", "));
@@ -240,9 +265,71 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
             record(metrics, id, &found);
             known[id] = found;
         }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(if incomplete { RETRY } else { AUDIT_PERIOD }) => {}
+        let next_audit = tokio::time::Instant::now() + if incomplete { RETRY } else { AUDIT_PERIOD };
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(PERIOD_REFRESH) => {}
+            }
+            if tokio::time::Instant::now() + PERIOD_REFRESH / 2 >= next_audit {
+                break;
+            }
+            periods.note(config, &store, &read_periods(config, &store.snapshot()).await);
+        }
+    }
+}
+
+/// Reads the ping period of every instance that drives replicas in `observation` (one `CONFIG
+/// GET` each, all at once); those that do not answer in time are left out. The control loop's
+/// audit refreshes the periods with it, and one-shot commands (`status`, `failover`) judge
+/// silence by what it reads.
+pub async fn read_periods(config: &Config, observation: &Observation) -> Vec<(InstanceId, PingPeriod)> {
+    let c = &config.controller;
+    let reads = drivers(observation).into_iter().map(|id| async move {
+        let read = async {
+            let mut node = Node::connect(config.topology.addr(id), config.redis.instance(id), c.timeout).await?;
+            read_ping_period(&mut node).await
+        };
+        (id, tokio::time::timeout(c.timeout * 4, read).await)
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .filter_map(|(id, result)| Some((id, result.ok()?.ok()?)))
+        .collect()
+}
+
+/// What the audit last read of every instance's ping period, to say a refusal once.
+struct Periods {
+    refused: Vec<bool>,
+}
+
+impl Periods {
+    fn new(count: usize) -> Self {
+        Periods { refused: vec![false; count] }
+    }
+
+    /// Passes the periods read to the store; logs the instances newly refusing `CONFIG GET`
+    /// in one line.
+    fn note(&mut self, config: &Config, store: &ObservationStore, read: &[(InstanceId, PingPeriod)]) {
+        let mut newly_refused = Vec::new();
+        for &(id, period) in read {
+            store.record_ping_period(id, period);
+            let refused = period == PingPeriod::Refused;
+            if refused && !self.refused[id] {
+                newly_refused.push(config.topology.addr(id).to_string());
+            }
+            self.refused[id] = refused;
+        }
+        if !newly_refused.is_empty() {
+            warn!(
+                instances = %newly_refused.join(", "),
+                "CONFIG GET repl-ping-replica-period refused by {}: silence evidence for the replicas they drive \
+                 falls back to master_last_io_seconds_ago above {} (grant +config|get for detection at the ping \
+                 period)",
+                newly_refused.join(", "),
+                humantime::format_duration(crate::detect::FALLBACK_LINK_SILENCE)
+            );
         }
     }
 }

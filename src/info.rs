@@ -365,6 +365,8 @@ mod tests {
             let info = fixture(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(info.role, Role::Replica, "{name}");
             let link = info.master.as_ref().unwrap();
+            // `slave_read_repl_offset` is new in 7.0.
+            assert_eq!(link.read_offset.is_some(), name.starts_with("redis7"), "{name}");
             assert!(link.link_up && !link.sync_in_progress, "{name}");
             assert!(!info.master_silent(12), "{name}");
         }
@@ -401,10 +403,13 @@ mod tests {
             let chained = fixture(&format!("{v}-chained-replica.txt")).unwrap();
             let link = chained.master.as_ref().unwrap();
             assert!(link.link_up && !chained.master_silent(12), "{v}");
+            // No `slave_read_repl_offset` before 7.0: silence is timed on the processed offset.
+            assert_eq!((link.read_offset, link.progress_offset()), (None, link.repl_offset), "{v}");
             assert_eq!(chained.repl_offset, link.repl_offset, "{v}");
             assert!(chained.repl_offset > 1500, "{v}");
             let middle = fixture(&format!("{v}-replica.txt")).unwrap();
             assert_eq!((middle.role, middle.replicas.len()), (Role::Replica, 1), "{v}");
+            assert_eq!(middle.master.as_ref().unwrap().read_offset, None, "{v}");
 
             // Promoted: the offset continues from the old master's.
             let promoted = fixture(&format!("{v}-promoted.txt")).unwrap();
@@ -419,6 +424,8 @@ mod tests {
         assert!(valkey.fresh_history());
         let replica = fixture("valkey8-replica.txt").unwrap();
         assert_eq!(replica.shares_history(valkey.replid.as_deref()), Some(true));
+        let link = replica.master.as_ref().unwrap();
+        assert!(link.read_offset.is_some_and(|read| read >= link.repl_offset), "Valkey reports the read offset");
         // A dual-channel full sync lists the replica twice; it is one replica.
         let dual = fixture("valkey8-dual-channel.txt").unwrap();
         assert_eq!(dual.replicas.len(), 1);

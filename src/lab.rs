@@ -684,6 +684,18 @@ fn shell_words(line: &str) -> Vec<String> {
     words
 }
 
+/// The rules of every [`BlackHole`] alive in this process, for [`remove_live_black_holes`].
+static LIVE_BLACK_HOLES: std::sync::Mutex<Vec<Vec<String>>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes the rules of every [`BlackHole`] this process holds, for a process about to exit
+/// without dropping them (a test harness' timeout watchdog calls `exit`).
+pub fn remove_live_black_holes() {
+    let rules = std::mem::take(&mut *LIVE_BLACK_HOLES.lock().unwrap_or_else(|e| e.into_inner()));
+    for rule in &rules {
+        delete_iptables_rule(rule);
+    }
+}
+
 /// iptables rules that drop every TCP packet to and from one address on a port range, in both
 /// directions and whichever side opened the connection: the address's servers, and its
 /// instances as clients of other rooms (replication). They live in [`IPTABLES_CHAIN`]. Removed
@@ -724,7 +736,10 @@ impl BlackHole {
             let mut rule: Vec<&str> = rule.iter().map(String::as_str).collect();
             rule.extend(["-j", "DROP"]);
             match add_iptables_rule("filter", owner, &rule) {
-                Ok(full) => hole.rules.push(full),
+                Ok(full) => {
+                    LIVE_BLACK_HOLES.lock().unwrap_or_else(|e| e.into_inner()).push(full.clone());
+                    hole.rules.push(full);
+                }
                 // `hole` is dropped here: the rules added so far are removed.
                 Err(why) => {
                     return Err(LabError::Iptables { ip: ip.to_string(), rule: rule.join(" "), why });
@@ -737,6 +752,7 @@ impl BlackHole {
 
 impl Drop for BlackHole {
     fn drop(&mut self) {
+        LIVE_BLACK_HOLES.lock().unwrap_or_else(|e| e.into_inner()).retain(|rule| !self.rules.contains(rule));
         for rule in &self.rules {
             delete_iptables_rule(rule);
         }

@@ -18,7 +18,7 @@ use prometheus_client::{
 use crate::{
     detect::{RoomStatus, Verdict},
     info::Role,
-    observe::{Observation, ProbeError, ProbeErrorKind},
+    observe::{Observation, PingPeriod, ProbeError, ProbeErrorKind},
     plan::Masters,
     state::Trigger,
     topology::{InstanceId, Topology},
@@ -196,6 +196,7 @@ pub struct Metrics {
     pub restarted_empty: Family<InstanceLabels, Counter>,
     pub config_warning: Family<ConfigWarningLabels, Gauge>,
     pub link_silence_threshold: Family<ShardLabels, FloatGauge>,
+    pub ping_period_refused: Family<InstanceLabels, Gauge>,
     pub rounds: Counter,
     pub round_duration: Histogram,
     /// Liveness ([`crate::health`]): when the loop last completed a round, and the poller's
@@ -261,6 +262,7 @@ impl Metrics {
             restarted_empty: Family::default(),
             config_warning: Family::default(),
             link_silence_threshold: Family::default(),
+            ping_period_refused: Family::default(),
             rounds: Counter::default(),
             last_round_timestamp: FloatGauge::default(),
             last_poll_timestamp: FloatGauge::default(),
@@ -413,6 +415,12 @@ impl Metrics {
              repl-ping-replica-period plus a margin, link_silence when configured, 12 s while a period is unknown",
             Unit::Seconds,
             m.link_silence_threshold.clone(),
+        );
+        r.register(
+            "ping_period_refused",
+            "1 while CONFIG GET repl-ping-replica-period is refused (an ACL, a renamed CONFIG): the replicas this \
+             instance drives are judged by the 12 s whole-second fallback",
+            m.ping_period_refused.clone(),
         );
         r.register(
             "restarted_empty",
@@ -665,6 +673,7 @@ impl Metrics {
             }
             let info = obs.live_info();
             self.instance_up.get_or_create(labels).set(i64::from(obs.reachable));
+            self.ping_period_refused.get_or_create(labels).set(i64::from(obs.ping_period == PingPeriod::Refused));
             self.instance_is_master.get_or_create(labels).set(i64::from(info.is_some_and(|i| i.role == Role::Master)));
             let link_up = info.and_then(|i| i.master.as_ref()).is_some_and(|l| l.link_up);
             self.instance_master_link_up.get_or_create(labels).set(i64::from(link_up));

@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     act::{self, ActError, Node, WriteFence},
+    audit,
     config::Config,
     coordination::Coordinator,
     detect::{self, DetectSettings},
@@ -173,7 +174,10 @@ pub async fn failover(
         room: room.to_string(),
         known: t.rooms.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
     })?;
-    let observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    let mut observation = probe::probe_all(t, &config.redis, c.timeout).await;
+    for (id, period) in audit::read_periods(config, &observation).await {
+        observation.instances[id].ping_period = period;
+    }
     let mut state = load(config).await?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
     let inferred = plan::infer_masters(t, &observation);
     for (shard, slot) in state.masters.iter_mut().enumerate() {

@@ -88,7 +88,7 @@ async fn row2_row3_hang_of_room_1_then_its_return() {
 /// Drops what the controller (127.0.0.1) sends to room 1's four ports from logical
 /// `first_port` on (the lab at `first_port - 1`); room 2 replicates from 127.0.0.12 and still
 /// hears room 1. Returns once the controller says it is cut off.
-async fn cut_off_from_room_1(c: &Controller, first_port: u16) -> IptablesRule {
+pub(crate) async fn cut_off_from_room_1(c: &Controller, first_port: u16) -> IptablesRule {
     let ports = format!("{}:{}", port(first_port), port(first_port + 3));
     let rule = IptablesRule::add(
         first_port - 1,
@@ -216,7 +216,7 @@ async fn row5_middle_and_room_2_instances_die_and_return() {
 }
 
 /// The seed's chains of the lab at logical `base`, room 1 primary (head first).
-fn seed_chains(base: u16) -> Vec<Vec<String>> {
+pub(crate) fn seed_chains(base: u16) -> Vec<Vec<String>> {
     (1..=2).map(|s| vec![at(1, base + s), at(1, base + s + 2), at(2, base + s), at(2, base + s + 2)]).collect()
 }
 
@@ -791,7 +791,7 @@ async fn row10_two_controllers_rescue_without_fighting() {
 
 /// Waits until the controller has read every instance's ping period (1 s in the lab) and
 /// derived the silence threshold from it: 1 s + 100 ms poll interval + 300 ms.
-async fn wait_derived_threshold(c: &Controller) {
+pub(crate) async fn wait_derived_threshold(c: &Controller) {
     assert!(
         wait_until(Duration::from_secs(10), || async {
             let text = c.metrics();

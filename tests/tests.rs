@@ -20,6 +20,7 @@ mod secrets;
 mod security;
 mod sentinel;
 mod service;
+mod silence;
 mod structure;
 mod supervision;
 mod versions;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 /// (clients, issue 15's last items), 26000-26019
 /// (supervision), 26100-26999 (etcd clusters for coordination, issue 16: 10 ports per cluster,
 /// see `tests/etcd.rs`), 27000-27309, 27700-27709 (following another writer of the state file),
-/// 28000-28299 and 28500-28599 (issue 12's last gaps).
+/// 28000-28299, 28300-28349 (`tests/silence.rs`) and 28500-28599 (issue 12's last gaps).
 pub fn port(logical: u16) -> u16 {
     static OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     let offset = *OFFSET.get_or_init(|| match std::env::var("RG_TEST_PORT_OFFSET") {
@@ -50,7 +50,8 @@ pub fn port(logical: u16) -> u16 {
 
 /// Gives the calling test a deadline: `$RG_TEST_TIMEOUT_SECS` (default 300 s) from its first
 /// call. A test still running then makes a watchdog print its name and exit the test binary
-/// with code 101 (its redis-servers and daemons die with it, its iptables rules are removed),
+/// with code 101 (its redis-servers and daemons die with it, its iptables rules and every
+/// [`roomguard::lab::BlackHole`] of the process are removed),
 /// instead of hanging the suite. libtest runs every test on its own thread,
 /// named after the test; the deadline ends with that thread. Called by [`lab`], [`lab_with`],
 /// [`Controller::start_with`], [`Daemon::start`] and [`run`], so every test that starts
@@ -91,6 +92,8 @@ pub fn deadline() {
                             "\ntest {name} has run for more than {limit:?} (RG_TEST_TIMEOUT_SECS): \
                              exiting the test binary"
                         );
+                        // Black holes, partitions and cut-offs carry their own owners.
+                        roomguard::lab::remove_live_black_holes();
                         if let Ok(labs) = LABS_WITH_RULES.try_lock() {
                             for base in labs.iter() {
                                 for table in ["filter", "nat"] {
