@@ -1,6 +1,6 @@
 //! The version matrix's core rows (issue 11): run on whatever server `ROOMGUARD_REDIS_SERVER`
 //! names (scripts/test runs them once per version: Redis 2.8, 3.0, 3.2, 5.0, 6.2, 7.0 and
-//! Valkey 8). Ports 23500-23549 only. Each test asserts what its version supports and nothing
+//! Valkey 8). Ports 23500-23579 only. Each test asserts what its version supports and nothing
 //! a version lacks: on Redis < 6.2 the graceful switchover refuses writes (`NOREPLICAS`)
 //! instead of pausing them, and there is no lineage to count divergence with before 4.0.
 
@@ -126,6 +126,64 @@ async fn versions_hung_room_fails_over_and_its_stale_masters_are_demoted() {
         assert!(is_master(&at(2, head)).await);
     }
     assert_eq!(c.metric("roomguard_actions_total", &["action=\"demote\"", "outcome=\"ok\""]), 2.0);
+    c.stop().await;
+}
+
+/// Room 1 black-holed (iptables DROP both ways, no RST): room 2's heads keep their links "up",
+/// so the evidence must be their offsets standing still (`stalled`), read from
+/// `slave_repl_offset` where the version has no `slave_read_repl_offset` (< 7.0), with the
+/// period of whatever drives them (before 4.0 room 1's tail pings them itself): not a dropped
+/// link, and not Redis' whole-second count (the 12 s rule would take 3 s or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_black_hole_fails_over_on_offset_stall() {
+    let lab = lab(23570).await;
+    let c = Controller::start(&lab).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let text = c.metrics();
+            let series: Vec<&str> =
+                text.lines().filter(|l| l.starts_with("roomguard_link_silence_threshold_seconds{")).collect();
+            series.len() == 2 && series.iter().all(|l| l.ends_with(" 1.4"))
+        })
+        .await,
+        "the threshold was not derived from the ping period:\n{}",
+        c.metrics()
+    );
+    let hole = lab.black_hole(0).expect("iptables");
+    let started = std::time::Instant::now();
+    // Every evidence room 2's heads were judged on until room 1 was lost (one report a round).
+    let sampler = tokio::spawn({
+        let shared = c.shared.clone();
+        async move {
+            let mut evidence = std::collections::BTreeSet::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                let report = shared.report.read().unwrap().clone();
+                for w in report.iter().flat_map(|r| &r.rooms[0].witnesses) {
+                    if let Some(e) = w.evidence.filter(|e| !e.hears()) {
+                        evidence.insert(serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string());
+                    }
+                }
+                if report.is_some_and(|r| r.rooms[0].status == roomguard::detect::RoomStatus::Lost) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            evidence
+        }
+    });
+    let promoted = wait_until(Duration::from_secs(10), || async {
+        is_master(&at(2, 23571)).await && is_master(&at(2, 23572)).await
+    })
+    .await;
+    let took = started.elapsed();
+    let evidence = sampler.await.unwrap();
+    drop(hole);
+    assert!(promoted, "no failover within 10 s of a black hole: {}", c.report_text());
+    assert!(evidence.contains("stalled"), "the offsets were not the evidence: {evidence:?}");
+    assert!(!evidence.contains("link_down") && !evidence.contains("quiet"), "{evidence:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}: slower than the offsets allow");
+    eprintln!("black hole on {}: room 2 writable after {took:?}", server_version());
     c.stop().await;
 }
 
