@@ -577,7 +577,12 @@ async fn lab(spec: LabSpec, duration: Option<Duration>) -> anyhow::Result<ExitCo
     // Said once here: the settings audit would otherwise warn about each of them.
     eprintln!(
         "the lab's Redis settings are deliberate: no persistence and repl-diskless-sync-delay 0 (a chain links in \
-         a second), repl-ping-replica-period 1; the settings audit reports them at debug level only"
+         a second); the settings audit reports them at debug level only"
+    );
+    eprintln!(
+        "repl-ping-replica-period {} on every instance: the production recommendation (one PING per second per \
+         replica), so a room that goes silent is detected in about a second (docs/detection.md)",
+        audit::RECOMMENDED_PING_PERIOD_SECS
     );
     let daemon = Daemon::start(lab.config.clone()).await?;
     eprintln!("controller: http://{}/topology  http://{}/metrics", daemon.http_addr(), daemon.http_addr());

@@ -146,5 +146,6 @@ async fn lab_says_its_settings_are_deliberate_once_and_switches_quietly() {
     let text = text();
     assert!(warnings(&text).is_empty(), "the lab logged warnings:\n{text}");
     assert_eq!(text.matches("deliberate").count(), 1, "{text}");
+    assert!(text.contains("repl-ping-replica-period 1 on every instance: the production recommendation"), "{text}");
     let _ = std::fs::remove_file(&log);
 }
