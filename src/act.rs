@@ -19,7 +19,7 @@
 use std::{
     collections::HashMap,
     sync::{LazyLock, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use redis::aio::MultiplexedConnection;
@@ -96,19 +96,83 @@ pub enum WriteFence {
     /// `CLIENT PAUSE ms WRITE` (Redis >= 6.2, Valkey): writes wait, reads and replication go
     /// on; lifted with `CLIENT UNPAUSE`, and it expires by itself if the controller dies.
     PauseWrite,
-    /// Redis < 6.2: `min-slaves-to-write` raised to a count no master reaches, so that every
-    /// write command fails at once with `NOREPLICAS` while reads go on; the previous values
-    /// are restored afterwards. Not `CLIENT PAUSE` (3.0 to 6.0): there it also blocks the
-    /// controller's own commands on that master and cannot be lifted early, so the old master
-    /// could not be demoted before the clients' queued writes ran on it. Unlike a pause this
-    /// does not expire: if the controller dies mid-switchover the master keeps refusing writes
-    /// until the values below are set back (the error says how). Lua scripts and `EXEC` are
-    /// not checked by these versions (only write commands sent directly are).
+    /// Redis < 6.2: `min-slaves-to-write` raised to a count no master reaches ([`FenceMark`]),
+    /// so that every write command fails at once with `NOREPLICAS` while reads go on; the
+    /// previous values are restored afterwards. Not `CLIENT PAUSE` (3.0 to 6.0): there it also
+    /// blocks the controller's own commands on that master and cannot be lifted early, so the
+    /// old master could not be demoted before the clients' queued writes ran on it. Unlike a
+    /// pause this does not expire in Redis: the value carries a lease instead, and a fence
+    /// whose lease has run out (its controller died) is lifted by any controller's settings
+    /// audit. Lua scripts are not checked by these versions, nor is an `EXEC` whose writes were
+    /// queued before the fence (only commands as they arrive are).
     MinReplicas { to_write: String, max_lag: String },
 }
 
-/// A replica count no master reaches.
-const IMPOSSIBLE_REPLICAS: &str = "1000000";
+/// roomguard's write fence as a `min-slaves-to-write` value: every value from
+/// [`FenceMark::MIN`] (a million replicas, which no master has) is roomguard's. From
+/// [`FenceMark::LEASED_BASE`] on, the value also says until when its owner holds it: the
+/// seconds since [`FenceMark::LEASE_EPOCH`], so that a fence left by a controller that died
+/// can be told from one in force without knowing who set it. Redis keeps the setting in a C
+/// `int`: the lease's seconds run out in 2058, after which the value saturates (a fence that
+/// never expires, lifted by hand or by a promotion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceMark {
+    /// Held until this time (plus [`FenceMark::GRACE`] for the clocks of other hosts).
+    Leased(SystemTime),
+    /// A fence without a lease (`1000000`, set by roomguard before leases).
+    Unleased,
+}
+
+impl FenceMark {
+    const MIN: i64 = 1_000_000;
+    const LEASED_BASE: i64 = 1_000_000_000;
+    /// 2024-01-01T00:00:00Z.
+    const LEASE_EPOCH: u64 = 1_704_067_200;
+    /// How long after its lease a fence is still taken to be in force: the hosts' clocks may
+    /// differ by this much.
+    pub const GRACE: Duration = Duration::from_secs(30);
+
+    /// The mark a `min-slaves-to-write` value carries, if it is roomguard's.
+    pub fn parse(value: &str) -> Option<FenceMark> {
+        let n: i64 = value.trim().parse().ok()?;
+        if n < Self::MIN {
+            None
+        } else if n < Self::LEASED_BASE {
+            Some(FenceMark::Unleased)
+        } else {
+            let secs = Self::LEASE_EPOCH + (n - Self::LEASED_BASE) as u64;
+            Some(FenceMark::Leased(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)))
+        }
+    }
+
+    /// The `min-slaves-to-write` value of a fence held until `until` (rounded up to the second).
+    pub fn value(until: SystemTime) -> String {
+        let since_epoch = until.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
+        let lease = secs.saturating_sub(Self::LEASE_EPOCH) as i64;
+        (Self::LEASED_BASE + lease).min(i64::from(i32::MAX)).to_string()
+    }
+
+    /// The fence is left over: its lease ran out more than [`FenceMark::GRACE`] ago, or it has
+    /// none and was already there at the previous look (`seen_before`), at least a settings
+    /// audit earlier: longer than any switchover of an older roomguard takes.
+    pub fn left_over(self, now: SystemTime, seen_before: bool) -> bool {
+        match self {
+            FenceMark::Leased(until) => until + Self::GRACE < now,
+            FenceMark::Unleased => seen_before,
+        }
+    }
+}
+
+/// What [`Node::fence_writes`] does when it finds a roomguard fence in force (its lease not
+/// run out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InForce {
+    /// Refuse: another switchover, or a partitioned room's fence, holds it.
+    Refuse,
+    /// Take it over (a room's fence, which any of the room's controllers may hold).
+    TakeOver,
+}
 
 impl WriteFence {
     /// What to run by hand if lifting it failed.
@@ -132,6 +196,11 @@ pub enum ActError {
     Changed { addr: Addr, why: String },
     #[error("{addr}: sent, but the result is not verified: {why}")]
     NotVerified { addr: Addr, why: String },
+    #[error(
+        "{addr}: another write fence is in force (min-slaves-to-write {value}, held until {until}): \
+         another switchover is running, or a partitioned room is fenced; nothing changed"
+    )]
+    FencedElsewhere { addr: Addr, value: String, until: String },
 }
 
 impl ActError {
@@ -246,22 +315,38 @@ impl Node {
     }
 
     /// Stops clients' writes for a switchover, the way `version` allows (see [`WriteFence`]).
-    /// A pause lasts at most `pause_for`. An unknown version is treated as a recent one.
+    /// The fence lasts at most `hold_for` (a pause expires then; a `min-slaves-to-write` fence's
+    /// lease runs out, see [`FenceMark`]). An unknown version is treated as a recent one. A
+    /// roomguard fence already in place is replaced if it is left over; if it is in force,
+    /// `in_force` decides.
     pub async fn fence_writes(
         &mut self,
         version: Option<ServerVersion>,
-        pause_for: Duration,
+        hold_for: Duration,
+        in_force: InForce,
     ) -> Result<WriteFence, ActError> {
         if version.is_none_or(|v| v.has_pause_write()) {
-            let ms = pause_for.as_millis().max(1) as u64;
+            let ms = hold_for.as_millis().max(1) as u64;
             self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await?;
             return Ok(WriteFence::PauseWrite);
         }
         let mut to_write = self.config_get("min-slaves-to-write").await?.unwrap_or_else(|| "0".into());
-        // Already fenced (another controller's fence, or one a stopped controller left): the
-        // value to restore is not this one but Redis' default.
-        if to_write.trim() == IMPOSSIBLE_REPLICAS {
-            tracing::warn!(instance = %self.addr, "min-slaves-to-write is already {IMPOSSIBLE_REPLICAS} (a fence left in place): restoring 0 afterwards");
+        if let Some(mark) = FenceMark::parse(&to_write) {
+            let in_force_until = match mark {
+                FenceMark::Leased(until) if !mark.left_over(SystemTime::now(), false) => Some(until),
+                _ => None,
+            };
+            if let (Some(until), InForce::Refuse) = (in_force_until, in_force) {
+                return Err(ActError::FencedElsewhere {
+                    addr: self.addr.clone(),
+                    value: to_write,
+                    until: humantime::format_rfc3339_seconds(until).to_string(),
+                });
+            }
+            // The value to restore is not this one but Redis' default.
+            if in_force_until.is_none() {
+                tracing::warn!(instance = %self.addr, value = %to_write, "a write fence left in place (min-slaves-to-write {to_write}): replaced, and 0 restored afterwards");
+            }
             to_write = "0".into();
         }
         let max_lag = self.config_get("min-slaves-max-lag").await?.unwrap_or_else(|| "10".into());
@@ -270,11 +355,46 @@ impl Node {
         if max_lag.trim() == "0" {
             self.config_set("min-slaves-max-lag", "10").await?;
         }
-        if let Err(e) = self.config_set("min-slaves-to-write", IMPOSSIBLE_REPLICAS).await {
+        if let Err(e) = self.renew_fence(&fence, hold_for).await {
             let _ = self.lift_fence(&fence).await;
             return Err(e);
         }
         Ok(fence)
+    }
+
+    /// Holds a fence for `hold_for` from now: a pause is set again, a `min-slaves-to-write`
+    /// fence's lease moved on.
+    pub async fn renew_fence(&mut self, fence: &WriteFence, hold_for: Duration) -> Result<(), ActError> {
+        match fence {
+            WriteFence::PauseWrite => {
+                let ms = hold_for.as_millis().max(1) as u64;
+                self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await
+            }
+            WriteFence::MinReplicas { .. } => {
+                self.config_set("min-slaves-to-write", &FenceMark::value(SystemTime::now() + hold_for)).await
+            }
+        }
+    }
+
+    /// Lifts a roomguard fence found with `min-slaves-to-write` `found` (read just before) if
+    /// it is still the value there: `min-slaves-to-write` back to `to_write`, and
+    /// `min-slaves-max-lag` to `max_lag` when known. `false` when the value changed meanwhile
+    /// (someone renewed or lifted it): nothing is done. Redis has no compare-and-set for a
+    /// setting, so this narrows the race to one round trip.
+    pub async fn lift_left_over_fence(
+        &mut self,
+        found: &str,
+        to_write: &str,
+        max_lag: Option<&str>,
+    ) -> Result<bool, ActError> {
+        if self.config_get("min-slaves-to-write").await?.as_deref().map(str::trim) != Some(found.trim()) {
+            return Ok(false);
+        }
+        self.config_set("min-slaves-to-write", to_write).await?;
+        if let Some(max_lag) = max_lag {
+            self.config_set("min-slaves-max-lag", max_lag).await?;
+        }
+        Ok(true)
     }
 
     /// Lets writes through again after [`Self::fence_writes`].
@@ -446,7 +566,38 @@ impl Node {
         if after.role != Role::Master {
             return Err(ActError::NotVerified { addr: self.addr.clone(), why: "it still reports role replica".into() });
         }
+        self.lift_fence_on_new_master().await;
         Ok(())
+    }
+
+    /// A new master must take writes: a roomguard fence on it (left by a switchover that
+    /// died after demoting it, or from an earlier life as a fenced master) is lifted whatever
+    /// its lease, since the promotion supersedes whoever set it. Best effort: an instance that
+    /// refuses `CONFIG` (a minimal ACL user) is left as it is.
+    async fn lift_fence_on_new_master(&mut self) {
+        let found = match self.config_get("min-slaves-to-write").await {
+            Ok(Some(value)) if FenceMark::parse(&value).is_some() => value,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(instance = %self.addr, error = %e, "write fence not checked on the new master");
+                return;
+            }
+        };
+        match self.config_set("min-slaves-to-write", "0").await {
+            Ok(()) => tracing::warn!(
+                instance = %self.addr,
+                value = %found,
+                "lifted a write fence on the new master {} (min-slaves-to-write {found} -> 0)",
+                self.addr
+            ),
+            Err(e) => tracing::error!(
+                instance = %self.addr,
+                error = %e,
+                "the new master {} has a write fence (min-slaves-to-write {found}) that could not be lifted: it \
+                 refuses writes until CONFIG SET min-slaves-to-write 0",
+                self.addr
+            ),
+        }
     }
 }
 
@@ -549,5 +700,33 @@ pub async fn disconnect_clients(t: &Topology, redis: &RedisConfig, timeout: Dura
             "disconnected the demoted instance's clients so they rediscover the master"
         ),
         Err(e) => tracing::warn!(instance = %addr, error = %e, "could not disconnect the demoted instance's clients"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fence_marks_carry_their_lease() {
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let until = at(1_800_000_000);
+        let value = FenceMark::value(until);
+        assert_eq!(value, "1095932800");
+        assert_eq!(FenceMark::parse(&value), Some(FenceMark::Leased(until)));
+        // Rounded up: a lease never ends before it was asked to.
+        assert_eq!(FenceMark::value(until + Duration::from_millis(1)), "1095932801");
+        assert_eq!(FenceMark::parse("1000000"), Some(FenceMark::Unleased));
+        for not_ours in ["0", "1", "3", "999999", "", "x", "-5"] {
+            assert_eq!(FenceMark::parse(not_ours), None, "{not_ours:?}");
+        }
+        // Redis keeps it in a C int: far leases saturate there.
+        assert_eq!(FenceMark::value(at(4_000_000_000)), i32::MAX.to_string());
+        // Left over once the lease and the grace have run out.
+        let mark = FenceMark::Leased(until);
+        assert!(!mark.left_over(until, false));
+        assert!(!mark.left_over(until + FenceMark::GRACE, false));
+        assert!(mark.left_over(until + FenceMark::GRACE + Duration::from_secs(1), false));
+        assert!(!FenceMark::Unleased.left_over(until, false) && FenceMark::Unleased.left_over(until, true));
     }
 }

@@ -19,14 +19,25 @@
 //!
 //! An instance that refuses `CONFIG` (a minimal ACL user) is not audited, and its shard falls
 //! back to the whole-second silence rule (logged once).
+//!
+//! One exception to "never changes them": a write fence that roomguard itself set
+//! (`min-slaves-to-write` raised for a switchover or a room fence on Redis < 6.2, see
+//! [`crate::act::FenceMark`]) and that its controller left behind when it died. Redis does
+//! not expire it, and a master under it refuses every write; the audit lifts it once its
+//! lease has run out, restoring the value it read there before the fence (or Redis' default
+//! 0), and counts it in `roomguard_write_fences_lifted_total`. A fence whose lease runs is in
+//! force (a switchover, a partitioned room) and is left alone.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
-    act::{ActError, Node},
+    act::{ActError, FenceMark, Node},
     config::Config,
     detect::SilenceSettings,
     info::Role,
@@ -53,26 +64,26 @@ pub const RECOMMENDED_PING_PERIOD_SECS: u64 = 1;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     pub ping_period: PingPeriod,
+    /// The name the server knows the ping period by (`repl-ping-slave-period` before 5.0).
+    pub ping_period_name: &'static str,
+    /// `None` on a server without diskless sync (before 2.8.18): its full sync is disk-based.
     pub diskless_sync: Option<bool>,
     pub diskless_sync_delay_secs: Option<u64>,
     /// RDB snapshots (`save` not empty) or AOF (`appendonly yes`).
     pub persistent: Option<bool>,
+    /// `min-slaves-to-write` and `min-slaves-max-lag`, for the write fence.
+    pub min_replicas: Option<(String, Option<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
     /// `link_silence` is configured and not clearly above the period.
-    PingPeriodTooLong {
-        period_secs: u64,
-        link_silence_secs: u64,
-    },
+    PingPeriodTooLong { setting: &'static str, period_secs: u64, link_silence_secs: u64 },
     /// The period makes a silent room slow to detect: about `detection` at worst.
-    PingPeriodSlow {
-        period_secs: u64,
-        detection: Duration,
-    },
+    PingPeriodSlow { setting: &'static str, period_secs: u64, detection: Duration },
     EmptyRestartUnprotected {
-        diskless_sync: bool,
+        /// `None`: the server has no diskless sync (Redis < 2.8.18), so no delay to set.
+        diskless_sync: Option<bool>,
         delay_secs: u64,
     },
 }
@@ -90,19 +101,25 @@ impl Finding {
 
     pub fn advice(&self) -> String {
         match self {
-            Finding::PingPeriodTooLong { period_secs, link_silence_secs } => format!(
-                "repl-ping-replica-period is {period_secs}s but link_silence is {link_silence_secs}s: a healthy idle \
+            Finding::PingPeriodTooLong { setting, period_secs, link_silence_secs } => format!(
+                "{setting} is {period_secs}s but link_silence is {link_silence_secs}s: a healthy idle \
                  link can look silent, and a controller cut off from this room could fail over; set the period \
                  at least 2s below link_silence, or remove link_silence to derive it from the period"
             ),
-            Finding::PingPeriodSlow { period_secs, detection } => format!(
-                "repl-ping-replica-period is {period_secs}s: a room that goes silent (power or fibre loss, a frozen \
-                 host) is detected only after up to {} of silence; set repl-ping-replica-period {} in redis.conf \
+            Finding::PingPeriodSlow { setting, period_secs, detection } => format!(
+                "{setting} is {period_secs}s: a room that goes silent (power or fibre loss, a frozen \
+                 host) is detected only after up to {} of silence; set {setting} {} in redis.conf \
                  (one PING per second per replica) to detect it in about a second",
                 humantime::format_duration(*detection),
                 RECOMMENDED_PING_PERIOD_SECS
             ),
-            Finding::EmptyRestartUnprotected { diskless_sync, delay_secs } => format!(
+            Finding::EmptyRestartUnprotected { diskless_sync: None, .. } => "no persistence (save \"\", appendonly \
+                 no) and a disk-based full sync (this version has no repl-diskless-sync-delay, which came with Redis \
+                 2.8.18): if this instance restarts faster than down_after it comes back empty and its replicas are \
+                 wiped before roomguard can promote one; enable persistence, upgrade, or do not restart it \
+                 automatically"
+                .into(),
+            Finding::EmptyRestartUnprotected { diskless_sync: Some(diskless_sync), delay_secs } => format!(
                 "no persistence (save \"\", appendonly no) and a full sync that streams at once ({}): if this \
                  instance restarts faster than down_after it comes back empty and its replicas are wiped before \
                  roomguard can promote one; enable persistence, or keep repl-diskless-sync yes with \
@@ -126,43 +143,52 @@ pub fn findings(seen: &Seen, silence: SilenceSettings, poll_interval: Duration) 
             // a margin of 2 s.
             Some(link_silence) if period_secs + 2 > link_silence.as_secs() => {
                 let link_silence_secs = link_silence.as_secs();
-                out.push(Finding::PingPeriodTooLong { period_secs, link_silence_secs });
+                out.push(Finding::PingPeriodTooLong { setting: seen.ping_period_name, period_secs, link_silence_secs });
             }
             Some(_) => {}
             None if period_secs > RECOMMENDED_PING_PERIOD_SECS => {
                 let detection = Duration::from_secs(period_secs) + silence.margin;
-                out.push(Finding::PingPeriodSlow { period_secs, detection });
+                out.push(Finding::PingPeriodSlow { setting: seen.ping_period_name, period_secs, detection });
             }
             None => {}
         }
     }
-    if let (Some(false), Some(diskless_sync)) = (seen.persistent, seen.diskless_sync) {
-        let delay_secs = seen.diskless_sync_delay_secs.unwrap_or(0);
-        // roomguard needs a couple of poll rounds to see the restart and promote.
-        if !diskless_sync || Duration::from_secs(delay_secs) <= 2 * poll_interval {
-            out.push(Finding::EmptyRestartUnprotected { diskless_sync, delay_secs });
+    match (seen.persistent, seen.diskless_sync) {
+        (Some(false), Some(diskless_sync)) => {
+            let delay_secs = seen.diskless_sync_delay_secs.unwrap_or(0);
+            // roomguard needs a couple of poll rounds to see the restart and promote.
+            if !diskless_sync || Duration::from_secs(delay_secs) <= 2 * poll_interval {
+                out.push(Finding::EmptyRestartUnprotected { diskless_sync: Some(diskless_sync), delay_secs });
+            }
         }
+        (Some(false), None) => out.push(Finding::EmptyRestartUnprotected { diskless_sync: None, delay_secs: 0 }),
+        _ => {}
     }
     out
 }
 
-/// Reads one instance's `repl-ping-replica-period` (`repl-ping-slave-period` before Redis 5):
-/// [`PingPeriod::Refused`] when `CONFIG GET` is refused (`NOPERM`, a renamed or disabled
-/// `CONFIG`).
-pub async fn read_ping_period(node: &mut Node) -> Result<PingPeriod, ActError> {
-    let period = match node.config_get("repl-ping-replica-period").await {
+/// Reads one instance's `repl-ping-replica-period` (`repl-ping-slave-period` before Redis 5),
+/// with the name the server knows it by: [`PingPeriod::Refused`] when `CONFIG GET` is refused
+/// (`NOPERM`, a renamed or disabled `CONFIG`).
+pub async fn read_ping_period(node: &mut Node) -> Result<(PingPeriod, &'static str), ActError> {
+    let mut ping_period_name = "repl-ping-replica-period";
+    let period = match node.config_get(ping_period_name).await {
         // Before Redis 5 the parameter had only its old name.
-        Ok(None) => node.config_get("repl-ping-slave-period").await,
+        Ok(None) => {
+            ping_period_name = "repl-ping-slave-period";
+            node.config_get(ping_period_name).await
+        }
         other => other,
     };
     match period {
-        Ok(value) => {
-            Ok(value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(PingPeriod::Unknown, PingPeriod::Known))
-        }
+        Ok(value) => Ok((
+            value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(PingPeriod::Unknown, PingPeriod::Known),
+            ping_period_name,
+        )),
         Err(ActError::Command { error, .. })
             if matches!(error.kind, ProbeErrorKind::Auth | ProbeErrorKind::UnknownCommand | ProbeErrorKind::Redis) =>
         {
-            Ok(PingPeriod::Refused)
+            Ok((PingPeriod::Refused, ping_period_name))
         }
         Err(e) => Err(e),
     }
@@ -173,14 +199,20 @@ pub async fn read_ping_period(node: &mut Node) -> Result<PingPeriod, ActError> {
 pub async fn read(node: &mut Node) -> Result<Seen, ActError> {
     let number = |v: Option<String>| v.and_then(|v| v.trim().parse::<u64>().ok());
     let yes = |v: Option<String>| v.map(|v| v.trim() == "yes");
-    let ping_period = read_ping_period(node).await?;
+    let (ping_period, ping_period_name) = read_ping_period(node).await?;
     if ping_period == PingPeriod::Refused {
-        return Ok(Seen { ping_period, ..Seen::default() });
+        return Ok(Seen { ping_period, ping_period_name, ..Seen::default() });
     }
     let save = node.config_get("save").await?;
     let appendonly = yes(node.config_get("appendonly").await?);
+    let min_replicas = match node.config_get("min-slaves-to-write").await? {
+        Some(to_write) => Some((to_write, node.config_get("min-slaves-max-lag").await?)),
+        None => None,
+    };
     Ok(Seen {
         ping_period,
+        ping_period_name,
+        min_replicas,
         diskless_sync: yes(node.config_get("repl-diskless-sync").await?),
         diskless_sync_delay_secs: number(node.config_get("repl-diskless-sync-delay").await?),
         persistent: match (save, appendonly) {
@@ -205,6 +237,43 @@ fn drivers(observation: &Observation) -> Vec<InstanceId> {
         .collect()
 }
 
+/// What the audit remembers of one instance's `min-slaves-to-write` between audits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct FenceMemory {
+    /// The last values seen without a fence: what to restore.
+    unfenced: Option<(String, Option<String>)>,
+    /// The last audit found a fence without a lease.
+    unleased: bool,
+}
+
+/// A fence to lift: the value found, and the values to set back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LeftOver {
+    found: String,
+    to_write: String,
+    max_lag: Option<String>,
+}
+
+/// Pure: whether `seen` shows a roomguard write fence left over (see [`FenceMark::left_over`]),
+/// and the memory for the next audit.
+fn judge_fence(seen: &Seen, memory: &FenceMemory, now: SystemTime) -> (Option<LeftOver>, FenceMemory) {
+    let Some((to_write, max_lag)) = &seen.min_replicas else { return (None, memory.clone()) };
+    match FenceMark::parse(to_write) {
+        None => (None, FenceMemory { unfenced: Some((to_write.clone(), max_lag.clone())), unleased: false }),
+        Some(mark) => {
+            let next = FenceMemory { unleased: mark == FenceMark::Unleased, ..memory.clone() };
+            if !mark.left_over(now, memory.unleased) {
+                return (None, next);
+            }
+            let (restore, restore_lag) = match &memory.unfenced {
+                Some((to_write, max_lag)) => (to_write.clone(), max_lag.clone()),
+                None => ("0".to_string(), None),
+            };
+            (Some(LeftOver { found: to_write.clone(), to_write: restore, max_lag: restore_lag }), next)
+        }
+    }
+}
+
 /// Audits every instance now and every [`AUDIT_PERIOD`] (every [`RETRY`] while some instance
 /// could not be read), and re-reads the ping period of the instances that drive replicas every
 /// [`PERIOD_REFRESH`] in between; passes the ping periods to `store`, logs a finding when it
@@ -215,12 +284,19 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
     let c = &config.controller;
     let mut known: Vec<Vec<Finding>> = vec![Vec::new(); config.topology.instances.len()];
     let mut periods = Periods::new(config.topology.instances.len());
+    let mut fences = vec![FenceMemory::default(); config.topology.instances.len()];
     loop {
+        let memory = &fences;
         let audits = (0..config.topology.instances.len()).map(|id| async move {
             let addr = config.topology.addr(id);
             let seen = async {
                 let mut node = Node::connect(addr, config.redis.instance(id), c.timeout).await?;
-                read(&mut node).await
+                let seen = read(&mut node).await?;
+                let (left_over, next) = judge_fence(&seen, &memory[id], SystemTime::now());
+                if let Some(fence) = left_over {
+                    lift(metrics, &mut node, id, &fence).await;
+                }
+                Ok::<_, ActError>((seen, next))
             };
             (id, tokio::time::timeout(c.timeout * 10, seen).await)
         });
@@ -230,7 +306,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
         for (id, result) in futures::future::join_all(audits).await {
             let addr = config.topology.addr(id);
             match result {
-                Ok(Ok(seen)) => {
+                Ok(Ok((seen, memory))) => {
+                    fences[id] = memory;
                     read.push((id, seen.ping_period));
                     incomplete |= seen.ping_period == PingPeriod::Unknown;
                     audited.push((id, findings(&seen, c.silence(), c.poll_interval)));
@@ -288,7 +365,7 @@ pub async fn read_periods(config: &Config, observation: &Observation) -> Vec<(In
     let reads = drivers(observation).into_iter().map(|id| async move {
         let read = async {
             let mut node = Node::connect(config.topology.addr(id), config.redis.instance(id), c.timeout).await?;
-            read_ping_period(&mut node).await
+            read_ping_period(&mut node).await.map(|(period, _)| period)
         };
         (id, tokio::time::timeout(c.timeout * 4, read).await)
     });
@@ -350,6 +427,35 @@ fn new_findings(known: &[Vec<Finding>], audited: &[(InstanceId, Vec<Finding>)]) 
     out
 }
 
+/// Lifts a fence left over on `node` (logged, counted); one that changed meanwhile is left.
+async fn lift(metrics: &Metrics, node: &mut Node, id: InstanceId, fence: &LeftOver) {
+    let LeftOver { found, to_write, max_lag } = fence;
+    let held = match FenceMark::parse(found) {
+        Some(FenceMark::Leased(until)) => format!("its lease ran out at {}", humantime::format_rfc3339_seconds(until)),
+        _ => "it has no lease and was there at the previous audit".into(),
+    };
+    match node.lift_left_over_fence(found, to_write, max_lag.as_deref()).await {
+        Ok(true) => {
+            metrics.record_write_fence_lifted(id);
+            warn!(
+                instance = %node.addr,
+                "lifted a write fence left on {} (min-slaves-to-write {found}; {held}): a switchover or room fence \
+                 whose controller died left it, and the instance refused every write while it was a master; \
+                 min-slaves-to-write is {to_write} again",
+                node.addr
+            );
+        }
+        Ok(false) => debug!(instance = %node.addr, "the write fence changed while it was being lifted: left as it is"),
+        Err(e) => warn!(
+            instance = %node.addr,
+            error = %e,
+            "a write fence is left on {} (min-slaves-to-write {found}; {held}) and could not be lifted: run CONFIG \
+             SET min-slaves-to-write {to_write} on it",
+            node.addr
+        ),
+    }
+}
+
 fn record(metrics: &Metrics, id: InstanceId, found: &[Finding]) {
     for check in CHECKS {
         metrics.set_config_warning(id, check, found.iter().any(|f| f.check() == check));
@@ -366,9 +472,11 @@ mod tests {
         let secs = Duration::from_secs;
         let redis_default = Seen {
             ping_period: PingPeriod::Known(10),
+            ping_period_name: "repl-ping-replica-period",
             diskless_sync: Some(true),
             diskless_sync_delay_secs: Some(5),
             persistent: Some(true),
+            min_replicas: None,
         };
         let lab = Seen {
             ping_period: PingPeriod::Known(1),
@@ -399,15 +507,30 @@ mod tests {
         // Derived thresholds: a period above 1s is flagged with the detection time it implies.
         let derived = SilenceSettings { configured: None, margin: ms(400) };
         let slow = findings(&redis_default, derived, ms(100));
-        assert_eq!(slow, [Finding::PingPeriodSlow { period_secs: 10, detection: ms(10_400) }]);
+        let setting = "repl-ping-replica-period";
+        assert_eq!(slow, [Finding::PingPeriodSlow { setting, period_secs: 10, detection: ms(10_400) }]);
         assert!(slow[0].advice().contains("10s 400ms"), "{}", slow[0].advice());
+        // Redis < 5.0 refuses the new name in redis.conf: the advice names the one it knows.
+        let old = Seen { ping_period_name: "repl-ping-slave-period", ..redis_default.clone() };
+        let advice = findings(&old, derived, ms(100))[0].advice();
+        assert!(advice.contains("set repl-ping-slave-period 1") && !advice.contains("repl-ping-replica"), "{advice}");
+        // Redis 2.8.17 has no diskless sync: without persistence its disk-based sync is unprotected.
+        let r28 = Seen { diskless_sync: None, diskless_sync_delay_secs: None, ..lab.clone() };
+        let found = findings(&r28, derived, ms(100));
+        assert_eq!(found, [Finding::EmptyRestartUnprotected { diskless_sync: None, delay_secs: 0 }]);
+        assert!(found[0].advice().contains("2.8.18"), "{}", found[0].advice());
+        assert!(findings(&Seen { persistent: Some(true), ..r28 }, derived, ms(100)).is_empty());
         assert_eq!(findings(&lab, derived, ms(100)).iter().map(Finding::check).collect::<Vec<_>>(), ["empty_restart"]);
     }
 
     #[test]
     fn one_line_per_finding_listing_the_instances() {
-        let empty = |delay_secs| Finding::EmptyRestartUnprotected { diskless_sync: true, delay_secs };
-        let slow = Finding::PingPeriodSlow { period_secs: 10, detection: Duration::from_millis(10_400) };
+        let empty = |delay_secs| Finding::EmptyRestartUnprotected { diskless_sync: Some(true), delay_secs };
+        let slow = Finding::PingPeriodSlow {
+            setting: "repl-ping-replica-period",
+            period_secs: 10,
+            detection: Duration::from_millis(10_400),
+        };
         let audited = vec![(0, vec![empty(0)]), (1, vec![empty(0), slow.clone()]), (2, vec![]), (3, vec![empty(0)])];
         let nothing_known = vec![Vec::new(); 4];
         assert_eq!(new_findings(&nothing_known, &audited), [(empty(0), vec![0, 1, 3]), (slow.clone(), vec![1])]);
@@ -417,5 +540,39 @@ mod tests {
         // A finding that changed (another delay) is new on that instance only.
         let changed = vec![(0, vec![empty(0)]), (1, vec![empty(1), slow.clone()]), (3, vec![empty(0)])];
         assert_eq!(new_findings(&known, &changed), [(empty(1), vec![1])]);
+    }
+
+    #[test]
+    fn a_write_fence_is_lifted_only_once_it_is_left_over() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let seen = |to_write: &str, max_lag: &str| Seen {
+            min_replicas: Some((to_write.to_string(), Some(max_lag.to_string()))),
+            ..Seen::default()
+        };
+        let nothing = FenceMemory::default();
+        // Not a fence: remembered as the value to restore.
+        let (lift, memory) = judge_fence(&seen("1", "10"), &nothing, now);
+        assert_eq!(lift, None);
+        assert_eq!(memory.unfenced, Some(("1".to_string(), Some("10".to_string()))));
+        // A fence whose lease runs (or ran out less than the grace ago) is in force.
+        let leased = |until: SystemTime| FenceMark::value(until);
+        for until in [now + Duration::from_secs(5), now - FenceMark::GRACE + Duration::from_secs(1)] {
+            assert_eq!(judge_fence(&seen(&leased(until), "10"), &memory, now).0, None, "{until:?}");
+        }
+        // Left over: the values seen before the fence come back.
+        let stale = leased(now - FenceMark::GRACE - Duration::from_secs(1));
+        let (lift, _) = judge_fence(&seen(&stale, "10"), &memory, now);
+        let expected = LeftOver { found: stale.clone(), to_write: "1".into(), max_lag: Some("10".into()) };
+        assert_eq!(lift, Some(expected));
+        // Nothing seen before the fence: Redis' default, and min-slaves-max-lag left as it is.
+        let (lift, _) = judge_fence(&seen(&stale, "10"), &nothing, now);
+        assert_eq!(lift, Some(LeftOver { found: stale, to_write: "0".into(), max_lag: None }));
+        // Without a lease (an older roomguard's 1000000): only once a previous audit saw it too.
+        let (lift, memory) = judge_fence(&seen("1000000", "10"), &nothing, now);
+        assert_eq!((lift, memory.unleased), (None, true));
+        let (lift, _) = judge_fence(&seen("1000000", "10"), &memory, now);
+        assert_eq!(lift.map(|l| l.to_write), Some("0".to_string()));
+        // Not readable: nothing claimed, the memory kept.
+        assert_eq!(judge_fence(&Seen::default(), &memory, now), (None, memory.clone()));
     }
 }

@@ -10,8 +10,9 @@
 //! condition holds. Writes wait (clients time out; nothing is acknowledged), reads and
 //! replication go on, and the pause expires by itself if this controller dies, so a dead
 //! controller never leaves a room unwritable for longer than one lease. Redis < 6.2 has no
-//! write-only pause: the `min-slaves-to-write` fence of the switchover ([`WriteFence`]),
-//! which does not expire, restored when the fence is lifted.
+//! write-only pause: the `min-slaves-to-write` fence of the switchover ([`WriteFence`]), whose
+//! value carries a lease of the same length, renewed the same way; Redis does not expire it,
+//! but once the lease has run out any controller's settings audit lifts it.
 //!
 //! When: no successful etcd round trip for [`crate::coordination::CoordinationSettings::fence_after`]
 //! *and* the last probe of every instance outside the room failed. The second condition keeps
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    act::{Node, WriteFence},
+    act::{InForce, Node, WriteFence},
     config::Config,
     coordination::Coordinator,
     info::Role,
@@ -66,12 +67,16 @@ pub fn to_fence(
         .all(|(id, _)| !observation.get(id).reachable);
     let answers_as_master =
         |id: InstanceId| observation.get(id).info.as_ref().is_some_and(|info| info.role == Role::Master);
+    // A replica line that names no instance of the topology (Redis 2.8 and NAT show the
+    // connection's source address) may be a cross-room replica: it must be quiet too, and
+    // without a lag it is no evidence of quiet. Never fence on missing evidence.
     let other_rooms_quiet = topology.room_members(room).all(|id| {
         let replicas = observation.get(id).info.as_ref().map(|i| i.replicas.as_slice()).unwrap_or_default();
-        replicas
-            .iter()
-            .filter(|r| topology.find_any(&r.host, r.port).is_some_and(|other| topology.instance(other).room != room))
-            .all(|r| r.lag.is_none_or(|lag| lag >= QUIET_LAG))
+        replicas.iter().all(|r| match topology.find_any(&r.host, r.port).map(|other| topology.instance(other).room) {
+            Some(r_room) if r_room == room => true,
+            Some(_) => r.lag.is_none_or(|lag| lag >= QUIET_LAG),
+            None => r.lag.is_some_and(|lag| lag >= QUIET_LAG),
+        })
     });
     topology
         .instances
@@ -132,20 +137,22 @@ pub async fn run(
             );
         }
         was_cut = cut;
-        // Every master at once: the bound must not grow with the number of masters.
-        let fences =
-            wanted.iter().filter(|id| matches!(fenced.get(id), None | Some(WriteFence::PauseWrite))).map(|&id| {
-                let (addr, version) = (t.addr(id), observation.get(id).version);
-                let config = &config;
-                async move {
-                    let fenced = async {
-                        let mut node =
-                            Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
-                        node.fence_writes(version, pause_for).await
-                    };
-                    (id, fenced.await)
-                }
-            });
+        // Every master at once: the bound must not grow with the number of masters. A fence
+        // held is renewed (a pause set again, a `min-slaves-to-write` lease moved on).
+        let fences = wanted.iter().map(|&id| {
+            let (addr, version) = (t.addr(id), observation.get(id).version);
+            let (config, held) = (&config, fenced.get(&id).cloned());
+            async move {
+                let fenced = async {
+                    let mut node = Node::connect(addr, config.redis.instance(id), config.controller.timeout).await?;
+                    match held {
+                        Some(fence) => node.renew_fence(&fence, pause_for).await.map(|()| fence),
+                        None => node.fence_writes(version, pause_for, InForce::TakeOver).await,
+                    }
+                };
+                (id, fenced.await)
+            }
+        });
         for (id, outcome) in futures::future::join_all(fences).await {
             let addr = t.addr(id);
             match outcome {
@@ -248,6 +255,20 @@ mod tests {
         assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
         o.instances[tail] = observed_with(false, true, &line(QUIET_LAG));
         assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![m1, m2]);
+        // A replica line that names no instance (Redis 2.8, NAT: the connection's source
+        // address) counts unless it is quiet too.
+        let unplaced = |lag: &str| format!("slave1:ip=10.0.0.1,port=6401,state=online,offset=0{lag}\r\n");
+        o.instances[tail] = observed_with(false, true, &(line(QUIET_LAG) + &unplaced(",lag=0")));
+        assert!(to_fence(&t, &o, 0, true, &[], None).is_empty());
+        o.instances[tail] = observed_with(false, true, &(line(QUIET_LAG) + &unplaced("")));
+        assert!(to_fence(&t, &o, 0, true, &[], None).is_empty(), "no lag, no evidence of quiet");
+        o.instances[tail] = observed_with(false, true, &(line(QUIET_LAG) + &unplaced(",lag=5")));
+        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![m1, m2]);
+        // A replica in the room itself (room 1's replica of its master) is not evidence either way.
+        let in_room = "slave1:ip=192.168.99.11,port=6403,state=online,offset=0,lag=0\r\n";
+        o.instances[m1] = InstanceObservation { reachable: true, ..observed_with(true, true, in_room) };
+        assert_eq!(to_fence(&t, &o, 0, true, &[], None), vec![m1, m2]);
+        o.instances[m1] = observed(true, true);
         // Fenced stays fenced while etcd is cut, even if room 2 answers again.
         o.instances[h1].reachable = true;
         assert_eq!(to_fence(&t, &o, 0, true, &[m1, m2], None), vec![m1, m2]);

@@ -194,6 +194,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub diverged_bytes: Family<DivergedLabels, Counter>,
     pub restarted_empty: Family<InstanceLabels, Counter>,
+    pub write_fences_lifted: Family<InstanceLabels, Counter>,
     pub config_warning: Family<ConfigWarningLabels, Gauge>,
     pub link_silence_threshold: Family<ShardLabels, FloatGauge>,
     pub ping_period_refused: Family<InstanceLabels, Gauge>,
@@ -260,6 +261,7 @@ impl Metrics {
             actions: Family::default(),
             diverged_bytes: Family::default(),
             restarted_empty: Family::default(),
+            write_fences_lifted: Family::default(),
             config_warning: Family::default(),
             link_silence_threshold: Family::default(),
             ping_period_refused: Family::default(),
@@ -281,6 +283,7 @@ impl Metrics {
         // is 2), and an alert on it stays silent for the controller's first failures.
         for labels in &m.instance_labels {
             let _ = m.restarted_empty.get_or_create(labels);
+            let _ = m.write_fences_lifted.get_or_create(labels);
             let diverged = DivergedLabels { shard: labels.shard.clone(), instance: labels.instance.clone() };
             let _ = m.diverged_bytes.get_or_create(&diverged);
             for kind in ProbeErrorKind::ALL {
@@ -426,6 +429,12 @@ impl Metrics {
             "restarted_empty",
             "Times an instance came back as a master without the replication history it had (a restart without data)",
             m.restarted_empty.clone(),
+        );
+        r.register(
+            "write_fences_lifted",
+            "Write fences (min-slaves-to-write, Redis < 6.2) left by a switchover or a room fence whose controller \
+             died, lifted by the settings audit",
+            m.write_fences_lifted.clone(),
         );
         r.register(
             "config_warning",
@@ -644,6 +653,10 @@ impl Metrics {
             check: check.into(),
         };
         self.config_warning.get_or_create(&labels).set(i64::from(warning));
+    }
+
+    pub fn record_write_fence_lifted(&self, id: InstanceId) {
+        self.write_fences_lifted.get_or_create(&self.instance_labels[id]).inc();
     }
 
     pub fn record_restarted_empty(&self, id: InstanceId) {

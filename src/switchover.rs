@@ -418,7 +418,7 @@ async fn pause_and_catch_up(config: &Config, moves: &[&Move]) -> Result<Vec<(Nod
     let mut paused = Vec::new();
     for mut node in masters {
         let fenced = match node.server_version().await {
-            Ok(version) => node.fence_writes(version, pause_for).await,
+            Ok(version) => node.fence_writes(version, pause_for, act::InForce::Refuse).await,
             Err(e) => Err(e),
         };
         match fenced {

@@ -1,6 +1,6 @@
 //! The version matrix's core rows (issue 11): run on whatever server `ROOMGUARD_REDIS_SERVER`
 //! names (scripts/test runs them once per version: Redis 2.8, 3.0, 3.2, 5.0, 6.2, 7.0 and
-//! Valkey 8). Ports 23500-23579 only. Each test asserts what its version supports and nothing
+//! Valkey 8). Ports 23500-23599 only. Each test asserts what its version supports and nothing
 //! a version lacks: on Redis < 6.2 the graceful switchover refuses writes (`NOREPLICAS`)
 //! instead of pausing them, and there is no lineage to count divergence with before 4.0.
 
@@ -347,7 +347,11 @@ async fn versions_graceful_switchover_under_a_writer_loses_no_acknowledged_write
 /// writes and the settings. `REPLICAOF` falls back to `SLAVEOF` where it is unknown (< 5.0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_write_fence_stops_writes_and_is_lifted() {
-    use roomguard::{act::Node, config::RedisSettings, lab::RedisServer};
+    use roomguard::{
+        act::{InForce, Node},
+        config::RedisSettings,
+        lab::RedisServer,
+    };
     let version = server_version();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (addr(&at(1, 23541)), addr(&at(1, 23542)));
@@ -358,7 +362,7 @@ async fn versions_write_fence_stops_writes_and_is_lifted() {
     }
     let mut node = Node::connect(&a, &RedisSettings::default(), Duration::from_secs(1)).await.unwrap();
     assert_eq!(node.server_version().await.unwrap(), Some(version));
-    let fence = node.fence_writes(Some(version), Duration::from_secs(5)).await.unwrap();
+    let fence = node.fence_writes(Some(version), Duration::from_secs(5), InForce::Refuse).await.unwrap();
     assert_eq!(matches!(fence, roomguard::act::WriteFence::PauseWrite), version.has_pause_write());
 
     let mut client = connect(&at(1, 23541)).await;
@@ -382,6 +386,60 @@ async fn versions_write_fence_stops_writes_and_is_lifted() {
         assert!(wait_until(Duration::from_secs(10), || async { replicates(&at(1, 23541), &at(1, 23542)).await }).await);
         node.promote().await.unwrap();
     }
+}
+
+async fn min_replicas_to_write(target: &str) -> String {
+    let mut con = connect(target).await;
+    let setting: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("min-slaves-to-write").query_async(&mut con).await.unwrap();
+    setting.get(1).cloned().unwrap_or_default()
+}
+
+async fn set_min_replicas_to_write(target: &str, value: &str) {
+    let mut con = connect(target).await;
+    let () = redis::cmd("CONFIG").arg("SET").arg("min-slaves-to-write").arg(value).query_async(&mut con).await.unwrap();
+}
+
+/// A write fence (`min-slaves-to-write`, Redis < 6.2) left by a switchover or a room fence
+/// whose controller died: the settings audit lifts it once its lease has run out, and leaves
+/// one whose lease runs; a promotion lifts any fence on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_left_over_write_fence_is_lifted_and_a_new_master_never_keeps_one() {
+    use roomguard::act::FenceMark;
+    use std::time::SystemTime;
+    let mut lab = lab(23580).await;
+    let (old_master, new_master) = (at(1, 23581), at(2, 23581));
+    let left_over = FenceMark::value(SystemTime::now() - FenceMark::GRACE - Duration::from_secs(60));
+    let in_force = FenceMark::value(SystemTime::now() + Duration::from_secs(600));
+    set_min_replicas_to_write(&old_master, &left_over).await;
+    set_min_replicas_to_write(&new_master, &in_force).await;
+    let mut client = connect(&old_master).await;
+    let refused = redis::cmd("SET").arg("k").arg("v").query_async::<()>(&mut client).await.unwrap_err();
+    assert_eq!(refused.code(), Some("NOREPLICAS"), "{refused}");
+
+    let c = Controller::start(&lab).await;
+    let label = format!("instance=\"{old_master}\"");
+    assert!(
+        wait_until(Duration::from_secs(10), || async { min_replicas_to_write(&old_master).await == "0" }).await,
+        "the left-over fence on {old_master} was not lifted"
+    );
+    assert_eq!(c.metric("roomguard_write_fences_lifted_total", &[&label]), 1.0, "{}", c.metrics());
+    assert_eq!(c.metric("roomguard_write_fences_lifted_total", &[]), 1.0, "only the left-over fence");
+    let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut client).await.unwrap();
+    assert_eq!(min_replicas_to_write(&new_master).await, in_force, "a fence in force was lifted");
+
+    for id in lab.room(0) {
+        lab.servers[id].kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || async { is_master(&new_master).await }).await,
+        "room 2 was not promoted: {}",
+        c.report_text()
+    );
+    assert_eq!(min_replicas_to_write(&new_master).await, "0", "the new master kept a fence");
+    let mut client = connect(&new_master).await;
+    let () = redis::cmd("SET").arg("k").arg("after").query_async(&mut client).await.unwrap();
+    c.stop().await;
 }
 
 /// `REPLICAOF` renamed away (`rename-command REPLICAOF ""`): `SLAVEOF` is used; both renamed:
