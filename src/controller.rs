@@ -890,6 +890,17 @@ impl Controller {
         self.state = Some(next);
         for change in &decision.changes {
             let trigger = log_change(t, change, observation);
+            // Availability first: the failover goes on, and says what it cannot keep.
+            for ((id, version), (parent, parent_version)) in observation.incompatible_links(t, change.to) {
+                error!(
+                    shard = %t.shards[change.shard].name,
+                    instance = %t.addr(id),
+                    master = %t.addr(parent),
+                    "MIXED VERSIONS: {} ({version}) is to replicate from {} ({parent_version}), whose RDB it cannot \
+                     load: it stays out of sync (Redis < 4.0 empties its dataset trying) until it is upgraded",
+                    t.addr(id), t.addr(parent)
+                );
+            }
             // An adoption does not replace a more specific reason still pending: following a
             // `roomguard failover` that is half-way through is still that manual failover.
             if trigger != Trigger::Adopted || self.triggers[change.shard].is_none() {

@@ -346,6 +346,28 @@ impl Observation {
         self.instances[id].live_info()
     }
 
+    /// The links of the chains under `master` (every instance of its shard, down ones too)
+    /// whose replica cannot load its parent's RDB ([`ServerVersion::can_replicate_from`]), as
+    /// `(replica, parent)`, with the versions last read; a link with an unknown version is not
+    /// judged. Mixed versions replicate only from the older to the newer.
+    pub fn incompatible_links(
+        &self,
+        t: &Topology,
+        master: InstanceId,
+    ) -> Vec<((InstanceId, ServerVersion), (InstanceId, ServerVersion))> {
+        t.desired_parents(master, |_| false)
+            .into_iter()
+            .filter_map(|(id, parent)| match parent {
+                crate::topology::Parent::Instance(parent) => Some((id, parent)),
+                crate::topology::Parent::None => None,
+            })
+            .filter_map(|(id, parent)| {
+                let (replica, source) = (self.get(id).version?, self.get(parent).version?);
+                (!replica.can_replicate_from(&source)).then_some(((id, replica), (parent, source)))
+            })
+            .collect()
+    }
+
     /// True once every instance has been probed at least once.
     pub fn complete(&self) -> bool {
         self.instances.iter().all(|i| i.probed_at.is_some())

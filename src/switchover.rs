@@ -99,6 +99,12 @@ pub enum FailoverError {
          and writes were unpaused{moved}"
     )]
     PromotionFailed { shard: String, head: String, master: String, error: ActError, moved: String },
+    #[error(
+        "making room \"{room}\" primary would put instances under masters of a newer Redis: {links}. \
+         A replica cannot load a newer master's RDB (and Redis < 4.0 empties its dataset trying). \
+         Nothing changed; upgrade the older instances first"
+    )]
+    IncompatibleVersions { room: String, links: String },
     #[error("the new topology was not verified within {timeout}: {details}")]
     NotVerified { timeout: String, details: String },
 }
@@ -226,6 +232,25 @@ pub async fn failover(
             }
         }
         moves.push(Move { shard, from, to, graceful: from_live });
+    }
+
+    // A graceful switchover is planned work: it must not put an instance under a master whose
+    // RDB it cannot load (a forced one goes on, as the automatic path does: availability).
+    let incompatible: Vec<String> = moves
+        .iter()
+        .flat_map(|m| observation.incompatible_links(t, m.to).into_iter().map(move |link| (m.graceful, link)))
+        .map(|(graceful, ((id, v), (parent, pv)))| {
+            (graceful, format!("{} ({v}) would replicate from {} ({pv})", t.addr(id), t.addr(parent)))
+        })
+        .filter_map(|(graceful, link)| {
+            if !graceful {
+                warn!("{link}, whose RDB it cannot load: it will not sync until it is upgraded");
+            }
+            graceful.then_some(link)
+        })
+        .collect();
+    if !incompatible.is_empty() {
+        return Err(FailoverError::IncompatibleVersions { room: room.to_string(), links: incompatible.join("; ") });
     }
 
     let mut writes_paused_ms = None;

@@ -102,6 +102,42 @@ impl ServerVersion {
         if self.at_least(5, 0) { "repl-ping-replica-period" } else { "repl-ping-slave-period" }
     }
 
+    /// The RDB format version the server writes (`RDB_VERSION`), `None` past the versions
+    /// known here. A replica loads its master's RDB in a full sync only if it knows that
+    /// format.
+    pub fn rdb_version(&self) -> Option<u32> {
+        if let Some((major, _, _)) = self.valkey {
+            // Valkey 7.2 and 8 write Redis 7.2's format.
+            return (major <= 8).then_some(11);
+        }
+        Some(match (self.redis.0, self.redis.1) {
+            (0..=2, _) | (3, 0) => 6,
+            (3, _) => 7,
+            (4, _) => 8,
+            (5 | 6, _) => 9,
+            (7, 0) => 10,
+            (7, 1..=2) => 11,
+            (7, _) | (8, 0..=2) => 12,
+            _ => return None,
+        })
+    }
+
+    /// A server of this version can replicate from a master of version `master`: it can load
+    /// the master's RDB. The same or a newer version always can (Valkey counts as the Redis it
+    /// is compatible with); an older one only if it knows the master's RDB format (a 3.0
+    /// replica of a 2.8 master, or 5.0 of 6.2: yes; 2.8 of 3.2, or 6.2 of 7.0: no). Otherwise
+    /// the replica refuses the master's full sync, and Redis < 4.0 empties its dataset first.
+    pub fn can_replicate_from(&self, master: &ServerVersion) -> bool {
+        let key = |v: &ServerVersion| (v.redis, v.valkey);
+        if key(self) >= key(master) && (self.valkey.is_some() || master.valkey.is_none()) {
+            return true;
+        }
+        match (self.rdb_version(), master.rdb_version()) {
+            (Some(replica), Some(master)) => replica >= master,
+            _ => false,
+        }
+    }
+
     /// The configuration directive that makes a server a replica at start.
     pub fn replicaof_directive(&self) -> &'static str {
         if self.has_replicaof() { "replicaof" } else { "slaveof" }
@@ -160,6 +196,35 @@ mod tests {
         for bad in ["", "KeyDB server v=6.3.4", "Redis server", "Redis server v=x.y"] {
             assert!(ServerVersion::from_version_output(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn which_replica_can_load_which_master() {
+        let r = |a, b, c| ServerVersion::redis(a, b, c);
+        let valkey8 = ServerVersion { redis: VALKEY_COMPAT, valkey: Some((8, 0, 1)) };
+        let (r28, r30, r32, r50, r62, r70, r74) =
+            (r(2, 8, 17), r(3, 0, 5), r(3, 2, 6), r(5, 0, 6), r(6, 2, 14), r(7, 0, 15), r(7, 4, 0));
+        let ok = [
+            (r28, r28),
+            (r70, r28),
+            (r30, r28),
+            (r28, r30), // both RDB 6
+            (r50, r62), // both RDB 9
+            (valkey8, r70),
+            (r74, valkey8),
+            (r(2, 8, 19), r(2, 8, 17)),
+            (r(2, 8, 17), r(2, 8, 19)),
+        ];
+        for (replica, master) in ok {
+            assert!(replica.can_replicate_from(&master), "{replica} under {master}");
+        }
+        let refused =
+            [(r28, r32), (r28, r70), (r32, r50), (r62, r70), (r70, valkey8), (valkey8, r74), (r74, r(9, 0, 0))];
+        for (replica, master) in refused {
+            assert!(!replica.can_replicate_from(&master), "{replica} under {master}");
+        }
+        let valkey9 = ServerVersion { redis: VALKEY_COMPAT, valkey: Some((9, 0, 0)) };
+        assert!(!valkey8.can_replicate_from(&valkey9) && valkey9.can_replicate_from(&valkey8));
     }
 
     #[test]
