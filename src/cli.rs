@@ -185,7 +185,7 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
         /// The redis-server binary to run (Redis 2.8 to 7.x, or Valkey 8; default: redis-server
-        /// on PATH). `scripts/servers` builds one per supported version.
+        /// on PATH, else valkey-server). `scripts/servers` builds one per supported version.
         #[arg(long, env = "ROOMGUARD_REDIS_SERVER")]
         redis_server: Option<std::path::PathBuf>,
     },

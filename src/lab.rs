@@ -47,7 +47,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error(
-        "`redis-server` was not found on PATH ({0}). Install it: `apt-get install -y redis-server` \
+        "neither `redis-server` nor `valkey-server` was found on PATH ({0}). Install one: `apt-get install -y redis-server` \
          (Debian/Ubuntu), or set ROOMGUARD_REDIS_SERVER to its path"
     )]
     NoRedisServer(String),
@@ -74,16 +74,20 @@ pub enum LabError {
     Proxy { addr: Addr, why: String },
 }
 
-/// The Redis server binary: `$ROOMGUARD_REDIS_SERVER` or `redis-server` from `PATH`.
+/// The Redis server binary: `$ROOMGUARD_REDIS_SERVER`, else `redis-server` from `PATH`, else
+/// `valkey-server` (a machine with only Valkey installed).
 pub fn redis_server_binary() -> Result<PathBuf, LabError> {
     if let Some(path) = std::env::var_os("ROOMGUARD_REDIS_SERVER") {
         return Ok(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| p.is_file())
+    find_on_path(&path, &["redis-server", "valkey-server"])
         .ok_or_else(|| LabError::NoRedisServer(std::env::var("PATH").unwrap_or_default()))
+}
+
+/// The first of `names` found in a directory of `path`, in the order of `names`.
+fn find_on_path(path: &std::ffi::OsStr, names: &[&str]) -> Option<PathBuf> {
+    names.iter().find_map(|name| std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| p.is_file()))
 }
 
 /// The version a `redis-server` binary reports with `--version`.
@@ -756,5 +760,22 @@ impl Drop for BlackHole {
         for rule in &self.rules {
             delete_iptables_rule(rule);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn valkey_server_is_found_where_redis_server_is_not() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let path = std::env::join_paths([a.path(), b.path()]).unwrap();
+        let names = ["redis-server", "valkey-server"];
+        assert_eq!(super::find_on_path(&path, &names), None);
+        std::fs::write(b.path().join("valkey-server"), "").unwrap();
+        assert_eq!(super::find_on_path(&path, &names), Some(b.path().join("valkey-server")));
+        // redis-server first, wherever it is on PATH.
+        std::fs::write(b.path().join("redis-server"), "").unwrap();
+        std::fs::write(a.path().join("valkey-server"), "").unwrap();
+        assert_eq!(super::find_on_path(&path, &names), Some(b.path().join("redis-server")));
     }
 }

@@ -308,6 +308,11 @@ async fn versions_graceful_switchover_under_a_writer_loses_no_acknowledged_write
 
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 10, "the writer should have been acknowledged some writes: {}", acked.len());
+    // The fence holds from before the catch-up to the demotion (which closes the writer's
+    // connection): several round trips to several instances, while the writer sends one write
+    // per millisecond and a round trip. Refused writes are seen on every run, never on >= 6.2.
+    let refused = *refused.lock().unwrap();
+    assert_eq!(refused > 0, !version.has_pause_write(), "{refused} writes refused with NOREPLICAS on {version}");
     let mut con = connect(&at(2, 23531)).await;
     let keys: Vec<String> = acked.iter().map(|n| format!("w:{n}")).collect();
     let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.unwrap();
@@ -440,6 +445,58 @@ async fn versions_left_over_write_fence_is_lifted_and_a_new_master_never_keeps_o
     let mut client = connect(&new_master).await;
     let () = redis::cmd("SET").arg("k").arg("after").query_async(&mut client).await.unwrap();
     c.stop().await;
+}
+
+/// `roomguard lab --redis-server PATH` runs the lab on the server given by the flag (not the
+/// environment): every instance reports that version in `INFO server`, and SIGTERM stops the
+/// lab cleanly (exit 0, every instance gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_lab_cli_runs_the_given_redis_server() {
+    deadline();
+    let binary = redis_server_binary().unwrap();
+    let version = binary_version(&binary).unwrap();
+    let (base, http) = (port(23580).to_string(), format!("127.0.0.1:{}", port(23589)));
+    let mut cmd = roomguard_dying_with_us(&["lab", "--base-port", &base, "--http", &http, "--duration", "60s"]);
+    cmd.arg("--redis-server").arg(&binary).env_remove("ROOMGUARD_REDIS_SERVER");
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = roomguard::lab::spawn_child(cmd).unwrap();
+    let instances: Vec<String> = (1..=2).flat_map(|room| (23581..=23584).map(move |p| at(room, p))).collect();
+    let reports = |target: String| async move {
+        let Ok(client) = redis::Client::open(format!("redis://{target}")) else { return None };
+        let mut con = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await.ok()?;
+        ServerVersion::from_info(&info)
+    };
+    let all_up = wait_until(Duration::from_secs(20), || async {
+        futures::future::join_all(instances.iter().map(|a| reports(a.clone())))
+            .await
+            .iter()
+            .all(|v| *v == Some(version))
+    })
+    .await;
+    // Its controller answers (SIGTERM is handled from then on).
+    let http: std::net::SocketAddr = http.parse().unwrap();
+    let serving = wait_until(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(http).await.is_ok()
+            && metric_value(&http_get(http, "/metrics").await.1, "roomguard_rounds_total", &[]) > 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(stopped.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap();
+    assert!(all_up && serving, "not every lab instance reports {version}, or no controller: {}", status.1);
+    assert!(status.0.success(), "the lab did not stop cleanly: {:?}\n{}", status.0, status.1);
+    for a in &instances {
+        assert!(reports(a.clone()).await.is_none(), "{a} still runs after the lab stopped");
+    }
 }
 
 /// `REPLICAOF` renamed away (`rename-command REPLICAOF ""`): `SLAVEOF` is used; both renamed:
