@@ -53,6 +53,7 @@ pub mod plan;
 pub mod probe;
 pub mod reload;
 pub mod report;
+mod resp;
 pub mod secret;
 pub mod sentinel;
 pub mod state;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -20,19 +20,96 @@ use crate::{
     info::{self, ReplicationInfo},
     metrics::Metrics,
     observe::{Observation, ObservationStore, ProbeError, ProbeErrorKind},
+    resp,
     topology::{Addr, InstanceId, Topology},
     version::ServerVersion,
+    wire,
 };
 
 /// How a probe connects and names its failures, kept under the name callers know.
 pub use crate::dial::{classify, client_name, connect};
+
+/// `INFO replication` and `INFO server`, packed once (see the test below).
+const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
+const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+
+/// The probe's connection ([`crate::resp`]: request and reply on the prober's own task, no
+/// driver task), opened like [`connect`]'s: the same stream, `AUTH`, name, and one `timeout`
+/// for all of it.
+async fn connect_direct(
+    addr: &Addr,
+    settings: &RedisSettings,
+    timeout: Duration,
+) -> Result<resp::Connection, ProbeError> {
+    let attempt = async {
+        let stream = wire::open(&addr.host, addr.port, settings.tls.as_ref()).await.map_err(|e| match e {
+            wire::OpenError::Io(e) => classify(&RedisError::from(e)),
+            wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
+        })?;
+        let mut connection = resp::Connection::new(stream);
+        authenticate(&mut connection, settings, timeout).await.map_err(|e| classify(&e))?;
+        let setname = redis::cmd("CLIENT").arg("SETNAME").arg(client_name()).get_packed_command();
+        match connection.request(&setname, timeout).await {
+            Err(e) if e.code().is_none() => Err(classify(&e)),
+            _ => Ok(connection),
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),
+    }
+}
+
+/// `AUTH` as redis-rs sends it when it opens a RESP2 connection (what [`connect`] gets): none
+/// without a password; with the username when one is set, once more without it when the server
+/// predates ACLs (Redis 5 refuses two arguments); any other refusal is `AuthenticationFailed`.
+async fn authenticate(
+    connection: &mut resp::Connection,
+    settings: &RedisSettings,
+    timeout: Duration,
+) -> Result<(), RedisError> {
+    let Some(password) = &settings.password else { return Ok(()) };
+    let mut username = settings.username.as_deref();
+    loop {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = username {
+            auth.arg(user);
+        }
+        auth.arg(password.expose());
+        match connection.request(&auth.get_packed_command(), timeout).await {
+            Ok(Value::Okay) => return Ok(()),
+            Ok(_) => {
+                return Err((
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
+                    "Redis server refused to authenticate, returns Ok() != Value::Okay",
+                )
+                    .into());
+            }
+            Err(e) if e.code().is_some() => {
+                let old_server = e.detail().is_some_and(|d| d.contains("wrong number of arguments for 'auth' command"));
+                if username.is_some() && old_server {
+                    username = None;
+                    continue;
+                }
+                return Err((ErrorKind::AuthenticationFailed, "Password authentication failed").into());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One `INFO` request; its reply as text.
+async fn info_text(connection: &mut resp::Connection, command: &[u8], timeout: Duration) -> Result<String, ProbeError> {
+    let reply = connection.request(command, timeout).await.map_err(|e| classify(&e))?;
+    redis::from_redis_value(reply).map_err(|e| classify(&e.into()))
+}
 
 /// One instance's connection, re-established after any failure.
 pub struct Prober {
     addr: Addr,
     auth: RedisSettings,
     timeout: Duration,
-    connection: Option<MultiplexedConnection>,
+    connection: Option<resp::Connection>,
     /// Read with `INFO server` when the connection is (re)opened.
     version: Option<ServerVersion>,
     /// The process's `run_id` (a restart changes it), read with the version.
@@ -74,12 +151,11 @@ impl Prober {
 
     async fn probe_inner(&mut self) -> Result<ReplicationInfo, ProbeError> {
         if self.connection.is_none() {
-            let mut connection = connect(&self.addr, &self.auth, self.timeout).await?;
+            let mut connection = connect_direct(&self.addr, &self.auth, self.timeout).await?;
             // Once per connection, not per poll: a restart (an upgrade) reconnects. Its failure is
             // the probe's (a hung or non-Redis peer costs one timeout, not two); a reply without
             // a version leaves the version unknown.
-            let server: String =
-                redis::cmd("INFO").arg("server").query_async(&mut connection).await.map_err(|e| classify(&e))?;
+            let server = info_text(&mut connection, INFO_SERVER, self.timeout).await?;
             if let Some(version) = ServerVersion::from_info(&server) {
                 self.version = Some(version);
             }
@@ -90,8 +166,7 @@ impl Prober {
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
-        let text: String =
-            redis::cmd("INFO").arg("replication").query_async(connection).await.map_err(|e| classify(&e))?;
+        let text = info_text(connection, INFO_REPLICATION, self.timeout).await?;
         info::parse(&text).map_err(|e| ProbeError::new(ProbeErrorKind::Info, e.to_string()))
     }
 }
@@ -248,6 +323,12 @@ pub async fn probe_once(addr: &Addr, auth: &RedisSettings, timeout: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_commands_are_packed_as_redis_rs_packs_them() {
+        assert_eq!(INFO_REPLICATION, redis::cmd("INFO").arg("replication").get_packed_command());
+        assert_eq!(INFO_SERVER, redis::cmd("INFO").arg("server").get_packed_command());
+    }
 
     #[test]
     fn a_dropped_connection_is_news_only_when_the_next_probe_fails_too() {
