@@ -1,6 +1,10 @@
 //! Probing: `INFO replication` on every instance, each on its own connection and bounded by
 //! its own timeout, so a hung instance never delays the others.
 //!
+//! The probes' connections are not redis-rs' (which [`connect`] opens for the commands that
+//! change Redis): each probe writes its request and reads the reply itself, on the poller's task
+//! ([`crate::resp`]), so a probe costs no hop through a per-connection driver task.
+//!
 //! Every failure mode is a typed [`ProbeError`]: a refused connection (process gone) is
 //! told apart from a timeout (process hung), bad credentials, `-LOADING`, a non-Redis peer
 //! and an INFO reply that could not be understood.
@@ -195,7 +199,8 @@ const PROBE_GROUP: usize = 32;
 /// a second were most of the controller's CPU). Groups rather than one burst keep the queueing
 /// within a burst (replies handled one after the other) small next to the probe timeout. A hung
 /// instance still delays no other: its probe stays in flight (bounded by the timeout) and it
-/// misses its turns meanwhile.
+/// misses its turns meanwhile. Each probe reads and writes its socket from this task (no driver
+/// task per connection), so a reply wakes this task and nothing else.
 ///
 /// `on_answer` is called with every answer right after it is recorded (the Sentinel endpoint
 /// reacts to a demotion at once, not at the next round: [`crate::sentinel::Discovery::observe`]).

@@ -85,12 +85,22 @@ pub(crate) enum FrameError {
 /// Only the structure is checked (type bytes, line ends, lengths); the parser checks the rest.
 /// Fails as soon as a byte shows the peer is not speaking RESP2, so garbage costs no timeout.
 pub(crate) fn frame(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    match buf.first() {
+        None => return Ok(None),
+        Some(&kind) if !is_type(kind) => return Err(FrameError::Type(kind)),
+        Some(_) => {}
+    }
+    // Every reply ends with a line end: until the bytes read do, nothing is scanned, so a reply
+    // arriving in many reads (a peer streaming up to the cap) is not re-scanned at each one.
+    if !buf.ends_with(b"\r\n") {
+        return Ok(None);
+    }
     let mut at = 0;
     // Elements still to frame: arrays are counted, not recursed into (no depth to exhaust).
     let mut pending: u64 = 1;
     while pending > 0 {
         let Some(&kind) = buf.get(at) else { return Ok(None) };
-        if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+        if !is_type(kind) {
             return Err(FrameError::Type(kind));
         }
         let Some(line) = buf[at + 1..].windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
@@ -111,6 +121,10 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<usize>, FrameError> {
         }
     }
     Ok(Some(at))
+}
+
+fn is_type(byte: u8) -> bool {
+    matches!(byte, b'+' | b'-' | b':' | b'$' | b'*')
 }
 
 /// A bulk string's or an array's length: `None` for `-1` (nil).
@@ -174,6 +188,21 @@ mod tests {
         for header in [&b"$abc\r\n"[..], b"$-2\r\n", b"$\r\n", b"*1x\r\n", b"$99999999999999999999999\r\n"] {
             assert!(matches!(frame(header), Err(FrameError::Length(_))), "{:?}", String::from_utf8_lossy(header));
         }
+    }
+
+    #[test]
+    fn a_long_line_in_progress_is_not_scanned() {
+        // The endless sender of fault row 9: framing after every read must not cost the length
+        // read so far (the poller's task does it for every instance).
+        let mut line = b"+".to_vec();
+        line.extend(std::iter::repeat_n(b'a', 1 << 20));
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(frame(&line), Ok(None));
+        }
+        assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(frame(&line), Ok(Some(line.len())));
     }
 
     #[test]
