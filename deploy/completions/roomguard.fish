@@ -93,7 +93,7 @@ complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l base-port -d
 complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l http -d 'Where the lab controller\'s HTTP server listens' -r
 complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l sentinel -d 'Also serve the Sentinel-compatible endpoint here (e.g. 127.0.0.1:26379)' -r
 complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l duration -d 'Exit after this long (default: run until Ctrl-C or `quit`)' -r
-complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l redis-server -d 'The redis-server binary to run (Redis 2.8 to 7.x, or Valkey 8; default: redis-server on PATH). `scripts/servers` builds one per supported version' -r -F
+complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l redis-server -d 'The redis-server binary to run (Redis 2.8 to 7.x, or Valkey 8; default: redis-server on PATH, else valkey-server). `scripts/servers` builds one per supported version' -r -F
 complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l log -d 'Log filter (tracing directives, e.g. `info`, `roomguard=debug,warn`) [default: the config\'s `controller.log` for `run`, else `info`]' -r
 complete -c roomguard -n "__fish_roomguard_using_subcommand lab" -l log-format -d 'Log format' -r -f -a "plain\t''
 json\t''"
