@@ -839,28 +839,7 @@ async fn row2b_black_hole_of_room_1_fails_over_by_offsets_then_heals() {
 
     let hole = lab.black_hole(0).expect("iptables");
     let started = Instant::now();
-    // What room 2's heads were judged on, from every report the controller publishes (one per
-    // round; the deciding round's is replaced ~100 ms later, hence the 5 ms sampling).
-    let sampler = tokio::spawn({
-        let shared = c.shared.clone();
-        async move {
-            let mut evidence = std::collections::BTreeSet::new();
-            let deadline = Instant::now() + Duration::from_secs(8);
-            while Instant::now() < deadline {
-                let report = shared.report.read().unwrap().clone();
-                for w in report.iter().flat_map(|r| &r.rooms[0].witnesses) {
-                    if let Some(e) = w.evidence.filter(|e| !e.hears()) {
-                        evidence.insert(serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string());
-                    }
-                }
-                if report.is_some_and(|r| r.rooms[0].status == roomguard::detect::RoomStatus::Lost) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            evidence
-        }
-    });
+    let sampler = sample_room_1_evidence(&c, Duration::from_secs(8));
     let failed_over = wait_until(Duration::from_secs(8), || async {
         is_master(&at(2, 21261)).await && is_master(&at(2, 21262)).await
     })

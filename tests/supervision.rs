@@ -30,25 +30,31 @@ async fn a_task_that_dies_stops_the_controller_and_is_named() {
         let mut daemon = Daemon::start(config.clone()).await.unwrap();
         // As `roomguard run` starts it.
         daemon.reload_on_sighup(tokio::signal::unix::signal(hangup).unwrap(), config_path(&lab), false);
-        let (http, shared) = (daemon.http_addr(), daemon.shared());
-        let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
-        let run = tokio::spawn(daemon.run_until(std::future::pending()));
-        assert!(
-            wait_until(Duration::from_secs(5), || async { shared.ready.load(std::sync::atomic::Ordering::Acquire) })
-                .await,
-            "{task}: controller never ready"
-        );
-        abort.abort();
-        let result = tokio::time::timeout(Duration::from_secs(15), run)
-            .await
-            .unwrap_or_else(|_| panic!("the death of the {task} went unnoticed"))
-            .unwrap();
-        match result {
-            Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(ended, task),
-            other => panic!("{task}: {other:?}"),
-        }
-        assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
+        let _ = kill_task_and_expect_the_daemon_stops(daemon, task).await;
     }
+}
+
+/// Runs `daemon` until it is ready, aborts its `task` and expects the daemon to stop, naming the
+/// task, with its HTTP server gone; returns what `run_until` returned.
+async fn kill_task_and_expect_the_daemon_stops(daemon: Daemon, task: Task) -> Result<(), DaemonError> {
+    let (http, shared) = (daemon.http_addr(), daemon.shared());
+    let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
+    let run = tokio::spawn(daemon.run_until(std::future::pending()));
+    assert!(
+        wait_until(Duration::from_secs(5), || async { shared.ready.load(std::sync::atomic::Ordering::Acquire) }).await,
+        "{task}: controller never ready"
+    );
+    abort.abort();
+    let result = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .unwrap_or_else(|_| panic!("the death of the {task} went unnoticed"))
+        .unwrap();
+    match &result {
+        Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(*ended, task),
+        other => panic!("{task}: {other:?}"),
+    }
+    assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
+    result
 }
 
 /// The two tasks of `[coordination] room`: the etcd session and the room fence. Either one's
@@ -72,25 +78,8 @@ async fn the_etcd_session_and_the_room_fence_are_supervised_and_exit_70() {
     });
     for task in [Task::Coordination, Task::Fence] {
         let daemon = Daemon::start(config.clone()).await.unwrap();
-        let (http, shared) = (daemon.http_addr(), daemon.shared());
-        let abort = daemon.abort_handle(task).unwrap_or_else(|| panic!("{task} is supervised"));
-        let run = tokio::spawn(daemon.run_until(std::future::pending()));
-        assert!(
-            wait_until(Duration::from_secs(5), || async { shared.ready.load(std::sync::atomic::Ordering::Acquire) })
-                .await,
-            "{task}: controller never ready"
-        );
-        abort.abort();
-        let result = tokio::time::timeout(Duration::from_secs(15), run)
-            .await
-            .unwrap_or_else(|_| panic!("the death of the {task} went unnoticed"))
-            .unwrap();
-        match &result {
-            Err(DaemonError::TaskEnded { task: ended, how: Ended::Aborted }) => assert_eq!(*ended, task),
-            other => panic!("{task}: {other:?}"),
-        }
+        let result = kill_task_and_expect_the_daemon_stops(daemon, task).await;
         assert_eq!(roomguard::cli::exit_code(result), std::process::ExitCode::from(roomguard::cli::EXIT_TASK_FAILED));
-        assert!(tokio::net::TcpStream::connect(http).await.is_err(), "{task}: the HTTP server still answers");
     }
 }
 

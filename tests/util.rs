@@ -744,3 +744,30 @@ pub async fn accepts_writes(a: &str) -> bool {
     set.arg("after-failover").arg(1);
     matches!(tokio::time::timeout(Duration::from_secs(1), set.query_async::<()>(&mut con)).await, Ok(Ok(())))
 }
+
+/// Every kind of evidence against room 1 that controller `c`'s witnesses (room 2's heads) were
+/// judged on, from every report it publishes until room 1 is lost or `within` passes (one report
+/// a round; the deciding round's is replaced ~100 ms later, hence the 5 ms sampling).
+pub fn sample_room_1_evidence(
+    c: &Controller,
+    within: Duration,
+) -> tokio::task::JoinHandle<std::collections::BTreeSet<String>> {
+    let shared = c.shared.clone();
+    tokio::spawn(async move {
+        let mut evidence = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let report = shared.report.read().unwrap().clone();
+            for w in report.iter().flat_map(|r| &r.rooms[0].witnesses) {
+                if let Some(e) = w.evidence.filter(|e| !e.hears()) {
+                    evidence.insert(serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string());
+                }
+            }
+            if report.is_some_and(|r| r.rooms[0].status == roomguard::detect::RoomStatus::Lost) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        evidence
+    })
+}

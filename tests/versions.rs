@@ -151,27 +151,7 @@ async fn versions_black_hole_fails_over_on_offset_stall() {
     );
     let hole = lab.black_hole(0).expect("iptables");
     let started = std::time::Instant::now();
-    // Every evidence room 2's heads were judged on until room 1 was lost (one report a round).
-    let sampler = tokio::spawn({
-        let shared = c.shared.clone();
-        async move {
-            let mut evidence = std::collections::BTreeSet::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                let report = shared.report.read().unwrap().clone();
-                for w in report.iter().flat_map(|r| &r.rooms[0].witnesses) {
-                    if let Some(e) = w.evidence.filter(|e| !e.hears()) {
-                        evidence.insert(serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_string());
-                    }
-                }
-                if report.is_some_and(|r| r.rooms[0].status == roomguard::detect::RoomStatus::Lost) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            evidence
-        }
-    });
+    let sampler = sample_room_1_evidence(&c, Duration::from_secs(10));
     let promoted = wait_until(Duration::from_secs(10), || async {
         is_master(&at(2, 23571)).await && is_master(&at(2, 23572)).await
     })
