@@ -138,17 +138,7 @@ async fn versions_hung_room_fails_over_and_its_stale_masters_are_demoted() {
 async fn versions_black_hole_fails_over_on_offset_stall() {
     let lab = lab(23570).await;
     let c = Controller::start(&lab).await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            let text = c.metrics();
-            let series: Vec<&str> =
-                text.lines().filter(|l| l.starts_with("roomguard_link_silence_threshold_seconds{")).collect();
-            series.len() == 2 && series.iter().all(|l| l.ends_with(" 1.4"))
-        })
-        .await,
-        "the threshold was not derived from the ping period:\n{}",
-        c.metrics()
-    );
+    crate::faults::wait_derived_threshold(&c).await;
     let hole = lab.black_hole(0).expect("iptables");
     let started = std::time::Instant::now();
     let sampler = sample_room_1_evidence(&c, Duration::from_secs(10));
