@@ -382,8 +382,8 @@ async fn set_min_replicas_to_write(target: &str, value: &str) {
 async fn versions_left_over_write_fence_is_lifted_and_a_new_master_never_keeps_one() {
     use roomguard::act::FenceMark;
     use std::time::SystemTime;
-    let mut lab = lab(23580).await;
-    let (old_master, new_master) = (at(1, 23581), at(2, 23581));
+    let mut lab = lab(23590).await;
+    let (old_master, new_master) = (at(1, 23591), at(2, 23591));
     let left_over = FenceMark::value(SystemTime::now() - FenceMark::GRACE - Duration::from_secs(60));
     let in_force = FenceMark::value(SystemTime::now() + Duration::from_secs(600));
     set_min_replicas_to_write(&old_master, &left_over).await;
