@@ -758,9 +758,7 @@ impl Controller {
         let written = tokio::task::spawn_blocking(move || {
             let path = &shared.config.controller.state_file;
             // What we wrote is what we have seen (reading it back could see another writer's).
-            state
-                .save(path, &shared.config.topology)
-                .map(|()| Some(FileContent(state.to_json(&shared.config.topology).into_bytes())))
+            state.save(path, &shared.config.topology).map(|written| Some(FileContent(written)))
         })
         .await;
         let error = match written {

@@ -115,7 +115,7 @@ pub fn pause(state_file: &Path, by: &str, reason: Option<&str>) -> Result<(Pause
         problem: None,
     };
     let path = path(state_file);
-    let text = serde_json::to_string_pretty(&pause).expect("a pause serializes");
+    let text = serde_json::to_string_pretty(&pause).expect("a pause serializes") + "\n";
     crate::state::write_atomically(&path, text.as_bytes()).map_err(|error| MaintenanceError::Write { path, error })?;
     Ok((pause, true))
 }

@@ -180,10 +180,13 @@ impl State {
         }))
     }
 
-    /// Writes the state file atomically.
-    pub fn save(&self, path: &Path, topology: &Topology) -> Result<(), StateError> {
-        let text = self.to_json(topology);
-        write_atomically(path, text.as_bytes()).map_err(|error| StateError::Write { path: path.into(), error })
+    /// Writes the state file atomically; returns the bytes written (what the file holds now,
+    /// unless another writer replaces it).
+    pub fn save(&self, path: &Path, topology: &Topology) -> Result<Vec<u8>, StateError> {
+        let mut bytes = self.to_json(topology).into_bytes();
+        bytes.push(b'\n');
+        write_atomically(path, &bytes).map_err(|error| StateError::Write { path: path.into(), error })?;
+        Ok(bytes)
     }
 
     /// The state file's text.
@@ -251,7 +254,6 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.write_all(b"\n")?;
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -421,7 +421,7 @@ async fn load(config: &Config) -> Result<Option<State>, StateError> {
 /// Writes the state file (two fsyncs and a rename) off the async workers.
 async fn save(config: &Config, state: State) -> Result<(), StateError> {
     let (path, topology) = (config.controller.state_file.clone(), config.topology.clone());
-    tokio::task::spawn_blocking(move || state.save(&path, &topology)).await.unwrap_or_else(|e| {
+    tokio::task::spawn_blocking(move || state.save(&path, &topology).map(drop)).await.unwrap_or_else(|e| {
         Err(StateError::Write { path: config.controller.state_file.clone(), error: std::io::Error::other(e) })
     })
 }
