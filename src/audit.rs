@@ -356,11 +356,20 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, store: ObservationStore,
     }
 }
 
+/// One probe of every instance, with the ping periods of those that drive replicas: the picture
+/// one-shot commands (`status`, `failover`) judge silence by, as the loop would.
+pub async fn probe_all_with_periods(config: &Config) -> Observation {
+    let mut observation = crate::probe::probe_all(&config.topology, &config.redis, config.controller.timeout).await;
+    for (id, period) in read_periods(config, &observation).await {
+        observation.instances[id].ping_period = period;
+    }
+    observation
+}
+
 /// Reads the ping period of every instance that drives replicas in `observation` (one `CONFIG
 /// GET` each, all at once); those that do not answer in time are left out. The control loop's
-/// audit refreshes the periods with it, and one-shot commands (`status`, `failover`) judge
-/// silence by what it reads.
-pub async fn read_periods(config: &Config, observation: &Observation) -> Vec<(InstanceId, PingPeriod)> {
+/// audit refreshes the periods with it.
+async fn read_periods(config: &Config, observation: &Observation) -> Vec<(InstanceId, PingPeriod)> {
     let c = &config.controller;
     let reads = drivers(observation).into_iter().map(|id| async move {
         let read = async {

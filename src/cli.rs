@@ -24,7 +24,6 @@ use crate::{
     lab::{BlackHole, Lab, LabSpec},
     maintenance,
     plan::{self, Decision},
-    probe,
     report::{Report, ReportInput},
     state::State,
     switchover::{self, FailoverError},
@@ -319,10 +318,7 @@ pub async fn snapshot(config: &Config) -> anyhow::Result<Report> {
     let c = &config.controller;
     // As the control loop reads it: a master the replicas show restarted without its data is
     // planned around here too (one probe has no history of its own).
-    let mut observation = probe::probe_all(t, &config.redis, c.timeout).await.with_inferred_losses(t);
-    for (id, period) in audit::read_periods(config, &observation).await {
-        observation.instances[id].ping_period = period;
-    }
+    let observation = audit::probe_all_with_periods(config).await.with_inferred_losses(t);
     let state = State::load(&c.state_file, t)?;
     let pause = maintenance::load(&c.state_file)?;
     let inferred = plan::infer_masters(t, &observation);

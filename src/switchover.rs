@@ -180,10 +180,7 @@ pub async fn failover(
         room: room.to_string(),
         known: t.rooms.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
     })?;
-    let mut observation = probe::probe_all(t, &config.redis, c.timeout).await;
-    for (id, period) in audit::read_periods(config, &observation).await {
-        observation.instances[id].ping_period = period;
-    }
+    let observation = audit::probe_all_with_periods(config).await;
     let mut state = load(config).await?.unwrap_or_else(|| State::new(vec![None; t.shards.len()]));
     let inferred = plan::infer_masters(t, &observation);
     for (shard, slot) in state.masters.iter_mut().enumerate() {
