@@ -31,10 +31,7 @@ pub async fn connect(
     }
     let config = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
     let attempt = async {
-        let stream = wire::open(&addr.host, addr.port, settings.tls.as_ref()).await.map_err(|e| match e {
-            wire::OpenError::Io(e) => classify(&RedisError::from(e)),
-            wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
-        })?;
+        let stream = open_stream(addr, settings).await?;
         let (mut connection, driver) =
             MultiplexedConnection::new_with_config(&redis_settings, stream, config).await.map_err(|e| classify(&e))?;
         // The driver ends when the last handle to the connection is dropped.
@@ -48,7 +45,22 @@ pub async fn connect(
             _ => Ok(connection),
         }
     };
-    // Name resolution, TCP, TLS and `AUTH` together, within one `timeout`.
+    within(timeout, attempt).await
+}
+
+/// The stream to `addr` ([`wire::open`]), its failures as [`ProbeError`]s.
+pub async fn open_stream(addr: &Addr, settings: &RedisSettings) -> Result<wire::Capped<Box<dyn wire::Io>>, ProbeError> {
+    wire::open(&addr.host, addr.port, settings.tls.as_ref()).await.map_err(|e| match e {
+        wire::OpenError::Io(e) => classify(&RedisError::from(e)),
+        wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
+    })
+}
+
+/// Name resolution, TCP, TLS and `AUTH` together (`attempt`), within one `timeout`.
+pub async fn within<T>(
+    timeout: Duration,
+    attempt: impl Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),

@@ -27,7 +27,6 @@ use crate::{
     resp,
     topology::{Addr, InstanceId, Topology},
     version::ServerVersion,
-    wire,
 };
 
 /// How a probe connects and names its failures, kept under the name callers know.
@@ -46,11 +45,7 @@ async fn connect_direct(
     timeout: Duration,
 ) -> Result<resp::Connection, ProbeError> {
     let attempt = async {
-        let stream = wire::open(&addr.host, addr.port, settings.tls.as_ref()).await.map_err(|e| match e {
-            wire::OpenError::Io(e) => classify(&RedisError::from(e)),
-            wire::OpenError::Tls(message) => ProbeError::new(ProbeErrorKind::Tls, message),
-        })?;
-        let mut connection = resp::Connection::new(stream);
+        let mut connection = resp::Connection::new(crate::dial::open_stream(addr, settings).await?);
         authenticate(&mut connection, settings, timeout).await.map_err(|e| classify(&e))?;
         let setname = redis::cmd("CLIENT").arg("SETNAME").arg(client_name()).get_packed_command();
         match connection.request(&setname, timeout).await {
@@ -58,10 +53,7 @@ async fn connect_direct(
             _ => Ok(connection),
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::new(ProbeErrorKind::Timeout, "connect timed out")),
-    }
+    crate::dial::within(timeout, attempt).await
 }
 
 /// `AUTH` as redis-rs sends it when it opens a RESP2 connection (what [`connect`] gets): none
