@@ -326,8 +326,7 @@ impl Node {
         in_force: InForce,
     ) -> Result<WriteFence, ActError> {
         if version.is_none_or(|v| v.has_pause_write()) {
-            let ms = hold_for.as_millis().max(1) as u64;
-            self.run::<()>(redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"), "CLIENT PAUSE WRITE").await?;
+            self.renew_fence(&WriteFence::PauseWrite, hold_for).await?;
             return Ok(WriteFence::PauseWrite);
         }
         let mut to_write = self.config_get("min-slaves-to-write").await?.unwrap_or_else(|| "0".into());
