@@ -498,19 +498,7 @@ async fn row10f_whole_room_restarted_empty_before_the_controller_started_is_resc
         lab.servers[id].wait_ready(&Default::default(), Duration::from_secs(5)).await.unwrap();
     }
     let c = Controller::start(&lab).await;
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[2]).await }).await,
-        "room 2's head, the last copy, was not promoted: {}",
-        report(&c)
-    );
-    // Past the moment room 1's empty tail would have streamed its dataset.
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    assert!(
-        wait_until(Duration::from_secs(15), || async { all_hold(&chain, 1000).await }).await,
-        "data lost: {:?} {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&c)
-    );
+    expect_rescue_from_room_2(&chain, &c, Duration::from_secs(10)).await;
     assert_eq!(c.metric("roomguard_failovers_total", &["outcome=\"failed\""]), 0.0, "{}", c.metrics());
     c.stop().await;
 }
@@ -536,6 +524,24 @@ async fn expect_rescue(chain: &[String; 4], keys: i64, controllers: &[&Controlle
         "data lost or not re-chained: {:?}\n{}",
         futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
         reports()
+    );
+}
+
+/// After room 1 restarted whole without its data (sync delay `sync_delay`): room 2's head
+/// (`chain[2]`), the last copy, is promoted within 5 s; past the moment room 1's empty tail would
+/// have streamed its dataset, every instance of the chain holds the 1000 keys.
+async fn expect_rescue_from_room_2(chain: &[String; 4], c: &Controller, sync_delay: Duration) {
+    assert!(
+        wait_until(Duration::from_secs(5), || async { is_master(&chain[2]).await }).await,
+        "room 2's head, the last copy, was not promoted: {}",
+        report(c)
+    );
+    tokio::time::sleep(sync_delay + Duration::from_secs(1)).await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async { all_hold(chain, 1000).await }).await,
+        "data lost: {:?} {}",
+        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
+        report(c)
     );
 }
 
@@ -1224,19 +1230,7 @@ async fn row10b_whole_room_restarted_empty_is_rescued_from_the_next_room() {
     for id in lab.room(0) {
         lab.servers[id].restart_with(None, &REDIS_DEFAULT_SYNC_DELAY).unwrap();
     }
-    assert!(
-        wait_until(Duration::from_secs(5), || async { is_master(&chain[2]).await }).await,
-        "room 2's head, the last copy, was not promoted: {}",
-        report(&c)
-    );
-    // Past the moment room 1's empty tail would have streamed its dataset.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        wait_until(Duration::from_secs(15), || async { all_hold(&chain, 1000).await }).await,
-        "data lost: {:?} {}",
-        futures::future::join_all(chain.iter().map(|a| dbsize(a))).await,
-        report(&c)
-    );
+    expect_rescue_from_room_2(&chain, &c, Duration::from_secs(5)).await;
     // One failover per round that saw restarts: one or two (the shards' restarts may be seen a
     // round apart), each counted and verified.
     let failovers = c.metric("roomguard_failovers_total", &["room=\"2\"", "outcome=\"ok\""]);
